@@ -1,0 +1,44 @@
+"""Names used across the product, defined once (aliases, tags, events, roles)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Registry aliases (never MLflow stages).
+ALIAS_CHAMPION: Final = "champion"
+ALIAS_CHALLENGER: Final = "challenger"
+
+# Prefect custom events (DESIGN.md "Events").
+EVENT_DATA_VALIDATED: Final = "mlops.data.validated"
+EVENT_DATA_REJECTED: Final = "mlops.data.rejected"
+EVENT_DRIFT_DETECTED: Final = "mlops.drift.detected"
+EVENT_PERFORMANCE_DEGRADED: Final = "mlops.performance.degraded"
+EVENT_MODEL_REGISTERED: Final = "mlops.model.registered"
+EVENT_SHADOW_COMPLETED: Final = "mlops.shadow.completed"
+EVENT_MODEL_PROMOTED: Final = "mlops.model.promoted"
+EVENT_MODEL_ROLLED_BACK: Final = "mlops.model.rolled_back"
+
+
+def dataset_resource(contract_name: str) -> str:
+    """Prefect resource id of a dataset (data events)."""
+    return f"mlops.dataset.{contract_name}"
+
+
+def model_resource(model_name: str) -> str:
+    """Prefect resource id of a model (model events)."""
+    return f"mlops.model.{model_name}"
+
+
+# Column roles in a data contract.
+ROLE_ID: Final = "id"
+ROLE_FEATURE: Final = "feature"
+ROLE_TARGET: Final = "target"
+ROLE_TIMESTAMP: Final = "timestamp"
+ROLE_SENSITIVE: Final = "sensitive"
+
+# Column added to quarantined rows: why each row was set aside.
+QUARANTINE_REASONS_COLUMN: Final = "_quarantine_reasons"
+
+# Snapshot kinds in the object store.
+KIND_VALID: Final = "valid"
+KIND_QUARANTINE: Final = "quarantine"

@@ -1,0 +1,109 @@
+"""One typed settings object, read from ``MLOPS_*`` environment variables at run time.
+
+Nothing here runs at import time: call :func:`get_settings` when a flow or command starts.
+The embedded profile keeps everything under ``MLOPS_HOME`` (default ``.mlops/``); the
+production profile expects PostgreSQL URLs and an S3 bucket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlops.errors import SettingsError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where things live and how the product behaves; every field is ``MLOPS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    profile: Literal["embedded", "production"] = Field(
+        "embedded",
+        description="embedded: one laptop, SQLite and a local folder; production: PostgreSQL and S3.",
+    )
+    home: Path = Field(Path(".mlops"), description="Root folder of the embedded profile's state.")
+    store_url: str | None = Field(
+        None,
+        description="Object store: a local folder path or s3://bucket[/prefix]. "
+        "Default: <home>/store.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint (moto's server, MinIO); unset for AWS."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry URI. Default: SQLite under <home>."
+    )
+    audit_db_url: str | None = Field(
+        None, description="SQLAlchemy URL of the audit and review store. Default: SQLite under <home>."
+    )
+    contracts_dir: Path = Field(
+        PROJECT_ROOT / "data_contracts", description="Folder of data contract YAML files."
+    )
+    max_quarantine_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Override of the contract's max_quarantine_share (reject above it).",
+    )
+    entity_hash_key: SecretStr = Field(
+        SecretStr("embedded-demo-key-change-me"),
+        description="Secret key for keyed hashes of entity ids (audit trail, canary arms).",
+    )
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> Settings:
+        if self.profile != "production":
+            return self
+        problems = []
+        for field in ("mlflow_tracking_uri", "audit_db_url"):
+            value = getattr(self, field)
+            if not value or not value.startswith(("postgresql", "http")):
+                problems.append(
+                    f"MLOPS_{field.upper()} must point at PostgreSQL or a server (got {value!r})"
+                )
+        if not (self.store_url or "").startswith("s3://"):
+            problems.append(f"MLOPS_STORE_URL must be s3://bucket[/prefix] (got {self.store_url!r})")
+        if self.entity_hash_key.get_secret_value() == "embedded-demo-key-change-me":
+            problems.append("MLOPS_ENTITY_HASH_KEY must be set to a secret of your own")
+        if problems:
+            raise SettingsError(
+                "The production profile is not fully configured: " + "; ".join(problems),
+                hint="set the variables above, or use MLOPS_PROFILE=embedded",
+            )
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or str(self.home_dir / "store")
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return str(self.home_dir / "mlartifacts")
+
+    @property
+    def resolved_audit_db_url(self) -> str:
+        return self.audit_db_url or f"sqlite:///{self.home_dir / 'audit.db'}"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Human-readable reports (GX Data Docs, drift reports) of the embedded profile."""
+        return self.home_dir / "reports"
+
+
+def get_settings() -> Settings:
+    """Read the settings now (environment at call time, never cached at import)."""
+    return Settings()
