@@ -30,8 +30,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".mlops"), description="Root folder of the embedded profile's state.")
     store_url: str | None = Field(
         None,
-        description="Object store: a local folder path or s3://bucket[/prefix]. "
-        "Default: <home>/store.",
+        description="Object store: a local folder path or s3://bucket[/prefix]. Default: <home>/store.",
     )
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint (moto's server, MinIO); unset for AWS."
@@ -64,9 +63,7 @@ class Settings(BaseSettings):
         for field in ("mlflow_tracking_uri", "audit_db_url"):
             value = getattr(self, field)
             if not value or not value.startswith(("postgresql", "http")):
-                problems.append(
-                    f"MLOPS_{field.upper()} must point at PostgreSQL or a server (got {value!r})"
-                )
+                problems.append(f"MLOPS_{field.upper()} must point at PostgreSQL or a server (got {value!r})")
         if not (self.store_url or "").startswith("s3://"):
             problems.append(f"MLOPS_STORE_URL must be s3://bucket[/prefix] (got {self.store_url!r})")
         if self.entity_hash_key.get_secret_value() == "embedded-demo-key-change-me":

@@ -1,0 +1,216 @@
+"""Object store behind a small interface (local folder or S3), and content-addressed snapshots.
+
+A snapshot is validated data written as Parquet and addressed by the sha256 of its bytes:
+writing the same content twice is a no-op; finding other content under a key is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlops.errors import InputError, StorageIntegrityError
+
+if TYPE_CHECKING:
+    from mlops.settings import Settings
+
+
+class ObjectStore(Protocol):
+    """What the core needs of a blob store."""
+
+    url: str
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
+    def uri(self, key: str) -> str: ...
+
+
+class LocalStore:
+    """A folder on disk; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise InputError(f"object key {key!r} escapes the store root {self.root}")
+        return path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise InputError(f"no object {key!r} in store {self.url}")
+        return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self.root
+        if not base.is_dir():
+            return []
+        keys = [
+            p.relative_to(base).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        ]
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+
+def s3_client(endpoint_url: str | None) -> Any:
+    """A boto3 S3 client; built where it is used (never passed into cached Prefect tasks)."""
+    import boto3
+    from botocore.config import Config
+
+    # boto3 >= 1.36 sends checksums non-AWS endpoints may reject (PITFALLS: S3).
+    os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"})
+    )
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> (``bucket``, ``some/key``)."""
+    if not uri.startswith("s3://"):
+        raise InputError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise InputError(f"s3 URI {uri!r} names no bucket", hint="use s3://bucket/key")
+    return bucket, key
+
+
+class S3Store:
+    """An S3 bucket (AWS, MinIO or moto's server) under an optional prefix."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.bucket, prefix = split_s3_uri(self.url)
+        self.prefix = prefix.strip("/")
+        self._client = s3_client(endpoint_url)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            raise InputError(f"cannot read {self.uri(key)}: {exc}") from exc
+        body: bytes = obj["Body"].read()
+        return body
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        keys: list[str] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                key: str = obj["Key"]
+                keys.append(key[len(self.prefix) + 1 :] if self.prefix else key)
+        return sorted(keys)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def make_store(settings: Settings) -> ObjectStore:
+    """The object store the settings name."""
+    url = settings.resolved_store_url
+    if url.startswith("s3://"):
+        return S3Store(url, endpoint_url=settings.s3_endpoint_url)
+    return LocalStore(Path(url))
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """Where a snapshot lives and what it holds."""
+
+    sha256: str
+    key: str
+    uri: str
+    rows: int
+    created: bool  # False when the same content was already stored (no-op)
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """Deterministic Parquet bytes of a frame (same content and library versions -> same bytes)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    return sink.getvalue()
+
+
+def snapshot_key(kind: str, dataset: str, sha256: str) -> str:
+    return f"snapshots/{dataset}/{kind}/{sha256}.parquet"
+
+
+def write_snapshot(store: ObjectStore, df: pd.DataFrame, *, dataset: str, kind: str) -> SnapshotRef:
+    """Store ``df`` as Parquet addressed by the sha256 of its bytes; idempotent."""
+    data = parquet_bytes(df)
+    digest = hashlib.sha256(data).hexdigest()
+    key = snapshot_key(kind, dataset, digest)
+    if store.exists(key):
+        existing = hashlib.sha256(store.get_bytes(key)).hexdigest()
+        if existing != digest:
+            raise StorageIntegrityError(
+                f"snapshot {store.uri(key)} exists with other content (sha256 {existing})",
+                hint="the store was modified outside the product; restore it from a backup",
+            )
+        return SnapshotRef(digest, key, store.uri(key), len(df), created=False)
+    store.put_bytes(key, data)
+    return SnapshotRef(digest, key, store.uri(key), len(df), created=True)
+
+
+def read_snapshot(store: ObjectStore, *, dataset: str, kind: str, sha256: str) -> pd.DataFrame:
+    """Read a snapshot back and check its bytes still hash to its address."""
+    key = snapshot_key(kind, dataset, sha256)
+    data = store.get_bytes(key)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise StorageIntegrityError(
+            f"snapshot {store.uri(key)} hashes to {actual}, not {sha256}",
+            hint="the stored file was altered; restore it from a backup",
+        )
+    return pq.read_table(io.BytesIO(data)).to_pandas()

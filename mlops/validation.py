@@ -1,0 +1,286 @@
+"""Validate a batch against its contract: GX decides pass/fail, a vectorised mask quarantines rows.
+
+Steps: check the columns are there -> type the raw batch by the contract (cells that do not
+parse become ``wrong_type``) -> GX validates the typed batch (SUMMARY) -> the same contract
+builds one boolean mask per rule, each failed row keeps every reason -> the batch is accepted
+only if GX passes and the quarantined share is within the limit.
+Invariant: ``rows_valid + rows_quarantined == rows_read``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from mlops.constants import QUARANTINE_REASONS_COLUMN
+from mlops.contracts import ColumnSpec, Contract
+from mlops.errors import InputError
+
+SOURCE_ROW_COLUMN = "_source_row"
+
+# Kinds of row-level failure (the part after ``column:`` in a reason).
+NULL_REQUIRED = "null_required"
+WRONG_TYPE = "wrong_type"
+BELOW_MIN = "below_min"
+ABOVE_MAX = "above_max"
+UNSEEN_CATEGORY = "unseen_category"
+DUPLICATE = "duplicate"
+
+
+class ExpectationOutcome(BaseModel):
+    """One GX expectation's result, as kept in the summary and the Prefect artifact."""
+
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    error: str | None = None
+
+
+class ValidationSummary(BaseModel):
+    """What happened to a batch; the CLI prints it as JSON and events carry its counts."""
+
+    contract: str
+    contract_version: str
+    source: str
+    rows_read: int
+    rows_valid: int
+    rows_quarantined: int
+    quarantined_share: float
+    max_quarantine_share: float
+    gx_success: bool
+    accepted: bool
+    reason_counts: dict[str, int]
+    failed_expectations: list[ExpectationOutcome]
+    expectations_evaluated: int
+    extra_columns: list[str]
+    snapshot_sha256: str | None = None
+    snapshot_uri: str | None = None
+    quarantine_sha256: str | None = None
+    quarantine_uri: str | None = None
+    data_docs: str | None = None
+
+    @property
+    def rejection_reasons(self) -> list[str]:
+        out = []
+        if not self.gx_success:
+            out.append(f"{len(self.failed_expectations)} GX expectation(s) failed")
+        if self.quarantined_share > self.max_quarantine_share:
+            out.append(
+                f"quarantined share {self.quarantined_share:.2%} is above the limit "
+                f"{self.max_quarantine_share:.2%}"
+            )
+        return out
+
+
+@dataclass
+class ValidatedBatch:
+    """The split batch: typed valid rows, raw quarantined rows with reasons, and the summary."""
+
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    summary: ValidationSummary
+
+
+def check_columns(raw: pd.DataFrame, contract: Contract, source: str) -> list[str]:
+    """Raise on missing declared columns; return the extra columns the contract does not know."""
+    missing = [c for c in contract.column_names if c not in raw.columns]
+    if missing:
+        raise InputError(
+            f"batch {source} lacks column(s) {missing} required by contract "
+            f"{contract.name}@{contract.version}",
+            hint="fix the export, or validate against the right contract with --contract",
+        )
+    return [c for c in raw.columns if c not in contract.column_names]
+
+
+def _is_text(series: pd.Series) -> bool:
+    return not (
+        pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_datetime64_any_dtype(series.dtype)
+    )
+
+
+def type_column(raw: pd.Series, col: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
+    """Cast one raw column to its contract dtype; return it and the mask of cells that did not parse."""
+    present = raw.notna().to_numpy()
+    if col.dtype in ("int", "float"):
+        if pd.api.types.is_bool_dtype(raw.dtype):
+            typed = pd.Series(np.nan, index=raw.index, dtype="float64")
+        elif _is_text(raw):
+            typed = pd.to_numeric(raw, errors="coerce").astype("float64")
+        else:
+            typed = raw.astype("float64")
+        values = typed.to_numpy()
+        wrong = present & np.isnan(values)
+        if col.dtype == "int":
+            with np.errstate(invalid="ignore"):
+                wrong |= ~np.isnan(values) & (np.floor(values) != values)
+        return typed, wrong
+    if col.dtype == "datetime":
+        if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+            typed = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+        else:
+            typed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+        return typed, present & typed.isna().to_numpy()
+    # string / category: any present value is text.
+    typed = raw.astype("str").where(raw.notna(), None).astype(pd.StringDtype(na_value=np.nan))
+    return typed, np.zeros(len(raw), dtype=bool)
+
+
+def row_masks(typed: pd.DataFrame, wrong: dict[str, np.ndarray], contract: Contract) -> dict[str, np.ndarray]:
+    """One boolean mask per ``column:kind`` rule (True = the row breaks it)."""
+    masks: dict[str, np.ndarray] = {}
+
+    def add(name: str, mask: np.ndarray) -> None:
+        if mask.any():
+            masks[name] = mask
+
+    for col in contract.columns:
+        series = typed[col.name]
+        missing = series.isna().to_numpy()
+        add(f"{col.name}:{WRONG_TYPE}", wrong[col.name])
+        if not col.nullable:
+            add(f"{col.name}:{NULL_REQUIRED}", missing & ~wrong[col.name])
+        if col.min is not None or col.max is not None:
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
+            with np.errstate(invalid="ignore"):
+                if col.min is not None:
+                    add(f"{col.name}:{BELOW_MIN}", values < col.min)
+                if col.max is not None:
+                    add(f"{col.name}:{ABOVE_MAX}", values > col.max)
+        if col.categories is not None:
+            add(f"{col.name}:{UNSEEN_CATEGORY}", ~missing & ~series.isin(col.categories).to_numpy())
+        if col.unique:
+            add(f"{col.name}:{DUPLICATE}", ~missing & series.duplicated(keep="first").to_numpy())
+    return masks
+
+
+def reasons_for_rows(masks: dict[str, np.ndarray], n_rows: int) -> tuple[np.ndarray, list[str]]:
+    """Indices of failing rows and, for each, its reasons joined by ``;``."""
+    if not masks:
+        return np.empty(0, dtype=np.int64), []
+    names = list(masks)
+    matrix = np.column_stack([masks[n] for n in names])
+    bad = np.flatnonzero(matrix.any(axis=1))
+    sub = matrix[bad]
+    reasons = [";".join(names[j] for j in np.flatnonzero(row)) for row in sub]
+    return bad, reasons
+
+
+def expectation_outcomes(gx_result: Any) -> list[ExpectationOutcome]:
+    out = []
+    for res in gx_result.results:
+        cfg = res.expectation_config
+        result = res.result or {}
+        error = None
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            error = str(res.exception_info.get("exception_message"))
+        out.append(
+            ExpectationOutcome(
+                expectation=cfg.type,
+                column=cfg.kwargs.get("column"),
+                success=bool(res.success),
+                unexpected_count=result.get("unexpected_count"),
+                unexpected_percent=result.get("unexpected_percent"),
+                error=error,
+            )
+        )
+    return out
+
+
+def type_batch(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    typed_cols: dict[str, pd.Series] = {}
+    wrong: dict[str, np.ndarray] = {}
+    for col in contract.columns:
+        typed_cols[col.name], wrong[col.name] = type_column(raw[col.name], col)
+    return pd.DataFrame(typed_cols, index=raw.index), wrong
+
+
+def finalise_valid(typed: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Valid rows with their final dtypes: required ints become int64."""
+    out = typed.reset_index(drop=True)
+    for col in contract.columns:
+        if col.dtype == "int" and not col.nullable:
+            out[col.name] = out[col.name].astype("int64")
+    return out
+
+
+def quarantine_frame(raw: pd.DataFrame, bad: np.ndarray, reasons: list[str]) -> pd.DataFrame:
+    """Quarantined rows exactly as they arrived (as text), with their row number and reasons."""
+    rows = raw.iloc[bad].astype("str").where(raw.iloc[bad].notna(), None)
+    rows = rows.astype(pd.StringDtype(na_value=np.nan)).reset_index(drop=True)
+    rows.insert(0, SOURCE_ROW_COLUMN, bad.astype("int64"))
+    rows[QUARANTINE_REASONS_COLUMN] = reasons
+    return rows
+
+
+def split_batch(
+    raw: pd.DataFrame,
+    contract: Contract,
+    gx_result: Any,
+    typed: pd.DataFrame,
+    wrong: dict[str, np.ndarray],
+    *,
+    source: str,
+    extra_columns: list[str],
+    max_share: float | None = None,
+) -> ValidatedBatch:
+    """Combine GX's verdict with the row mask into the validated batch."""
+    n = len(raw)
+    bad, reasons = reasons_for_rows(row_masks(typed, wrong, contract), n)
+    keep = np.ones(n, dtype=bool)
+    keep[bad] = False
+    valid = finalise_valid(typed.loc[keep], contract)
+    quarantine = quarantine_frame(raw, bad, reasons)
+    outcomes = expectation_outcomes(gx_result)
+    limit = contract.max_quarantine_share if max_share is None else max_share
+    share = len(bad) / n
+    counts: dict[str, int] = {}
+    for row in reasons:
+        for reason in row.split(";"):
+            counts[reason] = counts.get(reason, 0) + 1
+    summary = ValidationSummary(
+        contract=contract.name,
+        contract_version=contract.version,
+        source=source,
+        rows_read=n,
+        rows_valid=len(valid),
+        rows_quarantined=len(quarantine),
+        quarantined_share=share,
+        max_quarantine_share=limit,
+        gx_success=bool(gx_result.success),
+        accepted=bool(gx_result.success) and share <= limit,
+        reason_counts=dict(sorted(counts.items())),
+        failed_expectations=[o for o in outcomes if not o.success],
+        expectations_evaluated=len(outcomes),
+        extra_columns=extra_columns,
+    )
+    assert summary.rows_valid + summary.rows_quarantined == summary.rows_read
+    return ValidatedBatch(valid=valid, quarantine=quarantine, summary=summary)
+
+
+def validate_frame(
+    raw: pd.DataFrame,
+    contract: Contract,
+    runner: Any,
+    *,
+    source: str,
+    max_share: float | None = None,
+    run_name: str = "validate",
+) -> ValidatedBatch:
+    """Validate one raw batch end to end (no storage, no events): the core the flow wraps."""
+    from mlops.gx_suite import build_suite
+
+    if raw.empty:
+        raise InputError(f"batch {source} has no rows", hint="an empty batch is never validated")
+    extra = check_columns(raw, contract, source)
+    typed, wrong = type_batch(raw, contract)
+    gx_result = runner.validate(typed, build_suite(contract, max_share), run_name=run_name)
+    return split_batch(
+        raw, contract, gx_result, typed, wrong, source=source, extra_columns=extra, max_share=max_share
+    )
