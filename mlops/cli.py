@@ -1,0 +1,159 @@
+"""The ``mlops`` command: each subcommand runs the matching flow (DESIGN.md "Doors").
+
+Every subcommand takes ``--json`` and then prints one JSON object as its last stdout line.
+Exit codes: 0 success, 1 the work was refused (rejected batch, failed gate, broken chain),
+2 bad usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from mlops.errors import MlopsError
+
+Handler = Callable[[argparse.Namespace], tuple[int, dict[str, Any], str]]
+
+
+def _quiet_third_parties() -> None:
+    """No network here and no telemetry anywhere: set before Prefect/GX/MLflow import."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    # Without PREFECT_API_URL Prefect starts a temporary server; give it time on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _dump(model: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    return model.model_dump(mode="json") if isinstance(model, BaseModel) else model
+
+
+# --- subcommands ------------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops.simulator import SimulationConfig, simulate
+
+    fields: dict[str, Any] = {"scenario": args.scenario, "days": args.days, "seed": args.seed}
+    if args.drift_day is not None:
+        fields["drift_day"] = args.drift_day
+    if args.rows_per_day is not None:
+        fields["rows_per_day"] = args.rows_per_day
+    if args.format is not None:
+        fields["file_format"] = args.format
+    config = SimulationConfig(**fields)
+    manifest = simulate(config, Path(args.out))
+    data = _dump(manifest)
+    text = f"simulated {args.days} day(s) of scenario {args.scenario!r} into {args.out}"
+    return 0, {"out": str(args.out), **data}, text
+
+
+def cmd_validate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from flows.validate_data import validate_data
+
+    summary = validate_data(source=args.path, contract=args.contract)
+    verdict = "accepted" if summary.accepted else "rejected: " + "; ".join(summary.rejection_reasons)
+    text = (
+        f"{summary.rows_read} rows read, {summary.rows_valid} valid, "
+        f"{summary.rows_quarantined} quarantined ({summary.quarantined_share:.2%}) -> {verdict}"
+    )
+    return (0 if summary.accepted else 1), _dump(summary), text
+
+
+def cmd_contract_compile(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops.contracts import load_contract
+    from mlops.gx_suite import write_compiled_suite
+    from mlops.settings import get_settings
+
+    settings = get_settings()
+    names = args.names or sorted(p.stem for p in settings.contracts_dir.glob("*.yaml"))
+    written = [
+        str(write_compiled_suite(load_contract(settings.contracts_dir, n), settings.contracts_dir))
+        for n in names
+    ]
+    return 0, {"written": written}, "\n".join(f"wrote {w}" for w in written)
+
+
+def cmd_demo(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops.demo import run_demo
+
+    result = run_demo(Path(args.workdir))
+    return 0, result, "demo finished"
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("simulate", cmd_simulate, "Write seeded daily batches of simulated loan applications.")
+    p.add_argument("--scenario", default="stable")
+    p.add_argument("--days", type=int, default=10)
+    p.add_argument("--drift-day", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--rows-per-day", type=int, default=None)
+    p.add_argument("--format", choices=["csv", "parquet"], default=None)
+    p.add_argument("--out", required=True)
+
+    p = add("validate", cmd_validate, "Validate a batch against its data contract (validate_data flow).")
+    p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet batch")
+    p.add_argument("--contract", default="credit_applications")
+
+    contract = sub.add_parser("contract", help="Data contract tools.")
+    csub = contract.add_subparsers(dest="contract_command", required=True)
+    p = csub.add_parser("compile", help="Compile contracts to the GX suites kept beside them.")
+    p.add_argument("names", nargs="*", help="contract names (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_contract_compile)
+
+    p = add("demo", cmd_demo, "Run the lifecycle on simulated data with embedded defaults.")
+    p.add_argument("--workdir", default=".demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_parties()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    as_json: bool = getattr(args, "json", False)
+    try:
+        code, data, text = args.handler(args)
+    except MlopsError as exc:
+        code, data = exc.exit_code, {"ok": False, "error": exc.message, "hint": exc.hint}
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  -> {exc.hint}", file=sys.stderr)
+        text = ""
+    except ValidationError as exc:
+        code, data, text = 2, {"ok": False, "error": str(exc)}, ""
+        print(f"error: invalid arguments:\n{exc}", file=sys.stderr)
+    else:
+        data = {"ok": code == 0, **data}
+    if text:
+        print(text)
+    if as_json:
+        print(json.dumps(data, default=str))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Shared fixtures: an isolated MLOPS_HOME per test, one Prefect test harness and one
+pre-migrated MLflow SQLite database per session (STYLE.md #13)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# No network here: keep Prefect and GX from phoning home. Set before either is imported.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture
+def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh embedded-profile home; settings read at run time pick it up."""
+    home = tmp_path / "mlops-home"
+    home.mkdir()
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.setenv("MLOPS_PROFILE", "embedded")
+    for var in ("MLOPS_STORE_URL", "MLOPS_MLFLOW_TRACKING_URI", "MLOPS_AUDIT_DB_URL", "MLOPS_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (a real temporary server on SQLite) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Create the MLflow schema once; tests copy the file instead of migrating again."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(mlops_home: Path, _migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real MLflow tracking/registry store (SQLite, pre-migrated) private to this test."""
+    db = mlops_home / "mlflow.db"
+    shutil.copy(_migrated_mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", uri)
+    return uri
