@@ -25,7 +25,12 @@ def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("MLOPS_HOME", str(home))
     monkeypatch.setenv("MLOPS_PROFILE", "embedded")
-    for var in ("MLOPS_STORE_URL", "MLOPS_MLFLOW_TRACKING_URI", "MLOPS_AUDIT_DB_URL", "MLOPS_S3_ENDPOINT_URL"):
+    for var in (
+        "MLOPS_STORE_URL",
+        "MLOPS_MLFLOW_TRACKING_URI",
+        "MLOPS_AUDIT_DB_URL",
+        "MLOPS_S3_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 

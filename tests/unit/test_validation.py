@@ -1,0 +1,177 @@
+"""Row-level quarantine and the batch verdict, on small frames built from the real contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.batch_io import read_batch
+from mlops.constants import QUARANTINE_REASONS_COLUMN
+from mlops.contracts import Contract, load_contract
+from mlops.errors import InputError
+from mlops.gx_suite import GXRunner
+from mlops.settings import PROJECT_ROOT
+from mlops.validation import SOURCE_ROW_COLUMN, ValidatedBatch, validate_frame
+from tests.helpers import clean_frame
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    return load_contract(PROJECT_ROOT / "data_contracts", "credit_applications")
+
+
+@pytest.fixture(scope="module")
+def runner() -> GXRunner:
+    return GXRunner()
+
+
+def run(df: pd.DataFrame, contract: Contract, runner: GXRunner, **kw: object) -> ValidatedBatch:
+    vb = validate_frame(df, contract, runner, source="test.csv", **kw)  # type: ignore[arg-type]
+    s = vb.summary
+    assert s.rows_valid + s.rows_quarantined == s.rows_read == len(df)
+    assert len(vb.valid) == s.rows_valid and len(vb.quarantine) == s.rows_quarantined
+    return vb
+
+
+def test_clean_batch_is_accepted_whole(contract: Contract, runner: GXRunner) -> None:
+    vb = run(clean_frame(contract, 300), contract, runner)
+    assert vb.summary.accepted and vb.summary.gx_success
+    assert vb.summary.rows_quarantined == 0
+    assert vb.summary.expectations_evaluated > 40
+    assert list(vb.valid.columns) == contract.column_names
+    assert vb.valid["age"].dtype == "int64"
+
+
+def _set(col: str, value: object) -> Callable[[pd.DataFrame], None]:
+    def mutate(df: pd.DataFrame) -> None:
+        df[col] = df[col].astype(object)
+        df.loc[7, col] = value
+
+    return mutate
+
+
+def _dup_id(df: pd.DataFrame) -> None:
+    df.loc[7, "application_id"] = df.loc[3, "application_id"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (_set("loan_amount", np.nan), "loan_amount:null_required"),
+        (_set("region", None), "region:null_required"),
+        (_set("credit_score", 200), "credit_score:below_min"),
+        (_set("interest_rate", 0.9), "interest_rate:above_max"),
+        (_set("loan_purpose", "crypto"), "loan_purpose:unseen_category"),
+        (_set("annual_income", "12,000"), "annual_income:wrong_type"),
+        (_set("age", 33.5), "age:wrong_type"),
+        (_set("applied_at", "yesterday"), "applied_at:wrong_type"),
+        (_dup_id, "application_id:duplicate"),
+    ],
+)
+def test_each_kind_of_bad_row_is_quarantined_with_its_reason(
+    contract: Contract, runner: GXRunner, mutate: Callable[[pd.DataFrame], None], reason: str
+) -> None:
+    df = clean_frame(contract, 100)
+    mutate(df)
+    vb = run(df, contract, runner)
+    assert vb.summary.rows_quarantined == 1
+    assert vb.summary.reason_counts == {reason: 1}
+    row = vb.quarantine.iloc[0]
+    assert row[SOURCE_ROW_COLUMN] == 7 and row[QUARANTINE_REASONS_COLUMN] == reason
+    assert vb.summary.accepted  # 1% is within the 5% limit
+
+
+def test_nullable_columns_accept_missing_values(contract: Contract, runner: GXRunner) -> None:
+    df = clean_frame(contract, 50)
+    df["months_since_last_delinquency"] = np.nan
+    df.loc[:9, "credit_score"] = np.nan
+    vb = run(df, contract, runner)
+    assert vb.summary.rows_quarantined == 0
+
+
+def test_a_row_keeps_every_reason(contract: Contract, runner: GXRunner) -> None:
+    df = clean_frame(contract, 50).astype({"annual_income": object})
+    df.loc[2, ["annual_income", "region", "age"]] = ["n/a", "mars", 5]
+    vb = run(df, contract, runner)
+    reasons = set(vb.quarantine.iloc[0][QUARANTINE_REASONS_COLUMN].split(";"))
+    assert reasons == {"annual_income:wrong_type", "region:unseen_category", "age:below_min"}
+    assert vb.quarantine.iloc[0]["annual_income"] == "n/a"  # raw text is kept, nothing lost
+
+
+def test_batch_beyond_the_limit_is_rejected_and_gx_says_why(contract: Contract, runner: GXRunner) -> None:
+    df = clean_frame(contract, 100)
+    df.loc[:9, "loan_purpose"] = "crypto"  # 10% > 5%
+    vb = run(df, contract, runner)
+    s = vb.summary
+    assert not s.accepted and not s.gx_success
+    assert [o.column for o in s.failed_expectations] == ["loan_purpose"]
+    assert s.failed_expectations[0].unexpected_count == 10
+    assert any("above the limit" in r for r in s.rejection_reasons)
+    # A looser limit for this run accepts the same batch.
+    assert run(df, contract, runner, max_share=0.2).summary.accepted
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_counts_always_add_up_under_random_damage(contract: Contract, runner: GXRunner, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    df = clean_frame(contract, 200, seed=seed).astype(object)
+    for _ in range(30):
+        r, c = int(rng.integers(0, 200)), str(rng.choice(contract.column_names))
+        df.loc[r, c] = rng.choice([None, "garbage", -1e9, 1e9])
+    vb = run(df, contract, runner)
+    assert vb.summary.rows_quarantined >= 1
+    assert set(vb.quarantine[SOURCE_ROW_COLUMN]).isdisjoint(
+        set(range(200)) - set(vb.quarantine[SOURCE_ROW_COLUMN])
+    )
+
+
+def test_missing_column_names_it(contract: Contract, runner: GXRunner) -> None:
+    df = clean_frame(contract, 10).drop(columns=["credit_score", "region"])
+    with pytest.raises(InputError, match=r"credit_score.*region|region.*credit_score"):
+        validate_frame(df, contract, runner, source="x.csv")
+
+
+def test_extra_columns_are_reported_not_kept(contract: Contract, runner: GXRunner) -> None:
+    vb = run(clean_frame(contract, 20).assign(favourite_colour="blue"), contract, runner)
+    assert vb.summary.extra_columns == ["favourite_colour"]
+    assert "favourite_colour" not in vb.valid.columns
+
+
+def test_csv_round_trip_keeps_wrong_types_visible(
+    tmp_path: Path, contract: Contract, runner: GXRunner
+) -> None:
+    df = clean_frame(contract, 40).astype({"annual_income": object, "num_open_accounts": object})
+    df.loc[1, "annual_income"] = "12,000"
+    df.loc[2, "num_open_accounts"] = "NULL"
+    path = tmp_path / "batch.csv"
+    df.to_csv(path, index=False)
+    vb = run(read_batch(str(path)), contract, runner)
+    assert vb.summary.reason_counts == {"annual_income:wrong_type": 1, "num_open_accounts:wrong_type": 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty file"),
+        ("header_only.csv", b"application_id,age\n", "no rows"),
+        ("broken.parquet", b"PAR1 this is not parquet", "cannot be parsed"),
+        ("batch.xlsx", b"x", "unsupported format"),
+    ],
+)
+def test_unreadable_input_gets_a_clear_error(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as info:
+        read_batch(str(path))
+    assert name in str(info.value)
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        read_batch(str(tmp_path / "nope.csv"))
