@@ -1,0 +1,273 @@
+"""Performance drift once labels arrive, and a label-free estimate before they do.
+
+- Realised: AUC with a DeLong interval and the debiased calibration error with an interval
+  whose half-width is the label noise a calibrated model shows on the same bins (parametric
+  bootstrap), each against the champion's reference value. A drop counts (verdict ``act``) only
+  when the whole interval (``confidence``, 95%) lies beyond the tolerated change; ``warn``
+  when the narrower ``warn_confidence`` (80%) interval does. Only ``act`` counts as a drop.
+- Estimated (CBPE, as NannyML): the AUC and accuracy the scores imply if they are
+  calibrated, against the same estimate on the reference scores. It can only ``warn``.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlops import drift_stats as st
+from mlops.drift_policy import DriftPolicy, Verdict
+from mlops.errors import InputError
+
+
+class ReferencePerformance(BaseModel):
+    """The champion's performance on the reference, the baseline of performance drift."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_labelled: int = 0
+    auc: float | None = None
+    calibration_error: float | None = None
+    estimated_auc: float | None = Field(None, description="Label-free (CBPE) AUC of the scores.")
+
+
+class PerformanceDrift(BaseModel):
+    """One realised metric of a labelled window against its reference value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Literal["auc", "calibration_error"]
+    method: str = Field(description="How the interval was made: delong or parametric_bootstrap.")
+    reference: float | None
+    current: float | None
+    ci_low: float | None
+    ci_high: float | None
+    tolerance: float = Field(description="Tolerated drop (AUC) or rise (calibration error).")
+    verdict: Verdict
+    n_labelled: int
+
+
+class EstimatedPerformance(BaseModel):
+    """Label-free performance estimate of a window (confidence-based, CBPE)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["cbpe"] = "cbpe"
+    n_rows: int
+    estimated_auc: float | None
+    reference_estimated_auc: float | None
+    estimated_accuracy: float | None
+    decision_threshold: float
+    tolerance: float
+    verdict: Verdict
+
+
+def float_values(series: pd.Series) -> st.FloatArray:
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def labelled_pairs(labels: pd.Series, scores: pd.Series) -> tuple[st.FloatArray, st.FloatArray]:
+    """Rows with both a label and a finite score; labels must be 0/1 (or booleans)."""
+    y = float_values(labels)
+    s = float_values(scores)
+    keep = np.isfinite(y) & np.isfinite(s)
+    y, s = y[keep], s[keep]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise InputError(f"labels in column {labels.name!r} must be 0/1, found {np.unique(y)[:5].tolist()}")
+    return y, s
+
+
+class Interval(BaseModel):
+    """An estimate with its interval at the policy's confidence, and the top (AUC) or
+    bottom (calibration) of the wider-odds interval at ``warn_confidence``."""
+
+    value: float
+    low: float
+    high: float
+    warn_bound: float
+
+
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def auc_with_interval(y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy) -> Interval:
+    auc, variance = st.auc_delong(y, s)
+    low, high = st.normal_interval(auc, variance, policy.confidence)
+    warn_top = auc + _z(policy.warn_confidence) * math.sqrt(max(variance, 0.0))
+    return Interval(value=auc, low=low, high=high, warn_bound=warn_top)
+
+
+def calibration_with_interval(y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy) -> Interval:
+    counts, mean_score, rate = st.calibration_bins(y, s, policy.calibration_bins)
+    value = st.debiased_calibration_error(counts, mean_score, rate)
+    half, warn_half = st.calibration_noise(
+        counts,
+        mean_score,
+        quantiles=(0.5 + policy.confidence / 2.0, 0.5 + policy.warn_confidence / 2.0),
+        n_resamples=policy.bootstrap_resamples,
+        seed=policy.bootstrap_seed,
+    )
+    return Interval(value=value, low=max(0.0, value - half), high=value + half, warn_bound=value - warn_half)
+
+
+def reference_performance(
+    frame: pd.DataFrame, score_column: str, label_column: str | None
+) -> ReferencePerformance:
+    """Baseline values on the reference: CBPE always, realised AUC and calibration if labelled."""
+    scores = float_values(frame[score_column])
+    estimated = st.expected_auc(scores[np.isfinite(scores)])
+    if not label_column:
+        return ReferencePerformance(estimated_auc=_finite_or_none(estimated))
+    y, s = labelled_pairs(frame[label_column], frame[score_column])
+    if y.size < 2 or y.min() == y.max():
+        return ReferencePerformance(n_labelled=int(y.size), estimated_auc=_finite_or_none(estimated))
+    auc, _ = st.auc_delong(y, s)
+    counts, mean_score, rate = st.calibration_bins(y, s, DriftPolicy().calibration_bins)
+    return ReferencePerformance(
+        n_labelled=int(y.size),
+        auc=auc,
+        calibration_error=st.debiased_calibration_error(counts, mean_score, rate),
+        estimated_auc=_finite_or_none(estimated),
+    )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def _insufficient(
+    metric: Literal["auc", "calibration_error"],
+    method: str,
+    reference: float | None,
+    tolerance: float,
+    n: int,
+) -> PerformanceDrift:
+    return PerformanceDrift(
+        metric=metric,
+        method=method,
+        reference=reference,
+        current=None,
+        ci_low=None,
+        ci_high=None,
+        tolerance=tolerance,
+        verdict="insufficient_data",
+        n_labelled=n,
+    )
+
+
+def enough_labels(y: st.FloatArray, policy: DriftPolicy) -> bool:
+    positives = int(y.sum())
+    return (
+        y.size >= policy.min_labelled_rows
+        and positives >= policy.min_labelled_per_class
+        and y.size - positives >= policy.min_labelled_per_class
+    )
+
+
+def drop_verdict(reference: float, interval: Interval, tolerance: float) -> Verdict:
+    """act if the interval's top is below reference - tolerance; warn if the warn interval's is."""
+    floor = reference - tolerance
+    if interval.high < floor:
+        return "act"
+    return "warn" if interval.warn_bound < floor else "ok"
+
+
+def rise_verdict(reference: float, interval: Interval, tolerance: float) -> Verdict:
+    """act if the interval's bottom is above reference + tolerance; warn if the warn interval's is."""
+    ceiling = reference + tolerance
+    if interval.low > ceiling:
+        return "act"
+    return "warn" if interval.warn_bound > ceiling else "ok"
+
+
+def auc_drift(
+    y: st.FloatArray, s: st.FloatArray, reference: float | None, policy: DriftPolicy
+) -> PerformanceDrift:
+    tol = policy.auc_tolerated_drop
+    if reference is None or not enough_labels(y, policy):
+        return _insufficient("auc", "delong", reference, tol, int(y.size))
+    interval = auc_with_interval(y, s, policy)
+    return PerformanceDrift(
+        metric="auc",
+        method="delong",
+        reference=reference,
+        current=interval.value,
+        ci_low=interval.low,
+        ci_high=interval.high,
+        tolerance=tol,
+        verdict=drop_verdict(reference, interval, tol),
+        n_labelled=int(y.size),
+    )
+
+
+def calibration_drift(
+    y: st.FloatArray, s: st.FloatArray, reference: float | None, policy: DriftPolicy
+) -> PerformanceDrift:
+    tol = policy.calibration_tolerated_rise
+    method = "parametric_bootstrap"
+    if reference is None or not enough_labels(y, policy):
+        return _insufficient("calibration_error", method, reference, tol, int(y.size))
+    interval = calibration_with_interval(y, s, policy)
+    return PerformanceDrift(
+        metric="calibration_error",
+        method=method,
+        reference=reference,
+        current=interval.value,
+        ci_low=interval.low,
+        ci_high=interval.high,
+        tolerance=tol,
+        verdict=rise_verdict(reference, interval, tol),
+        n_labelled=int(y.size),
+    )
+
+
+def performance_drift(
+    labels: pd.Series,
+    scores: pd.Series,
+    reference: ReferencePerformance,
+    policy: DriftPolicy,
+) -> list[PerformanceDrift]:
+    """AUC and calibration of a labelled window against the reference values."""
+    y, s = labelled_pairs(labels, scores)
+    return [
+        auc_drift(y, s, reference.auc, policy),
+        calibration_drift(y, s, reference.calibration_error, policy),
+    ]
+
+
+def estimated_performance(
+    scores: pd.Series, reference: ReferencePerformance | None, policy: DriftPolicy
+) -> EstimatedPerformance:
+    """CBPE: AUC and accuracy implied by the scores, assuming they are calibrated."""
+    s = float_values(scores)
+    s = s[np.isfinite(s)]
+    ref_auc = reference.estimated_auc if reference else None
+    tol = policy.estimated_auc_tolerated_drop
+    if s.size < policy.min_window_rows:
+        estimated: float | None = None
+        accuracy: float | None = None
+        verdict: Verdict = "insufficient_data"
+    else:
+        estimated = _finite_or_none(st.expected_auc(s))
+        accuracy = st.expected_accuracy(s, policy.decision_threshold)
+        verdict = _estimate_verdict(ref_auc, estimated, tol)
+    return EstimatedPerformance(
+        n_rows=int(s.size),
+        estimated_auc=estimated,
+        reference_estimated_auc=ref_auc,
+        estimated_accuracy=accuracy,
+        decision_threshold=policy.decision_threshold,
+        tolerance=tol,
+        verdict=verdict,
+    )
+
+
+def _estimate_verdict(reference: float | None, estimated: float | None, tol: float) -> Verdict:
+    if reference is None or estimated is None:
+        return "insufficient_data"
+    return "warn" if estimated < reference - tol else "ok"
