@@ -62,3 +62,69 @@ def mlflow_uri(mlops_home: Path, _migrated_mlflow_db: Path, monkeypatch: pytest.
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server as a separate process on 127.0.0.1 (a real endpoint, not a mock)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, mlops_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the moto server; the object store of this test points at it."""
+    import uuid
+
+    from mlops.storage import s3_client
+
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+    }.items():
+        monkeypatch.setenv(var, value)
+    bucket = f"mlops-test-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    monkeypatch.setenv("MLOPS_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("MLOPS_STORE_URL", f"s3://{bucket}/mlops")
+    return bucket

@@ -27,3 +27,31 @@ def clean_frame(contract: Contract, n: int = 200, seed: int = 0) -> pd.DataFrame
             values = rng.uniform(lo, hi, n)
             cols[col.name] = np.floor(values).astype("int64") if col.dtype == "int" else values
     return pd.DataFrame(cols)
+
+
+def wait_for_events(
+    event: str, resource_id: str, *, since: object, count: int = 1, timeout: float = 30.0
+) -> list:  # type: ignore[type-arg]
+    """Events of one name about one resource, read back from the Prefect server.
+
+    Events travel asynchronously (websocket -> server -> database), so poll with a deadline.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(
+                filter=EventFilter(
+                    occurred=EventOccurredFilter(since=since),  # type: ignore[arg-type]
+                    event=EventNameFilter(name=[event]),
+                    resource=EventResourceFilter(id=[resource_id]),
+                ),
+                limit=50,
+            )
+        if len(page.events) >= count or time.monotonic() > deadline:
+            return list(page.events)
+        time.sleep(0.25)
