@@ -9,7 +9,13 @@ import pytest
 
 from mlops.contracts import Contract, load_contract, suite_path
 from mlops.errors import ContractError
-from mlops.gx_suite import build_suite, check_compiled_suite, compile_expectations, compiled_suite_document
+from mlops.gx_suite import (
+    GXRunner,
+    build_suite,
+    check_compiled_suite,
+    compile_expectations,
+    compiled_suite_document,
+)
 from mlops.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.data
@@ -26,6 +32,7 @@ def test_committed_suite_agrees_with_contract(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_compiled_suite_is_a_valid_gx_suite_covering_every_rule(name: str) -> None:
     contract = load_contract(CONTRACTS, name)
+    GXRunner()  # suites need an active GX context
     suite = build_suite(contract)
     kinds = {(e.expectation_type if hasattr(e, "expectation_type") else e.type) for e in suite.expectations}
     assert "expect_column_to_exist" in kinds
