@@ -111,7 +111,13 @@ class ReferenceProfile(BaseModel):
 
 def sorted_finite(series: pd.Series) -> tuple[st.FloatArray, int]:
     """A column's finite values as sorted float64, and how many were missing or non-finite."""
-    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"numeric feature {series.name!r} holds non-numeric values ({exc})",
+            hint="validate the batch against its contract first, or profile it as categorical",
+        ) from exc
     finite = np.isfinite(values)
     kept = values if finite.all() else values[finite]
     return np.sort(kept), int(values.size - kept.size)
@@ -157,19 +163,17 @@ def numeric_profile(series: pd.Series, n_quantiles: int) -> NumericProfile:
     )
 
 
-def raw_category_counts(series: pd.Series) -> dict[str, int]:
-    """Counts of a column's non-missing values, keyed by their string form."""
-    counts: dict[str, int] = {}
-    for value, count in series.value_counts(dropna=True, sort=False).items():
-        key = str(value)
-        counts[key] = counts.get(key, 0) + int(count)
-    return counts
+def raw_category_counts(series: pd.Series) -> pd.Series:
+    """Counts of a column's non-missing values, indexed by their string form."""
+    counts = series.value_counts(dropna=True, sort=False)
+    keys = counts.index.astype(str)
+    return pd.Series(counts.to_numpy(dtype=np.int64), index=keys).groupby(level=0).sum()
 
 
 def categorical_profile(series: pd.Series, max_categories: int) -> CategoricalProfile:
     """Profile one categorical column; categories beyond the most frequent go to other."""
     counts = raw_category_counts(series)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = sorted(zip(counts.index, counts.tolist(), strict=True), key=lambda kv: (-kv[1], kv[0]))
     kept = ranked[:max_categories]
     n_missing = int(series.isna().sum())
     return CategoricalProfile(
@@ -183,10 +187,11 @@ def categorical_profile(series: pd.Series, max_categories: int) -> CategoricalPr
 
 def current_category_counts(series: pd.Series, profile: CategoricalProfile) -> st.IntArray:
     """A current column's counts over the profile's [categories..., other, missing]."""
-    index = {name: i for i, name in enumerate(profile.categories)}
-    out = np.zeros(len(profile.categories) + 2, dtype=np.int64)
-    for key, count in raw_category_counts(series).items():
-        out[index.get(key, len(profile.categories))] += count
+    counts = raw_category_counts(series)
+    k = len(profile.categories)
+    position = pd.Index(profile.categories).get_indexer(counts.index)
+    position = np.where(position < 0, k, position)  # unseen or rare: the other bucket
+    out = np.bincount(position, weights=counts.to_numpy(), minlength=k + 2).astype(np.int64)
     out[-1] = int(series.isna().sum())
     return out
 

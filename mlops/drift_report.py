@@ -349,8 +349,13 @@ def compare(
     policy: DriftPolicy | None = None,
     *,
     window_id: str = "",
+    outcomes: pd.DataFrame | None = None,
 ) -> DriftReport:
-    """Drift report of one current window against the reference profile."""
+    """Drift report of one current window against the reference profile.
+
+    Performance drift is computed on ``current`` if it carries the label column, or on
+    ``outcomes``: earlier rows (score and label columns) whose labels arrived in this window.
+    """
     policy = policy or DriftPolicy()
     require_columns(current, profile.features, "the current window")
     features = [
@@ -359,7 +364,7 @@ def compare(
         for row in feature_rows(name, current[name], col_profile, policy)
     ]
     prediction = prediction_rows(profile, current, policy)
-    performance = performance_rows(profile, current, policy)
+    performance = performance_rows(profile, current if outcomes is None else outcomes, policy)
     estimate = None
     if profile.score_column and profile.score_column in current.columns:
         estimate = estimated_performance(current[profile.score_column], profile.performance, policy)

@@ -21,6 +21,7 @@ from mlops.drift import (
     AlarmState,
     CategoricalProfile,
     DriftPolicy,
+    DriftReport,
     ReferenceProfile,
     Threshold,
     WindowSummary,
@@ -268,6 +269,26 @@ def test_missing_rate_on_numeric_feature() -> None:
     assert by["psi"].verdict == "ok"  # the values that are there did not move
 
 
+def test_non_numeric_values_in_a_numeric_feature_raise_input_error() -> None:
+    profile = build_profile(pd.DataFrame({"age": [30.0, 40.0, 50.0]}))
+    with pytest.raises(InputError, match="'age' holds non-numeric"):
+        compare(profile, pd.DataFrame({"age": ["thirty", "40", "50"]}))
+
+
+def test_categories_keyed_by_string_form() -> None:
+    ref = pd.DataFrame(
+        {"term": pd.Series([36, 60, 36, 36], dtype="category"), "flag": [True, False, True, True]}
+    )
+    profile = build_profile(ref, categorical=["term"])
+    term, flag = profile.features["term"], profile.features["flag"]
+    assert isinstance(term, CategoricalProfile) and isinstance(flag, CategoricalProfile)
+    assert (term.categories, term.counts) == (["36", "60"], [3, 1])
+    assert (flag.categories, flag.counts) == (["True", "False"], [3, 1])
+    cur = pd.DataFrame({"term": ["36", "60", "84", None], "flag": [True, True, False, None]})
+    policy = DriftPolicy(min_window_rows=1)
+    assert compare(profile, cur, policy).n_features == 2
+
+
 def test_missing_current_columns_raise_one_error() -> None:
     profile = build_profile(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}))
     with pytest.raises(InputError, match=r"\['a', 'b'\]"):
@@ -304,6 +325,7 @@ def test_report_table_rows() -> None:
     assert sections.count("performance") == 2
     assert sections[-1] == "estimated_performance"
     assert {row["verdict"] for row in table} == {"ok"}
+    assert DriftReport.model_validate_json(report.model_dump_json()) == report
     assert set(table[0]) == {
         "section", "feature", "kind", "statistic", "value", "threshold", "act_threshold",
         "verdict", "n", "detail",
@@ -367,6 +389,17 @@ def test_calibration_drift_when_scores_are_miscalibrated() -> None:
     assert calibrated.metric == "calibration_error" and calibrated.verdict == "ok"
     assert skewed[1].verdict == "act"
     assert skewed[0].verdict == "ok"  # ranking unchanged: AUC holds
+
+
+def test_performance_on_late_outcomes_of_earlier_rows() -> None:
+    rng = np.random.default_rng(20)
+    profile = build_profile(_scored(rng, 20_000), score_column="score", label_column="y")
+    today = _scored(rng, 2_000).drop(columns="y")
+    assert compare(profile, today).performance == []
+    arrived = _scored(rng, 3_000, noise=0.5)[["score", "y"]]
+    report = compare(profile, today, outcomes=arrived)
+    assert report.performance_verdict == "act"
+    assert report.performance[0].n_labelled == 3_000
 
 
 def test_too_few_labels_is_insufficient() -> None:
