@@ -49,8 +49,10 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
         fields["rows_per_day"] = args.rows_per_day
     if args.format is not None:
         fields["file_format"] = args.format
+    if args.incident_share is not None:
+        fields["incident_share"] = args.incident_share
     config = SimulationConfig(**fields)
-    manifest = simulate(config, Path(args.out))
+    manifest = simulate(config, Path(args.out), overwrite=args.overwrite)
     data = _dump(manifest)
     text = f"simulated {args.days} day(s) of scenario {args.scenario!r} into {args.out}"
     return 0, {"out": str(args.out), **data}, text
@@ -86,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops.demo import run_demo
 
     result = run_demo(Path(args.workdir))
-    return 0, result, "demo finished"
+    return 0, result, str(result.pop("report", "demo finished"))
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -109,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--rows-per-day", type=int, default=None)
     p.add_argument("--format", choices=["csv", "parquet"], default=None)
+    p.add_argument(
+        "--incident-share", type=float, default=None, help="data_quality_incident: share of damaged rows"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation in --out")
     p.add_argument("--out", required=True)
 
     p = add("validate", cmd_validate, "Validate a batch against its data contract (validate_data flow).")

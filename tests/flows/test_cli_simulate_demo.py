@@ -1,0 +1,58 @@
+"""The README's main job: `mlops simulate` and `mlops demo` through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops.cli import main
+
+pytestmark = pytest.mark.flows
+
+
+def test_simulate_writes_batches_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim"
+    code = main(
+        [
+            "simulate",
+            "--scenario",
+            "covariate_shift",
+            "--days",
+            "3",
+            "--rows-per-day",
+            "300",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["ok"] and last["scenario"] == "covariate_shift"
+    assert sorted(p.name for p in (out / "applications").iterdir()) == [
+        "day_0000.csv",
+        "day_0001.csv",
+        "day_0002.csv",
+    ]
+    assert json.loads((out / "manifest.json").read_text())["drift_day"] == 1
+
+
+def test_simulate_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--scenario", "nonsense", "--days", "2", "--out", str(tmp_path), "--json"]) == 2
+    assert "nonsense" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert main(["simulate", "--days", "x", "--out", str(tmp_path)]) == 2
+
+
+def test_demo_accepts_the_clean_batch_and_rejects_the_broken_one(
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    clean, broken = result["batches"][0], result["batches"][-1]
+    assert clean["verdict"] == "accepted" and clean["rows_quarantined"] == 0
+    assert broken["verdict"].startswith("REJECTED") and broken["rows_quarantined"] > 0
+    assert broken["rows_valid"] + broken["rows_quarantined"] == broken["rows_read"]
+    assert "wrong_type" in out and "Data validation" in out
