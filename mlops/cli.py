@@ -20,6 +20,11 @@ from pydantic import BaseModel, ValidationError
 from mlops.errors import MlopsError
 
 Handler = Callable[[argparse.Namespace], tuple[int, dict[str, Any], str]]
+# add(name, handler, help) -> the subcommand's parser (with --json already on it).
+Registrar = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+# Subcommands of each lifecycle stage live beside it: each module has ``register(add)``.
+EXTENSIONS = ("mlops.cli_training", "mlops.cli_scoring", "mlops.cli_review", "mlops.cli_monitoring")
 
 
 def _quiet_third_parties() -> None:
@@ -130,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "Run the lifecycle on simulated data with embedded defaults.")
     p.add_argument("--workdir", default=".demo")
+
+    import importlib
+    import importlib.util
+
+    for module in EXTENSIONS:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(add)
     return parser
 
 
