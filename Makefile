@@ -44,8 +44,15 @@ demo: venv
 	  export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api; fi; \
 	$(BIN)/mlops demo
 
-bench: venv
-	$(BIN)/python -m benchmarks.run
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: benchmarks/requirements-evidently.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-evidently.txt
+	@touch $@
+
+# Evidently (the drift peer) runs in its own venv: it does not import beside pandas 3.
+bench: venv $(BENCH_VENV)/.installed
+	$(BIN)/python -m benchmarks.run $(BENCH)
 
 up: venv
 	deployments/local_services.sh start
@@ -54,4 +61,4 @@ down:
 	deployments/local_services.sh stop
 
 clean:
-	rm -rf .mlops .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .mlops .demo .venv-bench .pytest_cache .mypy_cache .ruff_cache
