@@ -1,0 +1,106 @@
+"""train: labelled window -> time split -> train -> evaluate -> gates vs champion -> log + register."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from mlops.model_spec import DEFAULT_MODEL_NAME
+from mlops.settings import get_settings
+from tasks.training import (
+    build_lineage_task,
+    check_gates_task,
+    emit_registered_task,
+    evaluate_task,
+    gather_labelled_task,
+    load_model_spec_task,
+    log_training_run_task,
+    publish_decision_record_task,
+    register_candidate_task,
+    score_champion_task,
+    split_task,
+    train_candidate_task,
+)
+
+
+class TrainResult(BaseModel):
+    """What the train flow did; the CLI prints it as JSON (exit 1 when ``passed`` is False)."""
+
+    model_name: str
+    version: int
+    run_id: str
+    verdict: str
+    passed: bool
+    alias: str | None
+    champion_version: int | None
+    decision_record_id: str
+    decision_record_uri: str
+    failures: list[str]
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    training_rows: int
+    evaluation_rows: int
+    flow_run_id: str | None
+
+
+@flow(name="train", log_prints=True)
+def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
+    """Train a candidate for ``model`` (a spec in ``model_specs/``) and register it.
+
+    Every candidate becomes a model version with lineage tags and a decision record. Passing
+    candidates get the alias ``challenger``; failing ones keep no alias and are tagged with
+    their verdict and failures. Emits ``mlops.model.registered`` either way.
+    """
+    settings = get_settings()
+    run_id = flow_run.get_id()
+    bundle = load_model_spec_task(model, settings)
+    labelled = gather_labelled_task(bundle, settings)
+    split = split_task(labelled, bundle)
+    candidate = train_candidate_task(split.train, bundle.spec)
+    champion = score_champion_task(bundle.spec, split.evaluation, settings)
+    scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)
+    record = check_gates_task(
+        bundle.spec, report, scores, split.evaluation, champion, labelled, candidate, run_id
+    )
+    lineage = build_lineage_task(bundle, labelled, split, candidate, champion, run_id)
+    logged = log_training_run_task(
+        bundle,
+        settings,
+        labelled,
+        split,
+        candidate,
+        scores,
+        report,
+        champion,
+        champion_report,
+        record,
+        lineage,
+    )
+    registered = register_candidate_task(bundle.spec, settings, logged, record, lineage)
+    publish_decision_record_task(registered)
+    emit_registered_task(bundle.spec, registered, champion, run_id)
+    final = registered.decision_record
+    print(
+        f"{model}: version {registered.version} {final.verdict.upper()}"
+        + (f" -> alias {registered.alias}" if registered.alias else " (no alias)")
+        + f"; AUC {final.candidate_metrics.auc:.4f} on {len(split.evaluation)} evaluation rows"
+        + (f" vs champion v{champion.version}" if champion else " (no champion yet)")
+    )
+    return TrainResult(
+        model_name=model,
+        version=registered.version,
+        run_id=registered.run_id,
+        verdict=final.verdict,
+        passed=final.passed,
+        alias=registered.alias,
+        champion_version=None if champion is None else champion.version,
+        decision_record_id=final.record_id,
+        decision_record_uri=registered.decision_record_uri,
+        failures=list(final.failures),
+        metrics=final.candidate_metrics.model_dump(),
+        champion_metrics=None if final.champion_metrics is None else final.champion_metrics.model_dump(),
+        training_rows=len(split.train),
+        evaluation_rows=len(split.evaluation),
+        flow_run_id=run_id,
+    )

@@ -1,0 +1,273 @@
+"""The model registry behind a small interface, implemented on MLflow 3.
+
+Aliases (``champion``, ``challenger``) and version tags only: never MLflow stages. Alias
+lookups return ``int`` versions (MLflow 3.17 already does; we coerce anyway). The tracking and
+registry URI come from the settings when the registry is built (at call time, never at import).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import pandas as pd
+
+from mlops.errors import InputError
+from mlops.lineage import NONE_VALUE, TAG_DECISION_RECORD_ID, TAG_VERDICT, TAG_VERDICT_FAILURES
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.pyfunc import PyFuncModel
+
+    from mlops.settings import Settings
+
+# Longest tag value we write for free text (MLflow allows more; keep the UI readable).
+MAX_TEXT_TAG: Final = 5000
+
+
+@dataclass
+class DatasetLog:
+    """A frame to record as an ``mlflow.data`` input of the run (schema + digest, not the rows)."""
+
+    frame: pd.DataFrame
+    name: str
+    context: str  # "training" / "evaluation"
+    source: str  # where the rows came from (store URI of the snapshots)
+    target: str | None = None
+
+
+@dataclass
+class TrainingRunLog:
+    """Everything a training run records in MLflow."""
+
+    model_name: str
+    run_name: str
+    booster_json: bytes
+    schema_json: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+    json_artifacts: dict[str, Any] = field(default_factory=dict)  # artifact file -> JSON-able data
+    files: list[Path] = field(default_factory=list)  # plots etc., logged under plots/
+    datasets: list[DatasetLog] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    model_uri: str  # models:/m-... (the logged model, before registration)
+    artifact_uri: str  # the run's artifact root
+
+
+class ModelRegistry(Protocol):
+    """What the pipelines need of a model registry."""
+
+    def log_training_run(self, content: TrainingRunLog) -> LoggedRun: ...
+    def register_version(self, name: str, logged: LoggedRun, tags: dict[str, str]) -> int: ...
+    def set_alias(self, name: str, alias: str, version: int) -> None: ...
+    def get_alias_version(self, name: str, alias: str) -> int | None: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None: ...
+    def version_tags(self, name: str, version: int) -> dict[str, str]: ...
+    def version_run_id(self, name: str, version: int) -> str: ...
+    def aliases_of(self, name: str, version: int) -> list[str]: ...
+    def mark_failed(
+        self, name: str, version: int, *, verdict: str, failures: list[str], record_id: str
+    ) -> None: ...
+    def log_run_json(self, run_id: str, data: Any, artifact_file: str) -> str: ...
+    def load_model(self, name: str, alias: str) -> PyFuncModel: ...
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    elif isinstance(value, list | tuple):
+        out[prefix] = ",".join(str(v) for v in value)
+    else:
+        out[prefix] = NONE_VALUE if value is None else str(value)
+
+
+def flatten_params(params: dict[str, Any]) -> dict[str, str]:
+    """Nested params -> ``a.b.c`` keys with string values (MLflow params are strings)."""
+    out: dict[str, str] = {}
+    _flatten("", params, out)
+    return out
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+
+
+class MlflowRegistry:
+    """:class:`ModelRegistry` on an MLflow tracking server / registry (SQLite, PostgreSQL, HTTP)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root if _is_local(tracking_uri) else None
+        self._client: MlflowClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> MlflowRegistry:
+        if settings is None:
+            from mlops.settings import get_settings
+
+            settings = get_settings()
+        return cls(settings.resolved_mlflow_tracking_uri, settings.mlflow_artifact_root)
+
+    def _activate(self) -> None:
+        """Point MLflow's fluent API (used by log_model) at our URI, now."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._activate()
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def ensure_experiment(self, name: str) -> str:
+        """The experiment named after the model; created with a local artifact root if embedded."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    def log_training_run(self, content: TrainingRunLog) -> LoggedRun:
+        import mlflow
+        import mlflow.data.pandas_dataset
+
+        from mlops.features import FeatureSchema
+        from mlops.pyfunc_model import log_pyfunc_model
+
+        experiment_id = self.ensure_experiment(content.model_name)
+        self._activate()
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=content.run_name, tags=content.tags
+        ) as run:
+            mlflow.log_params(flatten_params(content.params))
+            mlflow.log_metrics(content.metrics)
+            for dataset in content.datasets:
+                # Silence MLflow's schema-inference hints about the data profile (not the model).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    data = mlflow.data.pandas_dataset.from_pandas(
+                        dataset.frame, source=dataset.source, targets=dataset.target, name=dataset.name
+                    )
+                    mlflow.log_input(data, context=dataset.context)
+            for artifact_file, data in content.json_artifacts.items():
+                mlflow.log_dict(data, artifact_file)
+            for path in content.files:
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            info = log_pyfunc_model(content.booster_json, FeatureSchema.from_json(content.schema_json))
+            return LoggedRun(
+                run_id=run.info.run_id, model_uri=info.model_uri, artifact_uri=run.info.artifact_uri
+            )
+
+    def log_run_json(self, run_id: str, data: Any, artifact_file: str) -> str:
+        """Add a JSON artifact to an existing run; returns its URI."""
+        self.client.log_dict(run_id, data, artifact_file)
+        return f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_file}"
+
+    def read_run_json(self, run_id: str, artifact_file: str) -> Any:
+        import mlflow
+
+        self._activate()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_file, dst_path=tmp
+            )
+            return json.loads(Path(path).read_text())
+
+    # --- versions and aliases --------------------------------------------------------------
+
+    def register_version(self, name: str, logged: LoggedRun, tags: dict[str, str]) -> int:
+        """Register the logged model as a new version of ``name`` (created if new); no alias."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name)
+        version = self.client.create_model_version(
+            name=name, source=logged.model_uri, run_id=logged.run_id, tags=tags
+        )
+        return int(version.version)
+
+    def _aliases(self, name: str) -> dict[str, int]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(name)
+        except MlflowException:
+            return {}
+        return {str(alias): int(version) for alias, version in (model.aliases or {}).items()}
+
+    def get_alias_version(self, name: str, alias: str) -> int | None:
+        """The version ``alias`` points at, or None (no alias, or no such registered model)."""
+        return self._aliases(name).get(alias)
+
+    def aliases_of(self, name: str, version: int) -> list[str]:
+        return sorted(a for a, v in self._aliases(name).items() if v == int(version))
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(int(version)))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` if it exists (idempotent)."""
+        if self.get_alias_version(name, alias) is not None:
+            self.client.delete_registered_model_alias(name, alias)
+
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(int(version)), key, value)
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, str(int(version))).tags)
+
+    def version_run_id(self, name: str, version: int) -> str:
+        run_id = self.client.get_model_version(name, str(int(version))).run_id
+        if not run_id:
+            raise InputError(f"{name} version {version} has no training run")
+        return str(run_id)
+
+    def mark_failed(
+        self, name: str, version: int, *, verdict: str, failures: list[str], record_id: str
+    ) -> None:
+        """Tag a candidate that failed its gates and make sure no alias points at it."""
+        text = "\n".join(failures)
+        self.set_version_tags(
+            name,
+            version,
+            {
+                TAG_VERDICT: verdict,
+                TAG_VERDICT_FAILURES: text[:MAX_TEXT_TAG],
+                TAG_DECISION_RECORD_ID: record_id,
+            },
+        )
+        for alias in self.aliases_of(name, version):
+            self.client.delete_registered_model_alias(name, alias)
+
+    def load_model(self, name: str, alias: str) -> PyFuncModel:
+        """``models:/<name>@<alias>`` as a pyfunc (what a plain MLflow user loads)."""
+        import mlflow
+
+        self._activate()
+        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+
+
+def make_registry(settings: Settings | None = None) -> MlflowRegistry:
+    """The registry the settings name (read now)."""
+    return MlflowRegistry.from_settings(settings)

@@ -1,0 +1,139 @@
+"""Training core: time-aware split and a deterministic XGBoost booster.
+
+Determinism (PITFALLS: XGBoost): fixed ``seed`` and ``nthread``, ``tree_method=hist``, the
+same rows in the same order (labelled rows are sorted by timestamp then id) and the same
+feature schema -> bit-identical booster bytes and scores on the same machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import xgboost as xgb
+
+from mlops.errors import InputError, WorkRefused
+from mlops.features import FeatureSchema, fit_feature_schema, prepare
+from mlops.model_spec import ModelSpec
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TrainSplit:
+    """Older rows to train on, the newest rows to evaluate on."""
+
+    train: pd.DataFrame
+    evaluation: pd.DataFrame
+    cutoff: str | None  # first timestamp of the evaluation rows (None without a timestamp)
+
+
+def time_split(
+    frame: pd.DataFrame,
+    *,
+    newest_fraction: float,
+    timestamp_column: str | None,
+    id_column: str,
+    min_evaluation_rows: int = 1,
+) -> TrainSplit:
+    """Hold out the newest ``newest_fraction`` of rows; rows sharing the cutoff timestamp all go
+    to evaluation, so no training row is newer than (or as new as) an evaluation row."""
+    if not 0.0 < newest_fraction < 1.0:
+        raise InputError(f"newest_fraction must be in (0, 1), got {newest_fraction}")
+    keys = [timestamp_column, id_column] if timestamp_column else [id_column]
+    ordered = frame.sort_values(keys, kind="mergesort").reset_index(drop=True)
+    n_eval = math.ceil(len(ordered) * newest_fraction)
+    first_eval = len(ordered) - n_eval
+    cutoff: str | None = None
+    if timestamp_column is not None and 0 < first_eval < len(ordered):
+        ts = ordered[timestamp_column]
+        cut_value = ts.iloc[first_eval]
+        first_eval = int((ts < cut_value).sum())  # rows are sorted: ties move to evaluation
+        cutoff = str(cut_value)
+    train, evaluation = ordered.iloc[:first_eval], ordered.iloc[first_eval:]
+    if len(evaluation) < min_evaluation_rows or len(train) == 0:
+        raise WorkRefused(
+            f"time split gave {len(train)} training and {len(evaluation)} evaluation rows "
+            f"(need >= 1 and >= {min_evaluation_rows})",
+            hint="wait for more labelled data, or change evaluation.newest_fraction / min_rows in the model spec",
+        )
+    return TrainSplit(train.reset_index(drop=True), evaluation.reset_index(drop=True), cutoff)
+
+
+def _labels(frame: pd.DataFrame, target: str) -> npt.NDArray[np.float64]:
+    if target not in frame.columns:
+        raise InputError(f"training rows lack the target column {target!r}")
+    y = frame[target]
+    if y.isna().any():
+        raise InputError(f"target {target!r} has {int(y.isna().sum())} missing value(s)")
+    values = y.to_numpy(dtype="float64")
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise InputError(f"target {target!r} must be 0/1")
+    if len(np.unique(values)) < 2:
+        raise WorkRefused(
+            f"target {target!r} has a single class in the training rows",
+            hint="train on a window that holds both outcomes",
+        )
+    return values
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A booster with the feature schema it was trained on."""
+
+    booster: xgb.Booster
+    schema: FeatureSchema
+
+    def predict(self, frame: pd.DataFrame) -> FloatArray:
+        """Probability of the positive class (default) for raw rows."""
+        matrix = xgb.DMatrix(prepare(frame, self.schema), enable_categorical=True)
+        scores: FloatArray = self.booster.predict(matrix).astype("float64")
+        return scores
+
+    def booster_bytes(self) -> bytes:
+        """The booster as XGBoost JSON (the artifact logged with the model)."""
+        return bytes(self.booster.save_raw(raw_format="json"))
+
+    def fingerprint(self) -> str:
+        """sha256 of booster bytes + schema: equal iff the trained models are identical."""
+        digest = hashlib.sha256(self.booster_bytes())
+        digest.update(self.schema.to_json().encode())
+        return digest.hexdigest()
+
+
+def load_trained_model(booster_json: bytes, schema_json: str) -> TrainedModel:
+    booster = xgb.Booster()
+    booster.load_model(bytearray(booster_json))
+    return TrainedModel(booster=booster, schema=FeatureSchema.from_json(schema_json))
+
+
+def train_booster(
+    frame: pd.DataFrame,
+    *,
+    features: list[str],
+    target: str,
+    params: dict[str, Any],
+    num_boost_round: int,
+) -> TrainedModel:
+    """Fit the feature schema on ``frame`` and train a booster on it (no evaluation set, no early stop)."""
+    schema = fit_feature_schema(frame, features)
+    labels = _labels(frame, target)
+    matrix = xgb.DMatrix(prepare(frame, schema), label=labels, enable_categorical=True)
+    booster = xgb.train(params, matrix, num_boost_round=num_boost_round, verbose_eval=False)
+    return TrainedModel(booster=booster, schema=schema)
+
+
+def train_model(frame: pd.DataFrame, spec: ModelSpec) -> TrainedModel:
+    """Train the spec's model on ``frame`` (the training rows of a resolved spec)."""
+    return train_booster(
+        frame,
+        features=spec.feature_list,
+        target=spec.target_column,
+        params=spec.booster_params(),
+        num_boost_round=spec.num_boost_round,
+    )

@@ -1,0 +1,401 @@
+"""Tasks of the training stage: gather, split, train, score, evaluate, gate, log, register, announce.
+
+Each task is a thin named wrapper over plain functions in ``mlops/``. Reads (object store,
+registry lookups, events) retry; writes that would duplicate on a retry (the MLflow run, the
+model version) do not.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVENT_MODEL_REGISTERED, model_resource
+from mlops.contracts import Contract, load_contract
+from mlops.evaluation import EvaluationReport, evaluate
+from mlops.events import emit
+from mlops.gates import VERDICT_FAILED, DecisionRecord, ModelRef, evaluate_gates, gate_table_markdown
+from mlops.labels import LINEAGE_COLUMNS, LabelledSet, gather_labelled
+from mlops.lineage import (
+    DECISION_RECORD_ARTIFACT,
+    LINEAGE_ARTIFACT,
+    TAG_DECISION_RECORD_ID,
+    TAG_DECISION_RECORD_URI,
+    TAG_VERDICT,
+    Lineage,
+    git_state,
+    installed_packages,
+)
+from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
+from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, make_registry
+from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
+from mlops.settings import PROJECT_ROOT, Settings
+from mlops.storage import make_store
+from mlops.training import TrainedModel, TrainSplit, time_split, train_model
+from tasks.validation import retry_unless_bad_input
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class SpecBundle:
+    """A resolved model spec with its two contracts."""
+
+    spec: ModelSpec
+    applications: Contract
+    outcomes: Contract
+
+
+@dataclass(frozen=True)
+class ChampionScores:
+    """The current champion, scored through the registry on the evaluation rows."""
+
+    version: int
+    run_id: str
+    scores: FloatArray
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: int
+    run_id: str
+    alias: str | None
+    decision_record: DecisionRecord
+    decision_record_uri: str
+
+
+@task(name="load-model-spec", cache_policy=NO_CACHE)
+def load_model_spec_task(model: str, settings: Settings) -> SpecBundle:
+    spec = load_model_spec(model, contracts_dir=settings.contracts_dir)
+    return SpecBundle(
+        spec=spec,
+        applications=load_contract(settings.contracts_dir, spec.applications_contract),
+        outcomes=load_contract(settings.contracts_dir, spec.outcomes_contract),
+    )
+
+
+@task(
+    name="gather-labelled-rows",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def gather_labelled_task(
+    bundle: SpecBundle, settings: Settings, extra_labelled: pd.DataFrame | None = None
+) -> LabelledSet:
+    return gather_labelled(
+        make_store(settings), bundle.spec, bundle.applications, bundle.outcomes, extra_labelled=extra_labelled
+    )
+
+
+@task(name="split-train-evaluation", cache_policy=NO_CACHE)
+def split_task(labelled: LabelledSet, bundle: SpecBundle) -> TrainSplit:
+    return time_split(
+        labelled.frame,
+        newest_fraction=bundle.spec.evaluation.newest_fraction,
+        timestamp_column=bundle.applications.timestamp_column,
+        id_column=bundle.applications.id_column,
+        min_evaluation_rows=bundle.spec.evaluation.min_rows,
+    )
+
+
+@task(name="train-candidate", cache_policy=NO_CACHE)
+def train_candidate_task(train: pd.DataFrame, spec: ModelSpec) -> TrainedModel:
+    return train_model(train, spec)
+
+
+@task(
+    name="score-champion",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def score_champion_task(
+    spec: ModelSpec, evaluation: pd.DataFrame, settings: Settings
+) -> ChampionScores | None:
+    """Load ``models:/<name>@champion`` through the registry and score the same evaluation rows."""
+    registry = make_registry(settings)
+    version = registry.get_alias_version(spec.name, ALIAS_CHAMPION)
+    if version is None:
+        return None
+    model = registry.load_model(spec.name, ALIAS_CHAMPION)
+    raw = evaluation.drop(columns=[c for c in LINEAGE_COLUMNS if c in evaluation.columns])
+    scores = np.asarray(model.predict(raw), dtype="float64")
+    return ChampionScores(version=version, run_id=registry.version_run_id(spec.name, version), scores=scores)
+
+
+def _evaluate(spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray) -> EvaluationReport:
+    return evaluate(
+        evaluation[spec.target_column].to_numpy(),
+        scores,
+        threshold=spec.decision_policy.threshold,
+        slices_frame=evaluation,
+        slices=list(spec.slices),
+        sensitive=spec.sensitive_column,
+    )
+
+
+@task(name="evaluate-candidate", cache_policy=NO_CACHE)
+def evaluate_task(
+    spec: ModelSpec, evaluation: pd.DataFrame, candidate: TrainedModel, champion: ChampionScores | None
+) -> tuple[FloatArray, EvaluationReport, EvaluationReport | None]:
+    """Candidate scores and reports of candidate and (if any) champion on the same rows."""
+    scores = candidate.predict(evaluation)
+    champion_report = None if champion is None else _evaluate(spec, evaluation, champion.scores)
+    return scores, _evaluate(spec, evaluation, scores), champion_report
+
+
+@task(name="check-gates", cache_policy=NO_CACHE)
+def check_gates_task(
+    spec: ModelSpec,
+    report: EvaluationReport,
+    scores: FloatArray,
+    evaluation: pd.DataFrame,
+    champion: ChampionScores | None,
+    labelled: LabelledSet,
+    candidate: TrainedModel,
+    flow_run_id: str | None,
+) -> DecisionRecord:
+    snapshots = {f"applications:{i}": sha for i, sha in enumerate(labelled.summary.application_snapshots)}
+    snapshots.update({f"outcomes:{i}": sha for i, sha in enumerate(labelled.summary.outcome_snapshots)})
+    champion_ref = (
+        None
+        if champion is None
+        else {"version": champion.version, "run_id": champion.run_id, "alias": ALIAS_CHAMPION}
+    )
+    return evaluate_gates(
+        spec.gates,
+        report,
+        scores,
+        evaluation[spec.target_column].to_numpy(),
+        None if champion is None else champion.scores,
+        champion_ref,
+        model_name=spec.name,
+        candidate_ref={"model_fingerprint": candidate.fingerprint()},
+        snapshot_hashes=snapshots,
+        flow_run_id=flow_run_id,
+        actor="train flow",
+    )
+
+
+def _metric_key(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_\-./ ]+", "_", text).strip("_")
+
+
+def run_metrics(report: EvaluationReport, champion_report: EvaluationReport | None) -> dict[str, float]:
+    """Flat MLflow metrics: candidate metrics, champion's as ``champion_*``, slice metrics."""
+    out = {k: float(v) for k, v in report.metrics.model_dump().items()}
+    out.update(approval_rate=report.approval_rate, label_rate=report.label_rate)
+    if champion_report is not None:
+        out.update({f"champion_{k}": float(v) for k, v in champion_report.metrics.model_dump().items()})
+    for group in report.slices:
+        if group.metrics is not None:
+            out[_metric_key(f"slice/{group.slice}/{group.group}/auc")] = group.metrics.auc
+    if report.fairness is not None and report.fairness.approval_rate_gap is not None:
+        out["fairness_approval_rate_gap"] = report.fairness.approval_rate_gap
+    return out
+
+
+def write_plots(
+    folder: Path,
+    y: Any,
+    scores: FloatArray,
+    report: EvaluationReport,
+    champion: ChampionScores | None,
+    champion_report: EvaluationReport | None,
+    candidate: TrainedModel,
+) -> list[Path]:
+    by_model: dict[str, Any] = {"challenger": scores}
+    curves = {"challenger": report.calibration}
+    if champion is not None and champion_report is not None:
+        by_model["champion"] = champion.scores
+        curves["champion"] = champion_report.calibration
+    gains = candidate.booster.get_score(importance_type="gain")
+    importance = {k: float(v) for k, v in gains.items() if isinstance(v, int | float)}
+    paths = [
+        plot_roc(y, by_model, folder / "roc.png"),
+        plot_pr(y, by_model, folder / "pr.png"),
+        plot_calibration(curves, folder / "calibration.png"),
+    ]
+    if importance:
+        paths.append(plot_feature_importance(importance, folder / "feature_importance.png"))
+    return paths
+
+
+@task(name="build-lineage", cache_policy=NO_CACHE)
+def build_lineage_task(
+    bundle: SpecBundle,
+    labelled: LabelledSet,
+    split: TrainSplit,
+    candidate: TrainedModel,
+    champion: ChampionScores | None,
+    flow_run_id: str | None,
+) -> Lineage:
+    summary = labelled.summary
+    return Lineage(
+        application_snapshots=summary.application_snapshots,
+        outcome_snapshots=summary.outcome_snapshots,
+        applications_contract=bundle.applications.name,
+        applications_contract_versions=summary.application_contract_versions or [bundle.applications.version],
+        outcomes_contract=bundle.outcomes.name,
+        outcomes_contract_versions=summary.outcome_contract_versions or [bundle.outcomes.version],
+        git=git_state(PROJECT_ROOT),
+        model_spec=bundle.spec.name,
+        model_spec_sha256=model_spec_hash(bundle.spec),
+        packages=installed_packages(),
+        seed=bundle.spec.seed,
+        flow_run_id=flow_run_id,
+        compared_with_champion=None if champion is None else champion.version,
+        model_fingerprint=candidate.fingerprint(),
+        training_rows=len(split.train),
+        evaluation_rows=len(split.evaluation),
+    )
+
+
+@task(name="log-training-run", cache_policy=NO_CACHE)
+def log_training_run_task(
+    bundle: SpecBundle,
+    settings: Settings,
+    labelled: LabelledSet,
+    split: TrainSplit,
+    candidate: TrainedModel,
+    scores: FloatArray,
+    report: EvaluationReport,
+    champion: ChampionScores | None,
+    champion_report: EvaluationReport | None,
+    record: DecisionRecord,
+    lineage: Lineage,
+) -> LoggedRun:
+    """One MLflow run: params, metrics, plots, datasets, lineage, evaluation report, the model."""
+    spec = bundle.spec
+    store = make_store(settings)
+    y = split.evaluation[spec.target_column].to_numpy()
+    source = store.uri(f"snapshots/{bundle.applications.name}")
+    with tempfile.TemporaryDirectory(prefix="mlops-train-plots-") as tmp:
+        plots = write_plots(Path(tmp), y, scores, report, champion, champion_report, candidate)
+        content = TrainingRunLog(
+            model_name=spec.name,
+            run_name=f"train-{spec.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}",
+            booster_json=candidate.booster_bytes(),
+            schema_json=candidate.schema.to_json(),
+            params={
+                **spec.model_dump(mode="json", exclude={"description", "slices", "gates"}),
+                "data": {"training_rows": len(split.train), "evaluation_rows": len(split.evaluation)},
+                "evaluation_cutoff": split.cutoff,
+            },
+            metrics=run_metrics(report, champion_report),
+            tags={**lineage.tags(), TAG_VERDICT: record.verdict, TAG_DECISION_RECORD_ID: record.record_id},
+            json_artifacts={
+                LINEAGE_ARTIFACT: lineage.model_dump(mode="json"),
+                "labelled_data.json": labelled.summary.model_dump(mode="json"),
+                "model_spec.json": spec.model_dump(mode="json"),
+                "evaluation_report.json": report.model_dump(mode="json"),
+                "feature_schema.json": candidate.schema.model_dump(mode="json"),
+            },
+            files=plots,
+            datasets=[
+                DatasetLog(split.train, f"{spec.name}-training", "training", source, spec.target_column),
+                DatasetLog(
+                    split.evaluation, f"{spec.name}-evaluation", "evaluation", source, spec.target_column
+                ),
+            ],
+        )
+        return make_registry(settings).log_training_run(content)
+
+
+@task(name="register-candidate", cache_policy=NO_CACHE)
+def register_candidate_task(
+    spec: ModelSpec, settings: Settings, logged: LoggedRun, record: DecisionRecord, lineage: Lineage
+) -> Registered:
+    """New model version with lineage tags; passing -> alias ``challenger``, failing -> verdict tags, no alias.
+
+    The decision record is completed with the version and written to the run before any alias moves.
+    """
+    registry = make_registry(settings)
+    version = registry.register_version(spec.name, logged, lineage.tags())
+    passed = record.verdict != VERDICT_FAILED
+    alias = ALIAS_CHALLENGER if passed else None
+    final = record.model_copy(
+        update={
+            "candidate": ModelRef(
+                run_id=logged.run_id,
+                version=str(version),
+                alias=alias,
+                model_uri=f"models:/{spec.name}/{version}",
+            )
+        }
+    )
+    uri = registry.log_run_json(logged.run_id, final.model_dump(mode="json"), DECISION_RECORD_ARTIFACT)
+    if passed:
+        registry.set_version_tags(
+            spec.name,
+            version,
+            {
+                TAG_VERDICT: record.verdict,
+                TAG_DECISION_RECORD_ID: record.record_id,
+                TAG_DECISION_RECORD_URI: uri,
+            },
+        )
+        registry.set_alias(spec.name, ALIAS_CHALLENGER, version)
+    else:
+        registry.mark_failed(
+            spec.name,
+            version,
+            verdict=record.verdict,
+            failures=list(record.failures),
+            record_id=record.record_id,
+        )
+        registry.set_version_tags(spec.name, version, {TAG_DECISION_RECORD_URI: uri})
+    return Registered(
+        version=version, run_id=logged.run_id, alias=alias, decision_record=final, decision_record_uri=uri
+    )
+
+
+@task(name="publish-decision-record", cache_policy=NO_CACHE)
+def publish_decision_record_task(registered: Registered) -> None:
+    record = registered.decision_record
+    lines = [
+        gate_table_markdown(record),
+        "",
+        f"Registered as version **{registered.version}**"
+        + (f" with alias `{registered.alias}`" if registered.alias else " with no alias (failed gates)"),
+        f"; MLflow run `{registered.run_id}`; decision record `{registered.decision_record_uri}`.",
+    ]
+    create_markdown_artifact(
+        key=f"decision-record-{record.model_name}",
+        markdown="\n".join(lines),
+        description=f"Gate decision for {record.model_name} version {registered.version}",
+    )
+
+
+@task(name="emit-model-registered", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def emit_registered_task(
+    spec: ModelSpec, registered: Registered, champion: ChampionScores | None, flow_run_id: str | None
+) -> str | None:
+    record = registered.decision_record
+    payload = {
+        "model": spec.name,
+        "version": registered.version,
+        "verdict": record.verdict,
+        "alias": registered.alias,
+        "run_id": registered.run_id,
+        "champion_version": None if champion is None else champion.version,
+        "decision_record_id": record.record_id,
+        "decision_record_uri": registered.decision_record_uri,
+        "failures": list(record.failures),
+        "flow_run_id": flow_run_id,
+    }
+    return emit(EVENT_MODEL_REGISTERED, model_resource(spec.name), payload)

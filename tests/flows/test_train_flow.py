@@ -1,0 +1,125 @@
+"""train and promote under the Prefect test harness, end to end on small simulated, validated data."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.promote import promote
+from flows.train import TrainResult, train
+from flows.validate_data import validate_data
+from mlops.constants import (
+    ALIAS_CHALLENGER,
+    ALIAS_CHAMPION,
+    EVENT_MODEL_PROMOTED,
+    EVENT_MODEL_REGISTERED,
+    model_resource,
+)
+from mlops.contracts import load_contract
+from mlops.errors import WorkRefused
+from mlops.lineage import (
+    DECISION_RECORD_ARTIFACT,
+    LINEAGE_TAGS,
+    TAG_FLOW_RUN_ID,
+    TAG_OUTCOME_SNAPSHOTS,
+    TAG_PROMOTED_BY,
+    TAG_PROMOTION_KIND,
+    TAG_VERDICT,
+)
+from mlops.registry import make_registry
+from mlops.settings import get_settings
+from mlops.storage import make_store
+from tests.helpers import wait_for_events
+from tests.training_helpers import ingest, simulated_day, write_spec
+
+pytestmark = pytest.mark.flows
+
+MODEL = "credit-risk"
+
+
+@pytest.fixture
+def validated_history(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Days 0-3 of applications and outcomes; the last outcome batch goes through validate_data
+    (as ``mlops outcomes PATH`` does). Returns that batch's snapshot sha256."""
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(tmp_path / "specs"))
+    write_spec(tmp_path / "specs")
+    settings = get_settings()
+    store = make_store(settings)
+    apps_c = load_contract(settings.contracts_dir, "credit_applications")
+    outs_c = load_contract(settings.contracts_dir, "credit_outcomes")
+    for day in range(4):
+        apps, outs = simulated_day(day, 500)
+        ingest(store, apps, apps_c, f"applications/day_{day:04d}.csv")
+        if day < 3:
+            ingest(store, outs, outs_c, f"outcomes/day_{day:04d}.csv")
+    path = tmp_path / "outcomes_day_0003.csv"
+    outs.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    summary = validate_data(source=str(path), contract="credit_outcomes")
+    assert summary.accepted and summary.snapshot_sha256
+    return summary.snapshot_sha256
+
+
+def _markdown_artifact(key: str) -> str:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert artifacts, f"no Prefect artifact {key!r}"
+    return str(artifacts[0].data)
+
+
+def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(validated_history: str) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    started = time.perf_counter()
+    result = train(model=MODEL)
+    elapsed = time.perf_counter() - started
+    print(f"train flow took {elapsed:.1f} s")
+
+    assert isinstance(result, TrainResult)
+    assert result.passed and result.verdict == "bootstrap" and result.alias == ALIAS_CHALLENGER
+    assert result.version == 1 and result.champion_version is None and result.flow_run_id
+    assert result.training_rows + result.evaluation_rows == 2000
+    assert result.metrics["auc"] > 0.7
+
+    registry = make_registry()
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) == 1
+    tags = registry.version_tags(MODEL, 1)
+    assert set(LINEAGE_TAGS) <= set(tags)
+    assert tags[TAG_FLOW_RUN_ID] == result.flow_run_id
+    assert validated_history in tags[TAG_OUTCOME_SNAPSHOTS].split(",")
+    assert tags[TAG_VERDICT] == "bootstrap"
+    record = registry.read_run_json(result.run_id, DECISION_RECORD_ARTIFACT)
+    assert record["record_id"] == result.decision_record_id and record["flow_run_id"] == result.flow_run_id
+
+    markdown = _markdown_artifact(f"decision-record-{MODEL}")
+    assert "BOOTSTRAP" in markdown and "version **1**" in markdown and "challenger" in markdown
+
+    [event] = wait_for_events(EVENT_MODEL_REGISTERED, model_resource(MODEL), since=since)
+    assert event.payload["version"] == 1 and event.payload["verdict"] == "bootstrap"
+    assert event.payload["alias"] == ALIAS_CHALLENGER and event.payload["run_id"] == result.run_id
+
+
+def test_promote_flow_bootstraps_the_first_champion_then_refuses(validated_history: str) -> None:
+    with pytest.raises(WorkRefused, match="no challenger"):
+        promote(model=MODEL, approver="bob")
+    train(model=MODEL)
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    result = promote(model=MODEL, approver="bob")
+    assert result.promoted and result.champion_version == 1
+    assert result.record is not None and result.record.approved_by == "bob" and result.record.flow_run_id
+
+    registry = make_registry()
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
+    tags = registry.version_tags(MODEL, 1)
+    assert tags[TAG_PROMOTION_KIND] == "bootstrap" and tags[TAG_PROMOTED_BY] == "bob"
+    assert "approved by | bob" in _markdown_artifact(f"promotion-{MODEL}")
+    [event] = wait_for_events(EVENT_MODEL_PROMOTED, model_resource(MODEL), since=since)
+    assert event.payload["version"] == 1 and event.payload["kind"] == "bootstrap"
+
+    with pytest.raises(WorkRefused, match=r"already has a champion \(version 1\)"):
+        promote(model=MODEL, approver="bob")
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1

@@ -1,0 +1,246 @@
+"""Training against a real MLflow registry (pre-migrated SQLite per test): lineage tags, failed
+candidates, the bootstrap promotion, and the pyfunc loaded by alias in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+from mlops.contracts import load_contract
+from mlops.errors import WorkRefused
+from mlops.lineage import (
+    DECISION_RECORD_ARTIFACT,
+    LINEAGE_TAGS,
+    TAG_APPLICATION_SNAPSHOTS,
+    TAG_APPLICATIONS_CONTRACT,
+    TAG_APPLICATIONS_CONTRACT_VERSION,
+    TAG_COMPARED_WITH,
+    TAG_DECISION_RECORD_ID,
+    TAG_DECISION_RECORD_URI,
+    TAG_EVALUATION_ROWS,
+    TAG_FLOW_RUN_ID,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_MODEL_SPEC,
+    TAG_MODEL_SPEC_SHA256,
+    TAG_OUTCOME_SNAPSHOTS,
+    TAG_OUTCOMES_CONTRACT,
+    TAG_OUTCOMES_CONTRACT_VERSION,
+    TAG_PACKAGES_SHA256,
+    TAG_PROMOTED_BY,
+    TAG_PROMOTION_KIND,
+    TAG_PROMOTION_RECORD_URI,
+    TAG_SEED,
+    TAG_TRAINING_ROWS,
+    TAG_VERDICT,
+    TAG_VERDICT_FAILURES,
+    installed_packages,
+    packages_sha256,
+)
+from mlops.model_spec import load_model_spec, model_spec_hash
+from mlops.promotion import bootstrap_champion
+from mlops.registry import MlflowRegistry, make_registry
+from mlops.settings import PROJECT_ROOT, get_settings
+from mlops.storage import make_store
+from tests.training_helpers import ingest_history, run_train_tasks, simulated_day, write_spec
+
+pytestmark = pytest.mark.integration
+
+MODEL = "credit-risk"
+
+
+@pytest.fixture
+def history(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Four simulated days of validated applications and outcomes; a small single-thread spec."""
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(tmp_path / "specs"))
+    write_spec(tmp_path / "specs")
+    settings = get_settings()
+    return ingest_history(
+        make_store(settings),
+        load_contract(settings.contracts_dir, "credit_applications"),
+        load_contract(settings.contracts_dir, "credit_outcomes"),
+        days=4,
+        rows=500,
+    )
+
+
+@pytest.fixture
+def registry(history: dict[str, list[str]]) -> MlflowRegistry:
+    return make_registry()
+
+
+def _git_head() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_candidate_is_registered_with_lineage_and_decision_record(
+    history: dict[str, list[str]], registry: MlflowRegistry
+) -> None:
+    registered = run_train_tasks(MODEL)
+    assert registered.version == 1 and registered.alias == ALIAS_CHALLENGER
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) == 1
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) is None
+
+    tags = registry.version_tags(MODEL, 1)
+    assert set(LINEAGE_TAGS) <= set(tags)
+    assert tags[TAG_APPLICATION_SNAPSHOTS] == ",".join(history["applications"])
+    assert tags[TAG_OUTCOME_SNAPSHOTS] == ",".join(history["outcomes"])
+    assert tags[TAG_APPLICATIONS_CONTRACT] == "credit_applications"
+    assert tags[TAG_OUTCOMES_CONTRACT] == "credit_outcomes"
+    assert tags[TAG_APPLICATIONS_CONTRACT_VERSION] == tags[TAG_OUTCOMES_CONTRACT_VERSION] == "1.0.0"
+    assert tags[TAG_GIT_COMMIT] == _git_head() and tags[TAG_GIT_DIRTY] in ("true", "false")
+    assert tags[TAG_MODEL_SPEC] == MODEL
+    assert tags[TAG_MODEL_SPEC_SHA256] == model_spec_hash(load_model_spec(MODEL))
+    assert tags[TAG_PACKAGES_SHA256] == packages_sha256(installed_packages())
+    assert tags[TAG_SEED] == "42"
+    assert tags[TAG_FLOW_RUN_ID] == "none" and tags[TAG_COMPARED_WITH] == "none"
+    assert int(tags[TAG_TRAINING_ROWS]) + int(tags[TAG_EVALUATION_ROWS]) == 2000
+    assert tags[TAG_VERDICT] == "bootstrap"  # no champion yet: passes, to be promoted by bootstrap
+    assert tags[TAG_DECISION_RECORD_URI].endswith(DECISION_RECORD_ARTIFACT)
+
+    record = registry.read_run_json(registered.run_id, DECISION_RECORD_ARTIFACT)
+    assert record["record_id"] == tags[TAG_DECISION_RECORD_ID]
+    assert record["verdict"] == "bootstrap" and record["baseline"] is None
+    assert record["candidate"]["version"] == "1" and record["candidate"]["run_id"] == registered.run_id
+    assert record["data"]["n_rows"] == int(tags[TAG_EVALUATION_ROWS])
+
+    run = registry.client.get_run(registered.run_id)
+    assert run.data.tags[TAG_MODEL_SPEC_SHA256] == tags[TAG_MODEL_SPEC_SHA256]
+    assert run.data.params["seed"] == "42" and run.data.params["xgboost.tree_method"] == "hist"
+    assert run.data.metrics["auc"] == pytest.approx(record["candidate_metrics"]["auc"])
+    contexts = {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+        for d in run.inputs.dataset_inputs
+    }
+    assert set(contexts) == {"training", "evaluation"} and all(d.digest for d in contexts.values())
+    plots = {Path(a.path).name for a in registry.client.list_artifacts(registered.run_id, "plots")}
+    assert {"roc.png", "pr.png", "calibration.png", "feature_importance.png"} <= plots
+
+
+def test_failed_candidate_is_kept_with_its_verdict_and_no_alias(
+    registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    first = run_train_tasks(MODEL)
+    write_spec(tmp_path / "specs", gates={"floors": {"auc": {"min": 0.999}}})
+    failed = run_train_tasks(MODEL)
+    assert failed.version == 2 and failed.alias is None
+    tags = registry.version_tags(MODEL, 2)
+    assert tags[TAG_VERDICT] == "failed" and "auc" in tags[TAG_VERDICT_FAILURES]
+    assert set(LINEAGE_TAGS) <= set(tags)
+    assert registry.aliases_of(MODEL, 2) == []
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) == first.version
+    record = registry.read_run_json(failed.run_id, DECISION_RECORD_ARTIFACT)
+    assert record["verdict"] == "failed" and record["failures"]
+
+    # A failed version can never become champion, even if an alias is pointed at it by hand.
+    registry.set_alias(MODEL, ALIAS_CHALLENGER, 2)
+    with pytest.raises(WorkRefused, match="gate verdict 'failed'"):
+        bootstrap_champion(registry, MODEL, approved_by="alice")
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) is None
+
+
+def test_bootstrap_promotion_then_refusal_with_a_champion(registry: MlflowRegistry) -> None:
+    with pytest.raises(WorkRefused, match="no challenger"):
+        bootstrap_champion(registry, MODEL, approved_by="alice")
+    run_train_tasks(MODEL)
+    result = bootstrap_champion(registry, MODEL, approved_by="alice")
+    assert result.promoted and result.champion_version == 1
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
+    tags = registry.version_tags(MODEL, 1)
+    assert tags[TAG_PROMOTION_KIND] == "bootstrap" and tags[TAG_PROMOTED_BY] == "alice"
+    run_id = registry.version_run_id(MODEL, 1)
+    artifact = tags[TAG_PROMOTION_RECORD_URI].split("/artifacts/", 1)[1]
+    promotion = registry.read_run_json(run_id, artifact)
+    assert (
+        promotion["approved_by"] == "alice"
+        and promotion["decision_record_id"] == tags[TAG_DECISION_RECORD_ID]
+    )
+
+    # The next candidate is compared with the champion on the same rows.
+    second = run_train_tasks(MODEL)
+    tags2 = registry.version_tags(MODEL, second.version)
+    assert tags2[TAG_COMPARED_WITH] == "1"
+    record = registry.read_run_json(second.run_id, DECISION_RECORD_ARTIFACT)
+    assert record["baseline"]["version"] == "1" and record["champion_metrics"] is not None
+    assert record["data"]["champion_scores_sha256"]
+
+    assert second.alias == ALIAS_CHALLENGER  # same data and seed: the same model, non-inferior
+    with pytest.raises(WorkRefused, match=r"already has a champion \(version 1\).*shadow"):
+        bootstrap_champion(registry, MODEL, approved_by="alice")
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) == second.version
+
+    # A crash after the champion alias moved but before the challenger alias was cleared.
+    registry.set_alias(MODEL, ALIAS_CHALLENGER, 1)
+    again = bootstrap_champion(registry, MODEL, approved_by="alice")
+    assert not again.promoted and again.champion_version == 1
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
+
+
+def _fresh_process_scores(uri: str, model_uri: str, csv: Path, cwd: Path) -> Any:
+    """Score ``csv`` in a new interpreter that cannot import this product (a plain MLflow user)."""
+    code = textwrap.dedent(
+        f"""
+        import importlib.util, json, sys
+        sys.meta_path = [f for f in sys.meta_path if getattr(f, "__name__", "") != "_EditableFinder"]
+        assert importlib.util.find_spec("mlops") is None, "the product must not be importable here"
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({uri!r})
+        model = mlflow.pyfunc.load_model({model_uri!r})
+        scores = model.predict(pd.read_csv({str(csv)!r}))
+        print(json.dumps([float(s) for s in scores]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
+    registry: MlflowRegistry, mlflow_uri: str, tmp_path: Path
+) -> None:
+    run_train_tasks(MODEL)
+    bootstrap_champion(registry, MODEL, approved_by="alice")
+    raw, _ = simulated_day(30, 40)
+    csv = tmp_path / "raw.csv"
+    raw.to_csv(csv, index=False)  # raw columns as a user has them: text, ints, floats, extra columns
+
+    scores = _fresh_process_scores(mlflow_uri, f"models:/{MODEL}@{ALIAS_CHAMPION}", csv, tmp_path)
+    in_process = registry.load_model(MODEL, ALIAS_CHAMPION).predict(pd.read_csv(csv))
+    assert len(scores) == 40 and np.array_equal(np.asarray(scores), in_process)
+    assert all(0.0 < s < 1.0 for s in scores)
+
+    # The product code the model needs travels with it, and its requirements are pinned.
+    import mlflow
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{MODEL}@{ALIAS_CHAMPION}", dst_path=str(tmp_path / "m"))
+    )
+    assert (local / "code" / "mlops" / "features.py").is_file()
+    requirements = (local / "requirements.txt").read_text()
+    assert "xgboost==" in requirements and "mlflow==" in requirements
+
+
+def test_missing_feature_column_is_a_clear_error(registry: MlflowRegistry) -> None:
+    run_train_tasks(MODEL)
+    raw, _ = simulated_day(30, 5)
+    model = registry.load_model(MODEL, ALIAS_CHALLENGER)
+    with pytest.raises(Exception, match=r"missing inputs \['credit_score'\]"):
+        model.predict(raw.drop(columns=["credit_score"]))
+    with pytest.raises(Exception, match=r"lacks feature column\(s\) \['credit_score'\]"):
+        model.unwrap_python_model().score(raw.drop(columns=["credit_score"]))

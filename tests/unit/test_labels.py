@@ -1,0 +1,172 @@
+"""Labelled rows: join validated applications and outcomes by id, dedup, lineage, idempotency."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops.catalog import list_snapshots
+from mlops.constants import KIND_VALID
+from mlops.contracts import Contract, load_contract
+from mlops.errors import WorkRefused
+from mlops.labels import (
+    LABEL_SOURCE_COLUMN,
+    OUTCOME_SNAPSHOT_COLUMN,
+    SNAPSHOT_COLUMN,
+    SNAPSHOT_ROW_COLUMN,
+    gather_labelled,
+    join_labels,
+)
+from mlops.model_spec import ModelSpec, TrainingWindow, load_model_spec
+from mlops.settings import PROJECT_ROOT
+from mlops.storage import LocalStore, read_snapshot
+from tests.training_helpers import ingest, simulated_day
+
+pytestmark = pytest.mark.unit
+
+CONTRACTS = PROJECT_ROOT / "data_contracts"
+
+
+@pytest.fixture
+def contracts() -> tuple[Contract, Contract]:
+    return load_contract(CONTRACTS, "credit_applications"), load_contract(CONTRACTS, "credit_outcomes")
+
+
+@pytest.fixture
+def spec() -> ModelSpec:
+    base = load_model_spec("credit-risk", contracts_dir=CONTRACTS)
+    return base.model_copy(update={"training_window": TrainingWindow(min_rows=10)})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def test_join_keeps_lineage_and_only_labelled_rows(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    apps_c, outs_c = contracts
+    apps0, outs0 = simulated_day(0, 40)
+    apps1, _ = simulated_day(1, 30)
+    sha0 = ingest(store, apps0, apps_c, "a0")
+    ingest(store, apps1, apps_c, "a1")  # no outcomes yet
+    out_sha = ingest(store, outs0, outs_c, "o0")
+
+    labelled = gather_labelled(store, spec, apps_c, outs_c)
+    frame = labelled.frame
+    assert len(frame) == 40 and labelled.summary.unlabelled_applications == 30
+    assert labelled.summary.application_snapshots == [sha0] and labelled.summary.outcome_snapshots == [
+        out_sha
+    ]
+    assert set(frame[SNAPSHOT_COLUMN]) == {sha0} and set(frame[OUTCOME_SNAPSHOT_COLUMN]) == {out_sha}
+    assert (frame[LABEL_SOURCE_COLUMN] == "outcome").all()
+    # Each row's lineage points at its own row of the stored snapshot.
+    snap = read_snapshot(store, dataset=apps_c.name, kind=KIND_VALID, sha256=sha0)
+    for _, row in frame.sample(5, random_state=0).iterrows():
+        assert snap.loc[row[SNAPSHOT_ROW_COLUMN], "application_id"] == row["application_id"]
+    expected = outs0.set_index("application_id")["defaulted"]
+    assert (frame.set_index("application_id")["defaulted"] == expected.loc[frame["application_id"]]).all()
+    assert frame["applied_at"].is_monotonic_increasing
+    assert labelled.summary.positives == int(outs0["defaulted"].sum())
+
+
+def test_an_outcome_batch_ingested_twice_changes_nothing(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    apps_c, outs_c = contracts
+    apps0, outs0 = simulated_day(0, 40)
+    ingest(store, apps0, apps_c, "a0")
+    first_sha = ingest(store, outs0, outs_c, "o0")
+    before = gather_labelled(store, spec, apps_c, outs_c).frame
+
+    assert ingest(store, outs0, outs_c, "o0-again") == first_sha  # same bytes: same snapshot
+    assert len(list_snapshots(store, outs_c.name)) == 1
+    pd.testing.assert_frame_equal(gather_labelled(store, spec, apps_c, outs_c).frame, before)
+
+    # The same outcomes in another file (other row order -> other snapshot): still one label per id.
+    reordered = outs0.iloc[::-1].reset_index(drop=True)
+    ingest(store, reordered, outs_c, "o0-reexport")
+    again = gather_labelled(store, spec, apps_c, outs_c)
+    assert len(list_snapshots(store, outs_c.name)) == 2
+    assert again.summary.duplicate_outcomes == 40 and again.summary.conflicting_outcomes == 0
+    cols = [c for c in before.columns if c not in (OUTCOME_SNAPSHOT_COLUMN, "_outcome_row")]
+    pd.testing.assert_frame_equal(again.frame[cols], before[cols])
+
+
+def test_a_later_correction_wins() -> None:
+    apps = pd.DataFrame({"id": ["a", "b"], "ts": [1, 2], SNAPSHOT_COLUMN: ["s1", "s1"]})
+    outs = pd.DataFrame(
+        {
+            "id": ["a", "b", "a"],
+            "seen": [10, 10, 20],
+            "y": [0, 1, 1],
+            SNAPSHOT_COLUMN: ["o1", "o1", "o2"],
+        }
+    )
+    frame, counts = join_labels(
+        apps,
+        outs,
+        id_column="id",
+        outcome_id_column="id",
+        target="y",
+        observed_column="seen",
+        timestamp_column="ts",
+    )
+    assert frame["y"].tolist() == [1, 1]
+    assert frame[OUTCOME_SNAPSHOT_COLUMN].tolist() == ["o2", "o1"]
+    assert counts["duplicate_outcomes"] == 1 and counts["conflicting_outcomes"] == 1
+
+
+def test_duplicate_applications_keep_the_oldest_row() -> None:
+    apps = pd.DataFrame({"id": ["a", "a"], "x": [1, 2], SNAPSHOT_COLUMN: ["s1", "s2"]})
+    outs = pd.DataFrame({"id": ["a"], "y": [1], SNAPSHOT_COLUMN: ["o1"]})
+    frame, counts = join_labels(apps, outs, id_column="id", outcome_id_column="id", target="y")
+    assert frame["x"].tolist() == [1] and counts["duplicate_applications"] == 1
+
+
+def test_extra_labelled_rows_are_added_but_never_override_observed_outcomes() -> None:
+    apps = pd.DataFrame({"id": ["a", "b"], "x": [1, 2], SNAPSHOT_COLUMN: ["s1", "s1"]})
+    outs = pd.DataFrame({"id": ["a"], "y": [0], SNAPSHOT_COLUMN: ["o1"]})
+    reviews = pd.DataFrame({"id": ["a", "c"], "x": [9, 3], "y": [1, 1]})
+    frame, counts = join_labels(
+        apps, outs, id_column="id", outcome_id_column="id", target="y", extra_labelled=reviews
+    )
+    assert frame[["id", "y", LABEL_SOURCE_COLUMN]].values.tolist() == [
+        ["a", 0, "outcome"],
+        ["c", 1, "review"],
+    ]
+    assert counts["extra_labelled_rows"] == 1
+
+
+def test_training_window_by_snapshots_and_days(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    apps_c, outs_c = contracts
+    shas = []
+    for day in range(3):
+        apps, outs = simulated_day(day, 20)
+        shas.append(ingest(store, apps, apps_c, f"a{day}"))
+        ingest(store, outs, outs_c, f"o{day}")
+    last_two = spec.model_copy(update={"training_window": TrainingWindow(last_snapshots=2, min_rows=10)})
+    assert set(gather_labelled(store, last_two, apps_c, outs_c).frame[SNAPSHOT_COLUMN]) == set(shas[1:])
+    one_day = spec.model_copy(update={"training_window": TrainingWindow(last_days=1, min_rows=10)})
+    frame = gather_labelled(store, one_day, apps_c, outs_c).frame
+    assert frame["applied_at"].min() > frame["applied_at"].max() - timedelta(days=1)
+    assert SNAPSHOT_COLUMN in frame and set(frame[SNAPSHOT_COLUMN]) <= set(shas[1:])
+
+
+def test_too_little_data_is_refused(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    apps_c, outs_c = contracts
+    with pytest.raises(WorkRefused, match="nothing to train on"):
+        gather_labelled(store, spec, apps_c, outs_c)
+    apps, outs = simulated_day(0, 5)
+    ingest(store, apps, apps_c, "a")
+    ingest(store, outs, outs_c, "o")
+    with pytest.raises(WorkRefused, match="only 5 labelled rows"):
+        gather_labelled(store, spec, apps_c, outs_c)

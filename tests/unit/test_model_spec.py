@@ -1,0 +1,133 @@
+"""Model specs: parsing, resolution against contracts (features, target, sensitive), policy, hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from mlops.contracts import load_contract
+from mlops.errors import ContractError
+from mlops.model_spec import (
+    DEFAULT_MODEL_SPECS_DIR,
+    DecisionPolicy,
+    ModelSpec,
+    load_model_spec,
+    model_spec_hash,
+    resolve_model_spec,
+)
+from mlops.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.unit
+
+CONTRACTS = PROJECT_ROOT / "data_contracts"
+
+
+def _raw() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((DEFAULT_MODEL_SPECS_DIR / "credit-risk.yaml").read_text())
+
+
+def _resolve(**changes: object) -> ModelSpec:
+    raw = _raw() | changes
+    spec = ModelSpec.model_validate(raw)
+    return resolve_model_spec(
+        spec,
+        load_contract(CONTRACTS, "credit_applications"),
+        load_contract(CONTRACTS, "credit_outcomes"),
+    )
+
+
+def test_repo_spec_defaults_to_contract_features_without_the_sensitive_one() -> None:
+    spec = load_model_spec("credit-risk", contracts_dir=CONTRACTS)
+    contract = load_contract(CONTRACTS, "credit_applications")
+    assert spec.feature_list == contract.feature_columns
+    assert "gender" not in spec.feature_list
+    assert spec.target_column == "defaulted" and spec.sensitive_column == "gender"
+    assert spec.booster_params()["tree_method"] == "hist" and spec.booster_params()["seed"] == spec.seed
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (["age", "gender"], "sensitive attribute and can never be a model feature"),
+        (["age", "application_id"], "role 'id'"),
+        (["age", "applied_at"], "role 'timestamp'"),
+        (["age", "shoe_size"], "'shoe_size' is not a column"),
+    ],
+)
+def test_bad_features_are_refused(features: list[str], message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        _resolve(features=features)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(ContractError) as err:
+        _resolve(features=["gender", "shoe_size"], target="nope")
+    text = str(err.value)
+    assert "gender" in text and "shoe_size" in text and "'nope'" in text
+
+
+def test_exclude_features_and_explicit_features() -> None:
+    assert "region" not in _resolve(exclude_features=["region"]).feature_list
+    assert _resolve(features=["age", "loan_amount"]).feature_list == ["age", "loan_amount"]
+    with pytest.raises(ContractError, match="exclude_features"):
+        _resolve(exclude_features=["gender"])
+
+
+def test_slice_and_high_stakes_columns_must_exist() -> None:
+    policy = _raw()["decision_policy"] | {"high_stakes": {"column": "nope", "min": 1}}
+    with pytest.raises(ContractError, match="high_stakes column 'nope'"):
+        _resolve(decision_policy=policy)
+    with pytest.raises(ContractError, match="slice 'x' uses column 'nope'"):
+        _resolve(slices=[{"name": "x", "column": "nope", "values": ["a"]}])
+
+
+@pytest.mark.parametrize("band", [(0.3, 0.4), (0.1, 0.2), (0.3, 0.1)])
+def test_review_band_must_contain_the_threshold(band: tuple[float, float]) -> None:
+    with pytest.raises(ValidationError, match="review_band"):
+        DecisionPolicy(threshold=0.25, review_band=band)
+
+
+def test_decision_policy_declines_and_routes_to_review() -> None:
+    policy = DecisionPolicy.model_validate(
+        {
+            "threshold": 0.25,
+            "review_band": [0.2, 0.3],
+            "high_stakes": {"column": "loan_amount", "min": 50_000},
+        }
+    )
+    p = np.array([0.1, 0.22, 0.25, 0.5, 0.1])
+    amounts = np.array([1_000, 1_000, 1_000, 1_000, 60_000])
+    assert policy.declines(p).tolist() == [False, False, True, True, False]
+    assert policy.needs_review(p, amounts).tolist() == [False, True, True, False, True]
+
+
+def test_unknown_keys_are_refused() -> None:
+    with pytest.raises(ValidationError, match="learning_rate"):
+        ModelSpec.model_validate(_raw() | {"learning_rate": 0.1})
+
+
+def test_specs_dir_is_read_from_the_environment_at_call_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _raw() | {"name": "credit-small", "num_boost_round": 7}
+    (tmp_path / "credit-small.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(tmp_path))
+    assert load_model_spec("credit-small", contracts_dir=CONTRACTS).num_boost_round == 7
+    with pytest.raises(ContractError, match=r"(?s)no model spec named 'credit-risk'.*credit-small"):
+        load_model_spec("credit-risk", contracts_dir=CONTRACTS)
+
+
+def test_name_in_file_must_match(tmp_path: Path) -> None:
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(_raw()))
+    with pytest.raises(ContractError, match="declares name 'credit-risk'"):
+        load_model_spec("other", specs_dir=tmp_path, contracts_dir=CONTRACTS)
+
+
+def test_spec_hash_is_stable_and_sensitive_to_changes() -> None:
+    a, b = _resolve(), _resolve()
+    assert model_spec_hash(a) == model_spec_hash(b)
+    assert model_spec_hash(_resolve(seed=43)) != model_spec_hash(a)

@@ -1,0 +1,108 @@
+"""Time-aware split, lineage tags and git state, registry helpers: pure functions on tiny inputs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops.errors import WorkRefused
+from mlops.lineage import (
+    LINEAGE_TAGS,
+    TAG_COMPARED_WITH,
+    TAG_FLOW_RUN_ID,
+    TAG_GIT_DIRTY,
+    GitState,
+    Lineage,
+    git_state,
+)
+from mlops.registry import flatten_params
+from mlops.training import time_split
+
+pytestmark = pytest.mark.unit
+
+
+def _frame(ts: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"id": [f"r{i}" for i in range(len(ts))], "ts": ts})
+
+
+def test_split_holds_out_the_newest_rows() -> None:
+    split = time_split(_frame([5, 1, 4, 2, 3]), newest_fraction=0.4, timestamp_column="ts", id_column="id")
+    assert split.train["ts"].tolist() == [1, 2, 3] and split.evaluation["ts"].tolist() == [4, 5]
+    assert split.cutoff == "4"
+
+
+def test_rows_sharing_the_cutoff_timestamp_all_go_to_evaluation() -> None:
+    split = time_split(_frame([1, 2, 3, 3, 3]), newest_fraction=0.2, timestamp_column="ts", id_column="id")
+    assert split.train["ts"].tolist() == [1, 2] and split.evaluation["ts"].tolist() == [3, 3, 3]
+    assert split.train["ts"].max() < split.evaluation["ts"].min()
+
+
+def test_split_without_timestamp_uses_id_order() -> None:
+    split = time_split(_frame([0, 0, 0, 0]), newest_fraction=0.5, timestamp_column=None, id_column="id")
+    assert split.evaluation["id"].tolist() == ["r2", "r3"] and split.cutoff is None
+
+
+@pytest.mark.parametrize("ts", [[1, 1, 1, 1], [1]])
+def test_split_refuses_an_empty_side(ts: list[int]) -> None:
+    with pytest.raises(WorkRefused, match="time split"):
+        time_split(_frame(ts), newest_fraction=0.5, timestamp_column="ts", id_column="id")
+
+
+def _lineage(**changes: object) -> Lineage:
+    base = {
+        "application_snapshots": ["a1", "a2"],
+        "outcome_snapshots": ["o1"],
+        "applications_contract": "credit_applications",
+        "applications_contract_versions": ["1.0.0"],
+        "outcomes_contract": "credit_outcomes",
+        "outcomes_contract_versions": ["1.0.0"],
+        "git": GitState(commit="abc", dirty=False),
+        "model_spec": "credit-risk",
+        "model_spec_sha256": "f" * 64,
+        "packages": ["numpy==2.4.0"],
+        "seed": 42,
+        "flow_run_id": None,
+        "compared_with_champion": None,
+        "model_fingerprint": "e" * 64,
+        "training_rows": 10,
+        "evaluation_rows": 5,
+    }
+    return Lineage.model_validate(base | changes)
+
+
+def test_lineage_tags_cover_every_key_as_strings() -> None:
+    tags = _lineage().tags()
+    assert set(tags) == set(LINEAGE_TAGS)
+    assert all(isinstance(v, str) and v for v in tags.values())
+    assert tags[TAG_FLOW_RUN_ID] == "none" and tags[TAG_COMPARED_WITH] == "none"
+    tags = _lineage(
+        flow_run_id="run-1", compared_with_champion=3, git=GitState(commit=None, dirty=None)
+    ).tags()
+    assert tags[TAG_FLOW_RUN_ID] == "run-1" and tags[TAG_COMPARED_WITH] == "3"
+    assert tags[TAG_GIT_DIRTY] == "unknown"
+
+
+def test_git_state_outside_a_repository(tmp_path: Path) -> None:
+    assert git_state(tmp_path) == GitState(commit=None, dirty=None)
+
+
+def test_git_state_of_a_repository(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "one")
+    state = git_state(tmp_path)
+    assert state.commit is not None and len(state.commit) == 40 and state.dirty is False
+    (tmp_path / "a.txt").write_text("2")
+    assert git_state(tmp_path).dirty is True
+
+
+def test_flatten_params() -> None:
+    flat = flatten_params({"a": {"b": 1, "c": [1, 2]}, "d": None})
+    assert flat == {"a.b": "1", "a.c": "1,2", "d": "none"}
