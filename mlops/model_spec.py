@@ -20,10 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops.contracts import Contract, load_contract
+from mlops.drift_policy import DriftPolicy
 from mlops.errors import ContractError
 from mlops.evaluation import SliceSpec
 from mlops.gates import GateSpec
 from mlops.settings import PROJECT_ROOT
+from mlops.shadow_policy import ShadowPolicy
 
 DEFAULT_MODEL_SPECS_DIR: Final = PROJECT_ROOT / "model_specs"
 MODEL_SPECS_DIR_ENV: Final = "MLOPS_MODEL_SPECS_DIR"
@@ -145,6 +147,8 @@ class ModelSpec(BaseModel):
     decision_policy: DecisionPolicy
     slices: tuple[SliceSpec, ...] = ()
     gates: GateSpec = Field(default_factory=GateSpec)
+    drift: DriftPolicy = DriftPolicy()
+    shadow: ShadowPolicy = ShadowPolicy()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelSpec:
