@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -30,11 +33,18 @@ def clean_frame(contract: Contract, n: int = 200, seed: int = 0) -> pd.DataFrame
 
 
 def wait_for_events(
-    event: str, resource_id: str, *, since: object, count: int = 1, timeout: float = 30.0
-) -> list:  # type: ignore[type-arg]
-    """Events of one name about one resource, read back from the Prefect server.
+    event: str,
+    resource_id: str,
+    *,
+    since: object,
+    count: int = 1,
+    timeout: float = 30.0,
+    match: Callable[[Any], bool] | None = None,
+) -> list[Any]:
+    """Events of one name about one resource (and passing ``match``), read back from the server.
 
     Events travel asynchronously (websocket -> server -> database), so poll with a deadline.
+    Other tests share the harness: use ``match`` (e.g. on the payload) to pick this test's events.
     """
     import time
 
@@ -52,6 +62,7 @@ def wait_for_events(
                 ),
                 limit=50,
             )
-        if len(page.events) >= count or time.monotonic() > deadline:
-            return list(page.events)
+        events = [e for e in page.events if match is None or match(e)]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
         time.sleep(0.25)

@@ -50,7 +50,12 @@ def test_clean_batch_is_snapshotted_catalogued_and_announced(mlops_home: Path, t
     assert len(snap) == 120
     assert summary.data_docs and Path(summary.data_docs).is_file()
 
-    [event] = wait_for_events(EVENT_DATA_VALIDATED, dataset_resource("credit_applications"), since=since)
+    [event] = wait_for_events(
+        EVENT_DATA_VALIDATED,
+        dataset_resource("credit_applications"),
+        since=since,
+        match=lambda e: e.payload["source"] == str(good),
+    )
     assert event.payload["snapshot_sha256"] == summary.snapshot_sha256
     assert event.payload["rows_valid"] == 120
 
@@ -75,7 +80,12 @@ def test_broken_batch_is_rejected_quarantined_and_announced(mlops_home: Path, tm
     assert len(quarantine) == 21 and quarantine[QUARANTINE_REASONS_COLUMN].notna().all()
     assert "12,000" in set(quarantine["annual_income"])
 
-    [event] = wait_for_events(EVENT_DATA_REJECTED, dataset_resource("credit_applications"), since=since)
+    [event] = wait_for_events(
+        EVENT_DATA_REJECTED,
+        dataset_resource("credit_applications"),
+        since=since,
+        match=lambda e: e.payload["source"] == str(bad),
+    )
     assert event.payload["rows_quarantined"] == 21 and event.payload["accepted"] is False
 
     from prefect.client.orchestration import get_client

@@ -1,0 +1,66 @@
+"""CLI subcommands of the training stage: outcomes, train, promote."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mlops.model_spec import DEFAULT_MODEL_NAME
+
+if TYPE_CHECKING:
+    from mlops.cli import Registrar
+
+
+def cmd_outcomes(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    """Validate and store a delayed outcomes batch; re-ingesting the same batch changes nothing."""
+    from flows.validate_data import validate_data
+    from mlops.model_spec import load_model_spec
+
+    spec = load_model_spec(args.model)
+    summary = validate_data(source=args.path, contract=spec.outcomes_contract)
+    data: dict[str, Any] = summary.model_dump(mode="json")
+    text = (
+        f"outcomes: {summary.rows_read} rows read, {summary.rows_valid} valid, "
+        f"{summary.rows_quarantined} quarantined -> {'stored' if summary.accepted else 'rejected'}"
+    )
+    if summary.accepted:
+        try:
+            from mlops.performance import join_outcomes_after_ingest
+        except ImportError:  # the outcome join arrives with the scoring stage
+            pass
+        else:
+            report = join_outcomes_after_ingest(args.model)
+            data["performance"] = report.model_dump(mode="json")
+    return (0 if summary.accepted else 1), data, text
+
+
+def cmd_train(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from flows.train import train
+
+    result = train(model=args.model)
+    text = (
+        f"{result.model_name} v{result.version}: verdict {result.verdict}"
+        + (f", alias {result.alias}" if result.alias else ", no alias")
+        + ("" if result.passed else " — failed gates: " + "; ".join(result.failures))
+    )
+    return (0 if result.passed else 1), result.model_dump(mode="json"), text
+
+
+def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from flows.promote import promote
+
+    result = promote(model=args.model, approver=args.approver)
+    data = result.model_dump(mode="json")
+    # Refusals (worse challenger, rejected approval) raise WorkRefused -> exit 1 in main().
+    return 0, data, f"{args.model}: champion is version {data.get('champion_version')}"
+
+
+def register(add: Registrar) -> None:
+    p = add("outcomes", cmd_outcomes, "Validate and store a batch of delayed outcomes (labels).")
+    p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet outcomes batch")
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p = add("train", cmd_train, "Train, evaluate, gate and register a candidate (train flow).")
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p = add("promote", cmd_promote, "Promote the challenger to champion (promote flow).")
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--approver", default=None, help="who approves (must be an allowed approver)")
