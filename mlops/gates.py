@@ -88,6 +88,9 @@ class FairnessSpec(BaseModel):
 
     max_approval_rate_gap: float | None = Field(None, ge=0.0, le=1.0)
     max_tpr_gap: float | None = Field(None, ge=0.0, le=1.0)
+    # Groups smaller than this are reported but not gated: an approval rate measured on a few
+    # dozen people has a standard error near 0.07, the size of the gaps being judged.
+    min_group_rows: int = Field(100, ge=1)
 
     @model_validator(mode="after")
     def _some_limit(self) -> FairnessSpec:

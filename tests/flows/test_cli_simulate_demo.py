@@ -45,14 +45,20 @@ def test_simulate_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["simulate", "--days", "x", "--out", str(tmp_path)]) == 2
 
 
-def test_demo_accepts_the_clean_batch_and_rejects_the_broken_one(
-    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_demo_runs_the_lifecycle(
+    mlops_home: Path, mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
-    clean, broken = result["batches"][0], result["batches"][-1]
+    batches = {b["batch"]: b for b in result["batches"]}
+    clean, broken = batches["applications day 0"], batches["applications day 5"]
     assert clean["verdict"] == "accepted" and clean["rows_quarantined"] == 0
     assert broken["verdict"].startswith("REJECTED") and broken["rows_quarantined"] > 0
     assert broken["rows_valid"] + broken["rows_quarantined"] == broken["rows_read"]
+    assert all(b["verdict"] == "accepted" for name, b in batches.items() if name.startswith("outcomes"))
     assert "wrong_type" in out and "Data validation" in out
+    # The first model goes through the gates and becomes champion by the recorded bootstrap path.
+    assert (
+        result["train"]["verdict"] == "bootstrap" and result["champion_version"] == result["train"]["version"]
+    )
