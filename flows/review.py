@@ -1,0 +1,73 @@
+"""review_case: show one open review case in the Prefect UI and wait for a person's decision.
+
+The flow publishes the case (model, version, role, score, routing reason, input reference and
+the input row without sensitive columns) as a Markdown artifact, then pauses with a form
+(:class:`ReviewForm`: reviewer, decision approve|decline, reason). Resuming the run with that
+input (Prefect UI "Resume", or ``resume_flow_run(id, run_input={...})``) resolves the case
+through the audit store, which appends the ``review`` audit record.
+
+The pause is in the flow itself, not in a task (Prefect #19435). It holds the run (and a
+worker slot) while it waits: after ``timeout_seconds`` the flow raises
+:class:`~mlops.review_desk.ReviewNotGiven` (logged with a hint; the server records the run as
+Failed "never resumed") and the case stays open for the next attempt or for
+``mlops review resolve``.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from prefect import flow
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from mlops import audit
+from mlops.review_desk import ReviewNotGiven
+from mlops.settings import get_settings
+from tasks.review import load_review_case_task, publish_review_case_task, resolve_review_case_task
+
+DEFAULT_TIMEOUT_SECONDS: Final = 3600
+DEFAULT_POLL_SECONDS: Final = 10
+
+
+class ReviewForm(RunInput):
+    """The reviewer's answer; the Prefect UI renders it as the resume form."""
+
+    reviewer: str = Field(min_length=1, pattern=r"\S", description="Who decides (name or user id).")
+    decision: Literal["approve", "decline"] = Field(description="approve or decline the application.")
+    reason: str = Field(min_length=1, pattern=r"\S", description="Why; kept in the audit trail.")
+
+
+@flow(name="review-case", flow_run_name="review-{case_id}", log_prints=True)
+def review_case(
+    case_id: str,
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
+    poll_seconds: int = DEFAULT_POLL_SECONDS,
+) -> audit.ReviewCase:
+    """Show review case ``case_id``, wait up to ``timeout_seconds`` for a decision, record it."""
+    if timeout_seconds < 1 or poll_seconds < 1:
+        raise ValueError("timeout_seconds and poll_seconds must be at least 1")
+    settings = get_settings()
+    view = load_review_case_task(case_id, settings)
+    description = publish_review_case_task(view)
+    try:
+        answer = pause_flow_run(
+            wait_for_input=ReviewForm.with_initial_data(description=description),
+            timeout=timeout_seconds,
+            poll_interval=poll_seconds,
+            key=f"review-{case_id}",
+        )
+    except FlowPauseTimeout as exc:
+        raise ReviewNotGiven(
+            f"no decision on review case {case_id} within {timeout_seconds} s; the case stays open",
+            hint=f"run review-case again, or: mlops review resolve {case_id} --reviewer WHO "
+            "--decision approve|decline --reason TEXT",
+        ) from exc
+    resolved = resolve_review_case_task(case_id, answer.reviewer, answer.decision, answer.reason, settings)
+    print(
+        f"review case {case_id}: {resolved.decision} by {resolved.reviewer} "
+        f"(audit record {resolved.review_record_id})"
+    )
+    return resolved

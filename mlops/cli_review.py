@@ -1,0 +1,86 @@
+"""``mlops review list|resolve``: the review queue from the command line.
+
+The review commands work on the audit store directly (a resolution is one transaction that
+also appends the ``review`` audit record), so they need no Prefect server; the Prefect door to
+the same queue is the ``review-case`` flow (``flows/review.py``).
+
+Exit codes: 0 ok; 2 for an unknown case id, an already resolved case, or a bad decision /
+empty reviewer or reason (nothing is written then).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops.cli import Registrar
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops import audit
+    from mlops.review_desk import open_audit_store
+    from mlops.settings import get_settings
+
+    engine = open_audit_store(get_settings())
+    try:
+        cases = audit.list_open_cases(engine, model_name=args.model, limit=args.limit)
+    finally:
+        engine.dispose()
+    lines = [f"{len(cases)} open review case(s)" + (f" of {args.model}" if args.model else "")]
+    lines += [
+        f"{c.case_id}  {c.model_name} v{c.model_version} {c.role or '-'}  score {_score(c.score)}  "
+        f"{c.created_at:%Y-%m-%d %H:%M}  {c.routing_reason}"
+        for c in cases
+    ]
+    data = {"count": len(cases), "cases": [c.model_dump(mode="json") for c in cases]}
+    return 0, data, "\n".join(lines)
+
+
+def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops import audit
+    from mlops.review_desk import open_audit_store
+    from mlops.settings import get_settings
+
+    engine = open_audit_store(get_settings())
+    try:
+        case = audit.resolve_case(engine, args.case_id, args.reviewer, args.decision, args.reason)
+    finally:
+        engine.dispose()
+    text = (
+        f"review case {case.case_id} resolved: {case.decision} by {case.reviewer} "
+        f"(audit record {case.review_record_id})"
+    )
+    return 0, {"case": case.model_dump(mode="json")}, text
+
+
+def _needs_subcommand(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    return 2, {"error": "use mlops review list | mlops review resolve ID ..."}, ""
+
+
+def register(add: Registrar) -> None:
+    """Add ``review list`` and ``review resolve`` to the ``mlops`` command."""
+    review = add("review", _needs_subcommand, "The review queue: list open cases, resolve one.")
+    sub = review.add_subparsers(dest="review_command", required=True, metavar="{list,resolve}")
+
+    def child(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # SUPPRESS: `mlops review --json list` keeps the parent's --json.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+        return p
+
+    p = child("list", "List open review cases, oldest first.")
+    p.add_argument("--model", default=None, help="only cases of this model")
+    p.add_argument("--limit", type=int, default=None, help="at most this many cases")
+    p.set_defaults(handler=cmd_review_list)
+
+    p = child("resolve", "Resolve an open case (final; writes a review audit record).")
+    p.add_argument("case_id", metavar="ID", help="the case id (= the prediction's record id)")
+    p.add_argument("--reviewer", required=True, help="who decides")
+    p.add_argument("--decision", required=True, help="approve or decline")
+    p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    p.set_defaults(handler=cmd_review_resolve)

@@ -1,0 +1,159 @@
+"""The feedback loop: resolved review cases become labelled rows for the next training run.
+
+Each resolved case points (through its prediction's audit record) at the row that was scored:
+``input_snapshot`` (sha256 of a validated application snapshot) and ``input_row`` (0-based row
+number in it). That row is read back from the snapshot (its hash is checked), and labelled with
+the reviewer's decision (``decline`` -> 1, ``approve`` -> 0, :data:`mlops.audit.LABEL_BY_DECISION`).
+
+The result has the shape :func:`mlops.labels.join_labels` takes as ``extra_labelled``: the
+application columns as stored in the snapshot, the target column, and the lineage columns
+``_snapshot``, ``_snapshot_row`` and ``_label_source`` (= ``"review"``), plus provenance
+``_reviewer``, ``_review_case_id`` and ``_review_record_id``. ``join_labels`` keeps an observed
+outcome over a review for the same id.
+
+Cases that cannot become a row are not dropped silently: each is listed in the summary with
+why (snapshot missing, row outside the snapshot, the row's id does not key to the prediction's
+entity key). A snapshot whose bytes no longer match its hash raises
+:class:`~mlops.errors.StorageIntegrityError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import pandas as pd
+from pydantic import BaseModel, SecretStr
+from sqlalchemy.engine import Engine
+
+from mlops import audit
+from mlops.constants import KIND_VALID
+from mlops.contracts import Contract
+from mlops.errors import InputError
+from mlops.labels import LABEL_SOURCE_COLUMN, LABEL_SOURCE_REVIEW, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN
+from mlops.review_desk import input_references
+from mlops.storage import ObjectStore, read_snapshot
+
+REVIEWER_COLUMN: Final = "_reviewer"
+REVIEW_CASE_COLUMN: Final = "_review_case_id"
+REVIEW_RECORD_COLUMN: Final = "_review_record_id"
+PROVENANCE_COLUMNS: Final = (REVIEWER_COLUMN, REVIEW_CASE_COLUMN, REVIEW_RECORD_COLUMN)
+
+
+class SkippedCase(BaseModel):
+    """A resolved case that gave no training row, and why."""
+
+    case_id: str
+    reason: str
+
+
+class FeedbackSummary(BaseModel):
+    """What the review feedback contributed (log it beside the labelled-set summary)."""
+
+    resolved_cases: int
+    rows: int
+    positives: int
+    superseded_reviews: int  # older reviews of an id reviewed again later
+    snapshots: list[str]
+    skipped: list[SkippedCase]
+
+
+@dataclass
+class FeedbackSet:
+    frame: pd.DataFrame
+    summary: FeedbackSummary
+
+
+def review_labelled_rows(
+    engine: Engine,
+    store: ObjectStore,
+    applications: Contract,
+    *,
+    target: str,
+    model_name: str | None = None,
+    hash_key: SecretStr | str | bytes | None = None,
+) -> FeedbackSet:
+    """Labelled application rows from resolved review cases (of ``model_name``, or all).
+
+    With ``hash_key`` (``Settings.entity_hash_key``) each row's id is keyed and compared with
+    the prediction's ``entity_key``, so a row is only used if it is the one that was scored.
+    When one id was reviewed more than once, the latest resolution wins.
+    """
+    if target in applications.column_names:
+        raise InputError(f"target {target!r} is a column of {applications.name!r} (label leakage)")
+    cases = audit.resolved_cases(engine, model_name=model_name)
+    refs = input_references(engine, cases["case_id"].tolist())
+    skipped: list[SkippedCase] = []
+    pieces: list[pd.DataFrame] = []
+    snapshots: list[str] = []
+    for sha, group in cases.groupby("input_snapshot", sort=False, dropna=False):
+        if not isinstance(sha, str):
+            skipped += [SkippedCase(case_id=c, reason="no input snapshot recorded") for c in group["case_id"]]
+            continue
+        try:
+            frame = read_snapshot(store, dataset=applications.name, kind=KIND_VALID, sha256=sha)
+        except InputError as exc:  # missing object; an altered one raises StorageIntegrityError
+            skipped += [SkippedCase(case_id=c, reason=exc.message) for c in group["case_id"]]
+            continue
+        inside = group["input_row"].between(0, len(frame) - 1)
+        skipped += [
+            SkippedCase(case_id=c, reason=f"row {r} is outside snapshot {sha} ({len(frame)} rows)")
+            for c, r in zip(group.loc[~inside, "case_id"], group.loc[~inside, "input_row"], strict=True)
+        ]
+        group = group.loc[inside]
+        if group.empty:
+            continue
+        rows = frame.iloc[group["input_row"].to_numpy()].reset_index(drop=True)
+        if hash_key is not None:
+            keyed = audit.entity_key(rows[applications.id_column], hash_key).tolist()
+            expected = [refs[c].entity_key for c in group["case_id"]]
+            same = pd.Series([k == e for k, e in zip(keyed, expected, strict=True)], dtype=bool)
+            skipped += [
+                SkippedCase(
+                    case_id=c,
+                    reason=f"row {r} of snapshot {sha} is not the scored entity (entity key differs)",
+                )
+                for c, r in zip(
+                    group["case_id"][~same.to_numpy()], group["input_row"][~same.to_numpy()], strict=True
+                )
+            ]
+            rows, group = rows.loc[same.to_numpy()], group.loc[same.to_numpy()]
+        if group.empty:
+            continue
+        rows = rows.reset_index(drop=True)
+        rows[target] = group["label"].to_numpy(dtype="int64")
+        rows[SNAPSHOT_COLUMN] = sha
+        rows[SNAPSHOT_ROW_COLUMN] = group["input_row"].to_numpy(dtype="int64")
+        rows[LABEL_SOURCE_COLUMN] = LABEL_SOURCE_REVIEW
+        rows[REVIEWER_COLUMN] = group["reviewer"].to_numpy()
+        rows[REVIEW_CASE_COLUMN] = group["case_id"].to_numpy()
+        rows[REVIEW_RECORD_COLUMN] = group["review_record_id"].to_numpy()
+        rows["_resolved_at"] = group["resolved_at"].to_numpy()
+        pieces.append(rows)
+        snapshots.append(sha)
+    columns = [
+        *applications.column_names,
+        target,
+        SNAPSHOT_COLUMN,
+        SNAPSHOT_ROW_COLUMN,
+        LABEL_SOURCE_COLUMN,
+        *PROVENANCE_COLUMNS,
+    ]
+    if pieces:
+        out = pd.concat(pieces, ignore_index=True)
+        out = out.sort_values(["_resolved_at", REVIEW_CASE_COLUMN], kind="mergesort")
+        superseded = out[applications.id_column].duplicated(keep="last")
+        out = out.loc[~superseded].drop(columns="_resolved_at").reset_index(drop=True)
+        out = out[[c for c in columns if c in out.columns]]
+    else:
+        out = pd.DataFrame({c: pd.Series(dtype="int64" if c == target else object) for c in columns})
+        superseded = pd.Series([], dtype=bool)
+    summary = FeedbackSummary(
+        resolved_cases=len(cases),
+        rows=len(out),
+        positives=int(out[target].sum()) if len(out) else 0,
+        superseded_reviews=int(superseded.sum()),
+        snapshots=snapshots,
+        skipped=skipped,
+    )
+    return FeedbackSet(frame=out, summary=summary)

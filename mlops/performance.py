@@ -1,0 +1,488 @@
+"""Outcomes meet predictions: measured performance per model version and role.
+
+Validated outcome snapshots (catalog dataset of the model's outcomes contract, e.g.
+``credit_outcomes``: ``application_id, observed_at, defaulted``) are joined to the audit
+trail's prediction records by entity. The audit trail keeps only ``entity_key`` =
+HMAC-SHA256(``Settings.entity_hash_key``, id), so outcome ids are keyed with the same key
+(:func:`mlops.audit.entity_key`) before the join; raw ids never meet the audit store.
+
+Each outcome id keeps one label: the most recently observed (a later correction wins; ties go
+to the newer snapshot), as in :mod:`mlops.labels`. Every prediction record of that entity
+(champion, shadow and canary rows, any batch) is matched.
+
+Idempotency: matches are stored in ``outcome_matches`` (a table of this module in the audit
+database, mutable working state like ``review_cases``; the audit chain itself is never
+written), keyed by the prediction's record id. Joining again inserts only new matches and
+updates a match only when its outcome changed (a correction); the same outcomes twice change
+nothing. Metrics are computed from that table, so they are a deterministic function of it.
+
+Metrics per (model, version, role): ``n`` matched predictions, ``label_rate`` (observed
+default rate), ``mean_score``, ``auc`` (None with one class), ``brier``, and
+``decision_accuracy`` (``decline`` read as predicting default, ``approve`` as not; other
+decisions are left out and ``n_decisions`` says how many counted). ``predictions`` and
+``coverage`` say how many of the group's predictions have an outcome yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import BaseModel, Field, SecretStr
+from sklearn.metrics import roc_auc_score
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
+
+from mlops import audit
+from mlops.audit_hashing import as_utc
+from mlops.catalog import list_snapshots, read_entries
+from mlops.contracts import Contract
+from mlops.errors import InputError
+from mlops.labels import OUTCOME_ROW_COLUMN, SNAPSHOT_COLUMN, dedup_outcomes, with_row_numbers
+from mlops.storage import ObjectStore
+
+PAGE_ROWS: Final = 50_000
+IN_CHUNK: Final = 500
+ROLE_ORDER: Final = {"champion": 0, "canary": 1, "shadow": 2}
+PREDICTED_DEFAULT: Final = {"decline": 1, "approve": 0}
+
+performance_metadata = sa.MetaData()
+_UUID = sa.String(36).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
+
+outcome_matches = sa.Table(
+    "outcome_matches",
+    performance_metadata,
+    sa.Column("prediction_record_id", _UUID, primary_key=True),
+    sa.Column("entity_key", sa.String(64), nullable=False, index=True),
+    sa.Column("model_name", sa.String(), nullable=False, index=True),
+    sa.Column("model_version", sa.String(), nullable=False),
+    sa.Column("role", sa.String(16)),
+    sa.Column("score", sa.Double()),
+    sa.Column("decision", sa.String()),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("label", sa.Integer(), nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True)),
+    sa.Column("outcome_snapshot", sa.String(64), nullable=False),
+    sa.Column("outcome_row", sa.BigInteger(), nullable=False),
+    sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
+)
+_OUTCOME_FIELDS: Final = ("label", "observed_at", "outcome_snapshot", "outcome_row")
+_MATCH_COLUMNS: Final = (
+    "prediction_record_id",
+    "entity_key",
+    "model_name",
+    "model_version",
+    "role",
+    "score",
+    "decision",
+    "predicted_at",
+    *_OUTCOME_FIELDS,
+)
+
+
+def create_performance_schema(engine: Engine) -> None:
+    """Create ``outcome_matches`` in the audit database (idempotent)."""
+    with engine.begin() as conn:
+        performance_metadata.create_all(conn, checkfirst=True)
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+class JoinCounts(BaseModel):
+    """What one join saw and did."""
+
+    outcome_rows: int = 0
+    outcome_ids: int = 0
+    duplicate_outcomes: int = 0
+    conflicting_outcomes: int = 0
+    matched_outcomes: int = 0
+    unmatched_outcomes: int = Field(0, description="outcome ids with no prediction record of the model")
+    matched_predictions: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+class PerformanceRow(BaseModel):
+    """Measured performance of one model version in one role."""
+
+    model_name: str
+    model_version: str
+    role: str
+    predictions: int | None = None
+    n: int
+    coverage: float | None = None
+    label_rate: float | None
+    mean_score: float | None
+    auc: float | None
+    brier: float | None
+    decision_accuracy: float | None
+    n_decisions: int
+
+
+class PerformanceReport(BaseModel):
+    """Outcomes joined to predictions, and performance per version and role."""
+
+    model_name: str | None
+    outcomes_dataset: str
+    outcome_snapshots: list[str]
+    join: JoinCounts
+    rows: list[PerformanceRow]
+    created_at: datetime
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for a Prefect table artifact (floats rounded, None kept)."""
+
+        def rounded(value: Any) -> Any:
+            return round(value, 4) if isinstance(value, float) else value
+
+        return [{k: rounded(v) for k, v in r.model_dump().items()} for r in self.rows]
+
+    def summary_text(self) -> str:
+        """A few lines for the CLI: the join, then one line per version and role."""
+        j = self.join
+
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        lines = [
+            f"performance of {self.model_name or 'all models'}: {j.matched_predictions} prediction(s) "
+            f"with outcomes ({j.inserted} new, {j.updated} corrected), "
+            f"{j.unmatched_outcomes} outcome id(s) without a prediction"
+        ]
+        lines += [
+            f"  v{r.model_version} {r.role}: n={r.n} AUC {fmt(r.auc)} Brier {fmt(r.brier)} "
+            f"decision accuracy {fmt(r.decision_accuracy)}"
+            for r in self.rows
+        ]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        j = self.join
+        title = self.model_name or "all models"
+        lines = [
+            f"# Measured performance: {title}",
+            "",
+            f"Outcomes `{self.outcomes_dataset}`: {j.outcome_rows} rows in "
+            f"{len(self.outcome_snapshots)} snapshot(s), {j.outcome_ids} ids "
+            f"({j.duplicate_outcomes} duplicates, {j.conflicting_outcomes} conflicting).",
+            f"Matched {j.matched_outcomes} ids to {j.matched_predictions} prediction records; "
+            f"**{j.unmatched_outcomes} outcome ids had no prediction** (counted, not joined).",
+            f"This join: {j.inserted} new matches, {j.updated} corrected, {j.unchanged} unchanged.",
+            "",
+            "| model | version | role | predictions | n | coverage | label rate | mean score "
+            "| AUC | Brier | decision accuracy |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+
+        def fmt(value: float | int | None) -> str:
+            if value is None:
+                return "n/a"
+            return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+        for r in self.rows:
+            lines.append(
+                f"| {r.model_name} | {r.model_version} | {r.role} | {fmt(r.predictions)} | {r.n} "
+                f"| {fmt(r.coverage)} | {fmt(r.label_rate)} | {fmt(r.mean_score)} | {fmt(r.auc)} "
+                f"| {fmt(r.brier)} | {fmt(r.decision_accuracy)} ({r.n_decisions}) |"
+            )
+        if not self.rows:
+            lines.append("| (no prediction has an outcome yet) |  |  |  |  |  |  |  |  |  |  |")
+        return "\n".join(lines)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def keyed_outcomes(
+    store: ObjectStore, outcomes: Contract, hash_key: SecretStr | str | bytes
+) -> tuple[pd.DataFrame, JoinCounts, list[str]]:
+    """One row per outcome id (latest observed), keyed: ``entity_key, label, observed_at,
+    outcome_snapshot, outcome_row``; with the read counts and the snapshots read."""
+    target = outcomes.target_column
+    if target is None:
+        raise InputError(f"contract {outcomes.name!r} declares no target column")
+    entries = list_snapshots(store, outcomes.name)
+    shas = [e.sha256 for e in entries]
+    raw = read_entries(store, entries)
+    empty = pd.DataFrame(columns=["entity_key", *_OUTCOME_FIELDS])
+    if raw.empty:
+        return empty, JoinCounts(), shas
+    id_col, ts = outcomes.id_column, outcomes.timestamp_column
+    numbered = with_row_numbers(raw, SNAPSHOT_COLUMN, OUTCOME_ROW_COLUMN)
+    kept, dupes, conflicts = dedup_outcomes(numbered, id_col, target, ts)
+    frame = pd.DataFrame(
+        {
+            "entity_key": audit.entity_key(kept[id_col].reset_index(drop=True), hash_key),
+            "label": kept[target].to_numpy(dtype="int64"),
+            "observed_at": pd.to_datetime(kept[ts], utc=True).reset_index(drop=True) if ts else pd.NaT,
+            "outcome_snapshot": kept[SNAPSHOT_COLUMN].to_numpy(),
+            "outcome_row": kept[OUTCOME_ROW_COLUMN].to_numpy(dtype="int64"),
+        }
+    )
+    counts = JoinCounts(
+        outcome_rows=len(raw),
+        outcome_ids=len(frame),
+        duplicate_outcomes=dupes,
+        conflicting_outcomes=conflicts,
+    )
+    return frame, counts, shas
+
+
+def _prediction_pages(conn: Connection, model_name: str | None) -> Iterator[pd.DataFrame]:
+    """Prediction records in seq order, one page at a time (one scan of the chain)."""
+    t = audit.audit_records
+    last = 0
+    while True:
+        stmt = (
+            sa.select(
+                t.c.seq,
+                t.c.record_id,
+                t.c.entity_key,
+                t.c.model_name,
+                t.c.model_version,
+                t.c.role,
+                t.c.score,
+                t.c.decision,
+                t.c.created_at,
+            )
+            .where(t.c.seq > last, t.c.record_type == audit.RECORD_PREDICTION)
+            .order_by(t.c.seq)
+            .limit(PAGE_ROWS)
+        )
+        if model_name is not None:
+            stmt = stmt.where(t.c.model_name == model_name)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        last = int(rows[-1].seq)
+        yield pd.DataFrame([r._asdict() for r in rows])
+
+
+def match_predictions(
+    engine: Engine, outcomes: pd.DataFrame, model_name: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(prediction records of outcome entities joined to their outcome, predictions per group)."""
+    keys = set(outcomes["entity_key"])
+    matched: list[pd.DataFrame] = []
+    totals: list[pd.DataFrame] = []
+    group = ["model_name", "model_version", "role"]
+    with engine.connect() as conn:
+        for page in _prediction_pages(conn, model_name):
+            totals.append(page.groupby(group, dropna=False).size().rename("predictions").reset_index())
+            hit = page.loc[page["entity_key"].isin(keys)]
+            if len(hit):
+                matched.append(hit)
+    counts = (
+        pd.concat(totals).groupby(group, dropna=False)["predictions"].sum().reset_index()
+        if totals
+        else pd.DataFrame(columns=[*group, "predictions"])
+    )
+    if not matched:
+        return pd.DataFrame(columns=[*_MATCH_COLUMNS]), counts
+    preds = pd.concat(matched, ignore_index=True).rename(
+        columns={"record_id": "prediction_record_id", "created_at": "predicted_at"}
+    )
+    joined = preds.merge(outcomes, on="entity_key", how="inner", validate="many_to_one")
+    return joined[list(_MATCH_COLUMNS)], counts
+
+
+# --- storing -------------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return not isinstance(value, str | datetime) and bool(pd.isna(value))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if _missing(a) or _missing(b):
+        return _missing(a) and _missing(b)
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return as_utc(a) == as_utc(b)
+    return bool(a == b)
+
+
+def _py(value: Any) -> Any:
+    """A value as the database driver wants it (no numpy/pandas scalars, NaT as None, UTC)."""
+    if _missing(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@contextmanager
+def _write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds SQLite's write lock from the start (``BEGIN IMMEDIATE``), so
+    the read-then-write below waits for concurrent writers instead of failing as "locked"."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
+
+
+def store_matches(engine: Engine, matches: pd.DataFrame) -> tuple[int, int, int]:
+    """Upsert matches by prediction record id; returns (inserted, updated, unchanged)."""
+    inserted = updated = unchanged = 0
+    now = datetime.now(UTC)
+    records = [{k: _py(v) for k, v in row.items()} for row in matches.to_dict(orient="records")]
+    t = outcome_matches
+    with _write_transaction(engine) as conn:
+        for start in range(0, len(records), IN_CHUNK):
+            chunk = records[start : start + IN_CHUNK]
+            ids = [r["prediction_record_id"] for r in chunk]
+            existing = {
+                str(r.prediction_record_id): r
+                for r in conn.execute(
+                    sa.select(t.c.prediction_record_id, *(t.c[f] for f in _OUTCOME_FIELDS)).where(
+                        t.c.prediction_record_id.in_(ids)
+                    )
+                )
+            }
+            new = [{**r, "matched_at": now} for r in chunk if r["prediction_record_id"] not in existing]
+            if new:
+                conn.execute(t.insert(), new)
+                inserted += len(new)
+            for r in chunk:
+                old = existing.get(r["prediction_record_id"])
+                if old is None:
+                    continue
+                if all(_same(getattr(old, f), r[f]) for f in _OUTCOME_FIELDS):
+                    unchanged += 1
+                    continue
+                conn.execute(
+                    t.update()
+                    .where(t.c.prediction_record_id == r["prediction_record_id"])
+                    .values(**{f: r[f] for f in _OUTCOME_FIELDS}, matched_at=now)
+                )
+                updated += 1
+    return inserted, updated, unchanged
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def stored_matches(engine: Engine, model_name: str | None = None) -> pd.DataFrame:
+    """Every stored match (optionally of one model), ordered by prediction record id."""
+    t = outcome_matches
+    stmt = sa.select(t).order_by(t.c.prediction_record_id)
+    if model_name is not None:
+        stmt = stmt.where(t.c.model_name == model_name)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame([r._asdict() for r in rows], columns=[c.name for c in t.columns])
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+def _row(key: tuple[str, str, str], g: pd.DataFrame, total: int | None) -> PerformanceRow:
+    y = g["label"].to_numpy(dtype="int64")
+    scores = g["score"].to_numpy(dtype="float64", na_value=np.nan)
+    scored = ~np.isnan(scores)
+    p, ys = scores[scored], y[scored]
+    predicted = g["decision"].map(PREDICTED_DEFAULT)
+    known = predicted.notna().to_numpy()
+    return PerformanceRow(
+        model_name=key[0],
+        model_version=key[1],
+        role=key[2],
+        predictions=total,
+        n=len(g),
+        coverage=len(g) / total if total else None,
+        label_rate=float(y.mean()) if len(y) else None,
+        mean_score=float(p.mean()) if len(p) else None,
+        auc=float(roc_auc_score(ys, p)) if len(set(ys.tolist())) == 2 else None,
+        brier=float(np.mean((p - ys) ** 2)) if len(p) else None,
+        decision_accuracy=(
+            float((predicted[known].to_numpy(dtype="int64") == y[known]).mean()) if known.any() else None
+        ),
+        n_decisions=int(known.sum()),
+    )
+
+
+def group_metrics(matches: pd.DataFrame, predictions: pd.DataFrame | None = None) -> list[PerformanceRow]:
+    """Per (model, version, role) metrics of stored matches.
+
+    With ``predictions`` (counts per group) each row gets its coverage, and groups whose
+    predictions have no outcome yet appear with ``n = 0``.
+    """
+    group = ["model_name", "model_version", "role"]
+    totals: dict[tuple[str, str, str], int] = {}
+    if predictions is not None:
+        for r in predictions.itertuples(index=False):
+            totals[(str(r.model_name), str(r.model_version), str(r.role))] = int(r.predictions)
+    frames: dict[tuple[str, str, str], pd.DataFrame] = {
+        (str(k[0]), str(k[1]), str(k[2])): g for k, g in matches.groupby(group, dropna=False)
+    }
+    rows = [_row(key, frames.get(key, matches.iloc[0:0]), totals.get(key)) for key in {*frames, *totals}]
+    rows.sort(key=lambda r: (r.model_name, _version_key(r.model_version), ROLE_ORDER.get(r.role, 9), r.role))
+    return rows
+
+
+# --- the whole step ------------------------------------------------------------------------
+
+
+def join_outcomes(
+    engine: Engine,
+    store: ObjectStore,
+    outcomes: Contract,
+    *,
+    hash_key: SecretStr | str | bytes,
+    model_name: str | None = None,
+) -> PerformanceReport:
+    """Join every validated outcome snapshot to the prediction records (of ``model_name``),
+    store the matches idempotently and report performance per version and role."""
+    create_performance_schema(engine)
+    keyed, counts, shas = keyed_outcomes(store, outcomes, hash_key)
+    matches, predictions = match_predictions(engine, keyed, model_name)
+    inserted, updated, unchanged = store_matches(engine, matches)
+    matched_ids = matches["entity_key"].nunique() if len(matches) else 0
+    counts = counts.model_copy(
+        update={
+            "matched_outcomes": int(matched_ids),
+            "unmatched_outcomes": counts.outcome_ids - int(matched_ids),
+            "matched_predictions": len(matches),
+            "inserted": inserted,
+            "updated": updated,
+            "unchanged": unchanged,
+        }
+    )
+    return PerformanceReport(
+        model_name=model_name,
+        outcomes_dataset=outcomes.name,
+        outcome_snapshots=shas,
+        join=counts,
+        rows=group_metrics(stored_matches(engine, model_name), predictions),
+        created_at=datetime.now(UTC),
+    )
+
+
+def join_outcomes_after_ingest(model: str) -> PerformanceReport:
+    """The hook ``mlops outcomes`` calls after an accepted outcome batch: runs the
+    ``measure-performance`` flow (so the run and its table artifact show in the Prefect UI)."""
+    from flows.performance import measure_performance  # the flow wires this module's functions
+
+    return measure_performance(model=model)

@@ -1,0 +1,186 @@
+"""review_case under the Prefect harness: pause for input, resume with a decision, record it.
+
+The flow runs in a daemon thread (a sync flow runs in its caller's thread); the test finds the
+run by its name ``review-<case_id>`` once it is PAUSED, and resumes it with
+``resume_flow_run(id, run_input={...})``. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterName,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.flow_runs import resume_flow_run
+from prefect.states import State
+
+from flows.review import review_case
+from mlops import audit
+from mlops.errors import InputError
+from mlops.review_desk import open_audit_store
+from mlops.settings import get_settings
+from mlops.storage import make_store
+from tasks.review import case_artifact_key, gather_review_feedback_task
+from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
+
+pytestmark = [pytest.mark.flows, pytest.mark.timeout(150)]
+
+DEADLINE = 60.0
+
+
+@dataclass
+class Background:
+    thread: threading.Thread
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def state(self) -> State[Any]:
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive(), "the flow did not finish in time"
+        if "error" in self.result:
+            raise self.result["error"]
+        state: State[Any] = self.result["state"]
+        return state
+
+
+def start(case_id: str, **params: Any) -> Background:
+    """Run review_case in a daemon thread (never blocks the test process at exit)."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["state"] = review_case(case_id=case_id, poll_seconds=1, return_state=True, **params)
+        except BaseException as exc:  # handed to the test thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"review-{case_id}", daemon=True)
+    thread.start()
+    return Background(thread, out)
+
+
+def run_named(name: str, wanted: StateType | None = None) -> FlowRun:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        if runs and (wanted is None or (runs[0].state is not None and runs[0].state.type == wanted)):
+            return runs[0]
+        assert time.monotonic() < deadline, f"no flow run {name!r} in state {wanted}"
+        time.sleep(0.2)
+
+
+def artifact_markdown(key: str) -> str:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert artifacts, f"no artifact {key}"
+    return "\n".join(str(a.data) for a in artifacts)
+
+
+@pytest.fixture
+def open_case(mlops_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """(case id, application id) of one routed champion prediction on a stored snapshot."""
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", KEY)  # the key the trail is written with
+    settings = get_settings()
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    sha, frame = application_snapshot(make_store(settings), apps, 2, seed=7)
+    records = append(engine, predictions(sha, frame["application_id"], [0.1, 0.31], routed=(1,)), "b1")
+    engine.dispose()
+    yield records[1], str(frame["application_id"].iloc[1])
+
+
+def test_review_pauses_for_input_and_resume_resolves_the_case(open_case: tuple[str, str]) -> None:
+    case_id, application_id = open_case
+    background = start(case_id, timeout_seconds=120)
+    paused = run_named(f"review-{case_id}", StateType.PAUSED)
+
+    shown = artifact_markdown(case_artifact_key(case_id))
+    for text in (case_id, "credit-risk", "0.3100", "score in the review band", application_id, "row 1"):
+        assert text in shown
+    assert "gender" not in shown  # sensitive attributes are not shown to reviewers
+
+    with pytest.raises(RuntimeError, match="decision"):  # the form's schema is enforced on resume
+        resume_flow_run(paused.id, run_input={"reviewer": "alice", "decision": "maybe", "reason": "x"})
+    resume_flow_run(
+        paused.id, run_input={"reviewer": "alice", "decision": "decline", "reason": "income not verifiable"}
+    )
+
+    state = background.state()
+    assert state.is_completed()
+    resolved: audit.ReviewCase = state.result()
+    assert (resolved.status, resolved.reviewer, resolved.decision) == ("resolved", "alice", "decline")
+    engine = open_audit_store(get_settings())
+    try:
+        case = audit.get_case(engine, case_id)
+        assert (case.reviewer, case.decision, case.resolution_reason) == (
+            "alice",
+            "decline",
+            "income not verifiable",
+        )
+        report = audit.verify_chain(engine)
+        assert report.ok and report.records_checked == 3  # 2 predictions + the review record
+        [training] = audit.resolved_cases(engine).to_dict(orient="records")
+        assert training["review_record_id"] == case.review_record_id and training["label"] == 1
+    finally:
+        engine.dispose()
+    assert "DECLINE" in artifact_markdown(case_artifact_key(case_id))
+
+
+def test_no_answer_within_the_timeout_fails_the_run_and_keeps_the_case_open(
+    open_case: tuple[str, str],
+) -> None:
+    case_id, _ = open_case
+    state = start(case_id, timeout_seconds=2).state()
+    # The flow raises ReviewNotGiven (logged with its hint); the server then records the
+    # expired pause as its own Failed state.
+    assert state.is_failed() and "never resumed" in str(state.message)
+    engine = open_audit_store(get_settings())
+    try:
+        assert audit.get_case(engine, case_id).status == "open"
+    finally:
+        engine.dispose()
+
+
+def test_a_resolved_case_is_refused_before_pausing(open_case: tuple[str, str]) -> None:
+    case_id, _ = open_case
+    engine = open_audit_store(get_settings())
+    audit.resolve_case(engine, case_id, "bob", "approve", "already handled")
+    engine.dispose()
+    state = start(case_id, timeout_seconds=30).state()
+    assert state.is_failed()
+    with pytest.raises(InputError, match="resolved already"):
+        state.result()
+    run = run_named(f"review-{case_id}")
+    assert run.state is not None and run.state.type == StateType.FAILED
+    assert isinstance(run.id, UUID)
+
+
+def test_resolved_reviews_feed_the_next_training_run(open_case: tuple[str, str]) -> None:
+    case_id, application_id = open_case
+    engine = open_audit_store(get_settings())
+    audit.resolve_case(engine, case_id, "carol", "approve", "verified by phone")
+    engine.dispose()
+    apps, _ = contracts()
+
+    @flow(name="feedback-probe")
+    def probe() -> pd.DataFrame:
+        return gather_review_feedback_task(apps, "defaulted", MODEL, get_settings())
+
+    rows = probe()
+    assert isinstance(rows, pd.DataFrame)
+    assert rows["application_id"].tolist() == [application_id]
+    assert rows["defaulted"].tolist() == [0] and rows["_reviewer"].tolist() == ["carol"]

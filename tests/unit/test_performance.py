@@ -1,0 +1,174 @@
+"""Outcomes joined to prediction records by keyed entity: metrics per version and role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sklearn.metrics import roc_auc_score
+from sqlalchemy.engine import Engine
+
+from mlops import audit
+from mlops.performance import (
+    PerformanceReport,
+    PerformanceRow,
+    group_metrics,
+    join_outcomes,
+    outcome_matches,
+    stored_matches,
+)
+from mlops.storage import LocalStore
+from tests.review_helpers import KEY, MODEL, append, contracts, outcome_snapshot, predictions
+
+pytestmark = pytest.mark.unit
+
+IDS = [f"APP-{i}" for i in range(6)]
+LABELS = {"APP-0": 1, "APP-1": 0, "APP-2": 1, "APP-3": 0, "APP-4": 1, "NEVER-SCORED": 0}
+CHAMPION = [0.9, 0.2, 0.4, 0.6]  # APP-0..3, model v3
+SHADOW = [0.8, 0.1, 0.7, 0.3]  # APP-0..3, model v4 shadow-scored on the same rows
+CANARY = [0.55, 0.35]  # APP-4..5, model v4 deciding for the canary share
+SNAPSHOT = "a" * 64
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = audit.create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    audit.create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def trail(engine: Engine) -> None:
+    frame = pd.concat(
+        [
+            predictions(SNAPSHOT, IDS[:4], CHAMPION),
+            predictions(SNAPSHOT, IDS[:4], SHADOW, version="4", role="shadow"),
+            predictions(SNAPSHOT, IDS[4:], CANARY, version="4", role="canary", rows=[4, 5]),
+            predictions(SNAPSHOT, IDS[:2], [0.5, 0.5], model="other-model"),
+        ],
+        ignore_index=True,
+    )
+    append(engine, frame, "day-1")
+    audit.append_event(engine, "promotion", {"to": "4"}, model_name=MODEL)  # not a prediction
+
+
+def row(report: PerformanceReport, version: str, role: str) -> PerformanceRow:
+    [found] = [r for r in report.rows if (r.model_version, r.role) == (version, role)]
+    return found
+
+
+def test_metrics_per_version_and_role(engine: Engine, store: LocalStore) -> None:
+    trail(engine)
+    _, outcomes = contracts()
+    outcome_snapshot(store, outcomes, LABELS)
+
+    report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+
+    assert [(r.model_version, r.role) for r in report.rows] == [
+        ("3", "champion"),
+        ("4", "canary"),
+        ("4", "shadow"),
+    ]
+    y = np.array([1, 0, 1, 0])
+    champion = row(report, "3", "champion")
+    assert (champion.n, champion.predictions, champion.coverage) == (4, 4, 1.0)
+    assert champion.label_rate == 0.5
+    assert champion.auc == pytest.approx(roc_auc_score(y, CHAMPION))
+    assert champion.brier == pytest.approx(np.mean((np.array(CHAMPION) - y) ** 2))
+    assert champion.decision_accuracy == pytest.approx(0.5)  # declines 0 and 3; defaults 0 and 2
+    shadow = row(report, "4", "shadow")
+    assert shadow.auc == pytest.approx(roc_auc_score(y, SHADOW)) and shadow.decision_accuracy == 1.0
+    canary = row(report, "4", "canary")  # APP-5 has no outcome yet
+    assert (canary.n, canary.predictions, canary.coverage, canary.label_rate) == (1, 2, 0.5, 1.0)
+    assert canary.auc is None and canary.brier == pytest.approx((0.55 - 1) ** 2)
+
+    j = report.join
+    assert (j.outcome_rows, j.outcome_ids, j.matched_outcomes) == (6, 6, 5)
+    assert j.unmatched_outcomes == 1  # NEVER-SCORED is counted, not dropped silently
+    assert j.matched_predictions == 9 and j.inserted == 9
+    assert "other-model" not in {r.model_name for r in report.rows}
+    assert report.table()[0]["auc"] == round(champion.auc or 0, 4)
+    assert "1 outcome ids had no prediction" in report.markdown()
+
+
+def test_joining_twice_changes_nothing(engine: Engine, store: LocalStore) -> None:
+    trail(engine)
+    _, outcomes = contracts()
+    outcome_snapshot(store, outcomes, LABELS)
+    first = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+    stored = stored_matches(engine, MODEL)
+    head = audit.verify_chain(engine).last_seq
+
+    second = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+
+    assert (second.join.inserted, second.join.updated, second.join.unchanged) == (0, 0, 9)
+    assert second.rows == first.rows
+    pd.testing.assert_frame_equal(stored_matches(engine, MODEL), stored)
+    assert audit.verify_chain(engine).last_seq == head  # the audit chain is only read
+
+
+def test_a_later_correction_updates_the_match(engine: Engine, store: LocalStore) -> None:
+    trail(engine)
+    _, outcomes = contracts()
+    outcome_snapshot(store, outcomes, LABELS)
+    join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+    outcome_snapshot(store, outcomes, {"APP-1": 1}, observed="2026-04-01")  # APP-1 defaulted after all
+
+    report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+
+    j = report.join
+    assert (j.outcome_rows, j.outcome_ids, j.duplicate_outcomes, j.conflicting_outcomes) == (7, 6, 1, 1)
+    assert (j.inserted, j.updated, j.unchanged) == (0, 2, 7)  # APP-1's champion and shadow rows
+    assert row(report, "3", "champion").label_rate == 0.75
+    assert len(stored_matches(engine, MODEL)) == 9
+
+
+def test_matches_hold_keyed_entities_only(engine: Engine, store: LocalStore) -> None:
+    trail(engine)
+    _, outcomes = contracts()
+    outcome_snapshot(store, outcomes, LABELS)
+    join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+    with engine.connect() as conn:
+        keys = set(conn.execute(sa.select(outcome_matches.c.entity_key)).scalars())
+    assert keys == {audit.entity_key(i, KEY) for i in IDS[:5]}
+    assert not any(i in k for k in keys for i in IDS)
+
+
+def test_another_key_matches_nothing_and_no_outcomes_is_fine(engine: Engine, store: LocalStore) -> None:
+    trail(engine)
+    _, outcomes = contracts()
+    empty = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+    assert empty.join.outcome_ids == 0 and all(r.n == 0 for r in empty.rows)
+    assert row(empty, "3", "champion").predictions == 4
+    outcome_snapshot(store, outcomes, LABELS)
+    wrong = join_outcomes(engine, store, outcomes, hash_key="another-key", model_name=MODEL)
+    assert wrong.join.matched_outcomes == 0 and wrong.join.unmatched_outcomes == 6
+
+
+@pytest.mark.parametrize(
+    ("decisions", "expected"),
+    [(["approve", "decline"], 1.0), (["decline", "approve"], 0.0), (["approve", "review"], 1.0)],
+)
+def test_decision_accuracy_reads_decline_as_predicted_default(decisions: list[str], expected: float) -> None:
+    matches = pd.DataFrame(
+        {
+            "model_name": MODEL,
+            "model_version": "1",
+            "role": "champion",
+            "score": [0.2, 0.8],
+            "decision": decisions,
+            "label": [0, 1],
+        }
+    )
+    [result] = group_metrics(matches)
+    assert result.decision_accuracy == expected
+    assert result.n_decisions == sum(d in ("approve", "decline") for d in decisions)

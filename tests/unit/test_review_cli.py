@@ -1,0 +1,116 @@
+"""``mlops review list`` / ``mlops review resolve``: round trip, exit codes, nothing written on error."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops import audit
+from mlops.cli import main
+from mlops.review_desk import open_audit_store
+from mlops.settings import get_settings
+from mlops.storage import make_store
+from tests.review_helpers import MODEL, append, application_snapshot, contracts, predictions
+
+pytestmark = pytest.mark.unit
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    code = main([*argv, "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out.strip().splitlines()[-1]), captured.err
+
+
+@pytest.fixture
+def cases(mlops_home: Path) -> list[str]:
+    """Two open cases of the champion (rows 1 and 2), in the settings' audit store."""
+    settings = get_settings()
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    sha, frame = application_snapshot(make_store(settings), apps, 3, seed=5)
+    records = append(engine, predictions(sha, frame["application_id"], [0.1, 0.3, 0.2], routed=(1, 2)), "b1")
+    engine.dispose()
+    return [records[1], records[2]]
+
+
+def test_list_and_resolve_round_trip(cases: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, data, _ = run(capsys, "review", "list")
+    assert code == 0 and data["ok"] and data["count"] == 2
+    assert [c["case_id"] for c in data["cases"]] == cases
+    assert data["cases"][0]["routing_reason"] == "score in the review band"
+    assert (data["cases"][0]["model_version"], data["cases"][0]["role"]) == ("3", "champion")
+    assert run(capsys, "review", "list", "--model", "other")[1]["count"] == 0
+    assert run(capsys, "review", "list", "--model", MODEL, "--limit", "1")[1]["count"] == 1
+
+    code, data, _ = run(
+        capsys, "review", "resolve", cases[0], "--reviewer", "alice", "--decision", "decline",
+        "--reason", "income not verifiable",
+    )  # fmt: skip
+    assert code == 0 and data["ok"]
+    case = data["case"]
+    assert (case["status"], case["reviewer"], case["decision"]) == ("resolved", "alice", "decline")
+    assert case["resolution_reason"] == "income not verifiable" and case["review_record_id"]
+
+    code, data, _ = run(capsys, "review", "list")
+    assert [c["case_id"] for c in data["cases"]] == [cases[1]]
+    engine = open_audit_store(get_settings())
+    try:
+        assert audit.verify_chain(engine).ok
+        [resolved] = audit.resolved_cases(engine).to_dict(orient="records")
+        assert (resolved["case_id"], resolved["label"], resolved["reviewer"]) == (cases[0], 1, "alice")
+    finally:
+        engine.dispose()
+
+
+def test_text_output_lists_cases(cases: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["review", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "2 open review case(s)" in out and cases[0] in out and "score 0.3000" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"decision": "maybe"}, "decision must be one of"),
+        ({"reviewer": " "}, "reviewer"),
+        ({"reason": ""}, "reason is required"),
+        ({"case_id": str(uuid.uuid4())}, "no review case"),
+        ({"case_id": "not-an-id"}, "no review case"),
+    ],
+)
+def test_bad_resolutions_exit_2_and_write_nothing(
+    cases: list[str], capsys: pytest.CaptureFixture[str], change: dict[str, str], message: str
+) -> None:
+    args = {"case_id": cases[0], "reviewer": "bob", "decision": "approve", "reason": "ok", **change}
+    code, data, err = run(
+        capsys, "review", "resolve", args["case_id"], "--reviewer", args["reviewer"],
+        "--decision", args["decision"], "--reason", args["reason"],
+    )  # fmt: skip
+    assert code == 2 and not data["ok"] and message in data["error"] and message in err
+    assert run(capsys, "review", "list")[1]["count"] == 2
+
+
+def test_resolving_twice_exits_2_and_keeps_the_first_decision(
+    cases: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["review", "resolve", cases[1], "--reason", "checked"]
+    assert run(capsys, *base, "--reviewer", "alice", "--decision", "approve")[0] == 0
+    code, data, _ = run(capsys, *base, "--reviewer", "bob", "--decision", "decline")
+    assert code == 2 and "resolved already" in data["error"] and "alice" in data["error"]
+    engine = open_audit_store(get_settings())
+    try:
+        case = audit.get_case(engine, cases[1])
+        assert (case.reviewer, case.decision) == ("alice", "approve")
+        reviews = [r for r in audit.resolved_cases(engine)["review_record_id"]]
+        assert len(reviews) == 1 and audit.verify_chain(engine).ok
+    finally:
+        engine.dispose()
+
+
+def test_missing_options_are_usage_errors(cases: list[str]) -> None:
+    assert main(["review", "resolve", cases[0], "--decision", "approve"]) == 2
+    assert main(["review"]) == 2
