@@ -1,0 +1,185 @@
+"""Tamper-evident audit store and review queue (plain Python; SQLite or PostgreSQL).
+
+Every prediction gets one append-only record in ``audit_records``; reviews, promotions and
+rollbacks are appended to the same chain. Each record stores the sha256 of its canonical
+form, and the canonical form includes the previous record's hash, so editing, deleting,
+inserting or reordering records breaks the chain where it happened.
+
+Public API (all take a SQLAlchemy ``Engine``; :func:`create_audit_engine` makes a good one)::
+
+    create_schema(engine)
+    append_predictions(engine, batch, *, batch_id, hash_key=None, open_cases=True) -> AppendResult
+    append_event(engine, record_type, payload, *, model_name=None, model_version=None,
+                 model_alias=None, batch_id=None, decision=None) -> AppendResult
+    verify_chain(engine, *, anchors=(), page_size=10_000, anchor=False) -> ChainReport
+    anchor_head(engine) -> Anchor; export_anchor(anchor, path); load_anchors(*paths)
+    open_review_case(engine, case_id, reason) -> ReviewCase
+    list_open_cases(engine, model_name=None) -> list[ReviewCase]
+    resolve_case(engine, case_id, reviewer, decision, reason) -> ReviewCase
+    resolved_cases(engine, model_name=None) -> DataFrame
+    entity_key(raw_id | Series, key) -> str | Series
+
+Entity keys
+-----------
+Raw entity ids and sensitive attributes are never stored. ``entity_key`` is
+``HMAC-SHA256(key, UTF-8 bytes of str(id))`` as lowercase hex, with ``key`` the UTF-8 bytes
+of ``Settings.entity_hash_key``; integer ids are keyed by their decimal digits.
+
+Canonical serialisation (format ``mlops-audit/1``)
+--------------------------------------------------
+``record_hash = lowercase hex sha256 of the UTF-8 bytes of the JSON array``::
+
+    ["mlops-audit/1", prev_hash, created_at, record_id, record_type, batch_id, entity_key,
+     model_name, model_version, model_alias, role, score, decision, confidence,
+     review_routed, review_reason, input_snapshot, input_row, input_hash, payload]
+
+written exactly like Python's ``json.dumps(values, ensure_ascii=False, separators=(",",
+":"), sort_keys=True, allow_nan=False)``:
+
+* no whitespace between tokens; strings in double quotes; ``"`` and ``\\`` escaped with a
+  backslash; ``\\b \\f \\n \\r \\t`` for those controls and ``\\u00xx`` (lowercase hex) for
+  the other characters below U+0020; every other character (non-ASCII, U+007F, U+2028)
+  literally, encoded as UTF-8;
+* ``prev_hash``: the previous record's ``record_hash``; for the first record (seq 1) 64 zeros;
+* ``created_at``: UTC as ``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` (always 6 fraction digits);
+* ``record_id``: the UUID in its lowercase 36-character form (UUIDv7: time-ordered);
+  ``model_version`` is a string; hashes and keys are lowercase hex;
+* floats (``score``, ``confidence``, floats in payloads): Python ``repr``, i.e. the shortest
+  digit string that round-trips the float64, positional with at least one fraction digit
+  (``0.1``, ``1.0``, ``0.0001``, ``1000000000000000.0``) when the decimal exponent is in
+  [-4, 16), otherwise ``d.ddde±XX`` with at least two exponent digits (``1e-05``,
+  ``1e+16``, ``2.5e-17``); NaN and infinities are refused;
+* integers (``input_row``) in decimal; booleans ``true``/``false``; absent values ``null``;
+* ``payload``: null, or a JSON object whose keys are sorted (recursively) by code point,
+  the same rules inside; predictions have a null payload.
+
+``seq`` is not hashed: it is the storage position, checked by the walk (gapless, in the
+order of the prev links). A record's position is bound by its ``prev_hash``.
+
+Verification and the kinds of break
+-----------------------------------
+:func:`verify_chain` walks records in seq order in pages (one read snapshot) and stops at
+the first break, naming its seq, record id and kind:
+
+* ``edited``: a record's content no longer matches its own hash (a field changed by UPDATE),
+  or a record was re-hashed so its successor's link no longer finds it;
+* ``deleted``: a seq gap whose next record links to a hash that is not in the store, or a
+  tail shorter than the chain head / an anchor says;
+* ``inserted``: a record the next record links past, a run of records the following record
+  skips, or a record beyond the chain head;
+* ``reordered``: a record whose predecessor is stored at a later seq;
+* ``rewritten``: the chain verifies on its own but disagrees with an anchor or the chain
+  head: history was rewritten with every later hash recomputed.
+
+Threat model (honest version)
+-----------------------------
+The chain is keyless sha256: it makes tampering *evident*, it does not prevent it, and it
+proves nothing against someone who can rewrite the database and every copy of its anchors.
+
+* Catches: any UPDATE/DELETE/INSERT/reorder made with SQL by someone who did not also
+  recompute the later hashes; a full rewrite of later hashes as soon as one anchor that
+  postdates the rewritten record survives outside the writer's reach (an exported anchor
+  file, a copy in another system). ``audit_anchors`` in the same database only helps against
+  writers who forget it; ship anchors off the database (:func:`export_anchor`) often.
+* Does not catch: records appended after the newest surviving anchor by a writer who also
+  updates ``audit_chain_head`` (they look like genuine appends); a rewrite by someone who
+  controls the database and every anchor copy; a dishonest writer process (the chain
+  records what it was told). Database triggers refuse UPDATE/DELETE on the append-only
+  tables, but anyone with DDL rights can drop them.
+* The review queue table (``review_cases``) is mutable working state; the durable record of
+  a resolution is its ``review`` record in the chain.
+"""
+
+from __future__ import annotations
+
+from mlops.audit_hashing import (
+    CANONICAL_FIELDS,
+    FORMAT_TAG,
+    GENESIS_HASH,
+    canonical_record_bytes,
+    entity_key,
+    record_hash,
+)
+from mlops.audit_review import (
+    LABEL_BY_DECISION,
+    InvalidReviewDecision,
+    ReviewCase,
+    ReviewCaseAlreadyResolved,
+    ReviewCaseNotFound,
+    ReviewError,
+    get_case,
+    list_open_cases,
+    open_review_case,
+    resolve_case,
+    resolved_cases,
+)
+from mlops.audit_schema import (
+    audit_anchors,
+    audit_chain_head,
+    audit_records,
+    create_audit_engine,
+    create_schema,
+    review_cases,
+)
+from mlops.audit_verify import (
+    Anchor,
+    ChainBreak,
+    ChainReport,
+    anchor_head,
+    export_anchor,
+    load_anchors,
+    verify_chain,
+)
+from mlops.audit_write import (
+    RECORD_PREDICTION,
+    RECORD_PROMOTION,
+    RECORD_REVIEW,
+    RECORD_ROLLBACK,
+    ROLES,
+    AppendResult,
+    AuditStoreError,
+    append_event,
+    append_predictions,
+)
+
+__all__ = [
+    "CANONICAL_FIELDS",
+    "FORMAT_TAG",
+    "GENESIS_HASH",
+    "LABEL_BY_DECISION",
+    "RECORD_PREDICTION",
+    "RECORD_PROMOTION",
+    "RECORD_REVIEW",
+    "RECORD_ROLLBACK",
+    "ROLES",
+    "Anchor",
+    "AppendResult",
+    "AuditStoreError",
+    "ChainBreak",
+    "ChainReport",
+    "InvalidReviewDecision",
+    "ReviewCase",
+    "ReviewCaseAlreadyResolved",
+    "ReviewCaseNotFound",
+    "ReviewError",
+    "anchor_head",
+    "append_event",
+    "append_predictions",
+    "audit_anchors",
+    "audit_chain_head",
+    "audit_records",
+    "canonical_record_bytes",
+    "create_audit_engine",
+    "create_schema",
+    "entity_key",
+    "export_anchor",
+    "get_case",
+    "list_open_cases",
+    "load_anchors",
+    "open_review_case",
+    "record_hash",
+    "resolve_case",
+    "resolved_cases",
+    "review_cases",
+    "verify_chain",
+]

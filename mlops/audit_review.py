@@ -1,0 +1,294 @@
+"""The review queue: predictions waiting for a person, and what their decisions teach.
+
+A case's id is the record_id of the prediction it reviews. Cases are opened by
+:func:`~mlops.audit_write.append_predictions` (routed rows of a deciding role) or by
+:func:`open_review_case`. Resolving a case updates it and appends a ``review`` record to the
+audit chain in the same transaction.
+
+Labels for training (:func:`resolved_cases`): the reviewer's decision is read as a judgement
+of default risk: ``decline`` -> label 1 (the person judged the applicant likely to default),
+``approve`` -> label 0. These are human labels, not observed outcomes; keep them apart from
+outcome labels where a training spec asks for it (the ``label_source`` column says "review").
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from mlops.audit_hashing import as_utc
+from mlops.audit_schema import audit_records, review_cases
+from mlops.audit_write import (
+    RECORD_PREDICTION,
+    RECORD_REVIEW,
+    append_events_locked,
+    chain_transaction,
+    event_fields,
+)
+from mlops.errors import ChainBroken, InputError
+
+ReviewDecision = Literal["approve", "decline"]
+DECISIONS: Final = ("approve", "decline")
+LABEL_BY_DECISION: Final = {"decline": 1, "approve": 0}
+STATUS_OPEN: Final = "open"
+STATUS_RESOLVED: Final = "resolved"
+
+
+class ReviewError(InputError):
+    """A review action cannot be done as asked."""
+
+
+class ReviewCaseNotFound(ReviewError):
+    """No review case has this id."""
+
+
+class ReviewCaseAlreadyResolved(ReviewError):
+    """The case was resolved before; a resolution is final."""
+
+
+class InvalidReviewDecision(ReviewError):
+    """The decision is not approve/decline, or reviewer/reason is empty."""
+
+
+class ReviewCase(BaseModel):
+    """One case of the review queue."""
+
+    case_id: str
+    status: Literal["open", "resolved"]
+    routing_reason: str
+    created_at: datetime
+    batch_id: str | None
+    model_name: str
+    model_version: str
+    role: str | None
+    score: float | None
+    reviewer: str | None = None
+    decision: ReviewDecision | None = None
+    resolution_reason: str | None = None
+    resolved_at: datetime | None = None
+    review_record_id: str | None = None
+
+
+def _check_case_id(case_id: str) -> None:
+    try:
+        uuid.UUID(case_id)
+    except (TypeError, ValueError) as exc:
+        raise ReviewCaseNotFound(
+            f"no review case {case_id!r} (not a record id)", hint="mlops review list"
+        ) from exc
+
+
+def _case(row: Any) -> ReviewCase:
+    data = dict(row._mapping)
+    data["created_at"] = as_utc(data["created_at"])
+    if data["resolved_at"] is not None:
+        data["resolved_at"] = as_utc(data["resolved_at"])
+    return ReviewCase(**data)
+
+
+def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
+    """Open a case for the prediction record ``case_id`` (routed after the fact)."""
+    _check_case_id(case_id)
+    if not reason.strip():
+        raise ReviewError("a review case needs a routing reason")
+    try:
+        with engine.begin() as conn:
+            record = conn.execute(
+                sa.select(audit_records).where(audit_records.c.record_id == case_id)
+            ).first()
+            if record is None or record.record_type != RECORD_PREDICTION:
+                raise ReviewCaseNotFound(f"no prediction record with id {case_id!r}")
+            values = {
+                "case_id": case_id,
+                "status": STATUS_OPEN,
+                "routing_reason": reason,
+                "created_at": as_utc(record.created_at),
+                "batch_id": record.batch_id,
+                "model_name": record.model_name,
+                "model_version": record.model_version,
+                "role": record.role,
+                "score": record.score,
+            }
+            conn.execute(review_cases.insert().values(**values))
+    except IntegrityError as exc:
+        raise ReviewError(f"review case {case_id!r} exists already") from exc
+    return ReviewCase(**values)
+
+
+def get_case(engine: Engine, case_id: str) -> ReviewCase:
+    """The case with this id (:class:`ReviewCaseNotFound` if none)."""
+    _check_case_id(case_id)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
+    if row is None:
+        raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
+    return _case(row)
+
+
+def list_open_cases(
+    engine: Engine, model_name: str | None = None, *, limit: int | None = None
+) -> list[ReviewCase]:
+    """Open cases, oldest first (optionally of one model)."""
+    stmt = sa.select(review_cases).where(review_cases.c.status == STATUS_OPEN)
+    if model_name is not None:
+        stmt = stmt.where(review_cases.c.model_name == model_name)
+    stmt = stmt.order_by(review_cases.c.created_at, review_cases.c.case_id).limit(limit)
+    with engine.connect() as conn:
+        return [_case(row) for row in conn.execute(stmt)]
+
+
+def _check_resolution(reviewer: str, decision: str, reason: str) -> None:
+    if decision not in DECISIONS:
+        raise InvalidReviewDecision(
+            f"decision must be one of {list(DECISIONS)}, got {decision!r}",
+            hint="--decision approve|decline",
+        )
+    if not reviewer.strip():
+        raise InvalidReviewDecision("the reviewer's identity is required", hint="--reviewer WHO")
+    if not reason.strip():
+        raise InvalidReviewDecision("a reason is required", hint="--reason TEXT")
+
+
+def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, reason: str) -> ReviewCase:
+    """Resolve an open case and append a ``review`` audit record, in one transaction.
+
+    Raises :class:`InvalidReviewDecision`, :class:`ReviewCaseNotFound` or
+    :class:`ReviewCaseAlreadyResolved`; nothing is written then.
+    """
+    _check_resolution(reviewer, decision, reason)
+    _check_case_id(case_id)
+    with chain_transaction(engine) as conn:
+        row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
+        if row is None:
+            raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
+        if row.status != STATUS_OPEN:
+            raise ReviewCaseAlreadyResolved(
+                f"review case {case_id!r} was resolved already ({row.decision} by "
+                f"{row.reviewer} at {row.resolved_at})"
+            )
+        key = conn.execute(
+            sa.select(audit_records.c.entity_key).where(audit_records.c.record_id == case_id)
+        ).scalar()
+        payload = {
+            "case_id": case_id,
+            "reviewer": reviewer,
+            "decision": decision,
+            "reason": reason,
+            "routing_reason": row.routing_reason,
+        }
+        fields = event_fields(
+            RECORD_REVIEW,
+            payload,
+            {
+                "batch_id": row.batch_id,
+                "entity_key": key,
+                "model_name": row.model_name,
+                "model_version": row.model_version,
+                "decision": decision,
+            },
+        )
+        created_at, ((_seq, record_id, _hash),) = append_events_locked(conn, [fields])
+        done = conn.execute(
+            review_cases.update()
+            .where(review_cases.c.case_id == case_id, review_cases.c.status == STATUS_OPEN)
+            .values(
+                status=STATUS_RESOLVED,
+                reviewer=reviewer,
+                decision=decision,
+                resolution_reason=reason,
+                resolved_at=created_at,
+                review_record_id=record_id,
+            )
+        )
+        if done.rowcount != 1:
+            raise ReviewCaseAlreadyResolved(f"review case {case_id!r} was resolved meanwhile")
+    resolved = _case(row).model_copy(
+        update={
+            "status": STATUS_RESOLVED,
+            "reviewer": reviewer,
+            "decision": decision,
+            "resolution_reason": reason,
+            "resolved_at": created_at,
+            "review_record_id": record_id,
+        }
+    )
+    return resolved
+
+
+RESOLVED_COLUMNS: Final = (
+    "case_id",
+    "model_name",
+    "model_version",
+    "input_snapshot",
+    "input_row",
+    "input_hash",
+    "decision",
+    "label",
+    "label_source",
+    "reviewer",
+    "resolved_at",
+    "review_record_id",
+)
+
+
+def resolved_cases(engine: Engine, model_name: str | None = None) -> pd.DataFrame:
+    """Resolved cases with what training needs: the input reference and the implied label.
+
+    ``input_snapshot`` + ``input_row`` come from the prediction's audit record (not the
+    mutable case row); ``label`` is 1 for decline, 0 for approve (see the module docstring).
+    Raises :class:`ChainBroken` if a resolved case's prediction record is missing.
+    """
+    cases, preds = review_cases, audit_records
+    stmt = (
+        sa.select(
+            cases.c.case_id,
+            cases.c.model_name,
+            cases.c.model_version,
+            preds.c.input_snapshot,
+            preds.c.input_row,
+            preds.c.input_hash,
+            cases.c.decision,
+            cases.c.reviewer,
+            cases.c.resolved_at,
+            cases.c.review_record_id,
+            preds.c.record_id.label("prediction_record_id"),
+        )
+        .select_from(cases.outerjoin(preds, preds.c.record_id == cases.c.case_id))
+        .where(cases.c.status == STATUS_RESOLVED)
+        .order_by(cases.c.resolved_at, cases.c.case_id)
+    )
+    if model_name is not None:
+        stmt = stmt.where(cases.c.model_name == model_name)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    orphans = [r.case_id for r in rows if r.prediction_record_id is None]
+    if orphans:
+        raise ChainBroken(
+            f"{len(orphans)} resolved review case(s) have no prediction record, e.g. {orphans[0]}",
+            hint="run mlops audit verify",
+        )
+    frame = pd.DataFrame(
+        {
+            "case_id": [r.case_id for r in rows],
+            "model_name": [r.model_name for r in rows],
+            "model_version": [r.model_version for r in rows],
+            "input_snapshot": [r.input_snapshot for r in rows],
+            "input_row": pd.array([r.input_row for r in rows], dtype="int64"),
+            "input_hash": [r.input_hash for r in rows],
+            "decision": [r.decision for r in rows],
+            "label": pd.array([LABEL_BY_DECISION[r.decision] for r in rows], dtype="int64"),
+            "label_source": ["review"] * len(rows),
+            "reviewer": [r.reviewer for r in rows],
+            "resolved_at": pd.to_datetime([as_utc(r.resolved_at) for r in rows], utc=True),
+            "review_record_id": [r.review_record_id for r in rows],
+        },
+        columns=list(RESOLVED_COLUMNS),
+    )
+    return frame

@@ -1,0 +1,162 @@
+"""Tables of the audit and review store (SQLAlchemy Core; SQLite and PostgreSQL).
+
+``audit_records`` and ``audit_anchors`` are append-only: :func:`create_schema` installs
+triggers that refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL). The triggers stop
+accidents and casual edits; someone with DDL rights can drop them, which is what the hash
+chain and the anchors are for (see :mod:`mlops.audit`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from mlops.audit_hashing import GENESIS_HASH
+
+metadata = sa.MetaData()
+
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid
+_HEX = sa.String(64)
+# Native uuid on PostgreSQL (16 bytes, memcmp index); the 36-character text elsewhere.
+_UUID = sa.String(36).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
+
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    sa.Column("record_id", _UUID, nullable=False, unique=True),
+    sa.Column("record_type", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("batch_id", sa.String()),
+    sa.Column("entity_key", _HEX),
+    sa.Column("model_name", sa.String()),
+    sa.Column("model_version", sa.String()),
+    sa.Column("model_alias", sa.String()),
+    sa.Column("role", sa.String(16)),
+    sa.Column("score", sa.Double()),
+    sa.Column("decision", sa.String()),
+    sa.Column("confidence", sa.Double()),
+    sa.Column("review_routed", sa.Boolean()),
+    sa.Column("review_reason", sa.String()),
+    sa.Column("input_snapshot", _HEX),
+    sa.Column("input_row", sa.BigInteger()),
+    sa.Column("input_hash", _HEX),
+    sa.Column("payload", sa.JSON(none_as_null=True)),
+    sa.Column("prev_hash", _HEX, nullable=False),
+    sa.Column("record_hash", _HEX, nullable=False),
+)
+
+# One row (id = 1): the seq and hash of the newest record. Writers lock it (FOR UPDATE on
+# PostgreSQL; SQLite's BEGIN IMMEDIATE locks the whole file) so appends never fork.
+audit_chain_head = sa.Table(
+    "audit_chain_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("record_hash", _HEX, nullable=False),
+)
+
+audit_anchors = sa.Table(
+    "audit_anchors",
+    metadata,
+    sa.Column("anchor_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("record_hash", _HEX, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+review_cases = sa.Table(
+    "review_cases",
+    metadata,
+    sa.Column("case_id", _UUID, primary_key=True),  # = the prediction's record_id
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("routing_reason", sa.String(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("batch_id", sa.String()),
+    sa.Column("model_name", sa.String(), nullable=False),
+    sa.Column("model_version", sa.String(), nullable=False),
+    sa.Column("role", sa.String(16)),
+    sa.Column("score", sa.Double()),
+    sa.Column("reviewer", sa.String()),
+    sa.Column("decision", sa.String(16)),
+    sa.Column("resolution_reason", sa.String()),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("review_record_id", _UUID),
+)
+
+APPEND_ONLY_TABLES: Final = ("audit_records", "audit_anchors")
+
+
+def create_audit_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for the audit store; on SQLite: WAL, ``synchronous=NORMAL``, 30 s busy wait."""
+    if url.startswith("sqlite"):
+        connect_args = {"timeout": 30.0, **kwargs.pop("connect_args", {})}
+        engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def qualified(conn: Connection, table: sa.Table) -> str:
+    """The table name for raw SQL, honouring a ``schema_translate_map`` on the connection."""
+    schema = table.schema
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(schema, schema)
+    quote = conn.dialect.identifier_preparer.quote
+    return f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables, the chain head row and the append-only triggers (idempotent)."""
+    with engine.begin() as conn:
+        metadata.create_all(conn, checkfirst=True)
+        _install_guards(conn)
+    try:
+        with engine.begin() as conn:
+            present = conn.execute(sa.select(audit_chain_head.c.id)).first()
+            if present is None:
+                conn.execute(audit_chain_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
+    except IntegrityError:  # another process created it at the same moment
+        pass
+
+
+def _install_guards(conn: Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        for name in APPEND_ONLY_TABLES:
+            table = qualified(conn, metadata.tables[name])
+            for op in ("UPDATE", "DELETE"):
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER IF NOT EXISTS {name}_no_{op.lower()} BEFORE {op} ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
+                )
+    elif conn.dialect.name == "postgresql":
+        translate = conn.get_execution_options().get("schema_translate_map") or {}
+        schema = translate.get(None)
+        func = f'"{schema}".audit_refuse_change' if schema else "audit_refuse_change"
+        conn.exec_driver_sql(
+            f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            # %% is a literal % for the driver (psycopg2 formats the statement)
+            "BEGIN RAISE EXCEPTION '%% is append-only (%% refused)', TG_TABLE_NAME, TG_OP; END $$"
+        )
+        for name in APPEND_ONLY_TABLES:
+            table = qualified(conn, metadata.tables[name])
+            conn.exec_driver_sql(
+                f"CREATE OR REPLACE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION {func}()"
+            )
+            conn.exec_driver_sql(
+                f"CREATE OR REPLACE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {table} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {func}()"
+            )

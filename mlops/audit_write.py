@@ -1,0 +1,326 @@
+"""Appending to the audit chain: bulk prediction batches and single events.
+
+Every append runs in one transaction that first locks the chain head (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL and others: ``SELECT ... FOR UPDATE`` on the one-row
+``audit_chain_head``), so two writers can never link to the same predecessor. A batch is
+all-or-nothing: it is encoded, hashed and written in chunks inside that one transaction.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import repeat
+from typing import Any, Final
+
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import SecretStr
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from mlops.audit_encode import (
+    DECIDING_ROLES,
+    PREDICTION_COLUMNS,
+    RECORD_PREDICTION,
+    REQUIRED_PREDICTION_COLUMNS,
+    ROLES,
+    EncodedChunk,
+    RecordIds,
+    encode_chunk,
+    validate_predictions,
+)
+from mlops.audit_hashing import chain_hashes, check_hex64, normalise_payload, record_hash
+from mlops.audit_schema import audit_chain_head, audit_records, qualified, review_cases
+from mlops.errors import InputError, MlopsError
+
+__all__ = [
+    "DECIDING_ROLES",
+    "RECORD_PREDICTION",
+    "RECORD_PROMOTION",
+    "RECORD_REVIEW",
+    "RECORD_ROLLBACK",
+    "REQUIRED_PREDICTION_COLUMNS",
+    "ROLES",
+    "AppendResult",
+    "AuditStoreError",
+    "append_event",
+    "append_events_locked",
+    "append_predictions",
+    "chain_transaction",
+    "event_fields",
+    "lock_head",
+]
+
+RECORD_REVIEW: Final = "review"
+RECORD_PROMOTION: Final = "promotion"
+RECORD_ROLLBACK: Final = "rollback"
+CHUNK_ROWS: Final = 50_000
+_WRITE_ORDER: Final = ("seq", "created_at", *PREDICTION_COLUMNS, "prev_hash", "record_hash")
+
+
+class AuditStoreError(MlopsError):
+    """The audit store is not usable (schema missing, unreachable database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append wrote: the seq range, the record ids in input order, the new head."""
+
+    first_seq: int
+    last_seq: int
+    record_ids: pd.Series
+    head_hash: str
+    created_at: datetime
+    cases_opened: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+# --- transactions and the chain head ---------------------------------------------------
+
+
+@contextmanager
+def chain_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction holding the chain lock from its first statement on.
+
+    SQLite: ``BEGIN IMMEDIATE`` (driver autocommit off, so we own BEGIN/COMMIT). Others: an
+    ordinary transaction; :func:`lock_head` then takes ``SELECT ... FOR UPDATE``.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+    else:
+        with engine.begin() as conn:
+            yield conn
+
+
+def lock_head(conn: Connection) -> tuple[int, str]:
+    """The chain head (seq, hash), locked for this transaction."""
+    stmt = sa.select(audit_chain_head.c.seq, audit_chain_head.c.record_hash).where(audit_chain_head.c.id == 1)
+    if conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    try:
+        row = conn.execute(stmt).first()
+    except (OperationalError, ProgrammingError) as exc:
+        raise AuditStoreError(
+            f"the audit store has no schema ({type(exc.orig).__name__})",
+            hint="call mlops.audit.create_schema(engine) once",
+        ) from exc
+    if row is None:
+        raise AuditStoreError(
+            "the audit chain head row is missing", hint="call mlops.audit.create_schema(engine)"
+        )
+    return int(row.seq), str(row.record_hash)
+
+
+def _set_head(conn: Connection, seq: int, head_hash: str) -> None:
+    conn.execute(
+        audit_chain_head.update().where(audit_chain_head.c.id == 1).values(seq=seq, record_hash=head_hash)
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def event_fields(
+    record_type: str,
+    payload: Mapping[str, Any] | None,
+    columns: Mapping[str, Any],
+) -> dict[str, Any]:
+    allowed = {"batch_id", "entity_key", "model_name", "model_version", "model_alias", "decision"}
+    unknown = set(columns) - allowed
+    if unknown:
+        raise InputError(f"an event cannot set {sorted(unknown)}; put them in the payload")
+    fields: dict[str, Any] = dict.fromkeys(
+        (
+            "batch_id",
+            "entity_key",
+            "model_name",
+            "model_version",
+            "model_alias",
+            "role",
+            "score",
+            "decision",
+            "confidence",
+            "review_routed",
+            "review_reason",
+            "input_snapshot",
+            "input_row",
+            "input_hash",
+        )
+    )
+    for name, value in columns.items():
+        fields[name] = None if value is None else str(value)
+    if fields["entity_key"] is not None:
+        check_hex64([fields["entity_key"]], "entity_key")
+    fields["record_type"] = record_type
+    fields["payload"] = normalise_payload(payload)
+    return fields
+
+
+def append_events_locked(
+    conn: Connection, events: Sequence[Mapping[str, Any]]
+) -> tuple[datetime, list[tuple[int, str, str]]]:
+    """Append prepared event fields inside a :func:`chain_transaction`.
+
+    Returns the records' created_at and (seq, record_id, record_hash) of each.
+    """
+    seq, prev = lock_head(conn)
+    created_at = _now()
+    rows: list[dict[str, Any]] = []
+    written: list[tuple[int, str, str]] = []
+    for fields, record_id in zip(events, RecordIds().take(len(events)), strict=True):
+        seq += 1
+        full = {**fields, "record_id": record_id, "created_at": created_at}
+        digest = record_hash(prev, full)
+        rows.append({**full, "seq": seq, "prev_hash": prev, "record_hash": digest})
+        written.append((seq, record_id, digest))
+        prev = digest
+    if rows:
+        conn.execute(audit_records.insert(), rows)
+        _set_head(conn, seq, prev)
+    return created_at, written
+
+
+def _check_record_type(record_type: str) -> None:
+    if record_type == RECORD_PREDICTION:
+        raise InputError("predictions are appended with append_predictions, not as events")
+    if not record_type.isidentifier() or not record_type.islower() or len(record_type) > 32:
+        raise InputError(f"record_type must be a short lowercase identifier, got {record_type!r}")
+
+
+def append_event(
+    engine: Engine,
+    record_type: str,
+    payload: Mapping[str, Any],
+    *,
+    model_name: str | None = None,
+    model_version: str | int | None = None,
+    model_alias: str | None = None,
+    batch_id: str | None = None,
+    decision: str | None = None,
+) -> AppendResult:
+    """Append one non-prediction record (review, promotion, rollback, ...) to the chain.
+
+    ``payload`` is a JSON object (reviewer, decision, reason / promotion evidence, ...);
+    floats must be finite. It is stored in the ``payload`` JSON column and hashed canonically.
+    """
+    _check_record_type(record_type)
+    fields = event_fields(
+        record_type,
+        payload,
+        {
+            "model_name": model_name,
+            "model_version": model_version,
+            "model_alias": model_alias,
+            "batch_id": batch_id,
+            "decision": decision,
+        },
+    )
+    with chain_transaction(engine) as conn:
+        created_at, ((seq, record_id, digest),) = append_events_locked(conn, [fields])
+    return AppendResult(seq, seq, pd.Series([record_id], dtype=object), digest, created_at)
+
+
+# --- predictions -------------------------------------------------------------------------
+
+
+def _write_chunk(
+    conn: Connection,
+    first_seq: int,
+    created_at: datetime,
+    chunk: EncodedChunk,
+    prevs: list[str],
+    hashes: list[str],
+) -> None:
+    seqs = range(first_seq, first_seq + len(hashes))
+    table = qualified(conn, audit_records)
+    column_list = ", ".join(_WRITE_ORDER)
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        created = created_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        marks = ", ".join("?" * len(_WRITE_ORDER))
+        rows = list(zip(seqs, repeat(created), *chunk.db_columns(), prevs, hashes, strict=False))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(f"INSERT INTO {table} ({column_list}) VALUES ({marks})", rows)
+        cursor.close()
+    elif dialect == "postgresql":
+        text = chunk.copy_text(first_seq, created_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"), prevs, hashes)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.copy_expert(f"COPY {table} ({column_list}) FROM STDIN", io.StringIO(text), 1 << 20)
+        cursor.close()
+    else:
+        rows_dicts = [
+            dict(zip(_WRITE_ORDER, values, strict=True))
+            for values in zip(seqs, repeat(created_at), *chunk.db_columns(), prevs, hashes, strict=False)
+        ]
+        conn.execute(audit_records.insert(), rows_dicts)
+
+
+def append_predictions(
+    engine: Engine,
+    batch: pd.DataFrame | Mapping[str, Any],
+    *,
+    batch_id: str,
+    hash_key: SecretStr | str | bytes | None = None,
+    open_cases: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> AppendResult:
+    """Append one audit record per row of ``batch``, in row order, as one transaction.
+
+    ``batch`` is a DataFrame (or a mapping of columns; scalars broadcast) with the columns
+    ``model_name, model_version, role, score, decision, input_snapshot, input_row,
+    input_hash`` and either ``entity_key`` (an HMAC hex from :func:`entity_key`) or
+    ``entity_id`` plus ``hash_key`` (keyed here; the raw id is never written). Optional:
+    ``model_alias``, ``confidence``, ``review_routed``, ``review_reason``. Other columns
+    (features, sensitive attributes) are ignored and never stored.
+
+    With ``open_cases`` a review case is opened, in the same transaction, for every routed
+    row of a deciding role (champion, canary). Returns the seq range and the record ids
+    (a Series on the batch's index). Nothing is written if any row is invalid.
+    """
+    try:
+        frame = batch if isinstance(batch, pd.DataFrame) else pd.DataFrame(dict(batch))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"prediction batch: cannot make a frame of the columns ({exc})") from exc
+    if not batch_id:
+        raise InputError("prediction batch: batch_id is required")
+    validate_predictions(frame, hash_key)
+    ids = RecordIds()
+    all_ids: list[str] = []
+    with chain_transaction(engine) as conn:
+        head_seq, head_hash = lock_head(conn)
+        created_at = _now()
+        seq = head_seq
+        case_rows: list[dict[str, Any]] = []
+        for start in range(0, len(frame), chunk_rows):
+            chunk = encode_chunk(frame.iloc[start : start + chunk_rows], batch_id, hash_key, ids)
+            hashes = chain_hashes(head_hash, created_at, chunk.hash_tails())
+            _write_chunk(conn, seq + 1, created_at, chunk, [head_hash, *hashes[:-1]], hashes)
+            if open_cases:
+                case_rows.extend(chunk.case_rows(created_at))
+            seq += len(hashes)
+            head_hash = hashes[-1]
+            all_ids.extend(chunk.record_id)
+        if case_rows:
+            conn.execute(review_cases.insert(), case_rows)
+        _set_head(conn, seq, head_hash)
+    record_ids = pd.Series(all_ids, index=frame.index, dtype=object, name="record_id")
+    return AppendResult(head_seq + 1, seq, record_ids, head_hash, created_at, len(case_rows))

@@ -1,0 +1,630 @@
+"""Audit chain and review queue on SQLite: hashing, tampering, anchors, privacy, reviews."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import struct
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from mlops import audit
+from mlops.audit_schema import APPEND_ONLY_TABLES, metadata
+from mlops.errors import ChainBroken, InputError
+
+pytestmark = pytest.mark.unit
+
+KEY = "unit-test-key"
+SNAPSHOT = hashlib.sha256(b"snapshot").hexdigest()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = audit.create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    audit.create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+def batch(n: int = 4, *, routed: tuple[int, ...] = (), start: int = 0) -> pd.DataFrame:
+    """n champion rows then n shadow rows for entities APP-<start>..; ``routed`` champion rows."""
+    ids = [f"APP-{i:06d}" for i in range(start, start + n)]
+    scores = np.linspace(0.05, 0.95, n)
+    half = pd.DataFrame(
+        {
+            "entity_id": ids,
+            "gender": "SENSITIVE-VALUE",
+            "input_snapshot": SNAPSHOT,
+            "input_row": np.arange(n, dtype=np.int64),
+            "input_hash": [hashlib.sha256(i.encode()).hexdigest() for i in ids],
+            "model_name": "credit-risk",
+            "confidence": np.abs(scores - 0.5) * 2,
+        }
+    )
+    champion = half.assign(
+        model_version="3",
+        model_alias="champion",
+        role="champion",
+        score=scores,
+        decision=np.where(scores > 0.5, "decline", "approve"),
+        review_routed=[i in routed for i in range(n)],
+        review_reason=["low confidence" if i in routed else None for i in range(n)],
+    )
+    shadow = half.assign(
+        model_version="4",
+        model_alias="challenger",
+        role="shadow",
+        score=scores / 2,
+        decision="approve",
+        review_routed=False,
+        review_reason=None,
+    )
+    return pd.concat([champion, shadow], ignore_index=True)
+
+
+def fill(engine: Engine, n: int = 4) -> audit.AppendResult:
+    """A chain of 2n predictions, one promotion event, then n more predictions."""
+    audit.append_predictions(engine, batch(n), batch_id="b-1", hash_key=KEY)
+    audit.append_event(engine, "promotion", {"from": "3", "to": "4", "auc": 0.81}, model_name="credit-risk")
+    return audit.append_predictions(engine, batch(n, start=n)[:n], batch_id="b-2", hash_key=KEY)
+
+
+def unguard(engine: Engine) -> None:
+    """Drop the append-only triggers, as an attacker with DDL rights would."""
+    with engine.begin() as conn:
+        for name in APPEND_ONLY_TABLES:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_no_update")
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_no_delete")
+
+
+def sql(engine: Engine, *statements: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement), params)
+
+
+def row(engine: Engine, seq: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(audit.audit_records).where(audit.audit_records.c.seq == seq))
+        return dict(found.one()._mapping)
+
+
+def fields_of(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in audit.CANONICAL_FIELDS}
+
+
+def forged_after(engine: Engine, seq: int) -> dict[str, Any]:
+    """A plausible record that links to record ``seq`` with a correctly computed hash."""
+    base = row(engine, seq)
+    forged = {**base, "record_id": str(uuid.uuid4()), "score": 0.001, "decision": "approve"}
+    forged["prev_hash"] = base["record_hash"]
+    forged["record_hash"] = audit.record_hash(forged["prev_hash"], fields_of(forged))
+    return forged
+
+
+def insert(engine: Engine, record: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(audit.audit_records.insert().values(**record))
+
+
+def brk(engine: Engine, **kwargs: Any) -> audit.ChainBreak:
+    report = audit.verify_chain(engine, **kwargs)
+    assert not report.ok and report.first_break is not None, report
+    with pytest.raises(ChainBroken):
+        report.raise_if_broken()
+    return report.first_break
+
+
+# --- canonical form ----------------------------------------------------------------------
+
+
+def _prediction_fields() -> dict[str, Any]:
+    return {
+        "created_at": datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        "record_id": "01234567-89ab-7def-8123-456789abcdef",
+        "record_type": "prediction",
+        "batch_id": "b-1",
+        "entity_key": "a" * 64,
+        "model_name": "credit-risk",
+        "model_version": "3",
+        "model_alias": "champion",
+        "role": "champion",
+        "score": 0.1,
+        "decision": "approve",
+        "confidence": None,
+        "review_routed": False,
+        "review_reason": None,
+        "input_snapshot": "b" * 64,
+        "input_row": 7,
+        "input_hash": "c" * 64,
+        "payload": None,
+    }
+
+
+def test_canonical_bytes_are_pinned() -> None:
+    expected = (
+        '["mlops-audit/1","' + "0" * 64 + '","2024-01-02T03:04:05.000006Z",'
+        '"01234567-89ab-7def-8123-456789abcdef","prediction","b-1","' + "a" * 64 + '",'
+        '"credit-risk","3","champion","champion",0.1,"approve",null,false,null,'
+        '"' + "b" * 64 + '",7,"' + "c" * 64 + '",null]'
+    ).encode()
+    fields = _prediction_fields()
+    assert audit.canonical_record_bytes(audit.GENESIS_HASH, fields) == expected
+    assert audit.record_hash(audit.GENESIS_HASH, fields) == hashlib.sha256(expected).hexdigest()
+
+
+def test_payload_is_canonical_sorted_utf8_and_floats_by_repr() -> None:
+    fields = {**_prediction_fields(), "record_type": "review", "score": 1e-05}
+    fields["payload"] = {"b": 1.0, "a": "é\n", "c": [1e16, None, True]}
+    text = audit.canonical_record_bytes("f" * 64, fields).decode()
+    assert text.endswith(',{"a":"é\\n","b":1.0,"c":[1e+16,null,true]}]')
+    assert ",1e-05," in text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.1, "0.1"),
+        (1.0, "1.0"),
+        (0.0001, "0.0001"),
+        (1e15, "1000000000000000.0"),
+        (1e-05, "1e-05"),
+        (1e16, "1e+16"),
+        (2.5e-17, "2.5e-17"),
+        ('q"b\\', '"q\\"b\\\\"'),
+        ("\b\f\n\r\t\x01\x7f", '"\\b\\f\\n\\r\\t\\u0001\x7f"'),
+        ("é\u2028模", '"é\u2028模"'),
+    ],
+)
+def test_scalar_encodings_match_the_documented_spec(value: object, text: str) -> None:
+    fields = {**_prediction_fields(), "decision": value}
+    assert f",{text},".encode() in audit.canonical_record_bytes(audit.GENESIS_HASH, fields)
+
+
+# --- intact chain and the fast path ------------------------------------------------------
+
+
+def test_empty_chain_verifies(engine: Engine) -> None:
+    report = audit.verify_chain(engine)
+    assert report.ok and report.records_checked == 0 and report.last_hash == audit.GENESIS_HASH
+
+
+def test_intact_chain_verifies_across_pages(engine: Engine) -> None:
+    result = fill(engine)
+    assert (result.first_seq, result.last_seq) == (10, 13)
+    report = audit.verify_chain(engine, page_size=3)
+    assert report.ok, report.first_break
+    assert report.records_checked == 13 and report.last_hash == result.head_hash
+
+
+def test_create_schema_is_idempotent(engine: Engine) -> None:
+    fill(engine, 2)
+    audit.create_schema(engine)
+    assert audit.verify_chain(engine).records_checked == 7
+
+
+def test_fast_path_matches_reference_on_awkward_values(engine: Engine) -> None:
+    frame = batch(3, routed=(1,))
+    frame["model_name"] = ['crédit\t"risk"\\', "模型\n", "\u0001ctl"] * 2
+    frame["review_reason"] = ["x", 'quote " and \\ backslash', None, None, None, None]
+    frame.loc[0, "confidence"] = np.nan
+    frame["model_alias"] = None
+    result = audit.append_predictions(engine, frame, batch_id="b\u2028", hash_key=KEY, chunk_rows=4)
+    assert audit.verify_chain(engine).ok
+    with engine.connect() as conn:
+        names = conn.execute(sa.select(audit.audit_records.c.model_name)).scalars().all()
+    assert names == frame["model_name"].tolist()
+    assert result.record_ids.index.equals(frame.index)
+
+
+def test_record_ids_are_uuid7_unique_and_rising(engine: Engine) -> None:
+    result = audit.append_predictions(engine, batch(50), batch_id="b", hash_key=KEY, chunk_rows=7)
+    ids = result.record_ids.tolist()
+    assert len(set(ids)) == 100 and ids == sorted(ids)
+    assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+@pytest.mark.parametrize(
+    "score",
+    [0.1, 1 / 3, 5e-324, 1 - 2**-53, math.nextafter(0.5, 1.0), 1e-300, 0.0, 2.5e-17],
+)
+def test_score_round_trips_exactly(engine: Engine, score: float) -> None:
+    frame = batch(1).iloc[:1].assign(score=score)
+    audit.append_predictions(engine, frame, batch_id="b", hash_key=KEY)
+    stored = row(engine, 1)["score"]
+    assert struct.pack("<d", stored) == struct.pack("<d", score)
+    assert audit.verify_chain(engine).ok
+
+
+# --- tampering ---------------------------------------------------------------------------
+
+
+def test_store_refuses_update_and_delete(engine: Engine) -> None:
+    fill(engine, 2)
+    with pytest.raises(sa.exc.IntegrityError, match="append-only"):
+        sql(engine, "UPDATE audit_records SET score = 0.5 WHERE seq = 2")
+    with pytest.raises(sa.exc.IntegrityError, match="append-only"):
+        sql(engine, "DELETE FROM audit_records WHERE seq = 2")
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("score", 0.5),
+        ("model_version", "9"),
+        ("review_routed", 1),
+        ("created_at", "2020-01-01 00:00:00.000000"),
+    ],
+)
+def test_edited_field_is_named(engine: Engine, column: str, value: object) -> None:
+    fill(engine)
+    unguard(engine)
+    victim = row(engine, 3)
+    sql(engine, f"UPDATE audit_records SET {column} = :v WHERE seq = 3", v=value)
+    found = brk(engine, page_size=2)
+    assert (found.kind, found.seq, found.record_id) == ("edited", 3, victim["record_id"])
+
+
+def test_edited_event_payload_is_named(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)
+    sql(engine, "UPDATE audit_records SET payload = '{\"auc\": 0.99}' WHERE seq = 9")
+    assert (brk(engine).kind, brk(engine).seq) == ("edited", 9)
+
+
+def test_deleted_record_is_named(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)
+    sql(engine, "DELETE FROM audit_records WHERE seq = 5")
+    found = brk(engine, page_size=4)
+    assert (found.kind, found.seq, found.record_id) == ("deleted", 5, None)
+
+
+def test_deleted_first_records_are_named(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)
+    sql(engine, "DELETE FROM audit_records WHERE seq <= 2")
+    assert (brk(engine).kind, brk(engine).seq) == ("deleted", 1)
+
+
+def test_deleted_tail_is_caught_by_the_chain_head(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)
+    sql(engine, "DELETE FROM audit_records WHERE seq >= 12")
+    found = brk(engine)
+    assert (found.kind, found.seq) == ("deleted", 12)
+
+
+def test_deleted_tail_with_head_rewound_is_caught_by_an_anchor(engine: Engine) -> None:
+    fill(engine)
+    audit.anchor_head(engine)
+    unguard(engine)
+    last = row(engine, 12)
+    sql(
+        engine,
+        "DELETE FROM audit_records WHERE seq = 13",
+        "UPDATE audit_chain_head SET seq = 12, record_hash = :h",
+        h=last["record_hash"],
+    )
+    found = brk(engine)
+    assert (found.kind, found.seq) == ("deleted", 13)
+
+
+def test_inserted_record_in_the_middle_is_named(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)
+    forged = forged_after(engine, 4)
+    sql(
+        engine,
+        "UPDATE audit_records SET seq = -seq WHERE seq > 4",
+        "UPDATE audit_records SET seq = -seq + 1 WHERE seq < 0",
+        "UPDATE audit_chain_head SET seq = seq + 1",
+    )
+    insert(engine, {**forged, "seq": 5})
+    for page_size in (3, 4, 5, 100):  # the skip may be seen across a page boundary
+        found = brk(engine, page_size=page_size)
+        assert (found.kind, found.seq, found.record_id) == ("inserted", 5, forged["record_id"])
+
+
+def test_inserted_record_with_a_made_up_hash_is_named(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)
+    forged = {**forged_after(engine, 4), "record_hash": hashlib.sha256(b"x").hexdigest()}
+    sql(
+        engine,
+        "UPDATE audit_records SET seq = -seq WHERE seq > 4",
+        "UPDATE audit_records SET seq = -seq + 1 WHERE seq < 0",
+    )
+    insert(engine, {**forged, "seq": 5})
+    found = brk(engine, page_size=5)
+    assert (found.kind, found.seq, found.record_id) == ("inserted", 5, forged["record_id"])
+
+
+def test_inserted_record_at_the_end_is_named(engine: Engine) -> None:
+    fill(engine)
+    forged = forged_after(engine, 13)
+    insert(engine, {**forged, "seq": 14})  # a plain INSERT: the guards allow appends
+    found = brk(engine)
+    assert (found.kind, found.seq, found.record_id) == ("inserted", 14, forged["record_id"])
+
+
+@pytest.mark.parametrize(("a", "b"), [(3, 4), (2, 11)])
+def test_reordered_records_are_named(engine: Engine, a: int, b: int) -> None:
+    fill(engine)
+    unguard(engine)
+    moved = row(engine, b)
+    sql(
+        engine,
+        "UPDATE audit_records SET seq = -1 WHERE seq = :a",
+        "UPDATE audit_records SET seq = :a WHERE seq = :b",
+        "UPDATE audit_records SET seq = :b WHERE seq = -1",
+        a=a,
+        b=b,
+    )
+    found = brk(engine, page_size=3)
+    assert (found.kind, found.seq, found.record_id) == ("reordered", a, moved["record_id"])
+
+
+def _rewrite_from(engine: Engine, seq: int) -> None:
+    """Edit record ``seq`` and recompute every later hash and the chain head."""
+    unguard(engine)
+    with engine.connect() as conn:
+        records = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(audit.audit_records)
+                .where(audit.audit_records.c.seq >= seq)
+                .order_by(audit.audit_records.c.seq)
+            )
+        ]
+    prev = row(engine, seq - 1)["record_hash"]
+    records[0]["score"] = 0.999
+    with engine.begin() as conn:
+        for record in records:
+            digest = audit.record_hash(prev, fields_of(record))
+            conn.execute(
+                audit.audit_records.update()
+                .where(audit.audit_records.c.seq == record["seq"])
+                .values(score=record["score"], prev_hash=prev, record_hash=digest)
+            )
+            prev = digest
+        conn.execute(audit.audit_chain_head.update().values(record_hash=prev))
+
+
+def test_full_rewrite_passes_the_chain_but_not_the_anchor(engine: Engine) -> None:
+    fill(engine)
+    anchor = audit.anchor_head(engine)
+    assert (anchor.seq, audit.verify_chain(engine).anchors_checked) == (13, 1)
+    _rewrite_from(engine, 6)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(audit.audit_anchors)).scalar()
+    found = brk(engine)
+    assert (found.kind, found.seq) == ("rewritten", 13)
+
+
+def test_full_rewrite_including_the_anchor_table_is_caught_by_a_file_anchor(
+    engine: Engine, tmp_path: Path
+) -> None:
+    fill(engine)
+    report = audit.verify_chain(engine, anchor=True)
+    path = audit.export_anchor(audit.anchor_head(engine), tmp_path / "anchors" / "head.json")
+    assert report.ok and audit.load_anchors(path)[0].seq == 13
+    _rewrite_from(engine, 2)
+    sql(engine, "DELETE FROM audit_anchors")
+    assert audit.verify_chain(engine).ok  # the chain alone cannot tell
+    found = brk(engine, anchors=audit.load_anchors(path))
+    assert (found.kind, found.seq) == ("rewritten", 13)
+    assert str(path) in found.detail
+
+
+def test_anchor_beyond_the_end_reports_the_truncation(engine: Engine, tmp_path: Path) -> None:
+    fill(engine)
+    path = audit.export_anchor(audit.anchor_head(engine), tmp_path / "a.json")
+    unguard(engine)
+    sql(
+        engine,
+        "DELETE FROM audit_records WHERE seq > 10",
+        "DELETE FROM audit_anchors",
+        "UPDATE audit_chain_head SET seq = 10, record_hash = :h",
+        h=row(engine, 10)["record_hash"],
+    )
+    found = brk(engine, anchors=audit.load_anchors(path))
+    assert (found.kind, found.seq) == ("deleted", 11)
+
+
+def test_bad_anchor_file_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text('{"seq": 1}')
+    with pytest.raises(InputError, match="not an anchor"):
+        audit.load_anchors(path)
+
+
+# --- privacy -----------------------------------------------------------------------------
+
+
+def test_raw_ids_and_sensitive_values_are_never_stored(engine: Engine, tmp_path: Path) -> None:
+    frame = batch(5, routed=(2,))
+    result = audit.append_predictions(engine, frame, batch_id="b", hash_key=KEY)
+    audit.resolve_case(engine, result.record_ids[2], "alice", "decline", "thin file")
+    with engine.connect() as conn:
+        dumped = " ".join(
+            str(list(r)) for table in metadata.sorted_tables for r in conn.execute(sa.select(table))
+        )
+    engine.dispose()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+    for secret in ["APP-000003", "SENSITIVE-VALUE", KEY]:
+        assert secret not in dumped and secret.encode() not in raw
+    assert audit.entity_key("APP-000003", KEY) in dumped
+
+
+def test_entity_key_is_hmac_sha256_and_vectorised() -> None:
+    ids = pd.Series(["APP-1", "APP-2"], index=[10, 20])
+    keys = audit.entity_key(ids, KEY)
+    expected = hmac.new(KEY.encode(), b"APP-1", hashlib.sha256).hexdigest()
+    assert keys.index.tolist() == [10, 20] and keys[10] == expected
+    assert audit.entity_key("APP-1", KEY) == expected
+    assert audit.entity_key(123, KEY) == audit.entity_key("123", KEY)
+    assert audit.entity_key(pd.Series([123]), KEY)[0] == audit.entity_key("123", KEY)
+    assert audit.entity_key("APP-1", "other-key") != expected
+
+
+@pytest.mark.parametrize("bad", [pd.Series([1.5]), pd.Series(["a", None])])
+def test_entity_key_refuses_floats_and_missing_ids(bad: pd.Series) -> None:
+    with pytest.raises(InputError):
+        audit.entity_key(bad, KEY)
+
+
+# --- input errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns=["input_hash"]), "missing columns"),
+        (lambda f: f.assign(role="mystery"), "unknown roles"),
+        (lambda f: f.assign(score=np.nan), "NaN or infinite"),
+        (lambda f: f.assign(input_row=-1), "non-negative"),
+        (lambda f: f.assign(input_hash="not-a-hash"), "input_hash"),
+        (lambda f: f.assign(entity_key=f["entity_id"]), "entity_key"),
+        (lambda f: f.assign(review_routed=True, review_reason=None), "review_reason"),
+        (lambda f: f.iloc[:0], "empty"),
+    ],
+)
+def test_bad_batches_are_refused_and_nothing_is_written(engine: Engine, change: Any, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        audit.append_predictions(engine, change(batch(3)), batch_id="b", hash_key=KEY)
+    assert audit.verify_chain(engine).records_checked == 0
+
+
+def test_a_bad_row_in_a_late_chunk_rolls_back_the_whole_batch(engine: Engine) -> None:
+    fill(engine, 2)
+    frame = batch(5)
+    frame.loc[9, "input_hash"] = "F" * 64  # uppercase: not canonical hex
+    with pytest.raises(InputError, match="input_hash"):
+        audit.append_predictions(engine, frame, batch_id="b", hash_key=KEY, chunk_rows=3)
+    report = audit.verify_chain(engine)
+    assert report.ok and report.records_checked == 7
+    assert audit.list_open_cases(engine) == []
+
+
+def test_entity_id_without_a_key_is_refused(engine: Engine) -> None:
+    with pytest.raises(InputError, match="hash_key"):
+        audit.append_predictions(engine, batch(2), batch_id="b")
+
+
+def test_events_validate_type_and_payload(engine: Engine) -> None:
+    with pytest.raises(InputError, match="append_predictions"):
+        audit.append_event(engine, "prediction", {})
+    with pytest.raises(InputError, match="canonical JSON"):
+        audit.append_event(engine, "promotion", {"auc": float("nan")})
+    with pytest.raises(InputError, match="JSON object"):
+        audit.append_event(engine, "rollback", ["not", "an", "object"])  # type: ignore[arg-type]
+
+
+def test_missing_schema_is_a_clear_error(tmp_path: Path) -> None:
+    eng = audit.create_audit_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(audit.AuditStoreError, match="create_schema"):
+        audit.append_event(eng, "promotion", {})
+    with pytest.raises(audit.AuditStoreError, match="create_schema"):
+        audit.verify_chain(eng)
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+def test_concurrent_appenders_do_not_fork_the_chain(engine: Engine) -> None:
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(8):
+                audit.append_predictions(engine, batch(3, start=100 * n + i), batch_id=f"w{n}", hash_key=KEY)
+                audit.append_event(engine, "promotion", {"writer": n, "i": i})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    report = audit.verify_chain(engine)
+    assert report.ok and report.records_checked == 3 * 8 * 7
+
+
+# --- review queue ------------------------------------------------------------------------
+
+
+def test_review_round_trip(engine: Engine) -> None:
+    result = audit.append_predictions(engine, batch(4, routed=(1, 3)), batch_id="b", hash_key=KEY)
+    assert result.cases_opened == 2  # routed champion rows only
+    open_cases = audit.list_open_cases(engine, model_name="credit-risk")
+    assert [c.case_id for c in open_cases] == [result.record_ids[1], result.record_ids[3]]
+    assert audit.list_open_cases(engine, model_name="other") == []
+    case = open_cases[0]
+    assert (case.status, case.routing_reason, case.model_version) == ("open", "low confidence", "3")
+
+    resolved = audit.resolve_case(engine, case.case_id, "alice", "decline", "income unverified")
+    assert resolved.status == "resolved" and audit.get_case(engine, case.case_id) == resolved
+    assert [c.case_id for c in audit.list_open_cases(engine)] == [result.record_ids[3]]
+    audit.resolve_case(engine, result.record_ids[3], "bob", "approve", "verified by phone")
+
+    review = row(engine, 9)
+    assert review["record_type"] == "review" and review["decision"] == "decline"
+    assert review["payload"]["reviewer"] == "alice"
+    assert review["payload"]["case_id"] == case.case_id
+    assert review["record_id"] == resolved.review_record_id
+    assert review["entity_key"] == audit.entity_key("APP-000001", KEY)
+
+    training = audit.resolved_cases(engine)
+    assert training["label"].tolist() == [1, 0]
+    assert training["input_row"].tolist() == [1, 3]
+    assert set(training["input_snapshot"]) == {SNAPSHOT}
+    assert audit.verify_chain(engine).ok
+
+
+def test_case_opened_after_the_fact(engine: Engine) -> None:
+    result = audit.append_predictions(engine, batch(2), batch_id="b", hash_key=KEY)
+    case = audit.open_review_case(engine, result.record_ids[0], "high stakes")
+    assert case.score == pytest.approx(0.05) and case.status == "open"
+    with pytest.raises(audit.ReviewError, match="exists"):
+        audit.open_review_case(engine, result.record_ids[0], "again")
+    with pytest.raises(audit.ReviewCaseNotFound):
+        audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction")
+
+
+def test_review_errors_write_nothing(engine: Engine) -> None:
+    result = audit.append_predictions(engine, batch(2, routed=(0,)), batch_id="b", hash_key=KEY)
+    case_id = result.record_ids[0]
+    audit.resolve_case(engine, case_id, "alice", "approve", "ok")
+    head = audit.verify_chain(engine).last_seq
+    with pytest.raises(audit.ReviewCaseAlreadyResolved, match="alice"):
+        audit.resolve_case(engine, case_id, "bob", "decline", "changed my mind")
+    with pytest.raises(audit.ReviewCaseNotFound):
+        audit.resolve_case(engine, str(uuid.uuid4()), "bob", "approve", "x")
+    with pytest.raises(audit.ReviewCaseNotFound):
+        audit.resolve_case(engine, "not-an-id", "bob", "approve", "x")
+    with pytest.raises(audit.InvalidReviewDecision, match="approve"):
+        audit.resolve_case(engine, case_id, "bob", "maybe", "x")
+    with pytest.raises(audit.InvalidReviewDecision, match="reviewer"):
+        audit.resolve_case(engine, case_id, " ", "approve", "x")
+    assert issubclass(audit.ReviewError, InputError)
+    assert audit.verify_chain(engine).last_seq == head
+    assert audit.get_case(engine, case_id).reviewer == "alice"
