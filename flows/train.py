@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.settings import get_settings
+from tasks.review import gather_review_feedback_task
 from tasks.training import (
     build_lineage_task,
     check_gates_task,
@@ -55,7 +56,11 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     settings = get_settings()
     run_id = flow_run.get_id()
     bundle = load_model_spec_task(model, settings)
-    labelled = gather_labelled_task(bundle, settings)
+    # The feedback loop: cases people resolved in review are labelled rows too.
+    feedback = gather_review_feedback_task(
+        bundle.applications, bundle.spec.target_column, bundle.spec.name, settings
+    )
+    labelled = gather_labelled_task(bundle, settings, extra_labelled=feedback)
     split = split_task(labelled, bundle)
     candidate = train_candidate_task(split.train, bundle.spec)
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
