@@ -1,17 +1,82 @@
-"""promote: first form. With no champion, the passing challenger becomes champion as a recorded
-bootstrap; with a champion present, refuse (shadow-based promotion comes in a later release)."""
+"""promote: move the challenger to champion, with evidence and approval, crash-safe.
+
+* No champion yet: the passing challenger becomes champion as a recorded bootstrap.
+* A champion and a challenger: compare them on the shadow period's labelled outcomes (paired,
+  same rows, every gate re-checked), get an approval per the promotion policy (``auto``, or a
+  person in the Prefect UI form / ``--approver``), then move the aliases inside a Prefect
+  transaction (order and crash safety: :mod:`mlops.promotion`), write the compliance dossier
+  and emit ``mlops.model.promoted``. Every refusal is recorded and raises ``PromotionRefused``
+  (CLI exit 1).
+* A promotion a crash interrupted after its commit point is finished first.
+"""
 
 from __future__ import annotations
 
 import getpass
+from typing import Literal
 
 from prefect import flow
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.transactions import Transaction, transaction
+from pydantic import Field
 
+from mlops.errors import WorkRefused
 from mlops.model_spec import DEFAULT_MODEL_NAME
-from mlops.promotion import PromotionResult
-from mlops.settings import get_settings
-from tasks.promotion import bootstrap_champion_task, emit_promoted_task, publish_promotion_record_task
+from mlops.promotion import (
+    STEP_APPEND_AUDIT_RECORD,
+    STEP_MOVE_CHAMPION,
+    STEP_RECORD_ROLLBACK_TARGET,
+    STEP_STAMP_VERSION,
+    STEP_TAG_VERSION,
+    Approval,
+    PromotionConflict,
+    PromotionResult,
+    PromotionSettings,
+    RegistryState,
+    ShadowPromotion,
+    crash_seam,
+    form_approval,
+    get_promotion_settings,
+    no_approvers_refusal,
+    policy_approval,
+    refusal_error,
+    timed_out_approval,
+)
+from mlops.settings import Settings, get_settings
+from tasks.promotion import (
+    TXN_PROMOTION,
+    TXN_SETTINGS,
+    append_audit_record_task,
+    bootstrap_champion_task,
+    clear_challenger_task,
+    compare_on_shadow_task,
+    emit_promoted_task,
+    evidence_markdown,
+    find_unfinished_promotion_task,
+    move_champion_task,
+    plan_promotion_task,
+    publish_promotion_record_task,
+    read_registry_state_task,
+    record_bootstrap_task,
+    record_refusal_task,
+    record_rollback_target_task,
+    result_of,
+    stamp_version_task,
+    tag_version_task,
+    verify_unchanged_task,
+    write_dossier_task,
+)
+
+
+class ApprovalInput(RunInput):
+    """The approval form a paused promote run shows in the Prefect UI."""
+
+    approver: str = Field(min_length=1, description="Your name, as listed in MLOPS_APPROVERS.")
+    decision: Literal["approve", "reject"] = Field(description="approve: move the champion; reject: keep it.")
+    reason: str = Field(min_length=1, description="Why (kept in the audit trail and the dossier).")
 
 
 def _default_approver() -> str:
@@ -21,12 +86,9 @@ def _default_approver() -> str:
         return "unknown (no --approver given)"
 
 
-@flow(name="promote", log_prints=True)
-def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> PromotionResult:
-    """Promote ``model``'s challenger to champion (bootstrap only); raises WorkRefused otherwise."""
-    settings = get_settings()
-    who = approver or _default_approver()
-    result = bootstrap_champion_task(model, who, settings, flow_run.get_id())
+def _bootstrap(model: str, who: str, settings: Settings, run_id: str | None) -> PromotionResult:
+    result = bootstrap_champion_task(model, who, settings, run_id)
+    result = record_bootstrap_task(result, settings)
     publish_promotion_record_task(result)
     emit_promoted_task(result)
     if result.promoted:
@@ -34,3 +96,147 @@ def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> Pro
     else:
         print(f"{model}: version {result.champion_version} already was champion; challenger alias cleared")
     return result
+
+
+def _finish(promotion: ShadowPromotion, settings: Settings, *, recovered: bool) -> PromotionResult:
+    """After the commit point: stamp, audit record, challenger clean-up (idempotent), dossier, event."""
+    stamp_version_task(promotion, settings)
+    audit_record_id = append_audit_record_task(promotion, settings)
+    clear_challenger_task(promotion, settings)
+    write_dossier_task(promotion, settings, audit_record_id)
+    result = result_of(promotion, audit_record_id, recovered=recovered)
+    emit_promoted_task(result)
+    how = "finished after an interrupted run" if recovered else f"approved by {promotion.approver}"
+    print(
+        f"{promotion.model_name}: version {promotion.to_version} is champion (was {promotion.from_version}; "
+        f"{how}); dossier {promotion.dossier_uri}"
+    )
+    return result
+
+
+def _refuse(promotion: ShadowPromotion, settings: Settings) -> WorkRefused:
+    saved = record_refusal_task(promotion, settings)
+    print(f"{saved.model_name}: promotion refused: {'; '.join(saved.reasons)}")
+    return refusal_error(saved)
+
+
+def _ask_a_person(promotion: ShadowPromotion, policy: PromotionSettings) -> Approval:
+    """Pause this flow run until someone answers the approval form (in the flow, not a task)."""
+    form = ApprovalInput.with_initial_data(
+        description=evidence_markdown(promotion) + f"\nAllowed approvers: {', '.join(policy.approvers)}.\n"
+    )
+    try:
+        answer = pause_flow_run(
+            wait_for_input=form,
+            timeout=policy.approval_timeout_seconds,
+            poll_interval=policy.approval_poll_seconds,
+        )
+    except FlowPauseTimeout:
+        return timed_out_approval(policy, promotion.requested_by)
+    return form_approval(policy, answer.approver, answer.decision, answer.reason, promotion.requested_by)
+
+
+def _approve(
+    promotion: ShadowPromotion, policy: PromotionSettings, cli_approver: str | None
+) -> ShadowPromotion:
+    """The promotion with its approval, or refused (reasons set)."""
+    nobody = no_approvers_refusal(policy)
+    if nobody is not None:
+        return promotion.model_copy(update={"outcome": "refused", "reasons": [nobody]})
+    approval = policy_approval(policy, cli_approver, promotion.requested_by)
+    if approval is None:
+        approval = _ask_a_person(promotion, policy)
+    refusal = approval.refusal(policy.approvers)
+    if refusal is not None:
+        return promotion.model_copy(update={"approval": approval, "outcome": "refused", "reasons": [refusal]})
+    return promotion.model_copy(update={"approval": approval, "outcome": "approved"})
+
+
+def _log_committed(txn: Transaction) -> None:
+    promotion = ShadowPromotion.model_validate(txn.get(TXN_PROMOTION))
+    print(f"{promotion.model_name}: promotion {promotion.promotion_id} committed")
+
+
+def _commit(promotion: ShadowPromotion, settings: Settings) -> None:
+    """The alias move as one Prefect transaction: each step task undoes itself on rollback."""
+    with transaction(
+        key=f"promote-{promotion.model_name}-{promotion.promotion_id}", write_on_commit=False
+    ) as txn:
+        txn.set(TXN_PROMOTION, promotion.model_dump(mode="json"))
+        txn.set(TXN_SETTINGS, settings)
+        txn.stage(promotion.promotion_id, on_commit_hooks=[_log_committed])
+        verify_unchanged_task(promotion, settings)
+        tag_version_task(promotion, settings)
+        crash_seam(STEP_TAG_VERSION)
+        record_rollback_target_task(promotion, settings)
+        crash_seam(STEP_RECORD_ROLLBACK_TARGET)
+        move_champion_task(promotion, settings)  # the commit point
+        crash_seam(STEP_MOVE_CHAMPION)
+        stamp_version_task(promotion, settings)
+        crash_seam(STEP_STAMP_VERSION)
+        append_audit_record_task(promotion, settings)
+        crash_seam(STEP_APPEND_AUDIT_RECORD)
+        clear_challenger_task(promotion, settings)
+
+
+def _shadow_promotion(
+    model: str,
+    state: RegistryState,
+    settings: Settings,
+    approver: str | None,
+    requested_by: str,
+    run_id: str | None,
+) -> PromotionResult:
+    assert state.champion is not None and state.challenger is not None
+    policy = get_promotion_settings()
+    evidence = compare_on_shadow_task(model, state, settings, policy.promotion_min_shadow_rows, run_id)
+    promotion = ShadowPromotion(
+        model_name=model,
+        from_version=state.champion,
+        to_version=state.challenger,
+        outcome="approved" if evidence.passed else "refused",
+        reasons=list(evidence.reasons),
+        evidence=evidence,
+        approval=None,
+        requested_by=requested_by,
+        flow_run_id=run_id,
+    )
+    print(f"{model}: {evidence.summary()}")
+    if promotion.outcome == "refused":
+        raise _refuse(promotion, settings)
+    promotion = _approve(promotion, policy, approver)
+    if promotion.outcome == "refused":
+        raise _refuse(promotion, settings)
+    plan = plan_promotion_task(promotion, settings)
+    try:
+        _commit(plan, settings)
+    except PromotionConflict as exc:
+        refused = plan.model_copy(update={"outcome": "refused", "reasons": [exc.message]})
+        raise _refuse(refused, settings) from exc
+    return _finish(plan, settings, recovered=False)
+
+
+@flow(name="promote", log_prints=True)
+def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> PromotionResult:
+    """Promote ``model``'s challenger to champion; raises PromotionRefused (WorkRefused) when refused.
+
+    ``approver``: who asks (bootstrap), or, under the ``manual`` policy, who approves, if listed
+    in MLOPS_APPROVERS; without it a manual promotion pauses for the Prefect UI approval form.
+    """
+    settings = get_settings()
+    run_id = flow_run.get_id()
+    requested_by = approver or _default_approver()
+    state = read_registry_state_task(model, settings)
+    if state.champion is None:
+        return _bootstrap(model, requested_by, settings, run_id)
+    unfinished = find_unfinished_promotion_task(model, settings)
+    if unfinished is not None:
+        return _finish(unfinished, settings, recovered=True)
+    if state.challenger == state.champion:  # an interrupted bootstrap: only the clean-up is left
+        return _bootstrap(model, requested_by, settings, run_id)
+    if state.challenger is None:
+        raise WorkRefused(
+            f"{model} already has a champion (version {state.champion}) and no challenger to promote",
+            hint="run `mlops train`; a passing candidate becomes the challenger and is shadow-scored",
+        )
+    return _shadow_promotion(model, state, settings, approver, requested_by, run_id)

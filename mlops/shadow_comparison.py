@@ -1,0 +1,286 @@
+"""Champion vs challenger on the shadow period's labelled outcomes (plain Python, no Prefect).
+
+The audit trail holds, for each entity scored while the challenger was shadowing, a
+prediction record of the champion's version and one of the challenger's version (role
+``shadow``, or ``canary`` in a canary), both keyed by the same ``entity_key``. Outcomes come
+from the validated snapshots of the model spec's outcomes contract, keyed with
+``entity_key(id, Settings.entity_hash_key)`` by :func:`mlops.performance.keyed_outcomes` (one
+label per id, the latest observed), and are joined to the records. Both models are then
+compared on exactly the same labelled rows: the paired-bootstrap non-inferiority check with
+the spec's settings, and every other gate of the spec (floors, slice floors, fairness)
+re-checked on the challenger's shadow scores. The spec's ``shadow`` policy sets the minimum
+exposure (:class:`~mlops.shadow_policy.ShadowPolicy`: labelled rows, and distinct UTC days of
+the data the challenger scored, counted from the catalog timestamps of its input snapshots as
+the monitoring stage counts them). Too few labelled pairs or days, one class only, or
+unreadable scores refuse (fail closed); a refusal is evidence too.
+
+When an entity has several records of one version (re-scored batch), its first record counts:
+the score the model gave when the entity was first seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+
+from mlops import audit
+from mlops.catalog import CatalogEntry, entry_key
+from mlops.constants import KIND_VALID
+from mlops.errors import InputError, MlopsError
+from mlops.evaluation import EvaluationReport, evaluate
+from mlops.gates import VERDICT_PASSED, DecisionRecord, evaluate_gates
+from mlops.model_spec import ModelSpec
+from mlops.storage import ObjectStore, read_snapshot
+
+# Columns of a version's prediction records as read from the audit store.
+RECORD_COLUMNS: Final = ("seq", "entity_key", "role", "score", "input_snapshot", "input_row", "created_at")
+CHAMPION_SUFFIX: Final = "_champion"
+CHALLENGER_SUFFIX: Final = "_challenger"
+LABEL_COLUMN: Final = "label"
+OUTCOME_SNAPSHOT_COLUMN: Final = "outcome_snapshot"
+SHADOW_ACTOR: Final = "promote flow (shadow comparison)"
+
+
+class ShadowData(BaseModel):
+    """Which rows the shadow comparison used, and how many were lost on the way."""
+
+    champion_version: int
+    challenger_version: int
+    champion_records: int  # distinct entities with a champion-version record
+    challenger_records: int  # distinct entities with a challenger-version record
+    paired: int  # entities with both
+    labelled: int  # paired entities with an outcome: the comparison rows
+    positives: int
+    min_rows: int
+    days: int = 0  # distinct UTC days of the data the challenger scored
+    min_days: int = 0
+    roles: dict[str, int]  # role of the challenger's record -> rows (shadow / canary)
+    outcome_snapshots: list[str]
+    input_snapshots: list[str]
+    outcome_conflicts: int = 0
+    slices_checked: bool = False
+    slices_note: str | None = None
+
+
+class ShadowEvidence(BaseModel):
+    """The comparison's verdict: passed, or refused with every reason."""
+
+    data: ShadowData
+    decision_record: DecisionRecord | None  # None when the gates could not even run
+    passed: bool
+    reasons: list[str]
+
+    def summary(self) -> str:
+        d = self.data
+        head = (
+            f"challenger v{d.challenger_version} vs champion v{d.champion_version} on {d.labelled} "
+            f"labelled shadow rows ({d.positives} positive)"
+        )
+        if self.passed:
+            return f"{head}: all gates passed"
+        return f"{head}: refused: " + "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
+class LabelledPairs:
+    """Paired champion/challenger records with their outcome, one row per entity, seq order."""
+
+    frame: pd.DataFrame
+    data: ShadowData
+
+
+# --- reading records and outcomes -----------------------------------------------------------
+
+
+def read_version_records(engine: Engine, model_name: str, version: int) -> pd.DataFrame:
+    """Prediction records of one model version, first record per entity (seq order)."""
+    table = audit.audit_records
+    stmt = (
+        sa.select(*(table.c[name] for name in RECORD_COLUMNS))
+        .where(
+            table.c.record_type == audit.RECORD_PREDICTION,
+            table.c.model_name == model_name,
+            table.c.model_version == str(int(version)),
+            table.c.entity_key.is_not(None),
+        )
+        .order_by(table.c.seq)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=list(RECORD_COLUMNS))
+    return frame.drop_duplicates("entity_key", keep="first").reset_index(drop=True)
+
+
+def _days_between(first: date, last: date) -> set[date]:
+    return {first + timedelta(days=i) for i in range((last - first).days + 1)}
+
+
+def shadow_days(store: ObjectStore, applications_dataset: str, records: pd.DataFrame) -> int:
+    """Distinct UTC days of the data behind ``records``: each input snapshot contributes the days
+    from its oldest to its newest application (catalog entry); one not in the catalog, the days
+    its records were written."""
+    days: set[date] = set()
+    if records.empty:
+        return 0
+    for sha, group in records.groupby("input_snapshot", dropna=False, sort=False):
+        key = entry_key(applications_dataset, str(sha))
+        entry = CatalogEntry.model_validate_json(store.get_bytes(key)) if store.exists(key) else None
+        if entry is not None and entry.min_timestamp and entry.max_timestamp:
+            days |= _days_between(entry.min_timestamp.date(), entry.max_timestamp.date())
+        else:
+            days |= {pd.Timestamp(t).date() for t in group["created_at"]}
+    return len(days)
+
+
+def label_pairs(
+    champion: pd.DataFrame,
+    challenger: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    *,
+    champion_version: int,
+    challenger_version: int,
+    min_rows: int,
+    outcome_conflicts: int = 0,
+    days: int = 0,
+    min_days: int = 0,
+) -> LabelledPairs:
+    """Entities with a record of both versions and an outcome (inner joins on entity_key).
+
+    ``outcomes`` has ``entity_key, label, outcome_snapshot`` (:func:`mlops.performance.keyed_outcomes`).
+    """
+    pairs = champion.merge(
+        challenger, on="entity_key", suffixes=(CHAMPION_SUFFIX, CHALLENGER_SUFFIX), validate="one_to_one"
+    )
+    labelled = pairs.merge(
+        outcomes[["entity_key", LABEL_COLUMN, OUTCOME_SNAPSHOT_COLUMN]],
+        on="entity_key",
+        how="inner",
+        validate="one_to_one",
+    )
+    labelled = labelled.sort_values(f"seq{CHAMPION_SUFFIX}", kind="mergesort").reset_index(drop=True)
+    roles = labelled[f"role{CHALLENGER_SUFFIX}"].value_counts().sort_index()
+    data = ShadowData(
+        champion_version=champion_version,
+        challenger_version=challenger_version,
+        champion_records=len(champion),
+        challenger_records=len(challenger),
+        paired=len(pairs),
+        labelled=len(labelled),
+        positives=int(labelled[LABEL_COLUMN].sum()) if len(labelled) else 0,
+        min_rows=min_rows,
+        days=days,
+        min_days=min_days,
+        roles={str(k): int(v) for k, v in roles.items()},
+        outcome_snapshots=sorted(set(labelled[OUTCOME_SNAPSHOT_COLUMN].dropna().astype(str))),
+        input_snapshots=sorted(set(labelled[f"input_snapshot{CHALLENGER_SUFFIX}"].dropna().astype(str))),
+        outcome_conflicts=outcome_conflicts,
+    )
+    return LabelledPairs(frame=labelled, data=data)
+
+
+def read_input_rows(store: ObjectStore, dataset: str, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The scored application rows of the pairs (by the challenger record's input reference),
+    aligned with ``pairs``; raises MlopsError/IndexError when a snapshot cannot be read."""
+    snapshot_col, row_col = f"input_snapshot{CHALLENGER_SUFFIX}", f"input_row{CHALLENGER_SUFFIX}"
+    if pairs[snapshot_col].isna().any() or pairs[row_col].isna().any():
+        raise InputError("some shadow records have no input reference")
+    parts: list[pd.DataFrame] = []
+    for sha, group in pairs.groupby(snapshot_col, sort=False):
+        snapshot = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=str(sha))
+        rows = group[row_col].astype("int64").to_numpy()
+        if rows.min() < 0 or rows.max() >= len(snapshot):
+            raise IndexError(f"an input row is outside snapshot {sha} ({len(snapshot)} rows)")
+        parts.append(snapshot.iloc[rows].set_axis(group.index))
+    return pd.concat(parts).loc[pairs.index].reset_index(drop=True)
+
+
+# --- the comparison -------------------------------------------------------------------------
+
+
+def _refused(data: ShadowData, reasons: list[str]) -> ShadowEvidence:
+    return ShadowEvidence(data=data, decision_record=None, passed=False, reasons=reasons)
+
+
+def _evaluate(
+    spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rows: pd.DataFrame | None
+) -> EvaluationReport:
+    if rows is None:
+        return evaluate(y, scores, threshold=spec.decision_policy.threshold)
+    return evaluate(
+        y,
+        scores,
+        threshold=spec.decision_policy.threshold,
+        slices_frame=rows,
+        slices=list(spec.slices),
+        sensitive=spec.sensitive_column,
+    )
+
+
+def compare_on_shadow(
+    spec: ModelSpec,
+    pairs: LabelledPairs,
+    rows: pd.DataFrame | None,
+    *,
+    champion_ref: Mapping[str, Any],
+    candidate_ref: Mapping[str, Any],
+    flow_run_id: str | None = None,
+    rows_note: str | None = None,
+) -> ShadowEvidence:
+    """Every gate of ``spec.gates`` on the labelled shadow pairs; refuses below the minimums.
+
+    ``rows`` are the scored application rows (for slices and fairness); when None the slice
+    and fairness gates that the spec declares fail closed (they cannot be checked).
+    """
+    data = pairs.data.model_copy(update={"slices_checked": rows is not None, "slices_note": rows_note})
+    frame = pairs.frame
+    short: list[str] = []
+    if data.labelled < max(data.min_rows, 1):
+        short.append(
+            f"only {data.labelled} labelled shadow rows (champion and challenger scored the same "
+            f"entity and its outcome is known); at least {max(data.min_rows, 1)} are needed "
+            f"({data.paired} paired records, {data.challenger_records} challenger records)"
+        )
+    if data.days < data.min_days:
+        short.append(
+            f"the challenger shadowed {data.days} day(s) of data; the spec's shadow policy needs {data.min_days}"
+        )
+    if short:
+        return _refused(data, short)
+    y = frame[LABEL_COLUMN].to_numpy(dtype="int64")
+    if y.min() == y.max():
+        return _refused(data, [f"the {data.labelled} labelled shadow rows hold one class only ({y[0]})"])
+    champion = frame[f"score{CHAMPION_SUFFIX}"].to_numpy(dtype="float64")
+    challenger = frame[f"score{CHALLENGER_SUFFIX}"].to_numpy(dtype="float64")
+    snapshots = {f"outcomes:{i}": sha for i, sha in enumerate(data.outcome_snapshots)}
+    snapshots.update({f"inputs:{i}": sha for i, sha in enumerate(data.input_snapshots)})
+    try:
+        report = _evaluate(spec, y, challenger, rows)
+        record = evaluate_gates(
+            spec.gates,
+            report,
+            challenger,
+            y,
+            champion,
+            champion_ref,
+            model_name=spec.name,
+            candidate_ref=candidate_ref,
+            snapshot_hashes=snapshots,
+            flow_run_id=flow_run_id,
+            actor=SHADOW_ACTOR,
+        )
+    except (MlopsError, ValueError) as exc:
+        message = exc.message if isinstance(exc, MlopsError) else str(exc)
+        return _refused(data, [f"the shadow rows could not be evaluated: {message}"])
+    reasons = list(record.failures)
+    if rows is None and rows_note:
+        reasons.append(f"slices/fairness not checked: {rows_note}")
+    passed = record.verdict == VERDICT_PASSED
+    return ShadowEvidence(data=data, decision_record=record, passed=passed, reasons=[] if passed else reasons)
