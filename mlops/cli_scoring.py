@@ -1,0 +1,157 @@
+"""``mlops score``, ``mlops audit verify`` and ``mlops reproduce`` (registered by :mod:`mlops.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import InputError
+from mlops.model_spec import DEFAULT_MODEL_NAME
+from mlops.scoring import DEFAULT_CHUNK_ROWS, check_share
+from mlops.scoring_input import DEFAULT_VALIDATION_CHUNK_ROWS
+
+if TYPE_CHECKING:
+    from mlops.cli import Registrar
+
+Outcome = tuple[int, dict[str, Any], str]
+
+
+def cmd_score(args: argparse.Namespace) -> Outcome:
+    from flows.score_batch import score_batch
+
+    check_share(args.canary_share)
+    for name in ("chunk_rows", "validation_chunk_rows"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be positive")
+    result = score_batch(
+        source=args.path,
+        model=args.model,
+        canary_share=args.canary_share,
+        chunk_rows=args.chunk_rows,
+        validation_chunk_rows=args.validation_chunk_rows,
+    )
+    v = result.validation
+    if not result.accepted:
+        text = (
+            f"{v.rows_read} rows read, {v.rows_quarantined} quarantined ({v.quarantined_share:.2%}) -> "
+            "rejected, nothing scored: " + "; ".join(result.rejection_reasons)
+        )
+        return 1, result.model_dump(mode="json"), text
+    lines = [
+        f"{v.rows_read} rows read, {v.rows_quarantined} quarantined, {result.rows_scored} scored by "
+        f"{result.model_name} v{result.champion_version}"
+        + (f" with challenger v{result.challenger_version}" if result.challenger_version else ""),
+        "decisions: "
+        + ", ".join(f"{k} {n}" for k, n in result.decisions.items())
+        + f"; routed to review {result.routed_to_review} ({result.review_cases_opened} cases opened)",
+    ]
+    if result.canary_share_requested > 0:
+        lines.append(
+            f"canary: {result.canary_rows} rows decided by the challenger ({result.canary_share_realised:.2%}"
+            f" of {result.canary_share_requested:.2%} requested)"
+            if result.canary_active
+            else "canary: no challenger, the champion decided every row"
+        )
+    if result.shadow_agreement is not None:
+        lines.append(
+            f"shadow: same decision as the champion on {result.shadow_agreement:.2%} of rows, "
+            f"mean |score diff| {result.shadow_mean_abs_score_diff:.5f}"
+        )
+    lines.append(
+        f"audit: {result.audit_records_written} records (seq {result.audit_first_seq}..{result.audit_last_seq})"
+    )
+    return 0, result.model_dump(mode="json"), "\n".join(lines)
+
+
+def _audit_engine() -> Any:
+    import sqlalchemy as sa
+
+    from mlops.audit import create_audit_engine
+    from mlops.settings import get_settings
+
+    url = get_settings().resolved_audit_db_url
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+        raise InputError(
+            f"there is no audit store at {parsed.database}", hint="score a batch first (mlops score PATH)"
+        )
+    engine = create_audit_engine(url)
+    if not sa.inspect(engine).has_table("audit_records"):
+        engine.dispose()
+        raise InputError(
+            f"the audit store {parsed.render_as_string()} has no audit tables", hint="score a batch first"
+        )
+    return engine
+
+
+def cmd_audit(args: argparse.Namespace) -> Outcome:
+    from mlops.audit import load_anchors, verify_chain
+
+    anchors = load_anchors(*args.anchor_file)
+    engine = _audit_engine()
+    try:
+        report = verify_chain(engine, anchors=anchors, anchor=args.anchor)
+    finally:
+        engine.dispose()
+    data = report.model_dump(mode="json")
+    brk = report.first_break
+    if brk is None:
+        text = (
+            f"audit chain intact: {report.records_checked} records, head seq {report.last_seq} "
+            f"({report.last_hash[:16]}...), {report.anchors_checked} anchor(s) checked"
+        )
+        return 0, data, text
+    text = (
+        f"audit chain BROKEN at seq {brk.seq} ({brk.kind}): record {brk.record_id or '(missing)'}: {brk.detail}\n"
+        f"  {report.records_checked} records before it verified; treat records from seq {brk.seq} on as untrusted"
+    )
+    return 1, data, text
+
+
+def cmd_reproduce(args: argparse.Namespace) -> Outcome:
+    from flows.reproduce import reproduce
+    from mlops.reproduce import reproduce_text
+
+    result = reproduce(prediction_id=args.prediction_id)
+    data = {**result.model_dump(mode="json"), "reproduced": result.reproduced}
+    return (0 if result.reproduced else 1), data, reproduce_text(result)
+
+
+def register(add: Registrar) -> None:
+    p = add(
+        "score",
+        cmd_score,
+        "Score a batch (score_batch flow): the champion decides, the challenger shadows or canaries.",
+    )
+    p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet batch of applications")
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help="model spec / registered model name")
+    p.add_argument(
+        "--canary-share",
+        type=float,
+        default=0.0,
+        help="share of entities (keyed hash of the id) the challenger decides (default 0: shadow only)",
+    )
+    p.add_argument(
+        "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows scored and audited at a time"
+    )
+    p.add_argument(
+        "--validation-chunk-rows",
+        type=int,
+        default=DEFAULT_VALIDATION_CHUNK_ROWS,
+        help="rows read and validated at a time (a batch up to this size is validated whole)",
+    )
+
+    p = add("audit", cmd_audit, "Audit trail: `mlops audit verify` walks the hash chain.")
+    p.add_argument("action", choices=["verify"])
+    p.add_argument(
+        "--anchor-file",
+        action="append",
+        type=Path,
+        default=[],
+        help="an anchor exported off the database (repeatable); checked besides the stored anchors",
+    )
+    p.add_argument("--anchor", action="store_true", help="after a clean walk, record the head as an anchor")
+
+    p = add("reproduce", cmd_reproduce, "Recompute a past prediction from its audit record, bit for bit.")
+    p.add_argument("prediction_id", help="the prediction's audit record id")

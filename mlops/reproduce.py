@@ -1,0 +1,163 @@
+"""Reproduce a past prediction from its audit record, bit for bit.
+
+The record names the exact model version (never an alias), the snapshot sha256, the row in
+it and the row's input hash. Reproducing reloads ``models:/<name>/<version>``, reads that
+one row from the (hash-checked) snapshot, checks the row's input hash, scores it again and
+compares the two float64 values exactly (same machine: XGBoost is deterministic; across
+machines compare with a tolerance, see PITFALLS). The record's own hash is checked too, so
+an edited score shows up as an edited record, not as a model that changed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+
+from mlops.audit import CANONICAL_FIELDS, RECORD_PREDICTION, audit_records, record_hash
+from mlops.audit_hashing import as_utc
+from mlops.constants import KIND_VALID
+from mlops.errors import InputError
+from mlops.model_spec import DecisionPolicy
+from mlops.scoring import ROLE_SHADOW, LoadedModel, decide, input_hashes
+from mlops.storage import ObjectStore, snapshot_key
+
+
+class ReproduceResult(BaseModel):
+    """The recorded and the recomputed prediction, side by side."""
+
+    record_id: str
+    batch_id: str | None
+    model_name: str
+    model_version: int
+    model_alias: str | None
+    role: str
+    model_uri: str
+    input_snapshot: str
+    input_row: int
+    snapshot_uri: str
+    record_intact: bool = Field(description="the record still matches its own hash")
+    input_hash_recorded: str
+    input_hash_recomputed: str
+    input_hash_ok: bool
+    score_recorded: float
+    score_recomputed: float
+    score_recorded_hex: str
+    score_recomputed_hex: str
+    identical: bool = Field(description="same float64 bits and the same input row")
+    decision_recorded: str | None
+    decision_recomputed: str = Field(description="under the model spec's decision policy today")
+    decision_matches: bool
+
+    @property
+    def reproduced(self) -> bool:
+        return self.identical and self.input_hash_ok and self.record_intact
+
+
+def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
+    """The audit record of one prediction (InputError if there is none)."""
+    try:
+        uuid.UUID(record_id)
+    except ValueError as exc:
+        raise InputError(f"{record_id!r} is not a prediction id (a record UUID)") from exc
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
+    if row is None:
+        raise InputError(f"no audit record {record_id!r}", hint="take the id from the audit store")
+    record = dict(row._mapping)
+    if record["record_type"] != RECORD_PREDICTION:
+        raise InputError(f"audit record {record_id} is a {record['record_type']!r} record, not a prediction")
+    return record
+
+
+def record_intact(record: Mapping[str, Any]) -> bool:
+    """Whether the stored record still hashes to its ``record_hash``."""
+    fields = {name: record[name] for name in CANONICAL_FIELDS}
+    fields["created_at"] = as_utc(record["created_at"])
+    return bool(record_hash(record["prev_hash"], fields) == record["record_hash"])
+
+
+def locate_snapshot(store: ObjectStore, sha256: str, dataset_hint: str | None) -> str:
+    """The dataset holding valid snapshot ``sha256`` (the hint first, then a listing)."""
+    if dataset_hint and store.exists(snapshot_key(KIND_VALID, dataset_hint, sha256)):
+        return dataset_hint
+    suffix = f"/{KIND_VALID}/{sha256}.parquet"
+    for key in store.list_keys("snapshots/"):
+        if key.endswith(suffix):
+            return key.split("/")[1]
+    raise InputError(
+        f"snapshot {sha256} is not in the object store {store.url}",
+        hint="the input of this prediction was deleted or the store points elsewhere (MLOPS_STORE_URL)",
+    )
+
+
+def reproduce_from(
+    record: Mapping[str, Any],
+    row: pd.DataFrame,
+    model: LoadedModel,
+    policy: DecisionPolicy,
+    *,
+    snapshot_uri: str,
+) -> ReproduceResult:
+    """Score the one-row frame ``row`` again with ``model`` and compare with ``record``."""
+    if len(row) != 1:
+        raise InputError(f"expected exactly one input row, got {len(row)}")
+    if str(model.version) != str(record["model_version"]) or model.name != record["model_name"]:
+        raise InputError(
+            f"model {model.uri} is not the one that made record {record['record_id']} "
+            f"({record['model_name']} version {record['model_version']})"
+        )
+    recomputed_hash = input_hashes(row)[0]
+    recomputed = float(model.score(row)[0])
+    recorded = float(record["score"])
+    rule = policy.high_stakes
+    high = row[rule.column].to_numpy(dtype="float64", na_value=np.nan) if rule is not None else None
+    decision = str(decide(policy, np.array([recomputed]), high).decision[0])
+    hash_ok = recomputed_hash == record["input_hash"]
+    return ReproduceResult(
+        record_id=str(record["record_id"]),
+        batch_id=record["batch_id"],
+        model_name=model.name,
+        model_version=model.version,
+        model_alias=record["model_alias"],
+        role=str(record["role"] or ROLE_SHADOW),
+        model_uri=model.uri,
+        input_snapshot=str(record["input_snapshot"]),
+        input_row=int(record["input_row"]),
+        snapshot_uri=snapshot_uri,
+        record_intact=record_intact(record),
+        input_hash_recorded=str(record["input_hash"]),
+        input_hash_recomputed=recomputed_hash,
+        input_hash_ok=hash_ok,
+        score_recorded=recorded,
+        score_recomputed=recomputed,
+        score_recorded_hex=recorded.hex(),
+        score_recomputed_hex=recomputed.hex(),
+        identical=hash_ok and recorded.hex() == recomputed.hex(),
+        decision_recorded=record["decision"],
+        decision_recomputed=decision,
+        decision_matches=decision == record["decision"],
+    )
+
+
+def reproduce_text(result: ReproduceResult) -> str:
+    verdict = "IDENTICAL" if result.reproduced else "DIFFERENT"
+    lines = [
+        f"prediction {result.record_id} ({result.role}) by {result.model_uri}",
+        f"  input    snapshot {result.input_snapshot[:16]}... row {result.input_row}; input hash "
+        + ("matches" if result.input_hash_ok else f"DIFFERS ({result.input_hash_recomputed[:16]}...)"),
+        f"  recorded   score {result.score_recorded!r} ({result.score_recorded_hex}) -> {result.decision_recorded}",
+        f"  recomputed score {result.score_recomputed!r} ({result.score_recomputed_hex}) -> {result.decision_recomputed}",
+    ]
+    if not result.record_intact:
+        lines.append("  the audit record no longer matches its own hash (edited after it was written)")
+    if not result.decision_matches and result.identical:
+        lines.append("  (same score; the decision policy in the model spec changed since)")
+    lines.append(f"  -> {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,633 @@
+"""Batch scoring: the champion decides, the challenger shadows (or decides for a canary arm).
+
+Plain Python (no Prefect): :mod:`tasks.scoring` and :mod:`flows.score_batch` wire it.
+
+For every valid row of a batch (typed by the applications contract and stored as a snapshot):
+
+* the **champion** (``models:/<name>@champion``, resolved to its exact version) scores it and,
+  unless the row's entity is in the canary arm, decides with the spec's decision policy:
+  decline when ``p >= threshold``; routed to a person when ``p`` is in the review band or the
+  high-stakes rule matches;
+* the **challenger** (if the alias is set) scores every row too. Its score never changes a
+  decision, except in a **canary**: a fixed share of *entities*, chosen by a keyed hash of
+  the entity id, is decided by the challenger instead. The arm of an entity depends only on
+  ``HMAC-SHA256(entity_hash_key, id)`` (the audit trail's entity key): the same entity lands
+  in the same arm in every batch, and raising the share only adds entities to the canary.
+
+Audit records (one per prediction and model): ``role`` says whether the record decided
+(``champion`` or ``canary``) or not (``shadow``); ``model_alias`` says which model wrote it.
+Without a canary: champion records decide and challenger records are shadows. In the canary
+arm: challenger records decide (role ``canary``) and the champion's score of the same row is
+kept as a ``shadow`` record. A shadow record carries the decision its model *would* have
+made and is never routed to review. Each record points at its input: the snapshot sha256,
+the row number in that snapshot, and the row's own input hash (:func:`input_hashes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, Field, SecretStr
+
+from mlops.audit_hashing import entity_key
+from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+from mlops.errors import InputError, WorkRefused
+from mlops.model_spec import DecisionPolicy
+from mlops.validation import ValidationSummary
+
+if TYPE_CHECKING:
+    from mlops.registry import MlflowRegistry
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+ROLE_CHAMPION: Final = "champion"
+ROLE_SHADOW: Final = "shadow"
+ROLE_CANARY: Final = "canary"
+DECISION_APPROVE: Final = "approve"
+DECISION_DECLINE: Final = "decline"
+REASON_REVIEW_BAND: Final = "review_band"
+REASON_HIGH_STAKES: Final = "high_stakes"
+INPUT_HASH_FORMAT: Final = "mlops-input/1"
+DEFAULT_CHUNK_ROWS: Final = 100_000
+_MISSING_TEXT: Final = b"\xff\xff\xff\xff"
+
+
+class NoChampion(WorkRefused):
+    """The model has no champion, so nothing can decide."""
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+class Scorer(Protocol):
+    """Anything that turns raw/typed application rows into P(positive class)."""
+
+    def __call__(self, frame: pd.DataFrame) -> FloatArray: ...
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One exact registered model version, ready to score (``alias`` is how it was found)."""
+
+    name: str
+    version: int
+    alias: str | None
+    predict: Scorer
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def score(self, frame: pd.DataFrame) -> FloatArray:
+        return np.asarray(self.predict(frame), dtype="float64")
+
+
+def load_model_version(
+    registry: MlflowRegistry, name: str, version: int, alias: str | None = None
+) -> LoadedModel:
+    """Load ``models:/<name>/<version>`` (the exact version, never an alias) as a pyfunc.
+
+    Scores go through the pyfunc's own preprocessing (:meth:`XGBoostPyfuncModel.score`, the
+    same code ``predict`` runs, without MLflow's per-call schema enforcement); a pyfunc of
+    another kind is called through ``predict``.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}")
+    inner: Any = pyfunc.unwrap_python_model()
+    scorer: Scorer = inner.score if callable(getattr(inner, "score", None)) else pyfunc.predict
+    return LoadedModel(name=name, version=int(version), alias=alias, predict=scorer)
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    """What the aliases point at when a batch starts (challenger None: no shadow, no canary)."""
+
+    name: str
+    champion: int
+    challenger: int | None
+
+
+def resolve_versions(registry: MlflowRegistry, name: str) -> ModelVersions:
+    """Resolve ``champion`` / ``challenger`` to versions once; refuse without a champion."""
+    champion = registry.get_alias_version(name, ALIAS_CHAMPION)
+    if champion is None:
+        raise NoChampion(
+            f"model {name!r} has no champion, so no batch can be scored",
+            hint="run mlops train and mlops promote first",
+        )
+    challenger = registry.get_alias_version(name, ALIAS_CHALLENGER)
+    if challenger == champion:
+        challenger = None
+    return ModelVersions(name=name, champion=int(champion), challenger=challenger)
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The policy applied to one model's scores (arrays aligned with the rows)."""
+
+    decision: npt.NDArray[np.object_]  # "approve" / "decline"
+    routed: BoolArray
+    reason: npt.NDArray[np.object_]  # None where not routed
+    confidence: FloatArray
+
+
+def confidence_of(policy: DecisionPolicy, scores: FloatArray) -> FloatArray:
+    """Distance from the threshold on the decided side, scaled to [0, 1] (0 = on the threshold)."""
+    t = policy.threshold
+    p = np.asarray(scores, dtype="float64")
+    return np.where(p >= t, (p - t) / (1.0 - t), (t - p) / t)
+
+
+def decide(
+    policy: DecisionPolicy, scores: npt.ArrayLike, high_stakes_values: npt.ArrayLike | None = None
+) -> Decisions:
+    """Decision, review routing (with its reason) and confidence for each score.
+
+    Routing is :meth:`DecisionPolicy.needs_review`; the reason names which rule matched
+    (``review_band``, ``high_stakes:<column>>=<min>``, or both joined by ``;``).
+    """
+    p = np.asarray(scores, dtype="float64")
+    if not np.isfinite(p).all():
+        raise InputError("scores must be finite probabilities")
+    declines = policy.declines(p)
+    routed = policy.needs_review(p, high_stakes_values)
+    lo, hi = policy.review_band
+    in_band = (p >= lo) & (p <= hi)
+    high = np.zeros(len(p), dtype=bool)
+    rule = policy.high_stakes
+    high_label = REASON_HIGH_STAKES
+    if rule is not None and high_stakes_values is not None:
+        values = np.asarray(high_stakes_values, dtype="float64")
+        with np.errstate(invalid="ignore"):
+            high = values >= rule.min
+        high_label = f"{REASON_HIGH_STAKES}:{rule.column}>={rule.min:g}"
+    labels = np.array(
+        [None, REASON_REVIEW_BAND, high_label, f"{REASON_REVIEW_BAND};{high_label}"], dtype=object
+    )
+    reason = labels[in_band.astype(np.intp) + 2 * high.astype(np.intp)]
+    reason[~routed] = None
+    decision = np.where(declines, DECISION_DECLINE, DECISION_APPROVE).astype(object)
+    return Decisions(decision=decision, routed=routed, reason=reason, confidence=confidence_of(policy, p))
+
+
+# --- canary arm --------------------------------------------------------------------------
+
+
+def canary_buckets(entity_keys: Sequence[str]) -> FloatArray:
+    """Map each entity key (HMAC-SHA256 hex) to [0, 1): its first 53 bits as a fraction."""
+    if len(entity_keys) == 0:
+        return np.empty(0, dtype="float64")
+    head = bytes.fromhex("".join(k[:16] for k in entity_keys))
+    top = np.frombuffer(head, dtype=">u8") >> np.uint64(11)
+    buckets: FloatArray = top.astype("float64") * 2.0**-53
+    return buckets
+
+
+def canary_mask(entity_keys: Sequence[str], share: float) -> BoolArray:
+    """Which entities the challenger decides: bucket < share (stable per entity and key)."""
+    check_share(share)
+    return canary_buckets(entity_keys) < share
+
+
+def check_share(share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise InputError(f"canary share must be in [0, 1], got {share}", hint="--canary-share 0.05")
+
+
+# --- input hashes ------------------------------------------------------------------------
+
+
+def _column_kind(series: pd.Series) -> str:
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "int"
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return "int"  # numpy ints cannot be missing; nullable Int64 is hashed as float
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "float"
+    return "text"
+
+
+def _fixed_bytes(series: pd.Series, kind: str) -> npt.NDArray[np.uint8]:
+    if kind == "datetime":
+        stamps = series.dt.tz_convert("UTC") if series.dt.tz is not None else series
+        ns = stamps.to_numpy(dtype="datetime64[ns]").view("<i8")
+        return ns.view(np.uint8).reshape(-1, 8)
+    if kind == "int":
+        return series.to_numpy(dtype="<i8").view(np.uint8).reshape(-1, 8)
+    values = series.to_numpy(dtype="<f8", na_value=np.nan).copy()
+    values[np.isnan(values)] = np.nan  # one bit pattern for "missing"
+    return values.view(np.uint8).reshape(-1, 8)
+
+
+def _text_bytes(series: pd.Series) -> list[bytes]:
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    encoded = [len(b).to_bytes(4, "little") + b for b in (str(u).encode("utf-8") for u in uniques)]
+    table = np.array([*encoded, _MISSING_TEXT], dtype=object)
+    spread: list[bytes] = table[codes].tolist()  # code -1 (missing) takes the last entry
+    return spread
+
+
+def input_hashes(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> list[str]:
+    """sha256 hex of each row's canonical bytes (format ``mlops-input/1``).
+
+    Bytes of a row: a header naming the format and each column with its kind, then per
+    column in order: ``int`` (ints, bools) as int64 LE, ``float`` as float64 LE (every
+    missing value the same NaN), ``datetime`` as int64 nanoseconds since the epoch (UTC),
+    ``text`` as a 4-byte LE length and UTF-8 (missing: ``ff ff ff ff``). A row's hash
+    depends only on that row's values and the column kinds, so a row read back alone from
+    its snapshot hashes the same as in its batch.
+    """
+    names = list(frame.columns if columns is None else columns)
+    n = len(frame)
+    if n == 0:
+        return []
+    kinds = {name: _column_kind(frame[name]) for name in names}
+    header = (INPUT_HASH_FORMAT + "\x00" + "\x00".join(f"{c}:{kinds[c]}" for c in names) + "\x00").encode()
+    fixed_names = [c for c in names if kinds[c] != "text"]
+    text_names = [c for c in names if kinds[c] == "text"]
+    width = 8 * len(fixed_names)
+    block = np.empty((n, max(width, 1)), dtype=np.uint8)
+    for i, name in enumerate(fixed_names):
+        block[:, 8 * i : 8 * i + 8] = _fixed_bytes(frame[name], kinds[name])
+    fixed: list[bytes] = [b""] * n
+    if width:
+        rows: Any = block.view(np.dtype((np.void, width))).ravel().tolist()  # bytes per row
+        fixed = rows
+    # Text columns follow the fixed block in the bytes; their order in the header is the
+    # column order, their position in the row bytes is after every fixed-width value.
+    texts = [_text_bytes(frame[name]) for name in text_names]
+    sha256 = hashlib.sha256
+    return [sha256(header + b"".join(parts)).hexdigest() for parts in zip(fixed, *texts, strict=True)]
+
+
+# --- scoring a chunk ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoringModels:
+    champion: LoadedModel
+    challenger: LoadedModel | None = None
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """Everything a chunk needs besides its rows."""
+
+    models: ScoringModels
+    policy: DecisionPolicy
+    id_column: str
+    hash_key: SecretStr | str | bytes
+    canary_share: float = 0.0
+
+    @property
+    def canary_active(self) -> bool:
+        return self.models.challenger is not None and self.canary_share > 0.0
+
+
+@dataclass
+class Timings:
+    """Seconds spent per step, summed over chunks (for the report and the benchmark)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, step: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + (now - started)
+        return now
+
+    def merge(self, other: Timings) -> None:
+        for step, value in other.seconds.items():
+            self.seconds[step] = self.seconds.get(step, 0.0) + value
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One chunk: its audit rows (deciding and shadow) and the arrays the summary needs."""
+
+    records: pd.DataFrame
+    champion_scores: FloatArray
+    challenger_scores: FloatArray | None
+    canary: BoolArray
+    final_decision: npt.NDArray[np.object_]
+    routed: BoolArray
+    champion_decision: npt.NDArray[np.object_]
+    challenger_decision: npt.NDArray[np.object_] | None
+
+
+def _model_records(
+    model: LoadedModel,
+    scores: FloatArray,
+    decisions: Decisions,
+    deciding: BoolArray,
+    deciding_role: str,
+    base: dict[str, Any],
+) -> pd.DataFrame:
+    routed = decisions.routed & deciding
+    reason = decisions.reason.copy()
+    reason[~routed] = None
+    text = {
+        "role": np.where(deciding, deciding_role, ROLE_SHADOW).astype(object),
+        "decision": decisions.decision,
+        "review_reason": reason,
+    }
+    frame = pd.DataFrame(
+        {
+            **base,
+            "model_name": model.name,
+            "model_version": str(model.version),
+            "model_alias": model.alias,
+            "score": scores,
+            "confidence": decisions.confidence,
+            "review_routed": routed,
+        }
+    )
+    for name, values in text.items():  # object dtype whatever the values (pandas would infer str)
+        frame[name] = pd.Series(values, dtype=object, index=frame.index)
+    return frame
+
+
+def score_chunk(
+    rows: pd.DataFrame,
+    ctx: ScoringContext,
+    *,
+    snapshot_sha256: str,
+    first_row: int,
+    timings: Timings | None = None,
+) -> ScoredChunk:
+    """Score typed valid rows (rows ``first_row...`` of snapshot ``snapshot_sha256``).
+
+    Returns the audit rows: the champion model's records first, then the challenger's, each
+    in row order.
+    """
+    timings = timings if timings is not None else Timings()
+    n = len(rows)
+    t = time.perf_counter()
+    keys: list[str] = entity_key(rows[ctx.id_column], ctx.hash_key).tolist()
+    canary = canary_mask(keys, ctx.canary_share) if ctx.canary_active else np.zeros(n, dtype=bool)
+    t = timings.add("entity_keys_and_canary", t)
+    hashes = input_hashes(rows)
+    t = timings.add("input_hashes", t)
+    champion = ctx.models.champion
+    champion_scores = champion.score(rows)
+    t = timings.add("score_champion", t)
+    challenger = ctx.models.challenger
+    challenger_scores = challenger.score(rows) if challenger is not None else None
+    t = timings.add("score_challenger", t)
+    rule = ctx.policy.high_stakes
+    high = rows[rule.column].to_numpy(dtype="float64", na_value=np.nan) if rule is not None else None
+    base: dict[str, Any] = {
+        "entity_key": keys,
+        "input_snapshot": snapshot_sha256,
+        "input_row": np.arange(first_row, first_row + n, dtype=np.int64),
+        "input_hash": hashes,
+    }
+    champion_dec = decide(ctx.policy, champion_scores, high)
+    frames = [_model_records(champion, champion_scores, champion_dec, ~canary, ROLE_CHAMPION, base)]
+    final_decision, routed = champion_dec.decision.copy(), champion_dec.routed & ~canary
+    challenger_dec = None
+    if challenger is not None and challenger_scores is not None:
+        challenger_dec = decide(ctx.policy, challenger_scores, high)
+        frames.append(
+            _model_records(challenger, challenger_scores, challenger_dec, canary, ROLE_CANARY, base)
+        )
+        final_decision[canary] = challenger_dec.decision[canary]
+        routed |= challenger_dec.routed & canary
+    records = pd.concat(frames, ignore_index=True)
+    timings.add("decide", t)
+    return ScoredChunk(
+        records=records,
+        champion_scores=champion_scores,
+        challenger_scores=challenger_scores,
+        canary=canary,
+        final_decision=final_decision,
+        routed=routed,
+        champion_decision=champion_dec.decision,
+        challenger_decision=None if challenger_dec is None else challenger_dec.decision,
+    )
+
+
+def iter_scored_chunks(
+    frame: pd.DataFrame,
+    ctx: ScoringContext,
+    *,
+    snapshot_sha256: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    timings: Timings | None = None,
+) -> Iterator[ScoredChunk]:
+    """Score ``frame`` (one whole snapshot) ``chunk_rows`` rows at a time."""
+    if chunk_rows < 1:
+        raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
+    for start in range(0, len(frame), chunk_rows):
+        yield score_chunk(
+            frame.iloc[start : start + chunk_rows],
+            ctx,
+            snapshot_sha256=snapshot_sha256,
+            first_row=start,
+            timings=timings,
+        )
+
+
+# --- batch summary -----------------------------------------------------------------------
+
+
+@dataclass
+class ScoringTally:
+    """Counts accumulated over chunks."""
+
+    rows: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    decisions_by_role: dict[str, dict[str, int]] = field(default_factory=dict)
+    routed: int = 0
+    canary_rows: int = 0
+    shadow_rows: int = 0
+    shadow_same_decision: int = 0
+    shadow_abs_diff_sum: float = 0.0
+    records_written: int = 0
+    review_cases_opened: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+    def add(self, chunk: ScoredChunk) -> None:
+        n = len(chunk.canary)
+        self.rows += n
+        self.canary_rows += int(chunk.canary.sum())
+        self.routed += int(chunk.routed.sum())
+        for role, mask in ((ROLE_CHAMPION, ~chunk.canary), (ROLE_CANARY, chunk.canary)):
+            if not mask.any():
+                continue
+            values, counts = np.unique(chunk.final_decision[mask].astype(str), return_counts=True)
+            by_role = self.decisions_by_role.setdefault(role, {})
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                self.decisions[value] = self.decisions.get(value, 0) + count
+                by_role[value] = by_role.get(value, 0) + count
+        if chunk.challenger_scores is not None and chunk.challenger_decision is not None:
+            self.shadow_rows += n
+            self.shadow_same_decision += int((chunk.challenger_decision == chunk.champion_decision).sum())
+            self.shadow_abs_diff_sum += float(np.abs(chunk.challenger_scores - chunk.champion_scores).sum())
+
+    def wrote(self, first_seq: int, last_seq: int, cases: int) -> None:
+        self.first_seq = first_seq if self.first_seq is None else self.first_seq
+        self.last_seq = last_seq
+        self.records_written += last_seq - first_seq + 1
+        self.review_cases_opened += cases
+
+
+class ScoringResult(BaseModel):
+    """What ``score_batch`` did; the CLI prints it as JSON (exit 1 when not ``accepted``)."""
+
+    model_name: str
+    source: str
+    batch_id: str
+    accepted: bool
+    rejection_reasons: list[str] = Field(default_factory=list)
+    validation: ValidationSummary
+    champion_version: int
+    challenger_version: int | None
+    canary_share_requested: float
+    canary_active: bool
+    rows_scored: int = 0
+    decisions: dict[str, int] = Field(
+        default_factory=dict, description="final decisions (champion or canary) by value"
+    )
+    decisions_by_role: dict[str, dict[str, int]] = Field(default_factory=dict)
+    routed_to_review: int = 0
+    review_cases_opened: int = 0
+    canary_rows: int = 0
+    canary_share_realised: float = 0.0
+    shadow_rows: int = 0
+    shadow_agreement: float | None = Field(
+        None, description="share of rows where the challenger's decision equals the champion's"
+    )
+    shadow_mean_abs_score_diff: float | None = None
+    audit_records_written: int = 0
+    audit_first_seq: int | None = None
+    audit_last_seq: int | None = None
+    snapshots: list[str] = Field(default_factory=list, description="sha256 of each valid snapshot scored")
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    timings_seconds: dict[str, float] = Field(default_factory=dict)
+    flow_run_id: str | None = None
+
+    def fill_from(self, tally: ScoringTally) -> ScoringResult:
+        shadow = tally.shadow_rows
+        return self.model_copy(
+            update={
+                "rows_scored": tally.rows,
+                "decisions": dict(sorted(tally.decisions.items())),
+                "decisions_by_role": {
+                    k: dict(sorted(v.items())) for k, v in sorted(tally.decisions_by_role.items())
+                },
+                "routed_to_review": tally.routed,
+                "review_cases_opened": tally.review_cases_opened,
+                "canary_rows": tally.canary_rows,
+                "canary_share_realised": tally.canary_rows / tally.rows if tally.rows else 0.0,
+                "shadow_rows": shadow,
+                "shadow_agreement": tally.shadow_same_decision / shadow if shadow else None,
+                "shadow_mean_abs_score_diff": tally.shadow_abs_diff_sum / shadow if shadow else None,
+                "audit_records_written": tally.records_written,
+                "audit_first_seq": tally.first_seq,
+                "audit_last_seq": tally.last_seq,
+            }
+        )
+
+
+class AuditSink(Protocol):
+    """Where a chunk's audit rows go; returns (first_seq, last_seq, review cases opened)."""
+
+    def __call__(self, records: pd.DataFrame) -> tuple[int, int, int]: ...
+
+
+def audit_sink(engine: Any, batch_id: str) -> AuditSink:
+    """Append each chunk to the audit store (one transaction per chunk; routed deciding rows
+    open review cases in the same transaction)."""
+    from mlops.audit import append_predictions
+
+    def write(records: pd.DataFrame) -> tuple[int, int, int]:
+        done = append_predictions(engine, records, batch_id=batch_id, open_cases=True)
+        return done.first_seq, done.last_seq, done.cases_opened
+
+    return write
+
+
+def score_frames(
+    frames: Iterator[tuple[str, pd.DataFrame]] | Sequence[tuple[str, pd.DataFrame]],
+    ctx: ScoringContext,
+    sink: AuditSink | None,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    timings: Timings | None = None,
+    on_chunk: Callable[[ScoredChunk], None] | None = None,
+) -> ScoringTally:
+    """Score each (snapshot sha256, valid rows) in chunks and hand each chunk to ``sink``."""
+    timings = timings if timings is not None else Timings()
+    tally = ScoringTally()
+    for sha, frame in frames:
+        for chunk in iter_scored_chunks(
+            frame, ctx, snapshot_sha256=sha, chunk_rows=chunk_rows, timings=timings
+        ):
+            tally.add(chunk)
+            if sink is not None:
+                t = time.perf_counter()
+                tally.wrote(*sink(chunk.records))
+                timings.add("audit_append", t)
+            if on_chunk is not None:
+                on_chunk(chunk)
+    return tally
+
+
+def scoring_markdown(result: ScoringResult) -> str:
+    """The Prefect artifact of a batch: counts, review routing, canary, shadow agreement."""
+    lines = [
+        f"# Scoring `{result.source}` with {result.model_name}",
+        "",
+        f"Batch `{result.batch_id}`: champion v{result.champion_version}"
+        + (f", challenger v{result.challenger_version}" if result.challenger_version else ", no challenger"),
+        "",
+    ]
+    if not result.accepted:
+        lines += ["**REJECTED by its contract:** " + "; ".join(result.rejection_reasons), ""]
+        return "\n".join(lines)
+    lines += [
+        "| rows scored | approve | decline | routed to review | review cases opened | audit records |",
+        "|---|---|---|---|---|---|",
+        f"| {result.rows_scored} | {result.decisions.get(DECISION_APPROVE, 0)} "
+        f"| {result.decisions.get(DECISION_DECLINE, 0)} | {result.routed_to_review} "
+        f"| {result.review_cases_opened} | {result.audit_records_written} |",
+        "",
+        "| canary share requested | canary rows | canary share realised |",
+        "|---|---|---|",
+        f"| {result.canary_share_requested:.2%} | {result.canary_rows} | {result.canary_share_realised:.2%} |",
+        "",
+    ]
+    if result.shadow_rows:
+        lines += [
+            "| shadow rows | same decision as champion | mean abs score diff |",
+            "|---|---|---|",
+            f"| {result.shadow_rows} | {result.shadow_agreement:.2%} | {result.shadow_mean_abs_score_diff:.5f} |",
+            "",
+        ]
+    if result.decisions_by_role:
+        lines += ["| decided by | approve | decline |", "|---|---|---|"]
+        for role, counts in result.decisions_by_role.items():
+            lines.append(
+                f"| {role} | {counts.get(DECISION_APPROVE, 0)} | {counts.get(DECISION_DECLINE, 0)} |"
+            )
+        lines.append("")
+    lines.append("Snapshots: " + ", ".join(f"`{s[:16]}…`" for s in result.snapshots))
+    return "\n".join(lines)

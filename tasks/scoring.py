@@ -1,0 +1,198 @@
+"""Tasks of the scoring stage: resolve and load models, validate the batch in chunks, score and
+audit, report; and the tasks of ``reproduce``.
+
+Reads (registry, object store) retry; the audit append does not (a retry would write the
+chunk twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from mlops.audit import create_audit_engine, create_schema
+from mlops.constants import KIND_VALID
+from mlops.contracts import Contract, load_contract
+from mlops.errors import InputError
+from mlops.gx_suite import GXRunner
+from mlops.model_spec import ModelSpec, load_model_spec
+from mlops.registry import make_registry
+from mlops.reproduce import ReproduceResult, locate_snapshot, read_prediction_record, reproduce_from
+from mlops.scoring import (
+    DECISION_APPROVE,
+    DECISION_DECLINE,
+    LoadedModel,
+    ModelVersions,
+    ScoringContext,
+    ScoringModels,
+    ScoringResult,
+    Timings,
+    audit_sink,
+    check_share,
+    load_model_version,
+    resolve_versions,
+    score_frames,
+    scoring_markdown,
+)
+from mlops.scoring_input import BatchValidation, iter_batch_chunks, read_valid_snapshot, validate_in_chunks
+from mlops.settings import Settings
+from mlops.storage import make_store, read_snapshot, snapshot_key
+from tasks.validation import retry_unless_bad_input
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """The resolved spec, its applications contract and the versions the aliases named."""
+
+    spec: ModelSpec
+    contract: Contract
+    versions: ModelVersions
+
+
+@task(
+    name="resolve-models",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def resolve_models_task(model: str, settings: Settings) -> ScoringPlan:
+    """Spec + contract, and champion/challenger resolved to exact versions (no champion: refuse)."""
+    spec = load_model_spec(model, contracts_dir=settings.contracts_dir)
+    contract = load_contract(settings.contracts_dir, spec.applications_contract)
+    return ScoringPlan(
+        spec=spec, contract=contract, versions=resolve_versions(make_registry(settings), model)
+    )
+
+
+@task(
+    name="load-model-version",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def load_model_version_task(name: str, version: int, alias: str | None, settings: Settings) -> LoadedModel:
+    return load_model_version(make_registry(settings), name, version, alias)
+
+
+@task(
+    name="validate-batch-chunks",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def validate_batch_chunks_task(
+    source: str, contract: Contract, settings: Settings, run_name: str, chunk_rows: int
+) -> BatchValidation:
+    """Validate the batch chunk by chunk and store its valid rows as snapshots (idempotent)."""
+    chunks = iter_batch_chunks(source, chunk_rows, s3_endpoint_url=settings.s3_endpoint_url)
+    return validate_in_chunks(
+        chunks,
+        contract,
+        GXRunner(),
+        make_store(settings),
+        source=source,
+        max_share=settings.max_quarantine_share,
+        run_name=run_name,
+        chunk_rows=chunk_rows,
+    )
+
+
+@task(name="score-and-audit", cache_policy=NO_CACHE)
+def score_and_audit_task(
+    plan: ScoringPlan,
+    models: ScoringModels,
+    validation: BatchValidation,
+    settings: Settings,
+    *,
+    batch_id: str,
+    canary_share: float,
+    chunk_rows: int,
+    result: ScoringResult,
+) -> ScoringResult:
+    """Read each valid snapshot back (hash-checked), score it in chunks, append the audit records."""
+    check_share(canary_share)
+    ctx = ScoringContext(
+        models=models,
+        policy=plan.spec.decision_policy,
+        id_column=plan.contract.id_column,
+        hash_key=settings.entity_hash_key,
+        canary_share=canary_share,
+    )
+    engine = create_audit_engine(settings.resolved_audit_db_url)
+    try:
+        create_schema(engine)
+        store = make_store(settings)
+        timings = Timings()
+        timings.merge(validation.timings)
+
+        def frames() -> Iterator[tuple[str, pd.DataFrame]]:
+            for ref in validation.snapshots:
+                t = time.perf_counter()
+                frame = read_valid_snapshot(store, plan.contract.name, ref.sha256)
+                timings.add("read_snapshots", t)
+                yield ref.sha256, frame
+
+        tally = score_frames(
+            frames(), ctx, audit_sink(engine, batch_id), chunk_rows=chunk_rows, timings=timings
+        )
+    finally:
+        engine.dispose()
+    done = result.fill_from(tally)
+    done.timings_seconds = {k: round(v, 4) for k, v in timings.seconds.items()}
+    return done
+
+
+@task(name="publish-scoring-report", cache_policy=NO_CACHE)
+def publish_scoring_report_task(result: ScoringResult) -> None:
+    key = f"scoring-{result.model_name}"
+    create_markdown_artifact(key=key, markdown=scoring_markdown(result), description="Batch scoring summary")
+    if not result.accepted:
+        return
+    rows: list[dict[str, object]] = [
+        {"measure": "rows scored", "value": result.rows_scored},
+        {"measure": "approve", "value": result.decisions.get(DECISION_APPROVE, 0)},
+        {"measure": "decline", "value": result.decisions.get(DECISION_DECLINE, 0)},
+        {"measure": "routed to review", "value": result.routed_to_review},
+        {"measure": "canary share realised", "value": round(result.canary_share_realised, 6)},
+        {"measure": "shadow agreement", "value": result.shadow_agreement},
+        {"measure": "shadow mean abs score diff", "value": result.shadow_mean_abs_score_diff},
+    ]
+    create_table_artifact(key=f"{key}-counts", table=rows, description=f"Scoring counts of {result.source}")
+
+
+# --- reproduce ---------------------------------------------------------------------------
+
+
+@task(
+    name="reproduce-prediction", retries=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE
+)
+def reproduce_prediction_task(prediction_id: str, settings: Settings) -> ReproduceResult:
+    """Read the record, reload the exact version, read and check the input row, score again."""
+    engine = create_audit_engine(settings.resolved_audit_db_url)
+    try:
+        record = read_prediction_record(engine, prediction_id)
+    finally:
+        engine.dispose()
+    name, version = str(record["model_name"]), int(record["model_version"])
+    spec = load_model_spec(name, contracts_dir=settings.contracts_dir)
+    store = make_store(settings)
+    dataset = locate_snapshot(store, str(record["input_snapshot"]), spec.applications_contract)
+    snapshot = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=str(record["input_snapshot"]))
+    position = int(record["input_row"])
+    if not 0 <= position < len(snapshot):
+        raise InputError(
+            f"record {prediction_id} points at row {position}; the snapshot has {len(snapshot)} rows"
+        )
+    row = snapshot.iloc[[position]].reset_index(drop=True)
+    model = load_model_version(make_registry(settings), name, version, record["model_alias"])
+    uri = store.uri(snapshot_key(KIND_VALID, dataset, str(record["input_snapshot"])))
+    return reproduce_from(record, row, model, spec.decision_policy, snapshot_uri=uri)

@@ -1,0 +1,257 @@
+"""score_batch, audit verify and reproduce under the Prefect harness with a real MLflow registry.
+
+One module-scoped setup: a champion trained by the train tasks and promoted by the recorded
+bootstrap (version 1), and a deliberately different booster registered as challenger
+(version 2). Each test gets its own audit store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from sqlalchemy.engine import Engine
+
+from flows.reproduce import reproduce
+from flows.score_batch import score_batch
+from mlops.audit import audit_records, create_audit_engine, entity_key, list_open_cases
+from mlops.cli import main
+from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+from mlops.contracts import load_contract
+from mlops.errors import WorkRefused
+from mlops.model_spec import load_model_spec
+from mlops.promotion import bootstrap_champion
+from mlops.registry import TrainingRunLog, make_registry
+from mlops.scoring import ROLE_CANARY, ROLE_CHAMPION, ROLE_SHADOW, canary_mask, decide, load_model_version
+from mlops.settings import get_settings
+from mlops.storage import make_store, read_snapshot
+from mlops.training import train_booster
+from mlops.validation import finalise_valid, type_batch
+from tests.training_helpers import ingest_history, run_train_tasks, simulated_day, write_spec
+
+pytestmark = pytest.mark.flows
+
+MODEL = "credit-risk"
+CANARY = 0.3
+
+
+@dataclass(frozen=True)
+class Setup:
+    batch_a: Path  # 300 new applications
+    batch_b: Path  # 150 of batch A's applications again + 150 new ones
+    rejected: Path
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path, prefect_harness: None
+) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("scoring")
+    home = root / "home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        mp.setenv("MLOPS_PROFILE", "embedded")
+        for var in ("MLOPS_STORE_URL", "MLOPS_AUDIT_DB_URL", "MLOPS_S3_ENDPOINT_URL"):
+            mp.delenv(var, raising=False)
+        shutil.copy(_migrated_mlflow_db, home / "mlflow.db")
+        mp.setenv("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        mp.setenv("MLOPS_MODEL_SPECS_DIR", str(root / "specs"))
+        write_spec(root / "specs")
+        write_spec(root / "specs", name="credit-risk-new")  # a spec with no registered model
+        settings = get_settings()
+        apps_c = load_contract(settings.contracts_dir, "credit_applications")
+        outs_c = load_contract(settings.contracts_dir, "credit_outcomes")
+        ingest_history(make_store(settings), apps_c, outs_c, days=4, rows=400)
+
+        registry = make_registry(settings)
+        assert run_train_tasks(MODEL).version == 1
+        assert bootstrap_champion(registry, MODEL, approved_by="scoring-tests").champion_version == 1
+        # Version 2: a shallower, shorter booster on other days, registered as challenger.
+        spec = load_model_spec(MODEL)
+        apps, outs = simulated_day(8, 800, seed=99)
+        typed, _ = type_batch(apps, apps_c)
+        frame = finalise_valid(typed, apps_c).assign(defaulted=outs["defaulted"].to_numpy())
+        params = {**spec.booster_params(), "max_depth": 2}
+        trained = train_booster(
+            frame, features=spec.feature_list, target="defaulted", params=params, num_boost_round=15
+        )
+        logged = registry.log_training_run(
+            TrainingRunLog(
+                model_name=MODEL,
+                run_name="scoring-test-challenger",
+                booster_json=trained.booster_bytes(),
+                schema_json=trained.schema.to_json(),
+                params=params,
+                metrics={},
+            )
+        )
+        version = registry.register_version(MODEL, logged, {})
+        registry.set_alias(MODEL, ALIAS_CHALLENGER, version)
+        assert version == 2 and registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
+
+        a, _ = simulated_day(20, 300, seed=5)
+        new, _ = simulated_day(21, 150, seed=5)
+        b = pd.concat([a.iloc[::2], new], ignore_index=True)
+        bad = a.copy()
+        bad["region"] = bad["region"].astype(str)
+        bad.loc[:59, "region"] = "atlantis"
+        paths = Setup(root / "a.parquet", root / "b.parquet", root / "bad.parquet")
+        a.to_parquet(paths.batch_a)
+        b.to_parquet(paths.batch_b)
+        bad.to_parquet(paths.rejected)
+        yield paths
+
+
+@pytest.fixture
+def engine(setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A fresh audit store for this test (the registry and the object store are shared)."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    monkeypatch.setenv("MLOPS_AUDIT_DB_URL", url)
+    eng = create_audit_engine(url)
+    yield eng
+    eng.dispose()
+
+
+def records_of(engine: Engine, batch_id: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_records).where(audit_records.c.batch_id == batch_id).order_by(audit_records.c.seq)
+        ).all()
+    return pd.DataFrame([dict(r._mapping) for r in rows])
+
+
+def last_json(out: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_champion_decides_and_the_shadow_never_changes_a_decision(setup: Setup, engine: Engine) -> None:
+    result = score_batch(source=str(setup.batch_a))
+    assert result.accepted and result.rows_scored == 300
+    assert (result.champion_version, result.challenger_version) == (1, 2)
+    assert result.shadow_rows == 300 and result.audit_records_written == 600 and result.canary_rows == 0
+    assert 0.0 <= (result.shadow_agreement or 0.0) <= 1.0 and (result.shadow_mean_abs_score_diff or 0) > 0
+
+    records = records_of(engine, result.batch_id)
+    champion = records[records["role"] == ROLE_CHAMPION].sort_values("input_row").reset_index(drop=True)
+    shadow = records[records["role"] == ROLE_SHADOW].sort_values("input_row").reset_index(drop=True)
+    assert len(champion) == len(shadow) == 300 and set(records["role"]) == {ROLE_CHAMPION, ROLE_SHADOW}
+    assert (champion["model_version"] == "1").all() and (shadow["model_version"] == "2").all()
+
+    # Champion-only scoring of the same snapshot gives exactly the recorded decisions.
+    settings = get_settings()
+    spec = load_model_spec(MODEL)
+    [sha] = result.snapshots
+    rows = read_snapshot(make_store(settings), dataset="credit_applications", kind="valid", sha256=sha)
+    alone = load_model_version(make_registry(settings), MODEL, 1).score(rows)
+    expected = decide(spec.decision_policy, alone, rows["loan_amount"])
+    assert np.array_equal(champion["score"].to_numpy(), alone)
+    assert champion["decision"].tolist() == expected.decision.tolist()
+    assert champion["review_routed"].tolist() == expected.routed.tolist()
+    assert not shadow["review_routed"].any()
+    assert result.decisions == champion["decision"].value_counts().sort_index().to_dict()
+
+    # Routed rows opened review cases, one per routed deciding record.
+    cases = list_open_cases(engine, MODEL)
+    routed_ids = set(champion.loc[champion["review_routed"], "record_id"])
+    assert result.routed_to_review == result.review_cases_opened == len(cases) == len(routed_ids) > 0
+    assert {c.case_id for c in cases} == routed_ids
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"scoring-{MODEL}"]))
+        )
+    assert arts and any("same decision as champion" in str(a.data) for a in arts)
+
+
+def test_canary_entities_are_decided_by_the_challenger_in_every_batch(setup: Setup, engine: Engine) -> None:
+    first = score_batch(source=str(setup.batch_a), canary_share=CANARY, chunk_rows=64)
+    second = score_batch(source=str(setup.batch_b), canary_share=CANARY, chunk_rows=64)
+    assert first.canary_active and first.canary_share_realised == pytest.approx(CANARY, abs=0.1)
+
+    arms = []
+    for result in (first, second):
+        records = records_of(engine, result.batch_id)
+        deciding = records[records["role"] != ROLE_SHADOW].set_index("entity_key")
+        assert deciding.index.is_unique and len(deciding) == result.rows_scored
+        canary = deciding[deciding["role"] == ROLE_CANARY]
+        assert (canary["model_version"] == "2").all() and (canary["model_alias"] == ALIAS_CHALLENGER).all()
+        assert (deciding.loc[deciding["role"] == ROLE_CHAMPION, "model_version"] == "1").all()
+        assert len(canary) == result.canary_rows
+        arms.append(deciding["role"] == ROLE_CANARY)
+    both = arms[0].index.intersection(arms[1].index)
+    assert len(both) == 150
+    assert (arms[0][both] == arms[1][both]).all()  # the same entity stays in its arm
+    keys = entity_key(pd.read_parquet(setup.batch_a)["application_id"], get_settings().entity_hash_key)
+    assert arms[0][keys].tolist() == canary_mask(keys.tolist(), CANARY).tolist()
+
+
+def test_audit_verify_and_reproduce_then_tamper(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = score_batch(source=str(setup.batch_a), canary_share=CANARY)
+    records = records_of(engine, result.batch_id)
+    champion_id = records.loc[records["role"] == ROLE_CHAMPION, "record_id"].iloc[7]
+    canary_id = records.loc[records["role"] == ROLE_CANARY, "record_id"].iloc[0]
+
+    again = reproduce(prediction_id=str(canary_id))
+    recorded = records.set_index("record_id").loc[canary_id, "score"]
+    assert again.reproduced and again.model_version == 2 and again.score_recomputed == recorded
+    assert again.model_uri == f"models:/{MODEL}/2"
+
+    assert main(["reproduce", str(champion_id), "--json"]) == 0
+    out = capsys.readouterr().out
+    data = last_json(out)
+    assert data["reproduced"] and data["score_recorded_hex"] == data["score_recomputed_hex"]
+    assert "IDENTICAL" in out and data["model_uri"] == f"models:/{MODEL}/1"
+
+    assert main(["audit", "verify", "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["records_checked"] == result.audit_records_written
+
+    seq = int(records.set_index("record_id").loc[champion_id, "seq"])
+    with engine.begin() as conn:  # an attacker with DDL rights edits one score
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_records_no_update")
+        conn.execute(
+            sa.text("UPDATE audit_records SET score = score + 0.001 WHERE record_id = :rid"),
+            {"rid": champion_id},
+        )
+    assert main(["audit", "verify", "--json"]) == 1
+    out = capsys.readouterr().out
+    brk = last_json(out)["first_break"]
+    assert brk["seq"] == seq and brk["kind"] == "edited" and brk["record_id"] == champion_id
+    assert f"BROKEN at seq {seq} (edited)" in out
+
+    assert main(["reproduce", str(champion_id), "--json"]) == 1
+    data = last_json(capsys.readouterr().out)
+    assert not data["reproduced"] and not data["record_intact"] and not data["identical"]
+
+
+def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", str(setup.batch_b), "--canary-share", "0.2", "--json"]) == 0
+    data = last_json(capsys.readouterr().out)
+    assert data["ok"] and data["rows_scored"] == 300 and data["audit_records_written"] == 600
+
+    assert main(["score", str(setup.rejected), "--json"]) == 1
+    data = last_json(capsys.readouterr().out)
+    assert not data["ok"] and not data["accepted"] and data["rows_scored"] == 0
+    assert data["validation"]["reason_counts"] == {"region:unseen_category": 60}
+    assert len(records_of(engine, data["batch_id"])) == 0
+
+    assert main(["score", str(setup.batch_a), "--model", "credit-risk-new", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "run mlops train and mlops promote first" in captured.err
+    assert "no champion" in last_json(captured.out)["error"]
+    with pytest.raises(WorkRefused, match="no champion"):
+        score_batch(source=str(setup.batch_a), model="credit-risk-new")
+
+    assert main(["score", str(setup.batch_a), "--canary-share", "1.5"]) == 2
+    assert main(["reproduce", "not-a-uuid", "--json"]) == 2
