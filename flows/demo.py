@@ -7,14 +7,36 @@ from typing import Any
 
 from prefect import flow
 
+from flows.monitor import monitor_drift
 from flows.promote import promote
+from flows.reproduce import reproduce
+from flows.score_batch import score_batch
 from flows.train import train
 from flows.validate_data import validate_data
+from mlops.audit import verify_chain
+from mlops.review_desk import open_audit_store
 from mlops.settings import get_settings
 from mlops.simulator import SimulationConfig, simulate
 from mlops.validation import ValidationSummary
 
-INCIDENT_DAY = 5
+TRAIN_DAYS = 5
+SCORE_DAY = TRAIN_DAYS
+
+
+def _first_prediction_id(settings: Any) -> str | None:
+    import sqlalchemy as sa
+
+    engine = open_audit_store(settings)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT record_id FROM audit_records WHERE record_type = 'prediction' ORDER BY seq LIMIT 1"
+                )
+            ).first()
+    finally:
+        engine.dispose()
+    return str(row[0]) if row else None
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -57,27 +79,29 @@ def _quarantine_lines(broken: dict[str, Any]) -> list[str]:
 
 @flow(name="lifecycle-demo", log_prints=True)
 def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str, Any]:
-    """Simulate six days (a data-quality incident on the last), validate, label, train, promote."""
-    data_dir = Path(workdir) / "data"
-    config = SimulationConfig(
-        scenario="data_quality_incident",
-        days=INCIDENT_DAY + 1,
-        drift_day=INCIDENT_DAY,
-        rows_per_day=rows_per_day,
-        seed=7,
-    )
-    simulate(config, data_dir, overwrite=True)
-    print(
-        f"Simulated {config.days} days of loan applications into {data_dir} (incident on day {INCIDENT_DAY})"
-    )
+    """Simulate a week of applications and take them through every stage.
 
-    # 1. Data contracts: clean days are accepted, the incident day is quarantined and rejected.
+    Days 0-4 are labelled (training), a separate batch has a data-quality incident (rejected),
+    day 5 is new business to score: decisions, review routing and the audit trail.
+    """
+    data_dir = Path(workdir) / "data"
+    config = SimulationConfig(scenario="stable", days=SCORE_DAY + 1, rows_per_day=rows_per_day, seed=7)
+    simulate(config, data_dir, overwrite=True)
+    incident = SimulationConfig(
+        scenario="data_quality_incident", days=1, drift_day=0, rows_per_day=rows_per_day, seed=8
+    )
+    simulate(incident, data_dir / "incident", overwrite=True)
+    print(f"Simulated {config.days} days of loan applications and one broken batch into {data_dir}")
+
+    # 1. Data contracts: clean days are accepted, the broken batch is quarantined and rejected.
     rows = []
-    for day in range(config.days):
+    for day in range(TRAIN_DAYS):
         summary = validate_data(source=str(data_dir / "applications" / f"day_{day:04d}.csv"))
         rows.append(_row(f"applications day {day}", summary))
+    summary = validate_data(source=str(data_dir / "incident" / "applications" / "day_0000.csv"))
+    rows.append(_row("broken batch", summary))
     # 2. Delayed outcomes (labels) of the accepted days.
-    for day in range(INCIDENT_DAY):
+    for day in range(TRAIN_DAYS):
         summary = validate_data(
             source=str(data_dir / "outcomes" / f"day_{day:04d}.csv"), contract="credit_outcomes"
         )
@@ -85,9 +109,21 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
     # 3. Train, evaluate, gate, register; 4. first champion through the recorded bootstrap path.
     trained = train()
     promoted = promote() if trained.passed else None
-
     settings = get_settings()
-    lines = ["Data validation", _table(rows), "", *_quarantine_lines(rows[INCIDENT_DAY]), ""]
+    # 5. Score new business; every prediction is an audit record; 6. verify, reproduce, monitor.
+    scored = (
+        score_batch(source=str(data_dir / "applications" / f"day_{SCORE_DAY:04d}.csv")) if promoted else None
+    )
+    engine = open_audit_store(settings)
+    try:
+        chain = verify_chain(engine)
+    finally:
+        engine.dispose()
+    prediction_id = _first_prediction_id(settings)
+    reproduced = reproduce(prediction_id=prediction_id) if prediction_id else None
+    monitored = monitor_drift() if promoted else None
+
+    lines = ["Data validation", _table(rows), "", *_quarantine_lines(rows[TRAIN_DAYS]), ""]
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(trained.metrics.items()))
     lines += [
         "Training",
@@ -102,6 +138,24 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
         lines.append(
             f"  champion: version {promoted.champion_version} (recorded bootstrap: no earlier champion)"
         )
+    if scored is not None:
+        lines += [
+            "",
+            f"Scoring (day {SCORE_DAY}, new business)",
+            f"  {scored.rows_scored} rows scored by champion v{scored.champion_version}: decisions {scored.decisions}",
+            f"  routed to human review: {scored.routed_to_review} (open cases: mlops review list)",
+            f"  audit records written: {scored.audit_records_written}",
+        ]
+    lines.append(
+        f"  audit chain: {'intact' if chain.ok else 'BROKEN'} ({chain.records_checked} records checked)"
+    )
+    if reproduced is not None:
+        lines.append(
+            f"  reproduce {reproduced.record_id}: recorded {reproduced.score_recorded!r}, "
+            f"recomputed {reproduced.score_recomputed!r} -> {'identical' if reproduced.reproduced else 'DIFFERENT'}"
+        )
+    if monitored is not None:
+        lines += ["", "Monitoring", f"  {monitored.message}"]
     lines += [
         "",
         f"State: {settings.home_dir}",
@@ -113,5 +167,9 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
         "batches": rows,
         "train": trained.model_dump(mode="json"),
         "champion_version": promoted.champion_version if promoted else None,
+        "score": scored.model_dump(mode="json") if scored else None,
+        "audit_chain_ok": chain.ok,
+        "reproduced": reproduced.reproduced if reproduced else None,
+        "monitor": monitored.model_dump(mode="json") if monitored else None,
         "report": report,
     }

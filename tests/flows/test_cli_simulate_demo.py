@@ -52,7 +52,7 @@ def test_demo_runs_the_lifecycle(
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
     batches = {b["batch"]: b for b in result["batches"]}
-    clean, broken = batches["applications day 0"], batches["applications day 5"]
+    clean, broken = batches["applications day 0"], batches["broken batch"]
     assert clean["verdict"] == "accepted" and clean["rows_quarantined"] == 0
     assert broken["verdict"].startswith("REJECTED") and broken["rows_quarantined"] > 0
     assert broken["rows_valid"] + broken["rows_quarantined"] == broken["rows_read"]
