@@ -1,0 +1,29 @@
+"""The training dataset logged to MLflow keeps the schema MLflow would infer from every row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlops.contracts import load_contract
+from mlops.registry import SCHEMA_SAMPLE_ROWS, _set_schema_from_sample
+from mlops.settings import PROJECT_ROOT
+from mlops.validation import finalise_valid, type_batch
+from tests.helpers import clean_frame
+
+pytestmark = pytest.mark.unit
+
+
+def test_sampled_schema_equals_full_inference() -> None:
+    import mlflow
+    from mlflow.types.utils import _infer_schema
+
+    contract = load_contract(PROJECT_ROOT / "data_contracts", "credit_applications")
+    raw = clean_frame(contract, SCHEMA_SAMPLE_ROWS + 500)
+    raw.loc[SCHEMA_SAMPLE_ROWS + 10 :, "credit_score"] = np.nan  # missing only past the sample
+    typed, _ = type_batch(raw, contract)
+    frame = finalise_valid(typed, contract)
+    data = mlflow.data.pandas_dataset.from_pandas(frame, name="t")
+    _set_schema_from_sample(data, frame)
+    assert data.schema == _infer_schema(frame)
+    assert data.profile == {"num_rows": len(frame), "num_elements": int(frame.size)}
