@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 from pydantic import SecretStr
 
-from mlops.audit_hashing import canonical_json, check_hex64, entity_key, prediction_hash_tails
+from mlops.audit_hashing import (
+    CANONICAL_FIELDS,
+    canonical_json,
+    check_hex64,
+    entity_key,
+    prediction_hash_tails,
+)
 from mlops.errors import InputError
 
 RECORD_PREDICTION: Final = "prediction"
@@ -35,24 +41,7 @@ REQUIRED_PREDICTION_COLUMNS: Final = (
     "input_hash",
 )
 # Columns a prediction row is written with, between seq/created_at and prev/record hash.
-PREDICTION_COLUMNS: Final = (
-    "record_id",
-    "record_type",
-    "batch_id",
-    "entity_key",
-    "model_name",
-    "model_version",
-    "model_alias",
-    "role",
-    "score",
-    "decision",
-    "confidence",
-    "review_routed",
-    "review_reason",
-    "input_snapshot",
-    "input_row",
-    "input_hash",
-)
+PREDICTION_COLUMNS: Final = CANONICAL_FIELDS[1:-1]  # all but created_at and payload
 _CODED: Final = (
     "record_type",
     "batch_id",

@@ -148,24 +148,7 @@ def event_fields(
     unknown = set(columns) - allowed
     if unknown:
         raise InputError(f"an event cannot set {sorted(unknown)}; put them in the payload")
-    fields: dict[str, Any] = dict.fromkeys(
-        (
-            "batch_id",
-            "entity_key",
-            "model_name",
-            "model_version",
-            "model_alias",
-            "role",
-            "score",
-            "decision",
-            "confidence",
-            "review_routed",
-            "review_reason",
-            "input_snapshot",
-            "input_row",
-            "input_hash",
-        )
-    )
+    fields: dict[str, Any] = dict.fromkeys(PREDICTION_COLUMNS[2:])  # all but record_id, record_type
     for name, value in columns.items():
         fields[name] = None if value is None else str(value)
     if fields["entity_key"] is not None:
