@@ -26,7 +26,6 @@ decisions are left out and ``n_decisions`` says how many counted). ``predictions
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -40,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mlops import audit
 from mlops.audit_hashing import as_utc
+from mlops.audit_write import chain_transaction
 from mlops.catalog import list_snapshots, read_entries
 from mlops.contracts import Contract
 from mlops.errors import InputError
@@ -323,32 +323,14 @@ def _py(value: Any) -> Any:
     return value
 
 
-@contextmanager
-def _write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that holds SQLite's write lock from the start (``BEGIN IMMEDIATE``), so
-    the read-then-write below waits for concurrent writers instead of failing as "locked"."""
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:
-            yield conn
-        return
-    with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
-
-
 def store_matches(engine: Engine, matches: pd.DataFrame) -> tuple[int, int, int]:
     """Upsert matches by prediction record id; returns (inserted, updated, unchanged)."""
     inserted = updated = unchanged = 0
     now = datetime.now(UTC)
     records = [{k: _py(v) for k, v in row.items()} for row in matches.to_dict(orient="records")]
     t = outcome_matches
-    with _write_transaction(engine) as conn:
+    # BEGIN IMMEDIATE on SQLite: the read-then-write waits for concurrent writers.
+    with chain_transaction(engine) as conn:
         for start in range(0, len(records), IN_CHUNK):
             chunk = records[start : start + IN_CHUNK]
             ids = [r["prediction_record_id"] for r in chunk]

@@ -105,6 +105,18 @@ def flatten_params(params: dict[str, Any]) -> dict[str, str]:
 SCHEMA_SAMPLE_ROWS = 2_000
 
 
+def frame_digest(frame: pd.DataFrame) -> str:
+    """Content digest of a frame (values, column names, order), vectorised.
+
+    MLflow's own digest maps every cell through Python (about 1.3 s per 400k rows here)."""
+    import hashlib
+
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+    digest.update(rows.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _set_schema_from_sample(data: Any, frame: Any) -> None:
     """Give an mlflow PandasDataset the schema inferred from a sample (its ``schema`` is cached)."""
     try:
@@ -190,7 +202,11 @@ class MlflowRegistry:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     data = mlflow.data.pandas_dataset.from_pandas(
-                        dataset.frame, source=dataset.source, targets=dataset.target, name=dataset.name
+                        dataset.frame,
+                        source=dataset.source,
+                        targets=dataset.target,
+                        name=dataset.name,
+                        digest=frame_digest(dataset.frame),
                     )
                     _set_schema_from_sample(data, dataset.frame)
                     mlflow.log_input(data, context=dataset.context)

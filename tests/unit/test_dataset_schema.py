@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlops.contracts import load_contract
-from mlops.registry import SCHEMA_SAMPLE_ROWS, _set_schema_from_sample
+from mlops.registry import SCHEMA_SAMPLE_ROWS, _set_schema_from_sample, frame_digest
 from mlops.settings import PROJECT_ROOT
 from mlops.validation import finalise_valid, type_batch
 from tests.helpers import clean_frame
@@ -27,3 +27,14 @@ def test_sampled_schema_equals_full_inference() -> None:
     _set_schema_from_sample(data, frame)
     assert data.schema == _infer_schema(frame)
     assert data.profile == {"num_rows": len(frame), "num_elements": int(frame.size)}
+
+
+def test_frame_digest_follows_content() -> None:
+    contract = load_contract(PROJECT_ROOT / "data_contracts", "credit_outcomes")
+    frame = clean_frame(contract, 300)
+    assert frame_digest(frame) == frame_digest(frame.copy())
+    changed = frame.copy()
+    changed.loc[150, "defaulted"] = 1 - changed.loc[150, "defaulted"]
+    assert frame_digest(changed) != frame_digest(frame)
+    assert frame_digest(frame.iloc[::-1]) != frame_digest(frame)  # row order is content
+    assert frame_digest(frame.rename(columns={"defaulted": "y"})) != frame_digest(frame)
