@@ -247,8 +247,8 @@ def _two_versions() -> Any:
 
 
 def bench_rollback(server: LocalServer, work: Path, repeats: int) -> dict[str, Any]:
+    from mlops.audit import open_audit_store
     from mlops.champion_loader import ChampionLoader
-    from mlops.monitoring import open_audit_store
     from mlops.registry import make_registry
     from mlops.rollback import rollback
     from mlops.settings import get_settings

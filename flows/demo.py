@@ -13,8 +13,7 @@ from flows.reproduce import reproduce
 from flows.score_batch import score_batch
 from flows.train import train
 from flows.validate_data import validate_data
-from mlops.audit import verify_chain
-from mlops.review_desk import open_audit_store
+from mlops.audit import open_audit_store, verify_chain
 from mlops.settings import get_settings
 from mlops.simulator import SimulationConfig, simulate
 from mlops.validation import ValidationSummary

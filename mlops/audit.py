@@ -92,6 +92,8 @@ proves nothing against someone who can rewrite the database and every copy of it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlops.audit_hashing import (
     CANONICAL_FIELDS,
     FORMAT_TAG,
@@ -142,6 +144,25 @@ from mlops.audit_write import (
     append_predictions,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from mlops.settings import Settings
+
+
+def open_audit_store(settings: Settings) -> Engine:
+    """An engine on the audit store the settings name, with its schema in place (idempotent).
+
+    The embedded profile's SQLite file lives under MLOPS_HOME, which is created if missing.
+    """
+    url = settings.resolved_audit_db_url
+    if url.startswith("sqlite:///") and settings.audit_db_url is None:
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_audit_engine(url)
+    create_schema(engine)
+    return engine
+
+
 __all__ = [
     "CANONICAL_FIELDS",
     "FORMAT_TAG",
@@ -176,6 +197,7 @@ __all__ = [
     "get_case",
     "list_open_cases",
     "load_anchors",
+    "open_audit_store",
     "open_review_case",
     "record_hash",
     "resolve_case",

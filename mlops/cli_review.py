@@ -23,7 +23,7 @@ def _score(value: float | None) -> str:
 
 def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
-    from mlops.review_desk import open_audit_store
+    from mlops.audit import open_audit_store
     from mlops.settings import get_settings
 
     engine = open_audit_store(get_settings())
@@ -43,7 +43,7 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
 
 def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
-    from mlops.review_desk import open_audit_store
+    from mlops.audit import open_audit_store
     from mlops.settings import get_settings
 
     engine = open_audit_store(get_settings())

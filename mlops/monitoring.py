@@ -49,22 +49,11 @@ from mlops.monitoring_state import (
     scores_key,
     scores_prefix,
 )
-from mlops.settings import Settings
 from mlops.storage import ObjectStore, parquet_bytes, read_snapshot, snapshot_key
 
 SOURCE_AUDIT: Final = "audit"
 SOURCE_COMPUTED: Final = "computed"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def open_audit_store(settings: Settings) -> Engine:
-    """An engine on the audit store of ``settings`` with its schema in place (idempotent)."""
-    url = settings.resolved_audit_db_url
-    if url.startswith("sqlite:///") and settings.audit_db_url is None:
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
-    engine = audit.create_audit_engine(url)
-    audit.create_schema(engine)
-    return engine
 
 
 # --- the audit trail's champion scores ------------------------------------------------------

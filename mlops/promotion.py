@@ -341,16 +341,6 @@ class MlflowRegistryMetadata:
         return f"{self.registry.client.get_run(run_id).info.artifact_uri}/{artifact_file}"
 
 
-def open_audit_engine(settings: Settings) -> Engine:
-    """The audit store of ``settings`` with its schema in place (idempotent)."""
-    url = settings.resolved_audit_db_url
-    if settings.audit_db_url is None:
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
-    engine = audit.create_audit_engine(url)
-    audit.create_schema(engine)
-    return engine
-
-
 @dataclass(frozen=True)
 class PromotionBackends:
     """Everything a promotion writes to: registry, its metadata, audit store, object store."""
@@ -369,7 +359,7 @@ class PromotionBackends:
         return cls(
             registry=registry,
             metadata=MlflowRegistryMetadata(registry),
-            audit=open_audit_engine(settings),
+            audit=audit.open_audit_store(settings),
             store=make_store(settings),
         )
 

@@ -55,16 +55,6 @@ class CaseView(BaseModel):
     row_error: str | None = None
 
 
-def open_audit_store(settings: Settings) -> Engine:
-    """An engine on the audit store of ``settings`` with its schema in place (idempotent)."""
-    url = settings.resolved_audit_db_url
-    if url.startswith("sqlite:///") and settings.audit_db_url is None:
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
-    engine = audit.create_audit_engine(url)
-    audit.create_schema(engine)
-    return engine
-
-
 def input_references(engine: Engine, record_ids: Sequence[str]) -> dict[str, InputReference]:
     """The input reference of each prediction record id (absent ids are left out)."""
     table = audit.audit_records

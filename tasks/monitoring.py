@@ -16,11 +16,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlops import audit
+from mlops.audit import open_audit_store
 from mlops.constants import ALIAS_CHALLENGER, EVENT_SHADOW_COMPLETED, model_resource
 from mlops.contracts import Contract, load_contract
 from mlops.events import emit
 from mlops.model_spec import ModelSpec, load_model_spec
-from mlops.monitoring import AlarmEvent, MonitorRun, judge_windows, open_audit_store
+from mlops.monitoring import AlarmEvent, MonitorRun, judge_windows
 from mlops.monitoring_reference import Champion, Scorer, build_reference, find_champion
 from mlops.monitoring_report import plot_window, report_document, summary_markdown
 from mlops.monitoring_shadow import ShadowStatus, shadow_status

@@ -6,9 +6,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mlops.audit import open_audit_store
 from mlops.contracts import Contract
 from mlops.performance import PerformanceReport, join_outcomes
-from mlops.review_desk import open_audit_store
 from mlops.settings import Settings
 from mlops.storage import make_store
 from tasks.validation import retry_unless_bad_input

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from mlops import audit
+from mlops.audit import open_audit_store
 from mlops.contracts import Contract
 from mlops.feedback import review_labelled_rows
 from mlops.review_desk import (
@@ -16,7 +17,6 @@ from mlops.review_desk import (
     applications_contract_for,
     case_markdown,
     case_view,
-    open_audit_store,
     resolution_markdown,
 )
 from mlops.settings import Settings

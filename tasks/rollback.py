@@ -6,9 +6,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mlops.audit import open_audit_store
 from mlops.constants import EVENT_MODEL_ROLLED_BACK, model_resource
 from mlops.events import emit
-from mlops.monitoring import open_audit_store
 from mlops.registry import make_registry
 from mlops.rollback import RollbackResult, rollback
 from mlops.settings import Settings

@@ -16,7 +16,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlops.audit import create_audit_engine, create_schema
+from mlops.audit import create_audit_engine, open_audit_store
 from mlops.constants import KIND_VALID
 from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
@@ -127,9 +127,8 @@ def score_and_audit_task(
         hash_key=settings.entity_hash_key,
         canary_share=canary_share,
     )
-    engine = create_audit_engine(settings.resolved_audit_db_url)
+    engine = open_audit_store(settings)
     try:
-        create_schema(engine)
         store = make_store(settings)
         timings = Timings()
         timings.merge(validation.timings)

@@ -64,15 +64,6 @@ def mlflow_uri(mlops_home: Path, _migrated_mlflow_db: Path, monkeypatch: pytest.
     return uri
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server as a separate process on 127.0.0.1 (a real endpoint, not a mock)."""
@@ -81,7 +72,9 @@ def s3_endpoint() -> Iterator[str]:
     import time
     import urllib.request
 
-    port = _free_port()
+    from tests.prefect_server import free_port
+
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

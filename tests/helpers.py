@@ -66,3 +66,24 @@ def wait_for_events(
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.25)
+
+
+def latest_artifact(key: str, flow_run_id: str | None = None) -> Any:
+    """The data of the newest Prefect artifact ``key`` (of one flow run, when given).
+
+    Tests share one harness and artifact keys repeat across them: pass the flow run id
+    wherever the test knows it.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    flt = ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+    if flow_run_id is not None:
+        flt.flow_run_id = ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=flt, sort=ArtifactSort.CREATED_DESC)
+    assert found, f"no Prefect artifact {key!r}" + (f" for flow run {flow_run_id}" if flow_run_id else "")
+    return found[0].data

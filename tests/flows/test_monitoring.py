@@ -20,14 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.monitor import MonitorResult, monitor_drift
 from flows.retrain import retrain
 from flows.rollback import rollback as rollback_flow
 from mlops import audit
+from mlops.audit import open_audit_store
 from mlops.catalog import list_snapshots
 from mlops.champion_loader import ChampionLoader
 from mlops.cli import main
@@ -43,7 +41,6 @@ from mlops.constants import (
 from mlops.contracts import Contract, load_contract
 from mlops.errors import ChainBroken, WorkRefused
 from mlops.lineage import TAG_PROMOTED_AT, TAG_PROMOTED_BY
-from mlops.monitoring import open_audit_store
 from mlops.monitoring_state import load_state, reference_key
 from mlops.promotion import (
     ROLLBACK_TARGET_FOR_TAG,
@@ -59,6 +56,7 @@ from mlops.registry import make_registry
 from mlops.rollback import TAG_RESTORED_AT, TAG_ROLLED_BACK_BY
 from mlops.settings import get_settings
 from mlops.storage import ObjectStore, make_store, read_snapshot
+from tests.helpers import latest_artifact
 from tests.monitoring_helpers import (
     DRIFT_DAY,
     day_frames,
@@ -141,15 +139,6 @@ def _alarms(since: datetime, results: list[MonitorResult]) -> list[object]:
     return [e for e in read_events(ALARMS, RESOURCE, since) if e.payload.get("flow_run_id") in runs]
 
 
-def _artifact(key: str) -> object:
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
-        )
-    assert found, f"no Prefect artifact {key!r}"
-    return found[0].data
-
-
 def _audit_champion_scores(snapshot: str, version: int) -> None:
     """Audit records for every row of ``snapshot`` as the scoring flow writes them."""
     apps, _ = _contracts()
@@ -205,7 +194,7 @@ def test_no_drift_no_event(home: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert not any(w.alarm for w in result.windows) and not result.alarm and result.event_id is None
     state = load_state(_store(), MODEL, 1)
     assert state.processed_applications == [shas[4], shas[5]] and state.last_event is None
-    assert "No alarm" in str(_artifact(f"drift-summary-{MODEL}"))
+    assert "No alarm" in str(latest_artifact(f"drift-summary-{MODEL}"))
     capsys.readouterr()
     assert main(["monitor", "--model", MODEL, "--json"]) == 0  # the CLI door: nothing new, exit 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -235,11 +224,11 @@ def test_drift_emits_exactly_one_event_and_judges_each_window_once(home: Path) -
     settle_events(RESOURCE, since)
     assert len(_alarms(since, [first, again])) == 1
 
-    table = _artifact(f"drift-report-{MODEL}")
+    table = latest_artifact(f"drift-report-{MODEL}")
     assert "annual_income" in str(table)
     run = make_registry().client.get_run(str(first.mlflow_run_id))
     assert run.data.tags["mlops.monitoring.champion_version"] == "1"
-    summary = str(_artifact(f"drift-summary-{MODEL}"))  # the quiet second run remembers the alarm
+    summary = str(latest_artifact(f"drift-summary-{MODEL}"))  # the quiet second run remembers the alarm
     assert "No alarm" in summary and f"event id `{first.event_id}`" in summary
 
 
@@ -260,7 +249,7 @@ def test_repeated_drift_inside_the_cooldown_skips_the_retrain_and_says_why(home:
     assert not skipped.ran and skipped.train is None
     assert skipped.reason.startswith("cooldown:"), skipped.reason
     assert skipped.key != ran.key  # new data; the cooldown, not the idempotency key, held it back
-    markdown = str(_artifact(f"retrain-{MODEL}"))
+    markdown = str(latest_artifact(f"retrain-{MODEL}"))
     assert "SKIPPED" in markdown and "cooldown" in markdown
 
 

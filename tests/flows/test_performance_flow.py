@@ -10,9 +10,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from mlops.audit import open_audit_store
 from mlops.cli import main
 from mlops.performance import join_outcomes_after_ingest
-from mlops.review_desk import open_audit_store
 from mlops.settings import get_settings
 from mlops.storage import make_store
 from tasks.performance import performance_artifact_key

@@ -25,8 +25,6 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterName,
 )
@@ -81,7 +79,7 @@ from mlops.registry import MlflowRegistry, make_registry
 from mlops.settings import get_settings
 from mlops.storage import make_store, read_snapshot
 from tasks.promotion import compare_on_shadow_task, plan_promotion_task
-from tests.helpers import wait_for_events
+from tests.helpers import latest_artifact, wait_for_events
 from tests.training_helpers import ingest, ingest_history, run_train_tasks, simulated_day, write_spec
 
 pytestmark = pytest.mark.flows
@@ -235,13 +233,6 @@ def champions(registry: MlflowRegistry) -> list[int]:
     return [v for v in versions if ALIAS_CHAMPION in registry.aliases_of(MODEL, v)]
 
 
-def _markdown_artifact(key: str) -> str:
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    assert artifacts, f"no Prefect artifact {key!r}"
-    return str(max(artifacts, key=lambda a: a.created or datetime.min.replace(tzinfo=UTC)).data)
-
-
 def _store_json(key: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(_backends().store.get_bytes(key))
     return data
@@ -320,7 +311,7 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     run_id = registry.version_run_id(MODEL, good_challenger)
     logged = registry.read_run_json(run_id, f"dossiers/{record.record_id}.json")
     assert logged["promotion_id"] == record.record_id
-    assert "Promotion dossier" in _markdown_artifact(f"promotion-{MODEL}")
+    assert "Promotion dossier" in str(latest_artifact(f"promotion-{MODEL}"))
 
     [event] = wait_for_events(EVENT_MODEL_PROMOTED, model_resource(MODEL), since=since)
     assert event.payload["from_version"] == 1 and event.payload["to_version"] == good_challenger
@@ -369,7 +360,7 @@ def test_refused_without_enough_labels_then_for_a_worse_challenger(
         champion.version_run_id(MODEL, weak), f"promotions/{refused.value.promotion_id}.json"
     )
     assert logged["outcome"] == "refused"
-    assert "FAIL" in _markdown_artifact(f"promotion-{MODEL}")
+    assert "FAIL" in str(latest_artifact(f"promotion-{MODEL}"))
     assert not _backends().store.exists(dossier_keys(MODEL, weak)[0])
 
     # The command line says "refused" with exit code 1.

@@ -31,8 +31,8 @@ from prefect.states import State
 
 from flows.review import review_case
 from mlops import audit
+from mlops.audit import open_audit_store
 from mlops.errors import InputError
-from mlops.review_desk import open_audit_store
 from mlops.settings import get_settings
 from mlops.storage import make_store
 from tasks.review import case_artifact_key, gather_review_feedback_task

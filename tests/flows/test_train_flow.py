@@ -7,11 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.promote import promote
 from flows.train import TrainResult, train
@@ -37,7 +34,7 @@ from mlops.lineage import (
 from mlops.registry import make_registry
 from mlops.settings import get_settings
 from mlops.storage import make_store
-from tests.helpers import wait_for_events
+from tests.helpers import latest_artifact, wait_for_events
 from tests.training_helpers import ingest, simulated_day, write_spec
 
 pytestmark = pytest.mark.flows
@@ -65,20 +62,6 @@ def validated_history(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.Monke
     summary = validate_data(source=str(path), contract="credit_outcomes")
     assert summary.accepted and summary.snapshot_sha256
     return summary.snapshot_sha256
-
-
-def _markdown_artifact(key: str, flow_run_id: str | None) -> str:
-    """The artifact ``key`` of one flow run (other tests share the harness and the key)."""
-    assert flow_run_id
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]),
-            )
-        )
-    assert artifacts, f"no Prefect artifact {key!r} for flow run {flow_run_id}"
-    return str(artifacts[0].data)
 
 
 def _of_run(flow_run_id: str | None) -> Callable[[Any], bool]:
@@ -109,7 +92,7 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
     record = registry.read_run_json(result.run_id, DECISION_RECORD_ARTIFACT)
     assert record["record_id"] == result.decision_record_id and record["flow_run_id"] == result.flow_run_id
 
-    markdown = _markdown_artifact(f"decision-record-{MODEL}", result.flow_run_id)
+    markdown = str(latest_artifact(f"decision-record-{MODEL}", result.flow_run_id))
     assert "BOOTSTRAP" in markdown and "version **1**" in markdown and "challenger" in markdown
 
     [event] = wait_for_events(
@@ -133,7 +116,7 @@ def test_promote_flow_bootstraps_the_first_champion_then_refuses(validated_histo
     assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
     tags = registry.version_tags(MODEL, 1)
     assert tags[TAG_PROMOTION_KIND] == "bootstrap" and tags[TAG_PROMOTED_BY] == "bob"
-    assert "approved by | bob" in _markdown_artifact(f"promotion-{MODEL}", result.record.flow_run_id)
+    assert "approved by | bob" in str(latest_artifact(f"promotion-{MODEL}", result.record.flow_run_id))
     [event] = wait_for_events(
         EVENT_MODEL_PROMOTED, model_resource(MODEL), since=since, match=_of_run(result.record.flow_run_id)
     )

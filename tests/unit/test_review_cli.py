@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mlops import audit
+from mlops.audit import open_audit_store
 from mlops.cli import main
-from mlops.review_desk import open_audit_store
 from mlops.settings import get_settings
 from mlops.storage import make_store
 from tests.review_helpers import MODEL, append, application_snapshot, contracts, predictions
