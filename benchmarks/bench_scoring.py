@@ -12,7 +12,8 @@ peak RSS is its own):
 * ``full``: what ``score_batch`` does without Prefect: read the batch in chunks, validate
   each chunk against the contract (typing, GX SUMMARY, quarantine split), store the valid
   snapshots, read them back hash-checked, score every row with the champion and the
-  challenger (the pyfunc's own path: cast + DMatrix predict), apply the decision policy,
+  challenger (the logged pyfunc's own path: the cast once per chunk when both models share
+  a feature schema, then ``inplace_predict``), apply the decision policy,
   hash inputs and entity ids, and append two audit records per row to a fresh SQLite store
   (one transaction per scoring chunk; routed rows open review cases).
 
@@ -95,16 +96,24 @@ def worker_full(
     from mlops.contracts import load_contract
     from mlops.gx_suite import GXRunner
     from mlops.model_spec import DecisionPolicy, HighStakesRule
-    from mlops.scoring import LoadedModel, ScoringContext, ScoringModels, Timings, audit_sink, score_frames
+    from mlops.pyfunc_model import XGBoostPyfuncModel
+    from mlops.scoring import ScoringContext, ScoringModels, Timings, audit_sink, loaded_pyfunc, score_frames
     from mlops.scoring_input import iter_batch_chunks, read_valid_snapshot, validate_in_chunks
     from mlops.settings import PROJECT_ROOT
     from mlops.storage import LocalStore
 
     contract = load_contract(PROJECT_ROOT / "data_contracts", "credit_applications")
     champion, challenger = _load(models_dir, "champion"), _load(models_dir, "challenger")
-    models = ScoringModels(
-        champion=LoadedModel("credit-risk", 1, "champion", champion.predict),
-        challenger=LoadedModel("credit-risk", 2, "challenger", challenger.predict),
+    models = ScoringModels(  # the logged pyfunc's scoring path, as load_model_version gives it
+        champion=loaded_pyfunc(
+            "credit-risk", 1, "champion", XGBoostPyfuncModel.from_parts(champion.booster, champion.schema)
+        ),
+        challenger=loaded_pyfunc(
+            "credit-risk",
+            2,
+            "challenger",
+            XGBoostPyfuncModel.from_parts(challenger.booster, challenger.schema),
+        ),
     )
     policy = DecisionPolicy(
         threshold=0.25, review_band=(0.18, 0.35), high_stakes=HighStakesRule(column="loan_amount", min=50_000)

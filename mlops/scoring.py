@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field, SecretStr
 
 from mlops.audit_hashing import entity_key
@@ -75,12 +77,20 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One exact registered model version, ready to score (``alias`` is how it was found)."""
+    """One exact registered model version, ready to score (``alias`` is how it was found).
+
+    A model that splits scoring into ``prepare`` (raw rows -> booster input) and
+    ``predict_prepared`` lets two models with the same ``input_key`` (their feature schema)
+    share one prepared chunk; :meth:`score` is always ``predict_prepared(prepare(frame))``.
+    """
 
     name: str
     version: int
     alias: str | None
     predict: Scorer
+    prepare: Callable[[pd.DataFrame], Any] | None = None
+    predict_prepared: Callable[[Any], npt.ArrayLike] | None = None
+    input_key: str | None = None
 
     @property
     def uri(self) -> str:
@@ -89,14 +99,34 @@ class LoadedModel:
     def score(self, frame: pd.DataFrame) -> FloatArray:
         return np.asarray(self.predict(frame), dtype="float64")
 
+    def score_prepared(self, prepared: Any) -> FloatArray:
+        if self.predict_prepared is None:
+            raise TypeError(f"{self.uri} has no prepared-input scorer")
+        return np.asarray(self.predict_prepared(prepared), dtype="float64")
+
+
+def loaded_pyfunc(name: str, version: int, alias: str | None, inner: Any) -> LoadedModel:
+    """A :class:`LoadedModel` around a loaded python model (ours: prepare + inplace predict)."""
+    if all(callable(getattr(inner, a, None)) for a in ("prepare", "score_prepared", "score")):
+        return LoadedModel(
+            name=name,
+            version=int(version),
+            alias=alias,
+            predict=inner.score,
+            prepare=inner.prepare,
+            predict_prepared=inner.score_prepared,
+            input_key=inner.feature_schema.to_json(),
+        )
+    return LoadedModel(name=name, version=int(version), alias=alias, predict=inner.score)
+
 
 def load_model_version(
     registry: MlflowRegistry, name: str, version: int, alias: str | None = None
 ) -> LoadedModel:
     """Load ``models:/<name>/<version>`` (the exact version, never an alias) as a pyfunc.
 
-    Scores go through the pyfunc's own preprocessing (:meth:`XGBoostPyfuncModel.score`, the
-    same code ``predict`` runs, without MLflow's per-call schema enforcement); a pyfunc of
+    Scores go through the pyfunc's own preprocessing and predict (:meth:`XGBoostPyfuncModel.score`,
+    the same code ``predict`` runs, without MLflow's per-call schema enforcement); a pyfunc of
     another kind is called through ``predict``.
     """
     import mlflow
@@ -105,8 +135,24 @@ def load_model_version(
     mlflow.set_registry_uri(registry.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}")
     inner: Any = pyfunc.unwrap_python_model()
-    scorer: Scorer = inner.score if callable(getattr(inner, "score", None)) else pyfunc.predict
-    return LoadedModel(name=name, version=int(version), alias=alias, predict=scorer)
+    if callable(getattr(inner, "score", None)):
+        return loaded_pyfunc(name, version, alias, inner)
+    return LoadedModel(name=name, version=int(version), alias=alias, predict=pyfunc.predict)
+
+
+class PreparedInputs:
+    """One chunk's rows, prepared once per distinct model input (feature schema)."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self.rows = rows
+        self._prepared: dict[str, Any] = {}
+
+    def score(self, model: LoadedModel) -> FloatArray:
+        if model.prepare is None or model.predict_prepared is None or model.input_key is None:
+            return model.score(self.rows)
+        if model.input_key not in self._prepared:
+            self._prepared[model.input_key] = model.prepare(self.rows)
+        return model.score_prepared(self._prepared[model.input_key])
 
 
 @dataclass(frozen=True)
@@ -236,12 +282,36 @@ def _fixed_bytes(series: pd.Series, kind: str) -> npt.NDArray[np.uint8]:
     return values.view(np.uint8).reshape(-1, 8)
 
 
-def _text_bytes(series: pd.Series) -> list[bytes]:
+def _length_prefixed(values: pa.Array) -> pa.Array:
+    """``4-byte LE length + UTF-8`` of each text (binary), ``ff ff ff ff`` where missing."""
+    lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype("<u4")
+    prefix = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(values), [None, pa.py_buffer(lengths)])
+    joined = pc.binary_join_element_wise(prefix.cast(pa.binary()), values.cast(pa.binary()), b"")
+    return joined.fill_null(_MISSING_TEXT)
+
+
+def _text_bytes(series: pd.Series) -> pa.Array:
+    """A text column's bytes per row (see :func:`input_hashes`), built by Arrow."""
+    dtype = series.dtype
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        return _length_prefixed(pa.array(series, from_pandas=True))
+    # object / category / other: the text is str() of each distinct value
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    encoded = [len(b).to_bytes(4, "little") + b for b in (str(u).encode("utf-8") for u in uniques)]
-    table = np.array([*encoded, _MISSING_TEXT], dtype=object)
-    spread: list[bytes] = table[codes].tolist()  # code -1 (missing) takes the last entry
-    return spread
+    if len(uniques) == 0:
+        return _length_prefixed(pa.nulls(len(series), pa.string()))
+    texts = pa.array([str(u) for u in uniques], type=pa.string())
+    spread = texts.take(pa.array(np.maximum(codes, 0)))
+    return _length_prefixed(pc.if_else(pa.array(codes < 0), None, spread))
+
+
+def _fixed_block(frame: pd.DataFrame, names: Sequence[str], kinds: dict[str, str]) -> pa.Array:
+    """The fixed-width columns of each row, 8 bytes each, as one binary value per row."""
+    n, width = len(frame), 8 * len(names)
+    block = np.empty((n, width), dtype=np.uint8)
+    for i, name in enumerate(names):
+        block[:, 8 * i : 8 * i + 8] = _fixed_bytes(frame[name], kinds[name])
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(block)])
+    return fixed.cast(pa.binary())
 
 
 def input_hashes(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> list[str]:
@@ -253,28 +323,29 @@ def input_hashes(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> l
     ``text`` as a 4-byte LE length and UTF-8 (missing: ``ff ff ff ff``). A row's hash
     depends only on that row's values and the column kinds, so a row read back alone from
     its snapshot hashes the same as in its batch.
+
+    Text columns follow the fixed block in the bytes; their order in the header is the
+    column order, their position in the row bytes is after every fixed-width value.
+    Each row's bytes are assembled by Arrow (vectorised); the loop only hashes them,
+    continuing from the header's sha256 state instead of re-hashing the header per row.
     """
     names = list(frame.columns if columns is None else columns)
-    n = len(frame)
-    if n == 0:
+    if len(frame) == 0:
         return []
     kinds = {name: _column_kind(frame[name]) for name in names}
     header = (INPUT_HASH_FORMAT + "\x00" + "\x00".join(f"{c}:{kinds[c]}" for c in names) + "\x00").encode()
     fixed_names = [c for c in names if kinds[c] != "text"]
-    text_names = [c for c in names if kinds[c] == "text"]
-    width = 8 * len(fixed_names)
-    block = np.empty((n, max(width, 1)), dtype=np.uint8)
-    for i, name in enumerate(fixed_names):
-        block[:, 8 * i : 8 * i + 8] = _fixed_bytes(frame[name], kinds[name])
-    fixed: list[bytes] = [b""] * n
-    if width:
-        rows: Any = block.view(np.dtype((np.void, width))).ravel().tolist()  # bytes per row
-        fixed = rows
-    # Text columns follow the fixed block in the bytes; their order in the header is the
-    # column order, their position in the row bytes is after every fixed-width value.
-    texts = [_text_bytes(frame[name]) for name in text_names]
-    sha256 = hashlib.sha256
-    return [sha256(header + b"".join(parts)).hexdigest() for parts in zip(fixed, *texts, strict=True)]
+    parts = [_fixed_block(frame, fixed_names, kinds)] if fixed_names else []
+    parts += [_text_bytes(frame[c]) for c in names if kinds[c] == "text"]
+    rows: list[bytes] = pc.binary_join_element_wise(*parts, b"").to_pylist() if parts else [b""] * len(frame)
+    start = hashlib.sha256(header).copy
+    hashes: list[str] = []
+    append = hashes.append
+    for row in rows:
+        h = start()
+        h.update(row)
+        append(h.hexdigest())
+    return hashes
 
 
 # --- scoring a chunk ---------------------------------------------------------------------
@@ -384,11 +455,13 @@ def score_chunk(
     t = timings.add("entity_keys_and_canary", t)
     hashes = input_hashes(rows)
     t = timings.add("input_hashes", t)
+    inputs = PreparedInputs(rows)
     champion = ctx.models.champion
-    champion_scores = champion.score(rows)
+    champion_scores = inputs.score(champion)
     t = timings.add("score_champion", t)
     challenger = ctx.models.challenger
-    challenger_scores = challenger.score(rows) if challenger is not None else None
+    challenger_scores = inputs.score(challenger) if challenger is not None else None
+    del inputs
     t = timings.add("score_challenger", t)
     rule = ctx.policy.high_stakes
     high = rows[rule.column].to_numpy(dtype="float64", na_value=np.nan) if rule is not None else None

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mlops import audit
+from mlops import audit, audit_hashing
 from mlops.audit_schema import APPEND_ONLY_TABLES, metadata
 from mlops.errors import ChainBroken, InputError
 
@@ -480,6 +480,16 @@ def test_entity_key_is_hmac_sha256_and_vectorised() -> None:
     assert audit.entity_key(123, KEY) == audit.entity_key("123", KEY)
     assert audit.entity_key(pd.Series([123]), KEY)[0] == audit.entity_key("123", KEY)
     assert audit.entity_key("APP-1", "other-key") != expected
+
+
+@pytest.mark.parametrize("key", ["k", "x" * 64, "y" * 65, "ключ" * 40, b"\x00raw"])
+def test_entity_keyer_is_hmac_digest_for_any_key_length(key: str | bytes) -> None:
+    ids = ["APP-1", "", "é模型", "x" * 200]
+    raw = key.encode() if isinstance(key, str) else key
+    expected = [hmac.digest(raw, i.encode(), "sha256").hex() for i in ids]
+    assert audit_hashing.EntityKeyer(key).hexdigests(i.encode() for i in ids) == expected
+    for dtype in ("str", object):
+        assert audit.entity_key(pd.Series(ids, dtype=dtype), key).tolist() == expected
 
 
 @pytest.mark.parametrize("bad", [pd.Series([1.5]), pd.Series(["a", None])])

@@ -3,6 +3,7 @@ chunked validation (no Prefect, no MLflow: tiny boosters stand in for registered
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from mlops.audit import entity_key
 from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
 from mlops.model_spec import DecisionPolicy, HighStakesRule
+from mlops.pyfunc_model import XGBoostPyfuncModel
 from mlops.scoring import (
     ROLE_CANARY,
     ROLE_CHAMPION,
     ROLE_SHADOW,
     LoadedModel,
+    PreparedInputs,
     ScoringContext,
     ScoringModels,
     ScoringResult,
@@ -29,12 +32,13 @@ from mlops.scoring import (
     decide,
     input_hashes,
     iter_scored_chunks,
+    loaded_pyfunc,
     score_frames,
 )
 from mlops.scoring_input import iter_batch_chunks, validate_in_chunks
 from mlops.settings import PROJECT_ROOT
 from mlops.storage import LocalStore, parquet_bytes, write_snapshot
-from mlops.training import train_booster
+from mlops.training import TrainedModel, train_booster
 from mlops.validation import finalise_valid, type_batch
 from tests.helpers import clean_frame
 
@@ -45,6 +49,7 @@ POLICY = DecisionPolicy(
     threshold=0.5, review_band=(0.4, 0.6), high_stakes=HighStakesRule(column="loan_amount", min=50_000)
 )
 SNAPSHOT = "ab" * 32
+TRAINED: list[TrainedModel] = []
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +72,17 @@ def models(contract: Contract) -> ScoringModels:
     )
     frame["y"] = (logit > 0).astype("int64")
     features = [c.name for c in contract.columns if c.role == "feature"]
-    trained = []
     for seed, rounds in ((1, 12), (2, 5)):
         params = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3, "eta": 0.3}
         params |= {"seed": seed, "nthread": 1}
-        trained.append(
+        TRAINED.append(
             train_booster(frame, features=features, target="y", params=params, num_boost_round=rounds)
         )
+    # the logged pyfunc's scoring path (prepare + inplace_predict), as load_model_version gives it
+    pyfuncs = [XGBoostPyfuncModel.from_parts(t.booster, t.schema) for t in TRAINED]
     return ScoringModels(
-        champion=LoadedModel("credit-risk", 1, "champion", trained[0].predict),
-        challenger=LoadedModel("credit-risk", 2, "challenger", trained[1].predict),
+        champion=loaded_pyfunc("credit-risk", 1, "champion", pyfuncs[0]),
+        challenger=loaded_pyfunc("credit-risk", 2, "challenger", pyfuncs[1]),
     )
 
 
@@ -232,6 +238,50 @@ def test_no_challenger_ignores_the_canary(contract: Contract, models: ScoringMod
     assert not context.canary_active
     records = all_records(typed_rows(contract, 50, seed=9), context, 20)
     assert set(records["role"]) == {ROLE_CHAMPION} and len(records) == 50
+
+
+# --- the scoring path ----------------------------------------------------------------------
+
+
+def test_pyfunc_scores_are_the_dmatrix_scores_bit_for_bit(contract: Contract, models: ScoringModels) -> None:
+    frame = typed_rows(contract, 300, seed=21)
+    frame.loc[::7, "annual_income"] = np.nan
+    frame.loc[::5, "region"] = "atlantis"  # unseen category: missing for the booster
+    for trained, model in zip(TRAINED, (models.champion, models.challenger), strict=True):
+        assert model is not None
+        via_dmatrix = trained.predict(frame)  # xgb.DMatrix + Booster.predict
+        via_pyfunc = model.score(frame)  # prepare + inplace_predict
+        assert via_pyfunc.tobytes() == via_dmatrix.tobytes()
+        one = frame.iloc[[17]].reset_index(drop=True)  # what reproduce scores
+        assert model.score(one).tobytes() == via_pyfunc[17:18].tobytes()
+
+
+def test_models_with_one_feature_schema_share_one_prepared_chunk(
+    contract: Contract, models: ScoringModels
+) -> None:
+    calls: list[int] = []
+    assert models.challenger is not None and models.champion.prepare is not None
+
+    def counting(frame: pd.DataFrame) -> object:
+        calls.append(len(frame))
+        assert models.champion.prepare is not None
+        return models.champion.prepare(frame)
+
+    champion = dataclasses.replace(models.champion, prepare=counting)
+    challenger = dataclasses.replace(models.challenger, prepare=counting)
+    frame = typed_rows(contract, 30, seed=4)
+    inputs = PreparedInputs(frame)
+    assert inputs.score(champion).tobytes() == models.champion.score(frame).tobytes()
+    assert inputs.score(challenger).tobytes() == models.challenger.score(frame).tobytes()
+    assert calls == [30]
+    other = dataclasses.replace(challenger, input_key="another schema")
+    inputs.score(other)
+    assert calls == [30, 30]
+
+
+def test_a_model_without_a_prepared_path_is_scored_whole(contract: Contract) -> None:
+    plain = LoadedModel("m", 1, None, lambda f: np.full(len(f), 0.25))
+    assert PreparedInputs(typed_rows(contract, 3, seed=1)).score(plain).tolist() == [0.25] * 3
 
 
 # --- input hashes ------------------------------------------------------------------------
