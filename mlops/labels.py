@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel
 
+from mlops.catalog import SNAPSHOT_COLUMN as CATALOG_SNAPSHOT_COLUMN
 from mlops.catalog import CatalogEntry, list_snapshots, read_entries
 from mlops.contracts import Contract
 from mlops.errors import InputError, WorkRefused
@@ -30,7 +33,7 @@ from mlops.model_spec import ModelSpec, TrainingWindow
 from mlops.storage import ObjectStore
 
 # Lineage columns carried by every labelled row (the catalog names the snapshot column).
-SNAPSHOT_COLUMN: Final = "_snapshot"
+SNAPSHOT_COLUMN: Final = CATALOG_SNAPSHOT_COLUMN
 SNAPSHOT_ROW_COLUMN: Final = "_snapshot_row"
 OUTCOME_SNAPSHOT_COLUMN: Final = "_outcome_snapshot"
 OUTCOME_ROW_COLUMN: Final = "_outcome_row"
@@ -74,7 +77,7 @@ class LabelledSet:
 
 def with_row_numbers(frame: pd.DataFrame, snapshot_column: str, row_column: str) -> pd.DataFrame:
     """Number rows within each snapshot (``read_entries`` concatenates them in order)."""
-    out = frame.copy()
+    out = frame.copy(deep=False)
     out[row_column] = out.groupby(snapshot_column, sort=False).cumcount().astype("int64")
     return out
 
@@ -99,6 +102,60 @@ def dedup_outcomes(
     return kept, int(dupes.sum()), conflicts
 
 
+def _non_decreasing(frame: pd.DataFrame, keys: list[str]) -> bool:
+    """True if the rows are already in ``sort_values(keys)`` order (vectorised; any NA -> False)."""
+    if len(frame) < 2:
+        return True
+    undecided = np.ones(len(frame) - 1, dtype=bool)  # pairs whose earlier keys are all equal
+    for key in keys:
+        column = frame[key]
+        if column.isna().any():
+            return False  # pandas places missing values; let it sort
+        values = column.array
+        try:
+            less = np.asarray(values[:-1] < values[1:], dtype=bool)
+            equal = np.asarray(values[:-1] == values[1:], dtype=bool)
+        except (TypeError, ValueError):
+            return False
+        if (undecided & ~less & ~equal).any():
+            return False
+        undecided &= equal
+        if not undecided.any():
+            return True
+    return True
+
+
+def sort_order(frame: pd.DataFrame, keys: list[str]) -> npt.NDArray[np.intp] | None:
+    """Positions of ``frame.sort_values(keys, kind="mergesort")``, or None when already in order.
+
+    Batches arrive in time order, so the common case costs one vectorised pass, not a sort.
+    """
+    if _non_decreasing(frame, keys):
+        return None
+    ordered = frame[keys].reset_index(drop=True).sort_values(keys, kind="mergesort")
+    return ordered.index.to_numpy(dtype=np.intp)
+
+
+def sort_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``frame.sort_values(keys, kind="mergesort").reset_index(drop=True)``, skipping a sorted frame."""
+    order = sort_order(frame, keys)
+    out = frame if order is None else frame.take(order)
+    return out.reset_index(drop=True)
+
+
+def _id_codes(
+    applications: pd.Series, outcomes: pd.Series
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], int]:
+    """Both id columns as integer codes of one factorisation (the strings are hashed once).
+
+    Missing ids get a code of their own, as ``merge`` / ``duplicated`` treat them as equal."""
+    codes, uniques = pd.factorize(
+        pd.concat([applications, outcomes], ignore_index=True), use_na_sentinel=False
+    )
+    codes = codes.astype(np.intp, copy=False)
+    return codes[: len(applications)], codes[len(applications) :], len(uniques)
+
+
 def join_labels(
     applications: pd.DataFrame,
     outcomes: pd.DataFrame,
@@ -113,6 +170,11 @@ def join_labels(
     """Join application rows (with ``_snapshot``) to outcome rows (with ``_snapshot``) by id.
 
     Returns the labelled rows sorted by (timestamp, id) and the counts of what was dropped.
+    Row numbers inside snapshots (``_snapshot_row`` / ``_outcome_row``) are computed unless the
+    frames already carry them (:func:`mlops.catalog.read_entries` with ``row_column``).
+
+    The ids are factorised once and deduplicated / joined as integer codes; the application
+    columns are gathered with one ``take`` in the final (timestamp, id) order.
     """
     for frame, col, what in (
         (applications, id_column, "applications"),
@@ -122,28 +184,59 @@ def join_labels(
             raise InputError(f"{what} lack the id column {col!r}")
     if target not in outcomes.columns:
         raise InputError(f"outcomes lack the target column {target!r}")
-    apps = with_row_numbers(applications, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN)
-    apps, dup_apps = dedup_applications(apps, id_column)
-    outs = with_row_numbers(outcomes, SNAPSHOT_COLUMN, OUTCOME_ROW_COLUMN)
-    outs = outs.rename(columns={SNAPSHOT_COLUMN: OUTCOME_SNAPSHOT_COLUMN, outcome_id_column: id_column})
-    outs, dup_outs, conflicts = dedup_outcomes(outs, id_column, target, observed_column)
-    outs = outs[[id_column, target, OUTCOME_SNAPSHOT_COLUMN, OUTCOME_ROW_COLUMN]]
-    labelled = apps.merge(outs, on=id_column, how="inner", validate="one_to_one")
+    apps = applications
+    if SNAPSHOT_ROW_COLUMN not in apps.columns:
+        apps = with_row_numbers(apps, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN)
+    outs = outcomes
+    if OUTCOME_ROW_COLUMN not in outs.columns:
+        outs = with_row_numbers(outs, SNAPSHOT_COLUMN, OUTCOME_ROW_COLUMN)
+    app_codes, out_codes, n_ids = _id_codes(apps[id_column], outs[outcome_id_column])
+    # Applications: each id's first row.
+    first = ~pd.Series(app_codes).duplicated(keep="first").to_numpy()
+    dup_apps = int((~first).sum())
+    # Outcomes: each id's last observed row (on a small frame of codes, not the id strings).
+    keyed = pd.DataFrame(
+        {
+            "_key": out_codes,
+            target: outs[target].to_numpy(),
+            OUTCOME_SNAPSHOT_COLUMN: outs[SNAPSHOT_COLUMN].array,
+            OUTCOME_ROW_COLUMN: outs[OUTCOME_ROW_COLUMN].to_numpy(),
+        }
+    )
+    if observed_column:
+        keyed[observed_column] = outs[observed_column].array
+    kept, dup_outs, conflicts = dedup_outcomes(keyed, "_key", target, observed_column)
+    # Inner join by code: position of each id's kept outcome (-1: unlabelled).
+    outcome_at = np.full(n_ids, -1, dtype=np.intp)
+    outcome_at[kept["_key"].to_numpy()] = np.arange(len(kept), dtype=np.intp)
+    match = np.where(first, outcome_at[app_codes], -1)
+    rows = np.flatnonzero(match >= 0)
+    labels = kept.iloc[match[rows]]
+    n_labelled = len(rows)
+    keys = [timestamp_column, id_column] if timestamp_column else [id_column]
+    if extra_labelled is None or not len(extra_labelled):
+        order = sort_order(apps.iloc[rows][keys], keys)
+        if order is not None:
+            rows, labels = rows[order], labels.iloc[order]
+    every_row_in_order = n_labelled == len(apps) and bool((rows == np.arange(len(apps))).all())
+    labelled = (apps if every_row_in_order else apps.take(rows)).reset_index(drop=True)
+    labelled[target] = labels[target].to_numpy()
+    labelled[OUTCOME_SNAPSHOT_COLUMN] = labels[OUTCOME_SNAPSHOT_COLUMN].array
+    labelled[OUTCOME_ROW_COLUMN] = labels[OUTCOME_ROW_COLUMN].to_numpy()
     labelled[LABEL_SOURCE_COLUMN] = LABEL_SOURCE_OUTCOME
     counts = {
         "duplicate_applications": dup_apps,
         "duplicate_outcomes": dup_outs,
         "conflicting_outcomes": conflicts,
-        "unlabelled_applications": len(apps) - len(labelled),
+        "unlabelled_applications": int(first.sum()) - n_labelled,
         "extra_labelled_rows": 0,
     }
     if extra_labelled is not None and len(extra_labelled):
         extra = _extra_rows(extra_labelled, labelled, id_column=id_column, target=target)
         counts["extra_labelled_rows"] = len(extra)
-        labelled = pd.concat([labelled, extra], ignore_index=True)
+        labelled = sort_rows(pd.concat([labelled, extra], ignore_index=True), keys)
     labelled[target] = labelled[target].astype("int64")
-    keys = [timestamp_column, id_column] if timestamp_column else [id_column]
-    return labelled.sort_values(keys, kind="mergesort").reset_index(drop=True), counts
+    return labelled, counts
 
 
 def _extra_rows(extra: pd.DataFrame, labelled: pd.DataFrame, *, id_column: str, target: str) -> pd.DataFrame:
@@ -165,14 +258,24 @@ def apply_window(
     newest ``last_days`` of labelled rows (relative to the newest labelled row)."""
     out = labelled
     if window.last_snapshots is not None:
-        present = set(out[SNAPSHOT_COLUMN].dropna())
+        present = _distinct(out[SNAPSHOT_COLUMN])
         labelled_snaps = [s for s in snapshot_order if s in present]
         keep = set(labelled_snaps[-window.last_snapshots :])
-        out = out.loc[out[SNAPSHOT_COLUMN].isin(keep) | out[SNAPSHOT_COLUMN].isna()]
+        out = _keep(out, out[SNAPSHOT_COLUMN].isin(keep) | out[SNAPSHOT_COLUMN].isna())
     if window.last_days is not None and timestamp_column is not None and len(out):
         newest = out[timestamp_column].max()
-        out = out.loc[out[timestamp_column] > newest - timedelta(days=window.last_days)]
+        out = _keep(out, out[timestamp_column] > newest - timedelta(days=window.last_days))
     return out.reset_index(drop=True)
+
+
+def _keep(frame: pd.DataFrame, mask: pd.Series) -> pd.DataFrame:
+    """``frame.loc[mask]`` without copying every column when every row is kept."""
+    return frame if bool(mask.all()) else frame.loc[mask]
+
+
+def _distinct(column: pd.Series) -> set[str]:
+    """The distinct non-missing values (vectorised ``set(column.dropna())``)."""
+    return set(column.dropna().unique().tolist())
 
 
 def _versions(entries: list[CatalogEntry]) -> list[str]:
@@ -199,8 +302,8 @@ def gather_labelled(
     ts = applications.timestamp_column
     target = spec.target_column
     frame, counts = join_labels(
-        read_entries(store, app_entries),
-        read_entries(store, out_entries),
+        read_entries(store, app_entries, row_column=SNAPSHOT_ROW_COLUMN),
+        read_entries(store, out_entries, row_column=OUTCOME_ROW_COLUMN),
         id_column=applications.id_column,
         outcome_id_column=outcomes.id_column,
         target=target,
@@ -217,8 +320,8 @@ def gather_labelled(
             f"{spec.training_window.min_rows}",
             hint="wait for more outcomes, or widen training_window in the model spec",
         )
-    used_apps = set(frame[SNAPSHOT_COLUMN].dropna())
-    used_outs = set(frame[OUTCOME_SNAPSHOT_COLUMN].dropna())
+    used_apps = _distinct(frame[SNAPSHOT_COLUMN])
+    used_outs = _distinct(frame[OUTCOME_SNAPSHOT_COLUMN])
     summary = LabelledSummary(
         rows=len(frame),
         applications_contract=applications.name,

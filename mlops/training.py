@@ -19,6 +19,7 @@ import xgboost as xgb
 
 from mlops.errors import InputError, WorkRefused
 from mlops.features import FeatureSchema, fit_feature_schema, prepare
+from mlops.labels import sort_rows
 from mlops.model_spec import ModelSpec
 
 FloatArray = npt.NDArray[np.float64]
@@ -46,7 +47,7 @@ def time_split(
     if not 0.0 < newest_fraction < 1.0:
         raise InputError(f"newest_fraction must be in (0, 1), got {newest_fraction}")
     keys = [timestamp_column, id_column] if timestamp_column else [id_column]
-    ordered = frame.sort_values(keys, kind="mergesort").reset_index(drop=True)
+    ordered = sort_rows(frame, keys)  # labelled rows come sorted: then this is one vectorised check
     n_eval = math.ceil(len(ordered) * newest_fraction)
     first_eval = len(ordered) - n_eval
     cutoff: str | None = None

@@ -91,3 +91,18 @@ def test_datetime_features_are_refused() -> None:
 def test_fit_needs_its_columns(train: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="nope"):
         fit_feature_schema(train, ["income", "nope"])
+
+
+@pytest.mark.parametrize("storage", ["pyarrow", "python"])
+def test_string_columns_cast_like_text_whatever_their_storage(storage: str) -> None:
+    """The Arrow fast path (C++ lookup of category codes) gives what the generic path gives."""
+    raw = ["gold", None, "platinum", "basic", "gold", "", "basic"]
+    fast = pd.Series(pd.array(raw, dtype=pd.StringDtype(storage, na_value=np.nan)))
+    generic = pd.Series(raw, dtype=object)
+    schema = fit_feature_schema(pd.DataFrame({"plan": fast.iloc[[0, 3, 5]]}), ["plan"])
+    assert schema.columns[0].categories == ("", "basic", "gold")
+    expected = prepare(pd.DataFrame({"plan": generic}), schema)
+    pd.testing.assert_frame_equal(prepare(pd.DataFrame({"plan": fast}), schema), expected)
+    assert expected["plan"].cat.codes.tolist() == [2, -1, -1, 1, 2, 0, 1]
+    chunked = pd.concat([fast.iloc[:3], fast.iloc[3:]], ignore_index=True)  # several Arrow chunks
+    pd.testing.assert_frame_equal(prepare(pd.DataFrame({"plan": chunked}), schema), expected)

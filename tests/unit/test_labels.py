@@ -11,7 +11,7 @@ import pytest
 from mlops.catalog import list_snapshots
 from mlops.constants import KIND_VALID
 from mlops.contracts import Contract, load_contract
-from mlops.errors import WorkRefused
+from mlops.errors import StorageIntegrityError, WorkRefused
 from mlops.labels import (
     LABEL_SOURCE_COLUMN,
     OUTCOME_SNAPSHOT_COLUMN,
@@ -19,6 +19,8 @@ from mlops.labels import (
     SNAPSHOT_ROW_COLUMN,
     gather_labelled,
     join_labels,
+    sort_order,
+    sort_rows,
 )
 from mlops.model_spec import ModelSpec, TrainingWindow, load_model_spec
 from mlops.settings import PROJECT_ROOT
@@ -169,4 +171,66 @@ def test_too_little_data_is_refused(
     ingest(store, apps, apps_c, "a")
     ingest(store, outs, outs_c, "o")
     with pytest.raises(WorkRefused, match="only 5 labelled rows"):
+        gather_labelled(store, spec, apps_c, outs_c)
+
+
+def test_sort_order_skips_sorted_frames_and_matches_a_stable_sort() -> None:
+    ordered = pd.DataFrame({"ts": [1, 1, 2, 2, 3], "id": ["a", "b", "a", "c", "a"]})
+    assert sort_order(ordered, ["ts", "id"]) is None
+    shuffled = ordered.iloc[[3, 0, 4, 2, 1]].reset_index(drop=True)
+    expected = shuffled.sort_values(["ts", "id"], kind="mergesort")
+    assert sort_order(shuffled, ["ts", "id"]).tolist() == expected.index.tolist()
+    pd.testing.assert_frame_equal(sort_rows(shuffled, ["ts", "id"]), expected.reset_index(drop=True))
+    with_missing = pd.DataFrame({"ts": [1.0, None, 0.5], "id": ["a", "b", "c"]})
+    pd.testing.assert_frame_equal(
+        sort_rows(with_missing, ["ts", "id"]),
+        with_missing.sort_values(["ts", "id"], kind="mergesort").reset_index(drop=True),
+    )
+
+
+def test_unsorted_and_duplicated_input_joins_as_a_merge_would() -> None:
+    apps = pd.DataFrame(
+        {
+            "id": ["c", "a", "b", "a", "d"],
+            "ts": [3, 1, 2, 9, 1],
+            "x": [30, 10, 20, 99, 40],
+            SNAPSHOT_COLUMN: ["s1", "s1", "s1", "s2", "s2"],
+        }
+    )
+    outs = pd.DataFrame(
+        {"id": ["a", "b", "c", "b"], "y": [1, 0, 1, 1], "seen": [5, 5, 5, 6], SNAPSHOT_COLUMN: "o1"}
+    )
+    frame, counts = join_labels(
+        apps,
+        outs,
+        id_column="id",
+        outcome_id_column="id",
+        target="y",
+        observed_column="seen",
+        timestamp_column="ts",
+    )
+    assert frame[["id", "x", "y", SNAPSHOT_ROW_COLUMN, "_outcome_row"]].values.tolist() == [
+        ["a", 10, 1, 1, 0],
+        ["b", 20, 1, 2, 3],
+        ["c", 30, 1, 0, 2],
+    ]
+    assert counts == {
+        "duplicate_applications": 1,
+        "duplicate_outcomes": 1,
+        "conflicting_outcomes": 1,
+        "unlabelled_applications": 1,
+        "extra_labelled_rows": 0,
+    }
+
+
+def test_an_altered_snapshot_is_refused(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    apps_c, outs_c = contracts
+    apps, outs = simulated_day(0, 20)
+    sha = ingest(store, apps, apps_c, "a")
+    ingest(store, outs, outs_c, "o")
+    key = f"snapshots/{apps_c.name}/{KIND_VALID}/{sha}.parquet"
+    store.put_bytes(key, store.get_bytes(key) + b"tampered")
+    with pytest.raises(StorageIntegrityError, match="hashes to"):
         gather_labelled(store, spec, apps_c, outs_c)
