@@ -154,6 +154,77 @@ def serve_retrain(
         log.close()
 
 
+SERVE_FROM_YAML_SCRIPT = """
+import importlib
+import sys
+import yaml
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+config = yaml.safe_load(open("prefect.yaml"))
+runners = []
+for name in sys.argv[1:]:
+    [spec] = [d for d in config["deployments"] if d["name"] == name]
+    path, attr = spec["entrypoint"].split(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attr)
+    limit = spec.get("concurrency_limit")
+    runners.append(
+        flow.to_deployment(
+            name=name,
+            parameters=spec.get("parameters"),
+            triggers=[DeploymentEventTrigger(**t) for t in spec.get("triggers", [])],
+            concurrency_limit=None if limit is None else ConcurrencyLimitConfig(**limit),
+            tags=spec.get("tags"),
+        )
+    )
+serve(*runners, print_starting_message=False)
+"""
+
+
+@contextmanager
+def serve_from_prefect_yaml(
+    server: LocalServer, folder: Path, deployments: list[str], *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[Any]]:
+    """Serve these deployments of prefect.yaml in one background process, as the file declares
+    them (entrypoint, parameters, triggers verbatim, concurrency limit, tags), polling every second.
+
+    Deployment ``<flow>/<name>`` keeps its prefect.yaml name, and its automation the trigger's name.
+    """
+    log = (folder / f"serve-{'-'.join(deployments)}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_FROM_YAML_SCRIPT, *deployments],
+        cwd=PROJECT_ROOT,
+        env=server.env(PREFECT_RUNNER_POLL_FREQUENCY="1", **(env or {})),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def wait_for_flow_deployment(
+    server: LocalServer, flow_name: str, name: str, *, triggered: bool = True, timeout: float = 90.0
+) -> UUID:
+    """The id of deployment ``<flow_name>/<name>`` once it exists (and, if ``triggered``, its automation)."""
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while True:
+            try:
+                deployment = client.read_deployment_by_name(f"{flow_name}/{name}")
+            except Exception:
+                deployment = None
+            if deployment is not None and (not triggered or _automations_for(server, deployment.id)):
+                return UUID(str(deployment.id))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment {flow_name}/{name} or its automation did not appear")
+            time.sleep(0.5)
+
+
 def wait_for_deployment(server: LocalServer, name: str, *, timeout: float = 90.0) -> UUID:
     """The id of deployment ``retrain/<name>`` once it exists and its automation is in place."""
     deadline = time.monotonic() + timeout
