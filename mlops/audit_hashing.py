@@ -55,7 +55,7 @@ CANONICAL_FIELDS: Final = (
     "payload",
 )
 
-_HEX_RUN = re.compile(r"[0-9a-f]*")
+_HEX_RUN = re.compile(r"[0-9a-f]*")  # one value, in error messages
 _SHA256_BLOCK: Final = 64
 _TAIL_GETTER: Final = itemgetter(*CANONICAL_FIELDS)
 
@@ -152,25 +152,45 @@ def prediction_hash_tails(texts: Mapping[str, Sequence[str]]) -> list[bytes]:
 
 
 def chain_hashes(head_hash: str, created_at: datetime, tails: Iterable[bytes]) -> list[str]:
-    """Record hashes of consecutive records whose tails are given, starting after ``head_hash``."""
-    prefix = f'["{FORMAT_TAG}","'.encode()
+    """Record hashes of consecutive records whose tails are given, starting after ``head_hash``.
+
+    The loop continues from the sha256 state of the constant prefix (copied per record)
+    instead of hashing the prefix again each time.
+    """
     mid = f'","{format_created_at(created_at)}","'.encode()
-    sha256 = hashlib.sha256
+    start = hashlib.sha256(f'["{FORMAT_TAG}","'.encode()).copy
     prev = head_hash.encode("ascii")
     hashes: list[str] = []
     append = hashes.append
     for tail in tails:
-        digest = sha256(prefix + prev + mid + tail).hexdigest()
+        h = start()
+        h.update(prev + mid + tail)
+        digest = h.hexdigest()
         append(digest)
         prev = digest.encode("ascii")
     return hashes
+
+
+def _hex_table() -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = True
+    return table
+
+
+_LOWER_HEX: Final = _hex_table()
+
+
+def _all_lower_hex(text: str) -> bool:
+    """Whether ``text`` is only lowercase hex digits (a byte table lookup, not a regex)."""
+    data = text.encode("utf-8", "surrogatepass")
+    return bool(_LOWER_HEX[np.frombuffer(data, dtype=np.uint8)].all())
 
 
 def check_hex64(values: Sequence[str], name: str) -> None:
     """Raise InputError unless every value is 64 lowercase hex characters (a sha256)."""
     if set(map(type, values)) - {str}:
         raise InputError(f"{name} must be strings of 64 lowercase hex characters")
-    if set(map(len, values)) - {64} or not _HEX_RUN.fullmatch("".join(values)):
+    if set(map(len, values)) - {64} or not _all_lower_hex("".join(values)):
         bad = next(v for v in values if len(v) != 64 or not _HEX_RUN.fullmatch(v))
         raise InputError(
             f"{name} must be 64 lowercase hex characters (a sha256 hex digest), got {bad[:80]!r}"

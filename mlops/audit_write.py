@@ -9,11 +9,12 @@ all-or-nothing: it is encoded, hashed and written in chunks inside that one tran
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, Final
 
 import pandas as pd
@@ -59,6 +60,7 @@ RECORD_REVIEW: Final = "review"
 RECORD_PROMOTION: Final = "promotion"
 RECORD_ROLLBACK: Final = "rollback"
 CHUNK_ROWS: Final = 50_000
+_SQLITE_ROWS_PER_INSERT: Final = 1000
 _WRITE_ORDER: Final = ("seq", "created_at", *PREDICTION_COLUMNS, "prev_hash", "record_hash")
 
 
@@ -239,11 +241,10 @@ def _write_chunk(
     dialect = conn.dialect.name
     if dialect == "sqlite":
         created = created_at.strftime("%Y-%m-%d %H:%M:%S.%f")
-        marks = ", ".join("?" * len(_WRITE_ORDER))
         rows = list(zip(seqs, repeat(created), *chunk.db_columns(), prevs, hashes, strict=False))
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(f"INSERT INTO {table} ({column_list}) VALUES ({marks})", rows)
-        cursor.close()
+        _sqlite_insert_rows(
+            conn.connection.dbapi_connection, f"INSERT INTO {table} ({column_list}) VALUES", rows
+        )
     elif dialect == "postgresql":
         text = chunk.copy_text(first_seq, created_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"), prevs, hashes)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -255,6 +256,30 @@ def _write_chunk(
             for values in zip(seqs, repeat(created_at), *chunk.db_columns(), prevs, hashes, strict=False)
         ]
         conn.execute(audit_records.insert(), rows_dicts)
+
+
+def _sqlite_insert_rows(dbapi: Any, insert: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with multi-row ``INSERT ... VALUES (...), (...)`` statements.
+
+    Our own code to beat the driver's ``executemany``: one statement per ~1000 rows binds
+    them all and then runs one ``sqlite3_step`` for the lot, which the driver runs without
+    the GIL, so a scoring thread keeps working meanwhile (``executemany`` steps, and so
+    takes the GIL back, once per row). Same rows, same order, same transaction.
+    """
+    width = len(rows[0]) if rows else 1
+    limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, limit // width))
+    one = "(" + ", ".join("?" * width) + ")"
+    full = f"{insert} {', '.join([one] * per_statement)}"
+    cursor = dbapi.cursor()
+    try:
+        whole = len(rows) - len(rows) % per_statement
+        for start in range(0, whole, per_statement):
+            cursor.execute(full, tuple(chain.from_iterable(rows[start : start + per_statement])))
+        if whole < len(rows):
+            cursor.executemany(f"{insert} {one}", rows[whole:])
+    finally:
+        cursor.close()
 
 
 def append_predictions(

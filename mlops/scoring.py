@@ -25,9 +25,11 @@ the row number in that snapshot, and the row's own input hash (:func:`input_hash
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -638,6 +640,65 @@ def audit_sink(engine: Any, batch_id: str) -> AuditSink:
     return write
 
 
+class OrderedAuditWriter:
+    """Hands chunks to an :class:`AuditSink` in order, on one background thread.
+
+    While chunk ``k`` is appended (SQLite's and psycopg2's inserts, like XGBoost's predict,
+    run without the GIL) the caller scores chunk ``k + 1``. At most one write is in flight
+    and each waits for the one before, so the chain grows in chunk order exactly as without
+    the thread. Each write is the sink's own transaction (all of a chunk or nothing), so a
+    failure leaves the chain intact: the error surfaces at the next ``submit`` or at the end
+    and nothing after it is written. ``background=False`` writes inline.
+
+    Timings: ``audit_append`` is the writer's time (overlapping other steps when in the
+    background); ``audit_wait`` the time the caller spent waiting for it.
+    """
+
+    def __init__(self, sink: AuditSink, tally: ScoringTally, timings: Timings, *, background: bool) -> None:
+        self._sink, self._tally, self._timings = sink, tally, timings
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer") if background else None
+        self._pending: Future[tuple[tuple[int, int, int], float]] | None = None
+
+    def _write(self, records: pd.DataFrame) -> tuple[tuple[int, int, int], float]:
+        started = time.perf_counter()
+        done = self._sink(records)
+        return done, time.perf_counter() - started
+
+    def _collect(self, done: tuple[int, int, int], seconds: float) -> None:
+        self._tally.wrote(*done)
+        self._timings.seconds["audit_append"] = self._timings.seconds.get("audit_append", 0.0) + seconds
+
+    def wait(self) -> None:
+        """Block until the write in flight is done (re-raising its error)."""
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        started = time.perf_counter()
+        done = pending.result()
+        self._timings.add("audit_wait", started)
+        self._collect(*done)
+
+    def submit(self, records: pd.DataFrame) -> None:
+        if self._pool is None:
+            self._collect(*self._write(records))
+            return
+        self.wait()
+        self._pending = self._pool.submit(self._write, records)
+
+    def __enter__(self) -> OrderedAuditWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self._pending is not None:  # already failing: let the write in flight finish
+                self._pending.exception()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
 def score_frames(
     frames: Iterator[tuple[str, pd.DataFrame]] | Sequence[tuple[str, pd.DataFrame]],
     ctx: ScoringContext,
@@ -646,21 +707,24 @@ def score_frames(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     timings: Timings | None = None,
     on_chunk: Callable[[ScoredChunk], None] | None = None,
+    background_writes: bool = True,
 ) -> ScoringTally:
-    """Score each (snapshot sha256, valid rows) in chunks and hand each chunk to ``sink``."""
+    """Score each (snapshot sha256, valid rows) in chunks and hand each chunk to ``sink``
+    (in order; with ``background_writes`` the next chunk is scored while one is written,
+    see :class:`OrderedAuditWriter`)."""
     timings = timings if timings is not None else Timings()
     tally = ScoringTally()
-    for sha, frame in frames:
-        for chunk in iter_scored_chunks(
-            frame, ctx, snapshot_sha256=sha, chunk_rows=chunk_rows, timings=timings
-        ):
-            tally.add(chunk)
-            if sink is not None:
-                t = time.perf_counter()
-                tally.wrote(*sink(chunk.records))
-                timings.add("audit_append", t)
-            if on_chunk is not None:
-                on_chunk(chunk)
+    writer = OrderedAuditWriter(sink, tally, timings, background=background_writes) if sink else None
+    with writer or contextlib.nullcontext():
+        for sha, frame in frames:
+            for chunk in iter_scored_chunks(
+                frame, ctx, snapshot_sha256=sha, chunk_rows=chunk_rows, timings=timings
+            ):
+                tally.add(chunk)
+                if writer is not None:
+                    writer.submit(chunk.records)
+                if on_chunk is not None:
+                    on_chunk(chunk)
     return tally
 
 

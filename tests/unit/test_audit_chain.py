@@ -231,6 +231,31 @@ def test_fast_path_matches_reference_on_awkward_values(engine: Engine) -> None:
     assert result.record_ids.index.equals(frame.index)
 
 
+def test_sqlite_store_uses_wal_and_large_pages(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 16_384
+
+
+def test_multi_row_inserts_store_every_record_in_order(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops import audit_write
+
+    monkeypatch.setattr(audit_write, "_SQLITE_ROWS_PER_INSERT", 7)  # 7-row statements + a remainder
+    frame = batch(25, routed=(3, 11))
+    result = audit.append_predictions(engine, frame, batch_id="b", hash_key=KEY, chunk_rows=16)
+    assert (result.first_seq, result.last_seq, result.cases_opened) == (1, 50, 2)
+    report = audit.verify_chain(engine)
+    assert report.ok and report.records_checked == 50
+    with engine.connect() as conn:
+        stored = pd.read_sql(sa.select(audit.audit_records).order_by(audit.audit_records.c.seq), conn)
+    assert stored["seq"].tolist() == list(range(1, 51))
+    assert stored["record_id"].tolist() == result.record_ids.tolist()
+    assert stored["score"].tolist() == frame["score"].tolist()
+    assert stored["input_hash"].tolist() == frame["input_hash"].tolist()
+
+
 def test_record_ids_are_uuid7_unique_and_rising(engine: Engine) -> None:
     result = audit.append_predictions(engine, batch(50), batch_id="b", hash_key=KEY, chunk_rows=7)
     ids = result.record_ids.tolist()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,44 @@ def test_tally_counts_decisions_canary_and_agreement(contract: Contract, models:
         float(np.abs(champion["score"] - challenger["score"]).mean())
     )
     assert sum(result.decisions_by_role.get(ROLE_CANARY, {}).values()) == tally.canary_rows
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_audit_writes_are_in_chunk_order_one_at_a_time(
+    contract: Contract, models: ScoringModels, background: bool
+) -> None:
+    frame = typed_rows(contract, 130, seed=5)
+    written: list[list[int]] = []
+    busy = threading.Lock()
+
+    def sink(records: pd.DataFrame) -> tuple[int, int, int]:
+        assert busy.acquire(blocking=False), "two writes in flight"
+        try:
+            time.sleep(0.02)  # scoring the next chunk overlaps this write
+            first = sum(map(len, written)) + 1
+            written.append(records["input_row"].tolist())
+            return first, first + len(records) - 1, 0
+        finally:
+            busy.release()
+
+    tally = score_frames([(SNAPSHOT, frame)], ctx(models), sink, chunk_rows=30, background_writes=background)
+    assert [w[0] for w in written] == [0, 30, 60, 90, 120]  # champion rows first in each chunk
+    assert (tally.first_seq, tally.last_seq, tally.records_written) == (1, 260, 260)
+
+
+def test_a_failed_audit_write_stops_the_batch(contract: Contract, models: ScoringModels) -> None:
+    frame = typed_rows(contract, 150, seed=6)
+    calls: list[int] = []
+
+    def sink(records: pd.DataFrame) -> tuple[int, int, int]:
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return 1, len(records), 0
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        score_frames([(SNAPSHOT, frame)], ctx(models), sink, chunk_rows=30)
+    assert len(calls) == 2  # nothing was handed to the sink after the failed write
 
 
 def test_no_challenger_ignores_the_canary(contract: Contract, models: ScoringModels) -> None:
