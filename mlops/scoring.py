@@ -404,6 +404,16 @@ class ScoredChunk:
     challenger_decision: npt.NDArray[np.object_] | None
 
 
+def _object_column(values: Any, n: int) -> pd.Series:
+    """A column of Python objects as given (pandas 3 would turn strings into Arrow ``str``,
+    which the audit encoder then turns back into Python strings)."""
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return pd.Series(values, dtype=object, copy=False)
+    column = np.empty(n, dtype=object)
+    column[:] = values
+    return pd.Series(column, dtype=object, copy=False)
+
+
 def _model_records(
     model: LoadedModel,
     scores: FloatArray,
@@ -412,28 +422,24 @@ def _model_records(
     deciding_role: str,
     base: dict[str, Any],
 ) -> pd.DataFrame:
+    n = len(scores)
     routed = decisions.routed & deciding
     reason = decisions.reason.copy()
     reason[~routed] = None
-    text = {
-        "role": np.where(deciding, deciding_role, ROLE_SHADOW).astype(object),
-        "decision": decisions.decision,
-        "review_reason": reason,
+    roles = np.array([ROLE_SHADOW, deciding_role], dtype=object)[deciding.astype(np.intp)]
+    columns: dict[str, Any] = {
+        **base,
+        "model_name": _object_column(model.name, n),
+        "model_version": _object_column(str(model.version), n),
+        "model_alias": _object_column(model.alias, n),
+        "score": scores,
+        "confidence": decisions.confidence,
+        "review_routed": routed,
+        "role": _object_column(roles, n),
+        "decision": _object_column(decisions.decision, n),
+        "review_reason": _object_column(reason, n),
     }
-    frame = pd.DataFrame(
-        {
-            **base,
-            "model_name": model.name,
-            "model_version": str(model.version),
-            "model_alias": model.alias,
-            "score": scores,
-            "confidence": decisions.confidence,
-            "review_routed": routed,
-        }
-    )
-    for name, values in text.items():  # object dtype whatever the values (pandas would infer str)
-        frame[name] = pd.Series(values, dtype=object, index=frame.index)
-    return frame
+    return pd.DataFrame(columns, copy=False)
 
 
 def score_chunk(
@@ -468,10 +474,10 @@ def score_chunk(
     rule = ctx.policy.high_stakes
     high = rows[rule.column].to_numpy(dtype="float64", na_value=np.nan) if rule is not None else None
     base: dict[str, Any] = {
-        "entity_key": keys,
-        "input_snapshot": snapshot_sha256,
+        "entity_key": _object_column(np.array(keys, dtype=object), n),
+        "input_snapshot": _object_column(snapshot_sha256, n),
         "input_row": np.arange(first_row, first_row + n, dtype=np.int64),
-        "input_hash": hashes,
+        "input_hash": _object_column(np.array(hashes, dtype=object), n),
     }
     champion_dec = decide(ctx.policy, champion_scores, high)
     frames = [_model_records(champion, champion_scores, champion_dec, ~canary, ROLE_CHAMPION, base)]
