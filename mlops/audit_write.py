@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import SecretStr
@@ -241,9 +242,15 @@ def _write_chunk(
     dialect = conn.dialect.name
     if dialect == "sqlite":
         created = created_at.strftime("%Y-%m-%d %H:%M:%S.%f")
-        rows = list(zip(seqs, repeat(created), *chunk.db_columns(), prevs, hashes, strict=False))
+        columns: list[Sequence[Any]] = [
+            list(seqs),
+            [created] * len(hashes),
+            *chunk.db_columns(),
+            prevs,
+            hashes,
+        ]
         _sqlite_insert_rows(
-            conn.connection.dbapi_connection, f"INSERT INTO {table} ({column_list}) VALUES", rows
+            conn.connection.dbapi_connection, f"INSERT INTO {table} ({column_list}) VALUES", columns
         )
     elif dialect == "postgresql":
         text = chunk.copy_text(first_seq, created_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"), prevs, hashes)
@@ -258,26 +265,33 @@ def _write_chunk(
         conn.execute(audit_records.insert(), rows_dicts)
 
 
-def _sqlite_insert_rows(dbapi: Any, insert: str, rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` with multi-row ``INSERT ... VALUES (...), (...)`` statements.
+def _sqlite_insert_rows(dbapi: Any, insert: str, columns: Sequence[Sequence[Any]]) -> None:
+    """Insert the rows whose ``columns`` are given with multi-row ``INSERT ... VALUES (...), (...)``.
 
     Our own code to beat the driver's ``executemany``: one statement per ~1000 rows binds
     them all and then runs one ``sqlite3_step`` for the lot, which the driver runs without
     the GIL, so a scoring thread keeps working meanwhile (``executemany`` steps, and so
-    takes the GIL back, once per row). Same rows, same order, same transaction.
+    takes the GIL back, once per row). The parameters are laid out row-major in one object
+    array (a C loop per column) instead of building a tuple per row. Same rows, same order,
+    same transaction.
     """
-    width = len(rows[0]) if rows else 1
+    width, n = len(columns), len(columns[0]) if columns else 0
+    if n == 0:
+        return
+    grid = np.empty((n, width), dtype=object)
+    for j, column in enumerate(columns):
+        grid[:, j] = column
     limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, limit // width))
     one = "(" + ", ".join("?" * width) + ")"
     full = f"{insert} {', '.join([one] * per_statement)}"
     cursor = dbapi.cursor()
     try:
-        whole = len(rows) - len(rows) % per_statement
+        whole = n - n % per_statement
         for start in range(0, whole, per_statement):
-            cursor.execute(full, tuple(chain.from_iterable(rows[start : start + per_statement])))
-        if whole < len(rows):
-            cursor.executemany(f"{insert} {one}", rows[whole:])
+            cursor.execute(full, grid[start : start + per_statement].ravel().tolist())
+        if whole < n:
+            cursor.executemany(f"{insert} {one}", grid[whole:].tolist())
     finally:
         cursor.close()
 
