@@ -17,6 +17,7 @@ from tasks.training import (
     gather_labelled_task,
     load_model_spec_task,
     log_training_run_task,
+    prepare_environment_task,
     publish_decision_record_task,
     register_candidate_task,
     score_champion_task,
@@ -56,6 +57,8 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     settings = get_settings()
     run_id = flow_run.get_id()
     bundle = load_model_spec_task(model, settings)
+    # Runs in a worker thread beside gathering and training (git, packages, MLflow warm-up).
+    environment = prepare_environment_task.submit(bundle.spec, settings)
     # The feedback loop: cases people resolved in review are labelled rows too.
     feedback = gather_review_feedback_task(
         bundle.applications, bundle.spec.target_column, bundle.spec.name, settings
@@ -68,7 +71,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     record = check_gates_task(
         bundle.spec, report, scores, split.evaluation, champion, labelled, candidate, run_id
     )
-    lineage = build_lineage_task(bundle, labelled, split, candidate, champion, run_id)
+    lineage = build_lineage_task(bundle, labelled, split, candidate, champion, run_id, environment.result())
     logged = log_training_run_task(
         bundle,
         settings,

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
 from mlops.errors import InputError
 
@@ -243,21 +242,97 @@ def compute_metrics(y_true: ArrayLike, scores: ArrayLike, *, n_bins: int = DEFAU
     return _metrics(y, p, n_bins)
 
 
-def _metrics(y: NDArray[np.int8], p: NDArray[np.float64], n_bins: int) -> Metrics:
+def _metrics(
+    y: NDArray[np.int8], p: NDArray[np.float64], n_bins: int, order: NDArray[np.intp] | None = None
+) -> Metrics:
+    """All metrics from one descending sort of the scores (``order``: reuse a sort of these rows)."""
+    curve = RankCurve.of(y, p, order)
     return Metrics(
-        auc=float(roc_auc_score(y, p)),
-        pr_auc=float(average_precision_score(y, p)),
-        log_loss=float(log_loss(y, p, labels=[0, 1])),
-        brier=float(brier_score_loss(y, p)),
-        ks=ks_statistic(y, p),
+        auc=curve.roc_auc(),
+        pr_auc=curve.average_precision(),
+        log_loss=float(per_row_loss("log_loss", y, p).mean()),
+        brier=float(per_row_loss("brier", y, p).mean()),
+        ks=curve.ks(),
         ece=calibration_curve(y, p, n_bins=n_bins).ece,
     )
 
 
+def descending(p: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Row positions by descending score (scikit-learn's order: a stable ascending sort, reversed)."""
+    order: NDArray[np.intp] = np.argsort(p, kind="mergesort")[::-1]
+    return order
+
+
+class RankCurve:
+    """Cumulative (false, true) positive counts at each distinct score, highest score first.
+
+    The same arrays as scikit-learn's ``_binary_clf_curve``, so :meth:`roc_auc`,
+    :meth:`average_precision` and :meth:`ks` equal ``roc_auc_score``, ``average_precision_score``
+    and max(TPR - FPR) over ``roc_curve`` -- from one sort, shared by every metric (and, through
+    ``order``, by every slice of the same rows: a subset of a sorted order is sorted).
+    """
+
+    def __init__(self, fps: NDArray[np.float64], tps: NDArray[np.float64], thresholds: NDArray[np.float64]):
+        self.fps, self.tps, self.thresholds = fps, tps, thresholds
+
+    @classmethod
+    def of(
+        cls, y: NDArray[np.int8], p: NDArray[np.float64], order: NDArray[np.intp] | None = None
+    ) -> RankCurve:
+        """``order``: row positions by descending score (:func:`descending`), if already known."""
+        if order is None:
+            order = descending(p)
+        scores = p[order]
+        last = np.r_[np.flatnonzero(np.diff(scores)), scores.shape[0] - 1]
+        tps = np.cumsum(y[order], dtype=np.float64)[last]
+        return cls(1.0 + last - tps, tps, scores[last])
+
+    def roc(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """``roc_curve`` (drop_intermediate=True): fpr, tpr, thresholds, starting at (0, 0, inf)."""
+        fps, tps, thresholds = self.fps, self.tps, self.thresholds
+        if fps.shape[0] > 2:
+            keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+            fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+        fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+        fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+        tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+        return fpr, tpr, np.r_[np.inf, thresholds]
+
+    def roc_auc(self) -> float:
+        fpr, tpr, _ = self.roc()
+        return float(np.trapezoid(tpr, fpr))
+
+    def ks(self) -> float:
+        fpr, tpr, _ = self.roc()
+        return float(np.max(tpr - fpr))
+
+    def precision_recall(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``precision_recall_curve``: precision and recall, recall decreasing, ending at (1, 0)."""
+        predicted = self.tps + self.fps
+        precision = np.divide(self.tps, predicted, out=np.zeros_like(self.tps), where=predicted != 0)
+        recall = self.tps / self.tps[-1] if self.tps[-1] > 0 else np.ones_like(self.tps)
+        return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
+
+    def average_precision(self) -> float:
+        precision, recall = self.precision_recall()
+        return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+
+
+def per_row_loss(metric: str, y: NDArray[np.int8], p: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's Brier or log loss (their means are ``brier_score_loss`` / ``log_loss``)."""
+    label = y.astype(np.float64)
+    if metric == "brier":
+        loss: NDArray[np.float64] = np.square(p - label)
+        return loss
+    eps = np.finfo(np.float64).eps  # scikit-learn's log_loss clipping
+    q = np.clip(p, eps, 1.0 - eps)
+    loss = -(label * np.log(q) + (1.0 - label) * np.log1p(-q))
+    return loss
+
+
 def ks_statistic(y: NDArray[np.int8], p: NDArray[np.float64]) -> float:
     """Kolmogorov-Smirnov separation: max(TPR - FPR) over the ROC curve's thresholds."""
-    fpr, tpr, _ = roc_curve(y, p)
-    return float(np.max(tpr - fpr))
+    return RankCurve.of(y, p).ks()
 
 
 def calibration_curve(y: NDArray[np.int8], p: NDArray[np.float64], *, n_bins: int) -> CalibrationCurve:
@@ -310,7 +385,12 @@ def _slice_masks(spec: SliceSpec, column: pd.Series) -> list[tuple[str, NDArray[
 
 
 def _slice_group(
-    spec: SliceSpec, group: str, y: NDArray[np.int8], p: NDArray[np.float64], n_bins: int
+    spec: SliceSpec,
+    group: str,
+    y: NDArray[np.int8],
+    p: NDArray[np.float64],
+    n_bins: int,
+    order: NDArray[np.intp] | None = None,
 ) -> SliceGroupResult:
     n, n_pos = int(y.shape[0]), int(y.sum())
     reason: str | None = None
@@ -318,7 +398,7 @@ def _slice_group(
         reason = f"too few rows: {n} < min_rows {spec.min_rows}"
     elif n_pos in (0, n):
         reason = f"one class only ({'all defaults' if n_pos else 'no defaults'} in {n} rows)"
-    metrics = None if reason else _metrics(y, p, n_bins)
+    metrics = None if reason else _metrics(y, p, n_bins, order)
     return SliceGroupResult(
         slice=spec.name,
         column=spec.column,
@@ -337,14 +417,23 @@ def evaluate_slices(
     slices: Sequence[SliceSpec],
     *,
     n_bins: int = DEFAULT_ECE_BINS,
+    order: NDArray[np.intp] | None = None,
 ) -> tuple[SliceGroupResult, ...]:
-    """Metrics per group of every declared slice (rows of ``frame`` align with ``y`` and ``p``)."""
+    """Metrics per group of every declared slice (rows of ``frame`` align with ``y`` and ``p``).
+
+    The scores are sorted once; each group takes its rows in that order (no sort per group)."""
     results: list[SliceGroupResult] = []
+    if order is None:
+        order = descending(p)
     for spec in slices:
         if spec.column not in frame.columns:
             raise InputError(f"slice {spec.name!r}: column {spec.column!r} is not in the evaluation frame")
         for group, mask in _slice_masks(spec, frame[spec.column]):
-            results.append(_slice_group(spec, group, y[mask], p[mask], n_bins))
+            rows = np.flatnonzero(mask)
+            rank = np.full(p.shape[0], -1, dtype=np.intp)
+            rank[rows] = np.arange(rows.shape[0])
+            in_group = rank[order]
+            results.append(_slice_group(spec, group, y[rows], p[rows], n_bins, in_group[in_group >= 0]))
     return tuple(results)
 
 
@@ -446,11 +535,12 @@ def evaluate(
     p = as_scores(scores, y.shape[0])
     _require_both_classes(y, "y_true")
     frame = _aligned_frame(slices_frame, y.shape[0])
+    order = descending(p)
     slice_results: tuple[SliceGroupResult, ...] = ()
     if slices:
         if frame is None:
             raise InputError("slices were declared but no slices_frame was given")
-        slice_results = evaluate_slices(y, p, frame, slices, n_bins=n_bins)
+        slice_results = evaluate_slices(y, p, frame, slices, n_bins=n_bins, order=order)
     fairness = None
     if sensitive is not None:
         name, attribute = _sensitive_column(sensitive, frame, y.shape[0])
@@ -464,7 +554,7 @@ def evaluate(
         label_rate=n_pos / y.shape[0],
         threshold=float(threshold),
         approval_rate=float((p < threshold).mean()),
-        metrics=_metrics(y, p, n_bins),
+        metrics=_metrics(y, p, n_bins, order),
         calibration=calibration_curve(y, p, n_bins=n_bins),
         slices=slice_results,
         fairness=fairness,

@@ -29,6 +29,7 @@ from mlops.evaluation import (
     calibration_curve,
     compute_metrics,
     ks_statistic,
+    per_row_loss,
 )
 
 Direction = Literal["higher_is_better", "lower_is_better"]
@@ -232,18 +233,9 @@ def _metric_on_resamples(
         levels, groups = np.unique(p, return_inverse=True)
         return lambda idx: _resampled_auc(y, groups, levels.shape[0], idx)
     if metric in ("brier", "log_loss"):
-        per_row = _per_row_loss(metric, y, p)
+        per_row = per_row_loss(metric, y, p)
         return lambda idx: per_row[idx].mean(axis=1)
     return lambda idx: np.array([_looped_metric(metric, y[r], p[r], n_bins) for r in idx], dtype=np.float64)
-
-
-def _per_row_loss(metric: MetricName, y: NDArray[np.int8], p: NDArray[np.float64]) -> NDArray[np.float64]:
-    label = y.astype(np.float64)
-    if metric == "brier":
-        return np.square(p - label)
-    eps = np.finfo(np.float64).eps  # scikit-learn's log_loss clipping
-    q = np.clip(p, eps, 1.0 - eps)
-    return -(label * np.log(q) + (1.0 - label) * np.log1p(-q))
 
 
 def _resampled_auc(

@@ -91,9 +91,13 @@ class TrainedModel:
     schema: FeatureSchema
 
     def predict(self, frame: pd.DataFrame) -> FloatArray:
-        """Probability of the positive class (default) for raw rows."""
-        matrix = xgb.DMatrix(prepare(frame, self.schema), enable_categorical=True)
-        scores: FloatArray = self.booster.predict(matrix).astype("float64")
+        """Probability of the positive class (default) for raw rows.
+
+        ``inplace_predict`` on the prepared frame: the same scores as through a ``DMatrix``
+        (bit for bit, as the logged pyfunc model scores), without building one."""
+        scores: FloatArray = np.asarray(
+            self.booster.inplace_predict(prepare(frame, self.schema)), dtype="float64"
+        )
         return scores
 
     def booster_bytes(self) -> bytes:

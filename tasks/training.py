@@ -20,7 +20,9 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
+from mlops import reports
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVENT_MODEL_REGISTERED, model_resource
 from mlops.contracts import Contract, load_contract
 from mlops.evaluation import EvaluationReport, evaluate
@@ -33,6 +35,7 @@ from mlops.lineage import (
     TAG_DECISION_RECORD_ID,
     TAG_DECISION_RECORD_URI,
     TAG_VERDICT,
+    GitState,
     Lineage,
     git_state,
     installed_packages,
@@ -73,6 +76,32 @@ class Registered:
     alias: str | None
     decision_record: DecisionRecord
     decision_record_uri: str
+
+
+@dataclass(frozen=True)
+class RunEnvironment:
+    """What a training run records that no data decides: the code's git state, installed packages."""
+
+    git: GitState
+    packages: list[str]
+
+
+@task(name="prepare-run-environment", cache_policy=NO_CACHE)
+def prepare_environment_task(spec: ModelSpec, settings: Settings) -> RunEnvironment:
+    """Git state and installed packages for the lineage, and a warm MLflow and matplotlib.
+
+    The flow submits this first, so it runs beside gathering the data (one core is idle there):
+    MLflow's imports, tracking store, experiment and installed-package map and matplotlib's
+    import are caches the logging steps fill anyway (several seconds in a fresh process). A
+    warm-up that fails is only logged: the step that needs the registry reports (and retries) it.
+    """
+    environment = RunEnvironment(git=git_state(PROJECT_ROOT), packages=installed_packages())
+    try:
+        make_registry(settings).warm_up(spec.name)
+        reports.warm_up()
+    except Exception as exc:  # a cache warm-up: the real call surfaces (and retries) the error
+        get_run_logger().warning("warm-up of MLflow / matplotlib failed (%s); continuing", exc)
+    return environment
 
 
 @task(name="load-model-spec", cache_policy=NO_CACHE)
@@ -244,8 +273,11 @@ def build_lineage_task(
     candidate: TrainedModel,
     champion: ChampionScores | None,
     flow_run_id: str | None,
+    environment: RunEnvironment | None = None,
 ) -> Lineage:
     summary = labelled.summary
+    if environment is None:
+        environment = RunEnvironment(git=git_state(PROJECT_ROOT), packages=installed_packages())
     return Lineage(
         application_snapshots=summary.application_snapshots,
         outcome_snapshots=summary.outcome_snapshots,
@@ -253,10 +285,10 @@ def build_lineage_task(
         applications_contract_versions=summary.application_contract_versions or [bundle.applications.version],
         outcomes_contract=bundle.outcomes.name,
         outcomes_contract_versions=summary.outcome_contract_versions or [bundle.outcomes.version],
-        git=git_state(PROJECT_ROOT),
+        git=environment.git,
         model_spec=bundle.spec.name,
         model_spec_sha256=model_spec_hash(bundle.spec),
-        packages=installed_packages(),
+        packages=environment.packages,
         seed=bundle.spec.seed,
         flow_run_id=flow_run_id,
         compared_with_champion=None if champion is None else champion.version,

@@ -19,6 +19,7 @@ from mlops.evaluation import (
     calibration_curve,
     compute_metrics,
     evaluate,
+    evaluate_slices,
 )
 
 pytestmark = pytest.mark.unit
@@ -263,3 +264,30 @@ def test_plots_write_non_empty_png_files(tmp_path: Path) -> None:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 1000
+
+
+@pytest.mark.parametrize("decimals", [None, 2])  # continuous scores, and heavy ties
+def test_rank_curve_metrics_equal_scikit_learn_exactly(decimals: int | None) -> None:
+    """One sort serves AUC, PR-AUC and KS; they are scikit-learn's numbers, not approximations."""
+    from sklearn.metrics import roc_curve
+
+    y, p = _synthetic(5_000, seed=3)
+    if decimals is not None:
+        p = np.round(p, decimals)
+    m = compute_metrics(y, p)
+    fpr, tpr, _ = roc_curve(y, p)
+    assert m.auc == roc_auc_score(y, p)
+    assert m.pr_auc == average_precision_score(y, p)
+    assert m.ks == float(np.max(tpr - fpr))
+    assert m.log_loss == pytest.approx(log_loss(y, p), rel=1e-12)
+    assert m.brier == pytest.approx(brier_score_loss(y, p), rel=1e-12)
+
+
+def test_slice_metrics_from_the_shared_sort_equal_metrics_of_the_group_alone() -> None:
+    y, p = _synthetic(3_000, seed=4)
+    p = np.round(p, 2)
+    band = pd.Series(np.where(p > 0.5, "high", np.where(np.arange(p.shape[0]) % 2, "odd", "even")))
+    spec = SliceSpec(name="band", column="band", values=("even", "odd", "high"))
+    for result in evaluate_slices(y.astype(np.int8), p, pd.DataFrame({"band": band}), [spec]):
+        mask = (band == result.group).to_numpy()
+        assert result.metrics == compute_metrics(y[mask], p[mask])
