@@ -296,7 +296,10 @@ def _text_bytes(series: pd.Series) -> pa.Array:
     """A text column's bytes per row (see :func:`input_hashes`), built by Arrow."""
     dtype = series.dtype
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return _length_prefixed(pa.array(series, from_pandas=True))
+        values = pa.array(series, from_pandas=True)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        return _length_prefixed(values)
     # object / category / other: the text is str() of each distinct value
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     if len(uniques) == 0:

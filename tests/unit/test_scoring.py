@@ -342,6 +342,17 @@ def test_input_hash_of_a_row_survives_the_snapshot_and_needs_no_neighbours(contr
     assert new[5] != hashes[5] and new[6] != hashes[6] and new[7] == hashes[7]
 
 
+def test_input_hash_is_the_same_for_every_text_storage() -> None:
+    chunked = pa.table({"t": pa.chunked_array([["a", None, "é"], ["x", ""]]), "n": list(range(5))})
+    frames = [
+        chunked.to_pandas(),  # Arrow-backed str, several chunks
+        pd.DataFrame({"t": pd.Series(["a", None, "é", "x", ""], dtype=object), "n": range(5)}),
+        pd.DataFrame({"t": pd.Series(["a", None, "é", "x", ""], dtype="category"), "n": range(5)}),
+    ]
+    hashes = [input_hashes(f) for f in frames]
+    assert hashes[0] == hashes[1] == hashes[2] and len(set(hashes[0])) == 5
+
+
 # --- reading and validating in chunks ----------------------------------------------------
 
 
