@@ -12,6 +12,7 @@ from tasks.review import gather_review_feedback_task
 from tasks.training import (
     build_lineage_task,
     check_gates_task,
+    digest_datasets_task,
     emit_registered_task,
     evaluate_task,
     gather_labelled_task,
@@ -65,6 +66,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     )
     labelled = gather_labelled_task(bundle, settings, extra_labelled=feedback)
     split = split_task(labelled, bundle)
+    digests = digest_datasets_task.submit(split)  # beside training: depends on the rows only
     candidate = train_candidate_task(split.train, bundle.spec)
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)
@@ -84,6 +86,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
         champion_report,
         record,
         lineage,
+        digests.result(),
     )
     registered = register_candidate_task(bundle.spec, settings, logged, record, lineage)
     publish_decision_record_task(registered)

@@ -38,6 +38,7 @@ class DatasetLog:
     context: str  # "training" / "evaluation"
     source: str  # where the rows came from (store URI of the snapshots)
     target: str | None = None
+    digest: str | None = None  # frame_digest(frame), if already computed (e.g. beside training)
 
 
 @dataclass
@@ -236,7 +237,7 @@ class MlflowRegistry:
                         source=dataset.source,
                         targets=dataset.target,
                         name=dataset.name,
-                        digest=frame_digest(dataset.frame),
+                        digest=dataset.digest or frame_digest(dataset.frame),
                     )
                     _set_schema_from_sample(data, dataset.frame)
                     mlflow.log_input(data, context=dataset.context)

@@ -45,15 +45,16 @@ def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Axes]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    # Fixed margins fit the axis labels at this size; tight_layout measured every text (~0.2 s a plot).
     fig = Figure(figsize=figsize, dpi=DPI)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.16, right=0.96, top=0.92, bottom=0.13)
     return fig, fig.add_subplot(1, 1, 1)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(out, format="png", dpi=DPI)
     return out
 
@@ -115,4 +116,5 @@ def plot_feature_importance(importance: Mapping[str, float], path: str | Path, *
     ax.barh(names, gains)
     ax.set(xlabel="gain", title="Feature importance")
     ax.tick_params(axis="y", labelsize="small")
+    fig.tight_layout()  # feature names of any length on the y axis
     return _save(fig, path)

@@ -41,7 +41,7 @@ from mlops.lineage import (
     installed_packages,
 )
 from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
-from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, make_registry
+from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, frame_digest, make_registry
 from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
@@ -138,6 +138,15 @@ def split_task(labelled: LabelledSet, bundle: SpecBundle) -> TrainSplit:
         id_column=bundle.applications.id_column,
         min_evaluation_rows=bundle.spec.evaluation.min_rows,
     )
+
+
+@task(name="digest-datasets", cache_policy=NO_CACHE)
+def digest_datasets_task(split: TrainSplit) -> dict[str, str]:
+    """Content digests of the training and evaluation rows (``mlflow.data``), by context.
+
+    They depend on the rows only, so the flow submits this beside training instead of
+    computing them (~0.8 s at 1M rows) while the run is logged."""
+    return {"training": frame_digest(split.train), "evaluation": frame_digest(split.evaluation)}
 
 
 @task(name="train-candidate", cache_policy=NO_CACHE)
@@ -311,9 +320,13 @@ def log_training_run_task(
     champion_report: EvaluationReport | None,
     record: DecisionRecord,
     lineage: Lineage,
+    digests: dict[str, str] | None = None,
 ) -> LoggedRun:
-    """One MLflow run: params, metrics, plots, datasets, lineage, evaluation report, the model."""
+    """One MLflow run: params, metrics, plots, datasets, lineage, evaluation report, the model.
+
+    ``digests``: the datasets' content digests by context, if already computed."""
     spec = bundle.spec
+    digests = digests or {}
     store = make_store(settings)
     y = split.evaluation[spec.target_column].to_numpy()
     source = store.uri(f"snapshots/{bundle.applications.name}")
@@ -340,9 +353,21 @@ def log_training_run_task(
             },
             files=plots,
             datasets=[
-                DatasetLog(split.train, f"{spec.name}-training", "training", source, spec.target_column),
                 DatasetLog(
-                    split.evaluation, f"{spec.name}-evaluation", "evaluation", source, spec.target_column
+                    split.train,
+                    f"{spec.name}-training",
+                    "training",
+                    source,
+                    spec.target_column,
+                    digests.get("training"),
+                ),
+                DatasetLog(
+                    split.evaluation,
+                    f"{spec.name}-evaluation",
+                    "evaluation",
+                    source,
+                    spec.target_column,
+                    digests.get("evaluation"),
                 ),
             ],
         )
