@@ -170,37 +170,46 @@ class BatchValidation:
 
 
 class _SeenValues:
-    """64-bit hashes of the text of the ``unique`` columns' values in earlier chunks (sorted)."""
+    """64-bit hashes of the text of the ``unique`` columns' values in earlier chunks (sorted).
+
+    A chunk's values are hashed only once a later chunk arrives (:meth:`remember` keeps the
+    column until then), so a batch that fits in one chunk hashes nothing.
+    """
 
     def __init__(self, names: list[str]) -> None:
         self.names = names
         self.seen: dict[str, np.ndarray] = {name: np.empty(0, dtype=np.uint64) for name in names}
+        self._pending: dict[str, list[pd.Series]] = {name: [] for name in names}
 
     @staticmethod
     def _hash(values: pd.Series) -> np.ndarray:
         return pd.util.hash_array(values.astype(str).to_numpy(dtype=object))
 
-    def check(self, valid: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per column: the mask of valid rows whose value was seen before, and the rows' hashes."""
-        masks, hashes = {}, {}
+    def _flush(self, name: str) -> np.ndarray:
+        pending, self._pending[name] = self._pending[name], []
+        if pending:
+            parts = [self.seen[name], *(self._hash(values) for values in pending)]
+            self.seen[name] = np.sort(np.concatenate(parts))
+        return self.seen[name]
+
+    def check(self, valid: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per column: the mask of valid rows whose value was seen in an earlier chunk."""
+        masks = {}
         for name in self.names:
-            h = self._hash(valid[name])
-            seen = self.seen[name]
+            seen = self._flush(name)
             if len(seen):
+                h = self._hash(valid[name])
                 found = seen[np.minimum(np.searchsorted(seen, h), len(seen) - 1)] == h
             else:
                 found = np.zeros(len(valid), dtype=bool)
             masks[name] = valid[name].notna().to_numpy() & found
-            hashes[name] = h
-        return masks, hashes
+        return masks
 
-    def remember(
-        self, valid: pd.DataFrame, hashes: dict[str, np.ndarray], kept: np.ndarray, quarantine: pd.DataFrame
-    ) -> None:
+    def remember(self, valid: pd.DataFrame, kept: np.ndarray, quarantine: pd.DataFrame) -> None:
+        """Keep this chunk's values (kept valid rows and quarantined rows) for later chunks."""
         for name in self.names:
             present = kept & valid[name].notna().to_numpy()
-            parts = [self.seen[name], hashes[name][present], self._hash(quarantine[name].dropna())]
-            self.seen[name] = np.sort(np.concatenate(parts))
+            self._pending[name] += [valid[name][present], quarantine[name].dropna()]
 
 
 def _merge_outcomes(outcomes: list[ExpectationOutcome], rows_read: int) -> list[ExpectationOutcome]:
@@ -266,10 +275,10 @@ def _drop_duplicates(
     remember: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Quarantine valid rows whose unique value appeared in an earlier chunk; remember this chunk's."""
-    masks, hashes = seen.check(valid)
+    masks = seen.check(valid)
     dup = np.logical_or.reduce(list(masks.values()))
     if remember:
-        seen.remember(valid, hashes, ~dup, quarantine)
+        seen.remember(valid, ~dup, quarantine)
     if not dup.any():
         return valid, quarantine
     valid_rows = np.setdiff1d(np.arange(len(raw)), quarantine[SOURCE_ROW_COLUMN].to_numpy())
