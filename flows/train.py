@@ -58,7 +58,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     settings = get_settings()
     run_id = flow_run.get_id()
     bundle = load_model_spec_task(model, settings)
-    # Runs in a worker thread beside gathering and training (git, packages, MLflow warm-up).
+    # Runs in a worker thread beside gathering the data (git, packages, MLflow warm-up).
     environment = prepare_environment_task.submit(bundle.spec, settings)
     # The feedback loop: cases people resolved in review are labelled rows too.
     feedback = gather_review_feedback_task(
@@ -66,8 +66,10 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     )
     labelled = gather_labelled_task(bundle, settings, extra_labelled=feedback)
     split = split_task(labelled, bundle)
-    digests = digest_datasets_task.submit(split)  # beside training: depends on the rows only
-    candidate = train_candidate_task(split.train, bundle.spec)
+    digests = digest_datasets_task.submit(split)  # depends on the rows only
+    # Nothing may run beside training: XGBoost's OpenMP threads use both cores and stall when
+    # one is taken, and a Python thread holding the GIL delays every boosting round.
+    candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment, digests])
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)
     record = check_gates_task(

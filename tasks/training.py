@@ -90,7 +90,7 @@ class RunEnvironment:
 def prepare_environment_task(spec: ModelSpec, settings: Settings) -> RunEnvironment:
     """Git state and installed packages for the lineage, and a warm MLflow and matplotlib.
 
-    The flow submits this first, so it runs beside gathering the data (one core is idle there):
+    The flow submits this first, so it runs beside gathering the data (training waits for it):
     MLflow's imports, tracking store, experiment and installed-package map and matplotlib's
     import are caches the logging steps fill anyway (several seconds in a fresh process). A
     warm-up that fails is only logged: the step that needs the registry reports (and retries) it.
@@ -144,8 +144,8 @@ def split_task(labelled: LabelledSet, bundle: SpecBundle) -> TrainSplit:
 def digest_datasets_task(split: TrainSplit) -> dict[str, str]:
     """Content digests of the training and evaluation rows (``mlflow.data``), by context.
 
-    They depend on the rows only, so the flow submits this beside training instead of
-    computing them (~0.8 s at 1M rows) while the run is logged."""
+    They depend on the rows only, so the flow submits this as soon as the rows are split,
+    beside the rest of the warm-up (~0.8 s at 1M rows)."""
     return {"training": frame_digest(split.train), "evaluation": frame_digest(split.evaluation)}
 
 
