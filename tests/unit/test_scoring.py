@@ -342,6 +342,26 @@ def test_input_hash_of_a_row_survives_the_snapshot_and_needs_no_neighbours(contr
     assert new[5] != hashes[5] and new[6] != hashes[6] and new[7] == hashes[7]
 
 
+def test_input_hash_format_is_pinned() -> None:
+    """Audit records store these hashes and reproduce recomputes them: the bytes never change."""
+    frame = pd.DataFrame(
+        {
+            "application_id": pd.Series(["APP-1", "APP-2"], dtype="str"),
+            "applied_at": pd.to_datetime(
+                ["2025-01-01T00:00:00Z", "2025-06-30T12:34:56.789Z"], format="ISO8601"
+            ),
+            "age": np.array([48, 35], dtype="int64"),
+            "annual_income": [55200.0, np.nan],
+            "region": pd.Series(["west", None], dtype="str"),
+            "gender": pd.Series(["é", "female"], dtype=object),
+        }
+    )
+    assert input_hashes(frame) == [  # computed by the first (per-row Python) implementation
+        "51f684533a8aa9f1a48a1f86e82551eb2516f12d79ee0964f26e00cb0516f8f7",
+        "d178c7b099aa32ffc7f451d28db1ac6ef9a42830b44a2c84e47fd21e4c54dbf7",
+    ]
+
+
 def test_input_hash_is_the_same_for_every_text_storage() -> None:
     chunked = pa.table({"t": pa.chunked_array([["a", None, "é"], ["x", ""]]), "n": list(range(5))})
     frames = [
