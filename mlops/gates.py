@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from mlops.errors import GateFailed, InputError
 from mlops.evaluation import (
     DEFAULT_ECE_BINS,
+    DEFAULT_MIN_GROUP_ROWS,
     HIGHER_IS_BETTER,
     EvaluationReport,
     MetricName,
@@ -113,6 +114,11 @@ class GateSpec(BaseModel):
     non_inferiority: NonInferioritySpec = Field(default_factory=NonInferioritySpec)
     slice_floors: dict[MetricName, Bound] = Field(default_factory=dict)
     fairness: FairnessSpec | None = None
+
+    @property
+    def fairness_min_group_rows(self) -> int:
+        """Groups smaller than this are reported, not gated (training and shadow alike)."""
+        return self.fairness.min_group_rows if self.fairness else DEFAULT_MIN_GROUP_ROWS
 
 
 # --- paired bootstrap ------------------------------------------------------------------------

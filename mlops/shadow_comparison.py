@@ -35,7 +35,7 @@ from mlops import audit
 from mlops.catalog import CatalogEntry, entry_key
 from mlops.constants import KIND_VALID
 from mlops.errors import InputError, MlopsError
-from mlops.evaluation import DEFAULT_MIN_GROUP_ROWS, EvaluationReport, evaluate
+from mlops.evaluation import EvaluationReport, evaluate
 from mlops.gates import VERDICT_PASSED, DecisionRecord, evaluate_gates
 from mlops.model_spec import ModelSpec
 from mlops.storage import ObjectStore, read_snapshot
@@ -222,7 +222,7 @@ def _evaluate(
         slices=list(spec.slices),
         sensitive=spec.sensitive_column,
         # As training does: groups below the spec's size are reported, not gated.
-        min_group_rows=spec.gates.fairness.min_group_rows if spec.gates.fairness else DEFAULT_MIN_GROUP_ROWS,
+        min_group_rows=spec.gates.fairness_min_group_rows,
     )
 
 

@@ -183,7 +183,7 @@ def _evaluate(spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray) -> 
         slices_frame=evaluation,
         slices=list(spec.slices),
         sensitive=spec.sensitive_column,
-        min_group_rows=spec.gates.fairness.min_group_rows if spec.gates.fairness else 30,
+        min_group_rows=spec.gates.fairness_min_group_rows,
     )
 
 

@@ -379,3 +379,11 @@ def test_gate_spec_defaults_keep_non_inferiority_on() -> None:
 def test_gate_spec_rejects_bad_blocks(block: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         GateSpec.model_validate(block)
+
+
+def test_training_and_shadow_gate_fairness_on_the_spec_group_size() -> None:
+    spec = GateSpec.model_validate(yaml.safe_load(GATES_YAML))
+    assert spec.fairness_min_group_rows == 100  # FairnessSpec's default, not evaluate()'s 30
+    sized = GateSpec.model_validate({"fairness": {"max_tpr_gap": 0.1, "min_group_rows": 250}})
+    assert sized.fairness_min_group_rows == 250
+    assert GateSpec().fairness_min_group_rows == 30  # no fairness gate: evaluate()'s default
