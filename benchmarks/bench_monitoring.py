@@ -11,7 +11,12 @@
     * ``serve``: ``flow.serve()`` in a background process, ``PREFECT_RUNNER_POLL_FREQUENCY=1``;
     * ``worker``: ``prefect deploy --name retrain`` from prefect.yaml onto the process pool and
       ``prefect worker start`` with ``PREFECT_WORKER_QUERY_SECONDS=1`` (what
-      deployments/README.md sets up; each run starts a new Python process).
+      deployments/README.md sets up; each run starts one new Python process: prefect.yaml gives
+      the pool's ``command`` job variable, ``<checkout>/.venv/bin/python -m prefect.engine``).
+
+    Each event also records where the time went, from the flow run's own server-side state
+    timestamps (seconds after the event): ``scheduled`` (the automation created the run),
+    ``pending`` (the worker or runner picked it up), ``running``.
 
     The retrain runs see an empty MLOPS_HOME and complete as skipped: the figure is the
     orchestration latency, not training time. Goal: median <= 5 s.
@@ -107,7 +112,23 @@ def _finished(server: LocalServer, run_id: Any) -> bool:
     return state is not None and state.is_final()
 
 
-def measure_trigger(server: LocalServer, deployment_id: Any, events: int, tag: str) -> list[float]:
+def _phases(server: LocalServer, run_id: Any, occurred: datetime) -> dict[str, float]:
+    """Seconds from the event to the first Scheduled, Pending and Running state of the run."""
+    with server.client() as client:
+        states = client.read_flow_run_states(run_id)
+    first: dict[str, float] = {}
+    for state in sorted(states, key=lambda s: s.timestamp):
+        first.setdefault(state.type.value.lower(), round((state.timestamp - occurred).total_seconds(), 3))
+    return {k: first[k] for k in ("scheduled", "pending", "running") if k in first}
+
+
+def measure_trigger(
+    server: LocalServer,
+    deployment_id: Any,
+    events: int,
+    tag: str,
+    phases: list[dict[str, float]] | None = None,
+) -> list[float]:
     latencies: list[float] = []
     for i in range(events):
         before = {r.id for r in flow_runs_of(server, deployment_id)}
@@ -125,6 +146,8 @@ def measure_trigger(server: LocalServer, deployment_id: Any, events: int, tag: s
         started = _wait(partial(running_at, server, run.id), 60, "the run did not reach Running")
         latencies.append((started - occurred).total_seconds())
         _wait(partial(_finished, server, run.id), 120, "the run did not finish")
+        if phases is not None:
+            phases.append(_phases(server, run.id, occurred))
         print(f"  {tag} event {i + 1}: Running after {latencies[-1]:.2f} s", flush=True)
     return latencies
 
@@ -134,8 +157,9 @@ def bench_trigger_serve(server: LocalServer, work: Path, events: int) -> dict[st
     home.mkdir()
     with serve_retrain(server, work, name="bench-serve", env={"MLOPS_HOME": str(home)}):
         deployment_id = wait_for_deployment(server, "bench-serve")
-        latencies = measure_trigger(server, deployment_id, events, "serve")
-    return {"how": "flow.serve(), PREFECT_RUNNER_POLL_FREQUENCY=1", **_summary(latencies)}
+        phases: list[dict[str, float]] = []
+        latencies = measure_trigger(server, deployment_id, events, "serve", phases)
+    return {"how": "flow.serve(), PREFECT_RUNNER_POLL_FREQUENCY=1", **_summary(latencies), "phases_s": phases}
 
 
 def bench_trigger_worker(server: LocalServer, work: Path, events: int) -> dict[str, Any]:
@@ -170,11 +194,35 @@ def bench_trigger_worker(server: LocalServer, work: Path, events: int) -> dict[s
     )
     try:
         _wait(lambda: _automation_ready(server, deployment_id), 60, "no automation for retrain/retrain")
-        latencies = measure_trigger(server, deployment_id, events, "worker")
+        # The automation exists before the worker does: measure with a worker already polling.
+        _wait(lambda: _worker_online(server), 60, "the worker did not come online")
+        command = _deployment_command(server, deployment_id)
+        phases: list[dict[str, float]] = []
+        latencies = measure_trigger(server, deployment_id, events, "worker", phases)
     finally:
         stop_process(worker, timeout=5)  # PITFALLS: the worker may ignore SIGTERM for ~15 s
         log.close()
-    return {"how": "prefect deploy + process worker, PREFECT_WORKER_QUERY_SECONDS=1", **_summary(latencies)}
+    return {
+        "how": "prefect deploy (prefect.yaml) + process worker, PREFECT_WORKER_QUERY_SECONDS=1",
+        "command": command,
+        **_summary(latencies),
+        "phases_s": phases,
+    }
+
+
+def _deployment_command(server: LocalServer, deployment_id: Any) -> str | None:
+    """The ``command`` job variable the deployment got from prefect.yaml (None: Prefect's default)."""
+    with server.client() as client:
+        variables = client.read_deployment(deployment_id).job_variables or {}
+    return variables.get("command")
+
+
+def _worker_online(server: LocalServer) -> bool:
+    from prefect.client.schemas.objects import WorkerStatus
+
+    with server.client() as client:
+        workers = client.read_workers_for_work_pool("mlops-process")
+    return any(w.status == WorkerStatus.ONLINE for w in workers)
 
 
 def _automation_ready(server: LocalServer, deployment_id: Any) -> bool:

@@ -175,6 +175,18 @@ def test_pull_step_is_explicit_and_its_template_comes_from_the_build_step() -> N
     assert placeholder.name == f"{build_args['id']}.stdout"
 
 
+def test_flow_runs_start_in_one_python_process_with_the_checkouts_interpreter() -> None:
+    # Without a command, Prefect 3.9's process worker runs a supervisor Python (pull step) that
+    # execs a second Python for the engine: ~2 s more from a drift event to a running retrain.
+    [build] = _config()["build"]
+    [(_, build_args)] = build.items()
+    for deployment in _deployments():
+        command = deployment["work_pool"]["job_variables"]["command"]
+        [placeholder] = find_placeholders(command)
+        assert placeholder.name == f"{build_args['id']}.stdout", deployment["name"]
+        assert command.endswith("/.venv/bin/python -m prefect.engine"), deployment["name"]
+
+
 def test_model_resource_ids_match_the_trigger_pattern() -> None:
     from prefect.events.schemas.events import Resource
 
