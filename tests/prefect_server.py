@@ -138,9 +138,20 @@ def serve_retrain(
     server: LocalServer, folder: Path, *, name: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[Any]]:
     """Serve ``flows/retrain.py:retrain`` with the retrain trigger of prefect.yaml, polling every second."""
-    log = (folder / f"serve-{name}.log").open("wb")
+    with _serving(
+        server, folder / f"serve-{name}.log", [SERVE_SCRIPT, name, "retrain-on-drift-or-degradation"], env
+    ) as proc:
+        yield proc
+
+
+@contextmanager
+def _serving(
+    server: LocalServer, log_path: Path, script_args: list[str], env: dict[str, str] | None
+) -> Iterator[subprocess.Popen[Any]]:
+    """``python -c SCRIPT ARGS...`` serving against ``server`` (runner polls every second), logged to a file."""
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE_SCRIPT, name, "retrain-on-drift-or-degradation"],
+        [sys.executable, "-c", *script_args],
         cwd=PROJECT_ROOT,
         env=server.env(PREFECT_RUNNER_POLL_FREQUENCY="1", **(env or {})),
         stdout=log,
@@ -191,20 +202,9 @@ def serve_from_prefect_yaml(
 
     Deployment ``<flow>/<name>`` keeps its prefect.yaml name, and its automation the trigger's name.
     """
-    log = (folder / f"serve-{'-'.join(deployments)}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE_FROM_YAML_SCRIPT, *deployments],
-        cwd=PROJECT_ROOT,
-        env=server.env(PREFECT_RUNNER_POLL_FREQUENCY="1", **(env or {})),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    log_path = folder / f"serve-{'-'.join(deployments)}.log"
+    with _serving(server, log_path, [SERVE_FROM_YAML_SCRIPT, *deployments], env) as proc:
         yield proc
-    finally:
-        stop_process(proc)
-        log.close()
 
 
 def wait_for_flow_deployment(
@@ -227,18 +227,7 @@ def wait_for_flow_deployment(
 
 def wait_for_deployment(server: LocalServer, name: str, *, timeout: float = 90.0) -> UUID:
     """The id of deployment ``retrain/<name>`` once it exists and its automation is in place."""
-    deadline = time.monotonic() + timeout
-    with server.client() as client:
-        while True:
-            try:
-                deployment = client.read_deployment_by_name(f"retrain/{name}")
-            except Exception:
-                deployment = None
-            if deployment is not None and _automations_for(server, deployment.id):
-                return UUID(str(deployment.id))
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deployment retrain/{name} or its automation did not appear")
-            time.sleep(0.5)
+    return wait_for_flow_deployment(server, "retrain", name, timeout=timeout)
 
 
 def _automations_for(server: LocalServer, deployment_id: UUID) -> list[Any]:
