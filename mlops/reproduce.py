@@ -25,7 +25,14 @@ from mlops.audit_hashing import as_utc
 from mlops.constants import KIND_VALID
 from mlops.errors import InputError
 from mlops.model_spec import DecisionPolicy
-from mlops.scoring import ROLE_SHADOW, LoadedModel, decide, input_hashes
+from mlops.scoring import (
+    RECORD_SCORING_BATCH,
+    ROLE_SHADOW,
+    LoadedModel,
+    decide,
+    decision_policy_hash,
+    input_hashes,
+)
 from mlops.storage import ObjectStore, snapshot_key
 
 
@@ -52,8 +59,13 @@ class ReproduceResult(BaseModel):
     score_recomputed_hex: str
     identical: bool = Field(description="same float64 bits and the same input row")
     decision_recorded: str | None
-    decision_recomputed: str = Field(description="under the model spec's decision policy today")
+    decision_recomputed: str = Field(description="under the decision policy named by decision_policy_source")
     decision_matches: bool
+    decision_policy_source: str = Field(
+        "model spec today",
+        description="'recorded with the batch' (its intact scoring_batch record) or 'model spec today'",
+    )
+    decision_policy_sha256: str = ""
 
     @property
     def reproduced(self) -> bool:
@@ -74,6 +86,31 @@ def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
     if record["record_type"] != RECORD_PREDICTION:
         raise InputError(f"audit record {record_id} is a {record['record_type']!r} record, not a prediction")
     return record
+
+
+def recorded_decision_policy(engine: Engine, batch_id: str | None) -> DecisionPolicy | None:
+    """The decision policy recorded with a scored batch (its intact ``scoring_batch`` record).
+
+    None for batches scored before such records existed; a record that no longer matches its
+    own hash is refused rather than trusted.
+    """
+    if batch_id is None:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(audit_records).where(
+                audit_records.c.record_type == RECORD_SCORING_BATCH, audit_records.c.batch_id == batch_id
+            )
+        ).first()
+    if row is None:
+        return None
+    record = dict(row._mapping)
+    if not record_intact(record):
+        raise InputError(
+            f"the scoring_batch record of batch {batch_id} does not match its hash",
+            hint="run `mlops audit verify`: the audit chain has been altered",
+        )
+    return DecisionPolicy.model_validate(record["payload"]["decision_policy"])
 
 
 def record_intact(record: Mapping[str, Any]) -> bool:
@@ -104,6 +141,7 @@ def reproduce_from(
     policy: DecisionPolicy,
     *,
     snapshot_uri: str,
+    policy_source: str = "model spec today",
 ) -> ReproduceResult:
     """Score the one-row frame ``row`` again with ``model`` and compare with ``record``."""
     if len(row) != 1:
@@ -143,6 +181,8 @@ def reproduce_from(
         decision_recorded=record["decision"],
         decision_recomputed=decision,
         decision_matches=decision == record["decision"],
+        decision_policy_source=policy_source,
+        decision_policy_sha256=decision_policy_hash(policy),
     )
 
 
@@ -154,10 +194,11 @@ def reproduce_text(result: ReproduceResult) -> str:
         + ("matches" if result.input_hash_ok else f"DIFFERS ({result.input_hash_recomputed[:16]}...)"),
         f"  recorded   score {result.score_recorded!r} ({result.score_recorded_hex}) -> {result.decision_recorded}",
         f"  recomputed score {result.score_recomputed!r} ({result.score_recomputed_hex}) -> {result.decision_recomputed}",
+        f"  decision policy {result.decision_policy_sha256[:16]}... ({result.decision_policy_source})",
     ]
     if not result.record_intact:
         lines.append("  the audit record no longer matches its own hash (edited after it was written)")
     if not result.decision_matches and result.identical:
-        lines.append("  (same score; the decision policy in the model spec changed since)")
+        lines.append(f"  (same score; different decision under the {result.decision_policy_source} policy)")
     lines.append(f"  -> {verdict}")
     return "\n".join(lines)

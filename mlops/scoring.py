@@ -637,6 +637,46 @@ class AuditSink(Protocol):
     def __call__(self, records: pd.DataFrame) -> tuple[int, int, int]: ...
 
 
+RECORD_SCORING_BATCH: Final = "scoring_batch"
+
+
+def decision_policy_hash(policy: DecisionPolicy) -> str:
+    """sha256 of the decision policy's canonical JSON: the rule that turned scores into decisions."""
+    from mlops.audit_hashing import canonical_json
+
+    return hashlib.sha256(canonical_json(policy.model_dump(mode="json")).encode()).hexdigest()
+
+
+def record_scoring_batch(
+    engine: Any,
+    *,
+    batch_id: str,
+    model_name: str,
+    ctx: ScoringContext,
+    spec_sha256: str,
+    snapshots: list[str],
+) -> str:
+    """One chain record per scored batch, written before its predictions: the decision policy
+    (and its hash), the model spec's hash, the versions and the canary share that every
+    prediction of ``batch_id`` was made under. Answers "by which rule was this declined?"
+    for as long as the chain is kept, whatever the spec file says later. Returns the record id.
+    """
+    from mlops.audit import append_event
+
+    models = ctx.models
+    payload = {
+        "decision_policy": ctx.policy.model_dump(mode="json"),
+        "decision_policy_sha256": decision_policy_hash(ctx.policy),
+        "model_spec_sha256": spec_sha256,
+        "champion_version": models.champion.version,
+        "challenger_version": models.challenger.version if models.challenger else None,
+        "canary_share": ctx.canary_share,
+        "input_snapshots": snapshots,
+    }
+    done = append_event(engine, RECORD_SCORING_BATCH, payload, model_name=model_name, batch_id=batch_id)
+    return str(done.record_ids.iloc[0])
+
+
 def audit_sink(engine: Any, batch_id: str) -> AuditSink:
     """Append each chunk to the audit store (one transaction per chunk; routed deciding rows
     open review cases in the same transaction)."""

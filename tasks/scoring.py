@@ -21,9 +21,15 @@ from mlops.constants import KIND_VALID
 from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
 from mlops.gx_suite import GXRunner
-from mlops.model_spec import ModelSpec, load_model_spec
+from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
 from mlops.registry import make_registry
-from mlops.reproduce import ReproduceResult, locate_snapshot, read_prediction_record, reproduce_from
+from mlops.reproduce import (
+    ReproduceResult,
+    locate_snapshot,
+    read_prediction_record,
+    recorded_decision_policy,
+    reproduce_from,
+)
 from mlops.scoring import (
     DECISION_APPROVE,
     DECISION_DECLINE,
@@ -36,6 +42,7 @@ from mlops.scoring import (
     audit_sink,
     check_share,
     load_model_version,
+    record_scoring_batch,
     resolve_versions,
     score_frames,
     scoring_markdown,
@@ -140,6 +147,14 @@ def score_and_audit_task(
                 timings.add("read_snapshots", t)
                 yield ref.sha256, frame
 
+        record_scoring_batch(
+            engine,
+            batch_id=batch_id,
+            model_name=plan.spec.name,
+            ctx=ctx,
+            spec_sha256=model_spec_hash(plan.spec),
+            snapshots=[ref.sha256 for ref in validation.snapshots],
+        )
         tally = score_frames(
             frames(), ctx, audit_sink(engine, batch_id), chunk_rows=chunk_rows, timings=timings
         )
@@ -179,6 +194,7 @@ def reproduce_prediction_task(prediction_id: str, settings: Settings) -> Reprodu
     engine = create_audit_engine(settings.resolved_audit_db_url)
     try:
         record = read_prediction_record(engine, prediction_id)
+        recorded_policy = recorded_decision_policy(engine, record["batch_id"])
     finally:
         engine.dispose()
     name, version = str(record["model_name"]), int(record["model_version"])
@@ -194,4 +210,8 @@ def reproduce_prediction_task(prediction_id: str, settings: Settings) -> Reprodu
     row = snapshot.iloc[[position]].reset_index(drop=True)
     model = load_model_version(make_registry(settings), name, version, record["model_alias"])
     uri = store.uri(snapshot_key(KIND_VALID, dataset, str(record["input_snapshot"])))
-    return reproduce_from(record, row, model, spec.decision_policy, snapshot_uri=uri)
+    if recorded_policy is None:
+        return reproduce_from(record, row, model, spec.decision_policy, snapshot_uri=uri)
+    return reproduce_from(
+        record, row, model, recorded_policy, snapshot_uri=uri, policy_source="recorded with the batch"
+    )

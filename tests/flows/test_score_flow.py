@@ -28,10 +28,19 @@ from mlops.cli import main
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.contracts import load_contract
 from mlops.errors import WorkRefused
-from mlops.model_spec import load_model_spec
+from mlops.model_spec import load_model_spec, model_spec_hash
 from mlops.promotion import bootstrap_champion
 from mlops.registry import TrainingRunLog, make_registry
-from mlops.scoring import ROLE_CANARY, ROLE_CHAMPION, ROLE_SHADOW, canary_mask, decide, load_model_version
+from mlops.scoring import (
+    RECORD_SCORING_BATCH,
+    ROLE_CANARY,
+    ROLE_CHAMPION,
+    ROLE_SHADOW,
+    canary_mask,
+    decide,
+    decision_policy_hash,
+    load_model_version,
+)
 from mlops.settings import get_settings
 from mlops.storage import make_store, read_snapshot
 from mlops.training import train_booster
@@ -125,9 +134,21 @@ def engine(setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 def records_of(engine: Engine, batch_id: str) -> pd.DataFrame:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(audit_records).where(audit_records.c.batch_id == batch_id).order_by(audit_records.c.seq)
+            sa.select(audit_records)
+            .where(audit_records.c.batch_id == batch_id, audit_records.c.record_type == "prediction")
+            .order_by(audit_records.c.seq)
         ).all()
     return pd.DataFrame([dict(r._mapping) for r in rows])
+
+
+def batch_record_of(engine: Engine, batch_id: str) -> dict:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        [row] = conn.execute(
+            sa.select(audit_records).where(
+                audit_records.c.batch_id == batch_id, audit_records.c.record_type == RECORD_SCORING_BATCH
+            )
+        ).all()
+    return dict(row._mapping)
 
 
 def last_json(out: str) -> dict:  # type: ignore[type-arg]
@@ -159,6 +180,15 @@ def test_champion_decides_and_the_shadow_never_changes_a_decision(setup: Setup, 
     assert champion["review_routed"].tolist() == expected.routed.tolist()
     assert not shadow["review_routed"].any()
     assert result.decisions == champion["decision"].value_counts().sort_index().to_dict()
+
+    # The rule behind the decisions is in the chain, written before the batch's predictions.
+    batch = batch_record_of(engine, result.batch_id)
+    assert batch["seq"] < records["seq"].min() and batch["model_name"] == MODEL
+    assert batch["payload"]["decision_policy_sha256"] == decision_policy_hash(spec.decision_policy)
+    assert batch["payload"]["decision_policy"] == spec.decision_policy.model_dump(mode="json")
+    assert batch["payload"]["model_spec_sha256"] == model_spec_hash(spec)
+    assert (batch["payload"]["champion_version"], batch["payload"]["challenger_version"]) == (1, 2)
+    assert batch["payload"]["input_snapshots"] == result.snapshots
 
     # Routed rows opened review cases, one per routed deciding record.
     cases = list_open_cases(engine, MODEL)
@@ -213,9 +243,11 @@ def test_audit_verify_and_reproduce_then_tamper(
     data = last_json(out)
     assert data["reproduced"] and data["score_recorded_hex"] == data["score_recomputed_hex"]
     assert "IDENTICAL" in out and data["model_uri"] == f"models:/{MODEL}/1"
+    assert data["decision_policy_source"] == "recorded with the batch" and data["decision_matches"]
 
     assert main(["audit", "verify", "--json"]) == 0
-    assert last_json(capsys.readouterr().out)["records_checked"] == result.audit_records_written
+    # The predictions and the batch's one scoring_batch record.
+    assert last_json(capsys.readouterr().out)["records_checked"] == result.audit_records_written + 1
 
     seq = int(records.set_index("record_id").loc[champion_id, "seq"])
     with engine.begin() as conn:  # an attacker with DDL rights edits one score
