@@ -287,3 +287,28 @@ def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.Captu
 
     assert main(["score", str(setup.batch_a), "--canary-share", "1.5"]) == 2
     assert main(["reproduce", "not-a-uuid", "--json"]) == 2
+
+
+def test_reproduce_refuses_a_batch_record_edited_after_scoring(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = score_batch(source=str(setup.batch_a))
+    records = records_of(engine, result.batch_id)
+    champion_id = records.loc[records["role"] == ROLE_CHAMPION, "record_id"].iloc[0]
+    assert main(["reproduce", str(champion_id), "--json"]) == 0
+    capsys.readouterr()
+
+    with engine.begin() as conn:  # someone loosens the recorded policy to justify a decision
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_records_no_update")
+        conn.execute(
+            sa.text(
+                "UPDATE audit_records SET payload = json_set(payload, '$.decision_policy.threshold', 0.99)"
+                " WHERE record_type = :kind AND batch_id = :batch"
+            ),
+            {"kind": RECORD_SCORING_BATCH, "batch": result.batch_id},
+        )
+    assert batch_record_of(engine, result.batch_id)["payload"]["decision_policy"]["threshold"] == 0.99
+    assert main(["reproduce", str(champion_id), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert f"scoring_batch record of batch {result.batch_id} does not match its hash" in err
+    assert "mlops audit verify" in err
