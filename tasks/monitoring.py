@@ -41,7 +41,7 @@ from mlops.monitoring_state import (
 from mlops.registry import make_registry
 from mlops.settings import Settings
 from mlops.storage import make_store
-from tasks.validation import retry_unless_bad_input
+from tasks.retry import retry_unless_bad_input
 
 MONITORING_EXPERIMENT_SUFFIX = "-monitoring"
 

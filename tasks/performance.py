@@ -11,7 +11,7 @@ from mlops.contracts import Contract
 from mlops.performance import PerformanceReport, join_outcomes
 from mlops.settings import Settings
 from mlops.storage import make_store
-from tasks.validation import retry_unless_bad_input
+from tasks.retry import retry_unless_bad_input
 
 
 @task(

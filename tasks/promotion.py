@@ -78,7 +78,7 @@ from mlops.shadow_comparison import (
     read_version_records,
     shadow_days,
 )
-from tasks.validation import retry_unless_bad_input
+from tasks.retry import retry_unless_bad_input
 
 # Names under which the promote flow stores values on its transaction (read by rollback hooks).
 TXN_PROMOTION: Final = "promotion"

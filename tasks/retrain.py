@@ -6,16 +6,11 @@ is imported when a triggered retrain starts, and the run shows Running only afte
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect import Task, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 from pydantic import BaseModel
 
-from mlops.errors import MlopsError
 from mlops.retrain import (
     AttemptStatus,
     RetrainAttempt,
@@ -28,18 +23,7 @@ from mlops.retrain import (
     start_attempt,
 )
 from mlops.settings import Settings
-
-
-def retry_unless_bad_input(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry transient failures, never our own refusals (as :mod:`tasks.validation` does; that
-    module is not imported here because it loads Great Expectations)."""
-    try:
-        state.result()
-    except MlopsError:
-        return False
-    except Exception:
-        return True
-    return False
+from tasks.retry import retry_unless_bad_input
 
 
 class RetrainPlan(BaseModel):

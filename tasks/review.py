@@ -21,7 +21,7 @@ from mlops.review_desk import (
 )
 from mlops.settings import Settings
 from mlops.storage import make_store
-from tasks.validation import retry_unless_bad_input
+from tasks.retry import retry_unless_bad_input
 
 
 def case_artifact_key(case_id: str) -> str:

@@ -50,7 +50,7 @@ from mlops.scoring import (
 from mlops.scoring_input import BatchValidation, iter_batch_chunks, read_valid_snapshot, validate_in_chunks
 from mlops.settings import Settings
 from mlops.storage import make_store, read_snapshot, snapshot_key
-from tasks.validation import retry_unless_bad_input
+from tasks.retry import retry_unless_bad_input
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, pl
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
 from mlops.training import TrainedModel, TrainSplit, time_split, train_model
-from tasks.validation import retry_unless_bad_input
+from tasks.retry import retry_unless_bad_input
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from prefect import Task, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
 from mlops.batch_io import read_batch
 from mlops.catalog import CatalogEntry, record_snapshot
@@ -23,23 +20,12 @@ from mlops.constants import (
     dataset_resource,
 )
 from mlops.contracts import load_contract
-from mlops.errors import MlopsError
 from mlops.events import emit
 from mlops.gx_suite import GXRunner
 from mlops.settings import Settings
 from mlops.storage import make_store, write_snapshot
 from mlops.validation import ValidatedBatch, ValidationSummary, validate_frame
-
-
-def retry_unless_bad_input(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry transient failures (network, S3), never our own refusals or bad input."""
-    try:
-        state.result()
-    except MlopsError:
-        return False
-    except Exception:
-        return True
-    return False
+from tasks.retry import retry_unless_bad_input
 
 
 @task(
