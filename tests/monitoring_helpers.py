@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import pandas as pd
@@ -18,7 +18,7 @@ import pandas as pd
 from mlops.contracts import Contract
 from mlops.simulator import SimulationConfig, generate_applications
 from mlops.storage import ObjectStore
-from tests.training_helpers import OUTCOME_DELAY, ingest
+from tests.training_helpers import ingest, outcomes_of
 
 DRIFT_DAY: Final = 6
 ROWS: Final = 400
@@ -35,14 +35,7 @@ def day_frames(day: int, rows: int = ROWS) -> tuple[pd.DataFrame, pd.DataFrame]:
         drift_day=DRIFT_DAY,
     )
     apps, labels = generate_applications(rows, day, config)
-    outcomes = pd.DataFrame(
-        {
-            "application_id": apps["application_id"].to_numpy(),
-            "observed_at": apps["applied_at"] + OUTCOME_DELAY,
-            "defaulted": labels.to_numpy(),
-        }
-    )
-    return apps, outcomes
+    return apps, outcomes_of(apps, labels)
 
 
 def ingest_days(
@@ -112,3 +105,20 @@ def settle_events(resource_id: str, since: datetime, *, timeout: float = 30.0) -
         timeout=timeout,
     )
     assert found, "the marker event did not reach the Prefect server"
+
+
+def promote_by_hand(model: str, version: int, previous: int, *, by: str) -> None:
+    """What the promotion flow writes when it moves the champion, in its order (the flow owns
+    the real thing; tests and benchmarks that need a promoted state without a shadow period use this)."""
+    from mlops.constants import ALIAS_CHAMPION
+    from mlops.lineage import TAG_PROMOTED_AT, TAG_PROMOTED_BY
+    from mlops.promotion import TAG_PREVIOUS_CHAMPION, MlflowRegistryMetadata, write_rollback_target
+    from mlops.registry import make_registry
+
+    registry = make_registry()
+    registry.set_version_tags(model, version, {TAG_PREVIOUS_CHAMPION: str(previous)})
+    write_rollback_target(MlflowRegistryMetadata(registry), model, champion=version, target=previous)
+    registry.set_alias(model, ALIAS_CHAMPION, version)
+    registry.set_version_tags(
+        model, version, {TAG_PROMOTED_AT: datetime.now(UTC).isoformat(), TAG_PROMOTED_BY: by}
+    )

@@ -26,18 +26,22 @@ from mlops.validation import finalise_valid, row_masks, type_batch
 OUTCOME_DELAY = timedelta(days=7)
 
 
-def simulated_day(day: int, rows: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(applications, outcomes) of one simulated day, as raw frames."""
-    config = SimulationConfig(seed=seed, days=max(day + 1, 2), rows_per_day=rows)
-    apps, labels = generate_applications(rows, day, config)
-    outcomes = pd.DataFrame(
+def outcomes_of(apps: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """The outcomes batch of simulated applications, observed ``OUTCOME_DELAY`` after applying."""
+    return pd.DataFrame(
         {
             "application_id": apps["application_id"].to_numpy(),
             "observed_at": apps["applied_at"] + OUTCOME_DELAY,
             "defaulted": labels.to_numpy(),
         }
     )
-    return apps, outcomes
+
+
+def simulated_day(day: int, rows: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(applications, outcomes) of one simulated day, as raw frames."""
+    config = SimulationConfig(seed=seed, days=max(day + 1, 2), rows_per_day=rows)
+    apps, labels = generate_applications(rows, day, config)
+    return apps, outcomes_of(apps, labels)
 
 
 def ingest(store: ObjectStore, frame: pd.DataFrame, contract: Contract, source: str) -> str:

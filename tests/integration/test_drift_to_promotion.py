@@ -84,7 +84,7 @@ from tests.prefect_server import (
     serve_from_prefect_yaml,
     wait_for_flow_deployment,
 )
-from tests.training_helpers import OUTCOME_DELAY, ingest, run_train_tasks, write_spec
+from tests.training_helpers import ingest, outcomes_of, run_train_tasks, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,14 +105,7 @@ def _day(day: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         seed=SEED, days=10, rows_per_day=ROWS, scenario="covariate_shift", drift_day=DRIFT_DAY
     )
     apps, labels = generate_applications(ROWS, day, config)
-    outcomes = pd.DataFrame(
-        {
-            "application_id": apps["application_id"].to_numpy(),
-            "observed_at": apps["applied_at"] + OUTCOME_DELAY,
-            "defaulted": labels.to_numpy(),
-        }
-    )
-    return apps, outcomes
+    return apps, outcomes_of(apps, labels)
 
 
 def _contracts() -> tuple[Contract, Contract]:
