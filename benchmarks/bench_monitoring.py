@@ -62,6 +62,7 @@ for _var, _value in {
     os.environ.setdefault(_var, _value)
 
 from mlops.constants import EVENT_DRIFT_DETECTED, model_resource  # noqa: E402
+from tests.monitoring_helpers import promote_by_hand  # noqa: E402
 from tests.prefect_server import (  # noqa: E402
     PREFECT,
     LocalServer,
@@ -252,22 +253,6 @@ def _embedded_home(work: Path) -> Iterator[Path]:
                 os.environ[key] = value
 
 
-def _promote_by_hand(version: int, previous: int) -> None:
-    """What the promotion flow writes when it moves the champion (its order)."""
-    from mlops.constants import ALIAS_CHAMPION
-    from mlops.lineage import TAG_PROMOTED_AT, TAG_PROMOTED_BY
-    from mlops.promotion import TAG_PREVIOUS_CHAMPION, MlflowRegistryMetadata, write_rollback_target
-    from mlops.registry import make_registry
-
-    registry = make_registry()
-    registry.set_version_tags(MODEL, version, {TAG_PREVIOUS_CHAMPION: str(previous)})
-    write_rollback_target(MlflowRegistryMetadata(registry), MODEL, champion=version, target=previous)
-    registry.set_alias(MODEL, ALIAS_CHAMPION, version)
-    registry.set_version_tags(
-        MODEL, version, {TAG_PROMOTED_AT: datetime.now(UTC).isoformat(), TAG_PROMOTED_BY: "benchmark"}
-    )
-
-
 def _two_versions() -> Any:
     """Train versions 1 and 2 on small simulated data; 1 is the bootstrap champion."""
     from mlops.catalog import list_snapshots
@@ -311,7 +296,7 @@ def bench_rollback(server: LocalServer, work: Path, repeats: int) -> dict[str, A
         warm.warm(1, 2)
         core, pickup, cold = [], [], []
         for i in range(repeats):
-            _promote_by_hand(2, previous=1)
+            promote_by_hand(MODEL, 2, previous=1, by="benchmark")
             assert warm.predict(batch).version == 2
             start = time.perf_counter()
             rollback(registry, engine, MODEL, by="benchmark", reason=f"run {i}")
@@ -322,7 +307,7 @@ def bench_rollback(server: LocalServer, work: Path, repeats: int) -> dict[str, A
             core.append(done - start)
             pickup.append(end - start)
             # A cold scorer: version 1 was never loaded in this process.
-            _promote_by_hand(2, previous=1)
+            promote_by_hand(MODEL, 2, previous=1, by="benchmark")
             fresh = ChampionLoader.from_settings(MODEL)
             fresh.warm(2)
             start = time.perf_counter()
@@ -351,7 +336,7 @@ def _rollback_flow_runs(server: LocalServer, loader: Any, batch: Any, repeats: i
     totals: list[float] = []
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         for i in range(repeats):
-            _promote_by_hand(2, previous=1)
+            promote_by_hand(MODEL, 2, previous=1, by="benchmark")
             assert loader.predict(batch).version == 2
             start = time.perf_counter()
             rollback_flow(by="benchmark", reason=f"flow run {i}", model=MODEL)

@@ -40,17 +40,14 @@ from mlops.constants import (
 )
 from mlops.contracts import Contract, load_contract
 from mlops.errors import ChainBroken, WorkRefused
-from mlops.lineage import TAG_PROMOTED_AT, TAG_PROMOTED_BY
 from mlops.monitoring_state import load_state, reference_key
 from mlops.promotion import (
     ROLLBACK_TARGET_FOR_TAG,
     ROLLBACK_TARGET_TAG,
-    TAG_PREVIOUS_CHAMPION,
     TAG_TRIGGER_EVENT,
     TAG_TRIGGER_EVENT_ID,
     MlflowRegistryMetadata,
     bootstrap_champion,
-    write_rollback_target,
 )
 from mlops.registry import make_registry
 from mlops.rollback import TAG_RESTORED_AT, TAG_ROLLED_BACK_BY
@@ -61,6 +58,7 @@ from tests.monitoring_helpers import (
     DRIFT_DAY,
     day_frames,
     ingest_days,
+    promote_by_hand,
     read_events,
     settle_events,
     wait_until,
@@ -167,17 +165,6 @@ def _audit_champion_scores(snapshot: str, version: int) -> None:
     )
 
 
-def _promote_by_hand(version: int, previous: int) -> None:
-    """What the promotion flow does when it moves the champion (it owns the real thing)."""
-    registry = make_registry()
-    registry.set_version_tags(MODEL, version, {TAG_PREVIOUS_CHAMPION: str(previous)})
-    write_rollback_target(MlflowRegistryMetadata(registry), MODEL, champion=version, target=previous)
-    registry.set_alias(MODEL, ALIAS_CHAMPION, version)
-    registry.set_version_tags(
-        MODEL, version, {TAG_PROMOTED_AT: datetime.now(UTC).isoformat(), TAG_PROMOTED_BY: "test"}
-    )
-
-
 # --- cases ----------------------------------------------------------------------------------
 
 
@@ -261,7 +248,7 @@ def test_drift_after_a_promotion_resets_the_reference_and_does_not_loop(home: Pa
     assert before.alarm and before.event == EVENT_DRIFT_DETECTED
 
     retrained = run_train_tasks(MODEL)  # trained on the newest 4 labelled (drifted) days
-    _promote_by_hand(retrained.version, previous=1)
+    promote_by_hand(MODEL, retrained.version, previous=1, by="test")
     after_promotion = monitor_drift(model=MODEL)
     assert after_promotion.champion_version == retrained.version and after_promotion.reference_built
     assert str(after_promotion.reference_uri).endswith(f"v{retrained.version}.json")
@@ -317,7 +304,7 @@ def test_shadow_completed_is_emitted_once_when_the_challenger_shadowed_enough(ho
 
 def test_rollback_restores_the_previous_version_and_the_loader_picks_it_up(home: Path) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)
-    _promote_by_hand(2, previous=1)
+    promote_by_hand(MODEL, 2, previous=1, by="test")
     registry = make_registry()
     loader = ChampionLoader.from_settings(MODEL)
     entry = list_snapshots(_store(), "credit_applications")[0]
