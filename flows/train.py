@@ -19,6 +19,7 @@ from tasks.training import (
     load_model_spec_task,
     log_training_run_task,
     prepare_environment_task,
+    prepare_reports_task,
     publish_decision_record_task,
     register_candidate_task,
     score_champion_task,
@@ -70,6 +71,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     # Nothing may run beside training: XGBoost's OpenMP threads use both cores and stall when
     # one is taken, and a Python thread holding the GIL delays every boosting round.
     candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment, digests])
+    reporting = prepare_reports_task.submit()  # beside scoring and evaluation
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)
     record = check_gates_task(
@@ -89,6 +91,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
         record,
         lineage,
         digests.result(),
+        wait_for=[reporting],
     )
     registered = register_candidate_task(bundle.spec, settings, logged, record, lineage)
     publish_decision_record_task(registered)

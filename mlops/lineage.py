@@ -108,9 +108,32 @@ def git_state(cwd: Path) -> GitState:
 
 
 def installed_packages() -> list[str]:
-    """``name==version`` of every installed distribution, sorted and de-duplicated."""
-    found = {f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in distributions()}
-    return sorted(p for p in found if not p.startswith("=="))
+    """``name==version`` of every installed distribution, sorted and de-duplicated.
+
+    Reads only the ``Name`` and ``Version`` header lines of each METADATA file: ``d.metadata``
+    parses the whole file as an e-mail message (about 0.3 s for 200 packages, 25x slower),
+    and this runs in every training run.
+    """
+    found = set()
+    for dist in distributions():
+        name, version = _name_and_version(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+        if name:
+            found.add(f"{name.lower()}=={version}")
+    return sorted(found)
+
+
+def _name_and_version(metadata: str) -> tuple[str, str]:
+    """The ``Name`` and ``Version`` fields of a core-metadata header (which ends at a blank line)."""
+    name = version = ""
+    for line in metadata.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        if key == "Name":
+            name = value.strip()
+        elif key == "Version":
+            version = value.strip()
+    return name, version
 
 
 def packages_sha256(packages: list[str]) -> str:

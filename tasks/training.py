@@ -41,7 +41,7 @@ from mlops.lineage import (
     installed_packages,
 )
 from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
-from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, frame_digest, make_registry
+from mlops.registry import DatasetLog, LoggedRun, MlflowRegistry, TrainingRunLog, frame_digest, make_registry
 from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
@@ -88,20 +88,33 @@ class RunEnvironment:
 
 @task(name="prepare-run-environment", cache_policy=NO_CACHE)
 def prepare_environment_task(spec: ModelSpec, settings: Settings) -> RunEnvironment:
-    """Git state and installed packages for the lineage, and a warm MLflow and matplotlib.
+    """Git state and installed packages for the lineage, and a warm MLflow tracking store.
 
     The flow submits this first, so it runs beside gathering the data (training waits for it):
-    MLflow's imports, tracking store, experiment and installed-package map and matplotlib's
-    import are caches the logging steps fill anyway (several seconds in a fresh process). A
-    warm-up that fails is only logged: the step that needs the registry reports (and retries) it.
+    MLflow's imports, tracking store and experiment are caches the logging steps fill anyway
+    (several seconds in a fresh process). A warm-up that fails is only logged: the step that
+    needs the registry reports (and retries) it.
     """
     environment = RunEnvironment(git=git_state(PROJECT_ROOT), packages=installed_packages())
     try:
         make_registry(settings).warm_up(spec.name)
-        reports.warm_up()
     except Exception as exc:  # a cache warm-up: the real call surfaces (and retries) the error
-        get_run_logger().warning("warm-up of MLflow / matplotlib failed (%s); continuing", exc)
+        get_run_logger().warning("warm-up of MLflow failed (%s); continuing", exc)
     return environment
+
+
+@task(name="prepare-run-reports", cache_policy=NO_CACHE)
+def prepare_reports_task() -> None:
+    """matplotlib's import and MLflow's installed-package map, ahead of the plots and ``log_model``.
+
+    The flow submits this when training ends, beside scoring and evaluating the candidate:
+    before training, the MLflow warm-up already takes the core that gathering leaves free.
+    """
+    try:
+        reports.warm_up()
+        MlflowRegistry.warm_up_model_logging()
+    except Exception as exc:  # a cache warm-up: the real call surfaces the error
+        get_run_logger().warning("warm-up of matplotlib / MLflow logging failed (%s); continuing", exc)
 
 
 @task(name="load-model-spec", cache_policy=NO_CACHE)

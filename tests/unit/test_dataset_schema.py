@@ -38,3 +38,27 @@ def test_frame_digest_follows_content() -> None:
     assert frame_digest(changed) != frame_digest(frame)
     assert frame_digest(frame.iloc[::-1]) != frame_digest(frame)  # row order is content
     assert frame_digest(frame.rename(columns={"defaulted": "y"})) != frame_digest(frame)
+
+
+def test_frame_digest_tells_apart_what_raw_buffers_could_blur() -> None:
+    import pandas as pd
+
+    def digest(values: object, dtype: str | None = None) -> str:
+        return frame_digest(pd.DataFrame({"a": pd.array(values, dtype=dtype)}))  # type: ignore[call-overload]
+
+    assert digest(["x", None, ""]) != digest(["x", "", None])  # null is not the empty string
+    assert digest(["ab", "c"]) != digest(["a", "bc"])  # value boundaries are content
+    assert digest([1, None], "Int64") != digest([1, 0], "Int64")  # a masked null is not its fill
+    assert digest(["u", "v"], "category") != digest(["v", "u"], "category")
+    assert digest([1.0, 2.0]) != digest([1, 2])  # the dtype is content
+
+
+def test_frame_digest_ignores_how_a_column_is_chunked() -> None:
+    import pandas as pd
+
+    whole = pd.DataFrame({"t": ["ab", "c", "z"], "n": [1.5, 2.5, 3.5]})
+    pieces = pd.concat(
+        [pd.DataFrame({"t": ["q", "ab", "c"], "n": [0.0, 1.5, 2.5]}).iloc[1:], whole.iloc[2:]],
+        ignore_index=True,
+    )
+    assert frame_digest(pieces) == frame_digest(whole)

@@ -17,6 +17,7 @@ from mlops.lineage import (
     GitState,
     Lineage,
     git_state,
+    installed_packages,
 )
 from mlops.registry import flatten_params
 from mlops.training import time_split
@@ -101,6 +102,15 @@ def test_git_state_of_a_repository(tmp_path: Path) -> None:
     assert state.commit is not None and len(state.commit) == 40 and state.dirty is False
     (tmp_path / "a.txt").write_text("2")
     assert git_state(tmp_path).dirty is True
+
+
+def test_installed_packages_match_the_full_metadata_parse() -> None:
+    from importlib.metadata import distributions
+
+    full = {f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in distributions()}
+    packages = installed_packages()
+    assert packages == sorted(p for p in full if not p.startswith("=="))
+    assert any(p.startswith("xgboost==") for p in packages)
 
 
 def test_flatten_params() -> None:
