@@ -103,7 +103,7 @@ def flatten_params(params: dict[str, Any]) -> dict[str, str]:
 # MLflow infers a dataset's schema cell by cell over every row (about 10 s per 100k rows here,
 # most of the train flow's overhead at 1M rows). Our rows passed their contract and have one
 # dtype per column, so the schema of a sample is the schema of the whole frame.
-SCHEMA_SAMPLE_ROWS = 2_000
+SCHEMA_SAMPLE_ROWS = 500
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
