@@ -29,7 +29,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -677,73 +677,36 @@ def record_scoring_batch(
     return str(done.record_ids.iloc[0])
 
 
-@dataclass(frozen=True)
-class StoreSink:
+def audit_sink(engine: Any, batch_id: str) -> AuditSink:
     """Append each chunk to the audit store (one transaction per chunk; routed deciding rows
-    open review cases in the same transaction). Called inline it appends in this process;
-    :class:`OrderedAuditWriter` runs it in a writer process when :attr:`process_url` allows."""
+    open review cases in the same transaction)."""
+    from mlops.audit import append_predictions
 
-    engine: Any
-    batch_id: str
-
-    def __call__(self, records: pd.DataFrame) -> tuple[int, int, int]:
-        from mlops.audit import append_predictions
-
-        done = append_predictions(self.engine, records, batch_id=self.batch_id, open_cases=True)
+    def write(records: pd.DataFrame) -> tuple[int, int, int]:
+        done = append_predictions(engine, records, batch_id=batch_id, open_cases=True)
         return done.first_seq, done.last_seq, done.cases_opened
 
-    @property
-    def process_url(self) -> str | None:
-        """The URL another process can open the same store with, or None (an in-memory SQLite
-        database, or an engine with execution options such as a schema map, stays in-process)."""
-        url = self.engine.url
-        if self.engine.get_execution_options():
-            return None
-        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-            return None
-        return str(url.render_as_string(hide_password=False))
-
-
-def audit_sink(engine: Any, batch_id: str) -> StoreSink:
-    """The audit store as the sink of a batch's chunks (see :class:`StoreSink`)."""
-    return StoreSink(engine, batch_id)
+    return write
 
 
 class OrderedAuditWriter:
-    """Hands chunks to an :class:`AuditSink` in order, in the background.
+    """Hands chunks to an :class:`AuditSink` in order, on one background thread.
 
-    While chunk ``k`` is appended the caller scores chunk ``k + 1``. A :class:`StoreSink` on a
-    store another process can open is appended by a writer process
-    (:class:`mlops.audit_process.AuditWriterProcess`: the encoding, hashing and inserts run on
-    the other core without sharing the GIL); any other sink on one background thread. At
-    most one write is in flight and each waits for the one before, so the chain grows in
-    chunk order exactly as without the background. Each write is the sink's own transaction
-    (all of a chunk or nothing), so a failure leaves the chain intact: the error (or the
-    writer process dying) surfaces at the next ``submit`` or at the end and nothing after it
-    is written. ``background=False`` writes inline.
+    While chunk ``k`` is appended (SQLite's and psycopg2's inserts, like XGBoost's predict,
+    run without the GIL) the caller scores chunk ``k + 1``. At most one write is in flight
+    and each waits for the one before, so the chain grows in chunk order exactly as without
+    the thread. Each write is the sink's own transaction (all of a chunk or nothing), so a
+    failure leaves the chain intact: the error surfaces at the next ``submit`` or at the end
+    and nothing after it is written. ``background=False`` writes inline.
 
     Timings: ``audit_append`` is the writer's time (overlapping other steps when in the
-    background); ``audit_wait`` the time the caller spent waiting for it; ``audit_send`` the
-    caller's time packing and sending chunks to a writer process.
+    background); ``audit_wait`` the time the caller spent waiting for it.
     """
 
     def __init__(self, sink: AuditSink, tally: ScoringTally, timings: Timings, *, background: bool) -> None:
-        from mlops.audit_process import AuditWriterProcess
-
         self._sink, self._tally, self._timings = sink, tally, timings
-        self._pool: ThreadPoolExecutor | None = None
-        self._process: AuditWriterProcess | None = None
-        url = sink.process_url if isinstance(sink, StoreSink) else None
-        if background and url is not None and isinstance(sink, StoreSink):
-            self._process = AuditWriterProcess(url, sink.batch_id)
-        elif background:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
-        self._pending: _Pending | None = None
-
-    @property
-    def writer_pid(self) -> int | None:
-        """The writer process's id (None when writing on a thread or inline)."""
-        return None if self._process is None else self._process.pid
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer") if background else None
+        self._pending: Future[tuple[tuple[int, int, int], float]] | None = None
 
     def _write(self, records: pd.DataFrame) -> tuple[tuple[int, int, int], float]:
         started = time.perf_counter()
@@ -765,16 +728,11 @@ class OrderedAuditWriter:
         self._collect(*done)
 
     def submit(self, records: pd.DataFrame) -> None:
-        if self._process is not None:
-            self.wait()
-            started = time.perf_counter()
-            self._pending = self._process.submit(records)
-            self._timings.add("audit_send", started)
-        elif self._pool is not None:
-            self.wait()
-            self._pending = self._pool.submit(self._write, records)
-        else:
+        if self._pool is None:
             self._collect(*self._write(records))
+            return
+        self.wait()
+        self._pending = self._pool.submit(self._write, records)
 
     def __enter__(self) -> OrderedAuditWriter:
         return self
@@ -788,14 +746,6 @@ class OrderedAuditWriter:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-            if self._process is not None:
-                self._process.close()
-
-
-class _Pending(Protocol):
-    def result(self) -> tuple[tuple[int, int, int], float]: ...
-
-    def exception(self) -> BaseException | None: ...
 
 
 def score_frames(
