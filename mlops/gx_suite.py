@@ -131,6 +131,8 @@ class GXRunner:
             "whole"
         )
         self.docs_dir = docs_dir
+        # Suite name -> (compiled suite document, its registered checkpoint): see validate_contract.
+        self._registered: dict[str, tuple[str, Any]] = {}
         if docs_dir is not None:
             self.context.add_data_docs_site(
                 site_name="local",
@@ -144,8 +146,33 @@ class GXRunner:
                 },
             )
 
+    def validate_contract(
+        self, df: pd.DataFrame, contract: Contract, run_name: str, max_share: float | None = None
+    ) -> Any:
+        """Validate ``df`` against the contract's suite; as :meth:`validate`.
+
+        Registering a suite, its validation definition and checkpoint in the GX context costs
+        about a second (GX compares every expectation with every stored one, through pydantic),
+        more than validating a small batch. A runner that validates batch after batch of the
+        same contract registers them once: the checkpoint is reused while the contract's
+        compiled suite (expectations and quarantine limit) is the one registered under its name,
+        and registered again when it changes.
+        """
+        name = suite_name(contract)
+        key = json.dumps(compile_expectations(contract, max_share), sort_keys=True, default=str)
+        registered = self._registered.get(name)
+        if registered is None or registered[0] != key:
+            registered = (key, self._register(build_suite(contract, max_share)))
+            self._registered[name] = registered
+        return self._run(registered[1], df, run_name)
+
     def validate(self, df: pd.DataFrame, suite: Any, run_name: str) -> Any:
         """Validate ``df``; returns the GX ``ExpectationSuiteValidationResult`` (SUMMARY)."""
+        self._registered.pop(suite.name, None)  # the context's suite of that name changes here
+        return self._run(self._register(suite), df, run_name)
+
+    def _register(self, suite: Any) -> Any:
+        """Add (or replace) the suite, its validation definition and checkpoint; the checkpoint."""
         gx = self._gx
         suite = self.context.suites.add_or_update(suite)
         definition = self.context.validation_definitions.add_or_update(
@@ -162,6 +189,10 @@ class GXRunner:
                 result_format="SUMMARY",
             )
         )
+        return checkpoint
+
+    @staticmethod
+    def _run(checkpoint: Any, df: pd.DataFrame, run_name: str) -> Any:
         from great_expectations.core.run_identifier import RunIdentifier
 
         result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))

@@ -274,13 +274,11 @@ def validate_frame(
     run_name: str = "validate",
 ) -> ValidatedBatch:
     """Validate one raw batch end to end (no storage, no events): the core the flow wraps."""
-    from mlops.gx_suite import build_suite
-
     if raw.empty:
         raise InputError(f"batch {source} has no rows", hint="an empty batch is never validated")
     extra = check_columns(raw, contract, source)
     typed, wrong = type_batch(raw, contract)
-    gx_result = runner.validate(typed, build_suite(contract, max_share), run_name=run_name)
+    gx_result = runner.validate_contract(typed, contract, run_name=run_name, max_share=max_share)
     return split_batch(
         raw, contract, gx_result, typed, wrong, source=source, extra_columns=extra, max_share=max_share
     )

@@ -117,6 +117,23 @@ def test_batch_beyond_the_limit_is_rejected_and_gx_says_why(contract: Contract, 
     assert run(df, contract, runner, max_share=0.2).summary.accepted
 
 
+def test_one_runner_gives_each_batch_its_own_verdict(contract: Contract, runner: GXRunner) -> None:
+    """The runner registers a contract's suite once and reuses it; verdicts stay per batch,
+    per contract and per quarantine limit."""
+    outcomes = load_contract(PROJECT_ROOT / "data_contracts", "credit_outcomes")
+    bad = clean_frame(contract, 100)
+    bad.loc[:9, "loan_purpose"] = "crypto"  # 10% > 5%
+    batches = [
+        (bad, contract, None),
+        (clean_frame(outcomes, 50), outcomes, None),
+        (clean_frame(contract, 100), contract, None),
+        (bad, contract, 0.2),
+        (bad, contract, None),
+    ]
+    verdicts = [run(df, c, runner, max_share=share).summary.gx_success for df, c, share in batches]
+    assert verdicts == [False, True, True, True, False]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_counts_always_add_up_under_random_damage(contract: Contract, runner: GXRunner, seed: int) -> None:
     rng = np.random.default_rng(seed)
