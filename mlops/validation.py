@@ -201,6 +201,27 @@ def type_batch(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dic
     return pd.DataFrame(typed_cols, index=raw.index), wrong
 
 
+def gx_view(typed: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The typed batch as GX reads it: text columns with declared categories as pandas categoricals.
+
+    GX's pandas engine filters the whole frame for each column expectation
+    (``df[df[column].notnull()]``, every column copied). A categorical column is copied as its
+    small integer codes, an Arrow text column string by string: about a quarter of the
+    validation time at 1M rows. Values, nulls and set membership are unchanged, and so are
+    GX's results (a test compares them). Unique columns (ids) keep their type: factorising
+    a million distinct ids would cost more than it saves.
+    """
+    converted = {
+        col.name: typed[col.name].astype("category")
+        for col in contract.columns
+        if col.categories is not None
+        and not col.unique
+        and col.name in typed.columns
+        and pd.api.types.is_string_dtype(typed[col.name].dtype)
+    }
+    return typed.assign(**converted) if converted else typed
+
+
 def finalise_valid(typed: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """Valid rows with their final dtypes: required ints become int64."""
     out = typed.reset_index(drop=True)
@@ -278,7 +299,9 @@ def validate_frame(
         raise InputError(f"batch {source} has no rows", hint="an empty batch is never validated")
     extra = check_columns(raw, contract, source)
     typed, wrong = type_batch(raw, contract)
-    gx_result = runner.validate_contract(typed, contract, run_name=run_name, max_share=max_share)
+    gx_result = runner.validate_contract(
+        gx_view(typed, contract), contract, run_name=run_name, max_share=max_share
+    )
     return split_batch(
         raw, contract, gx_result, typed, wrong, source=source, extra_columns=extra, max_share=max_share
     )

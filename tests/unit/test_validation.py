@@ -15,7 +15,14 @@ from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
 from mlops.gx_suite import GXRunner
 from mlops.settings import PROJECT_ROOT
-from mlops.validation import SOURCE_ROW_COLUMN, ValidatedBatch, validate_frame
+from mlops.validation import (
+    SOURCE_ROW_COLUMN,
+    ValidatedBatch,
+    expectation_outcomes,
+    gx_view,
+    type_batch,
+    validate_frame,
+)
 from tests.helpers import clean_frame
 
 pytestmark = pytest.mark.unit
@@ -132,6 +139,27 @@ def test_one_runner_gives_each_batch_its_own_verdict(contract: Contract, runner:
     ]
     verdicts = [run(df, c, runner, max_share=share).summary.gx_success for df, c, share in batches]
     assert verdicts == [False, True, True, True, False]
+
+
+def test_gx_reads_category_columns_as_categoricals_with_the_same_results(
+    contract: Contract, runner: GXRunner
+) -> None:
+    df = clean_frame(contract, 200).astype({"loan_purpose": object, "region": object})
+    df.loc[:14, "loan_purpose"] = "crypto"  # unseen category, beyond the limit
+    df.loc[20:22, "region"] = None  # nulls in a required category column
+    typed, _ = type_batch(df, contract)
+    view = gx_view(typed, contract)
+    assert (
+        view["loan_purpose"].dtype == "category"
+        and view["application_id"].dtype == typed["application_id"].dtype
+    )
+    direct = expectation_outcomes(runner.validate_contract(typed, contract, run_name="typed"))
+    through_view = expectation_outcomes(runner.validate_contract(view, contract, run_name="view"))
+    assert through_view == direct
+    assert {(o.column, o.unexpected_count) for o in direct if o.unexpected_count} == {
+        ("loan_purpose", 15),
+        ("region", 3),
+    }
 
 
 @pytest.mark.parametrize("seed", range(4))
