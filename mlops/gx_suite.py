@@ -149,7 +149,8 @@ class GXRunner:
     def validate_contract(
         self, df: pd.DataFrame, contract: Contract, run_name: str, max_share: float | None = None
     ) -> Any:
-        """Validate ``df`` against the contract's suite; as :meth:`validate`.
+        """Validate ``df`` against the contract's suite; returns the GX
+        ``ExpectationSuiteValidationResult`` (SUMMARY).
 
         Registering a suite, its validation definition and checkpoint in the GX context costs
         about a second (GX compares every expectation with every stored one, through pydantic),
@@ -158,18 +159,18 @@ class GXRunner:
         compiled suite (expectations and quarantine limit) is the one registered under its name,
         and registered again when it changes.
         """
+        from great_expectations.core.run_identifier import RunIdentifier
+
         name = suite_name(contract)
         key = json.dumps(compile_expectations(contract, max_share), sort_keys=True, default=str)
         registered = self._registered.get(name)
         if registered is None or registered[0] != key:
             registered = (key, self._register(build_suite(contract, max_share)))
             self._registered[name] = registered
-        return self._run(registered[1], df, run_name)
-
-    def validate(self, df: pd.DataFrame, suite: Any, run_name: str) -> Any:
-        """Validate ``df``; returns the GX ``ExpectationSuiteValidationResult`` (SUMMARY)."""
-        self._registered.pop(suite.name, None)  # the context's suite of that name changes here
-        return self._run(self._register(suite), df, run_name)
+        result = registered[1].run(
+            batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name)
+        )
+        return next(iter(result.run_results.values()))
 
     def _register(self, suite: Any) -> Any:
         """Add (or replace) the suite, its validation definition and checkpoint; the checkpoint."""
@@ -181,7 +182,7 @@ class GXRunner:
         actions = []
         if self.docs_dir is not None:
             actions.append(gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["local"]))
-        checkpoint = self.context.checkpoints.add_or_update(
+        return self.context.checkpoints.add_or_update(
             gx.Checkpoint(
                 name=f"cp-{suite.name}",
                 validation_definitions=[definition],
@@ -189,14 +190,6 @@ class GXRunner:
                 result_format="SUMMARY",
             )
         )
-        return checkpoint
-
-    @staticmethod
-    def _run(checkpoint: Any, df: pd.DataFrame, run_name: str) -> Any:
-        from great_expectations.core.run_identifier import RunIdentifier
-
-        result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
-        return next(iter(result.run_results.values()))
 
     def docs_pages(self) -> list[Path]:
         if self.docs_dir is None:

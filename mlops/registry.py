@@ -142,7 +142,7 @@ def _column_parts(column: pd.Series) -> list[Any]:
         dtype = column.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
         return [np.ascontiguousarray(column.to_numpy()).view(np.uint8)]
-    if isinstance(dtype, pd.StringDtype) or pd.api.types.is_string_dtype(dtype):
+    if pd.api.types.is_string_dtype(dtype):  # pandas text, or object columns holding text
         try:
             converted = pa.array(column, type=pa.large_string())  # zero-copy for Arrow-backed text
             text = converted.combine_chunks() if isinstance(converted, pa.ChunkedArray) else converted
@@ -154,8 +154,8 @@ def _column_parts(column: pd.Series) -> list[Any]:
                 text.offset : text.offset + len(text) + 1
             ]
             data = text.buffers()[2]
-            body = b"" if data is None or len(text) == 0 else memoryview(data)[offsets[0] : offsets[-1]]
-            return [np.ascontiguousarray(lengths, dtype=np.int64).view(np.uint8), memoryview(body)]
+            body = memoryview(b"" if data is None else data)[offsets[0] : offsets[-1]]
+            return [lengths.view(np.uint8), body]
     if pd.api.types.is_extension_array_dtype(dtype) and dtype.kind in "biuf":  # masked: Int64, Float64
         mask = column.isna().to_numpy()
         values = column.to_numpy(dtype=dtype.numpy_dtype, na_value=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,10 @@ from mlops.scoring import (
     input_hashes,
 )
 from mlops.storage import ObjectStore, snapshot_key
+
+# Where the decision policy a prediction is re-decided under comes from.
+POLICY_RECORDED: Final = "recorded with the batch"  # the batch's intact scoring_batch record
+POLICY_FROM_SPEC: Final = "model spec today"  # batches scored before such records existed
 
 
 class ReproduceResult(BaseModel):
@@ -62,8 +66,7 @@ class ReproduceResult(BaseModel):
     decision_recomputed: str = Field(description="under the decision policy named by decision_policy_source")
     decision_matches: bool
     decision_policy_source: str = Field(
-        "model spec today",
-        description="'recorded with the batch' (its intact scoring_batch record) or 'model spec today'",
+        POLICY_FROM_SPEC, description=f"{POLICY_RECORDED!r} or {POLICY_FROM_SPEC!r}"
     )
     decision_policy_sha256: str = ""
 
@@ -141,7 +144,7 @@ def reproduce_from(
     policy: DecisionPolicy,
     *,
     snapshot_uri: str,
-    policy_source: str = "model spec today",
+    policy_source: str = POLICY_FROM_SPEC,
 ) -> ReproduceResult:
     """Score the one-row frame ``row`` again with ``model`` and compare with ``record``."""
     if len(row) != 1:

@@ -24,6 +24,8 @@ from mlops.gx_suite import GXRunner
 from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
 from mlops.registry import make_registry
 from mlops.reproduce import (
+    POLICY_FROM_SPEC,
+    POLICY_RECORDED,
     ReproduceResult,
     locate_snapshot,
     read_prediction_record,
@@ -210,8 +212,9 @@ def reproduce_prediction_task(prediction_id: str, settings: Settings) -> Reprodu
     row = snapshot.iloc[[position]].reset_index(drop=True)
     model = load_model_version(make_registry(settings), name, version, record["model_alias"])
     uri = store.uri(snapshot_key(KIND_VALID, dataset, str(record["input_snapshot"])))
-    if recorded_policy is None:
-        return reproduce_from(record, row, model, spec.decision_policy, snapshot_uri=uri)
-    return reproduce_from(
-        record, row, model, recorded_policy, snapshot_uri=uri, policy_source="recorded with the batch"
+    policy, source = (
+        (spec.decision_policy, POLICY_FROM_SPEC)
+        if recorded_policy is None
+        else (recorded_policy, POLICY_RECORDED)
     )
+    return reproduce_from(record, row, model, policy, snapshot_uri=uri, policy_source=source)
