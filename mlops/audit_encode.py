@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Final
 
 import numpy as np
@@ -245,42 +244,45 @@ class EncodedChunk:
         }
         return [values[name] for name in PREDICTION_COLUMNS]
 
-    def copy_text(self, first_seq: int, created: str, prevs: list[str], hashes: list[str]) -> str:
-        """PostgreSQL COPY text (seq, created_at, PREDICTION_COLUMNS..., prev, hash) per row."""
+    def copy_rows(self) -> list[str]:
+        """PostgreSQL COPY text of each row's :data:`PREDICTION_COLUMNS` (tab-separated, no
+        newline); the writer adds seq and created_at before and the two hashes after."""
         c = {name: coded.copy() for name, coded in self.coded.items()}
         routed = np.where(self.routed, "t", "f").tolist()
         confidence = _nan_as(self.confidence_text, "\\N")
-        return "".join(
-            [
-                f"{seq}\t{created}\t{rid}\t{rt}\t{bid}\t{ek}\t{mn}\t{mv}\t{ma}\t{ro}\t{sc}\t{de}\t"
-                f"{co}\t{rr}\t{rs}\t{sn}\t{ir}\t{ih}\t{p}\t{h}\n"
-                for seq, rid, rt, bid, ek, mn, mv, ma, ro, sc, de, co, rr, rs, sn, ir, ih, p, h in zip(
-                    range(first_seq, first_seq + len(hashes)),
-                    self.record_id,
-                    c["record_type"],
-                    c["batch_id"],
-                    self.entity_key,
-                    c["model_name"],
-                    c["model_version"],
-                    c["model_alias"],
-                    c["role"],
-                    self.score_text,
-                    c["decision"],
-                    confidence,
-                    routed,
-                    c["review_reason"],
-                    c["input_snapshot"],
-                    self.input_row_text,
-                    self.input_hash,
-                    prevs,
-                    hashes,
-                    strict=True,
-                )
-            ]
-        )
+        return [
+            f"{rid}\t{rt}\t{bid}\t{ek}\t{mn}\t{mv}\t{ma}\t{ro}\t{sc}\t{de}\t{co}\t{rr}\t{rs}\t{sn}\t{ir}\t{ih}"
+            for rid, rt, bid, ek, mn, mv, ma, ro, sc, de, co, rr, rs, sn, ir, ih in zip(
+                self.record_id,
+                c["record_type"],
+                c["batch_id"],
+                self.entity_key,
+                c["model_name"],
+                c["model_version"],
+                c["model_alias"],
+                c["role"],
+                self.score_text,
+                c["decision"],
+                confidence,
+                routed,
+                c["review_reason"],
+                c["input_snapshot"],
+                self.input_row_text,
+                self.input_hash,
+                strict=True,
+            )
+        ]
 
-    def case_rows(self, created_at: datetime) -> list[dict[str, Any]]:
-        """Review cases to open: routed rows of a deciding role."""
+    def row_grid(self, width: int, first: int) -> np.ndarray:
+        """An object array ``(rows, width)`` whose columns ``first...`` hold the DB-API values
+        of :data:`PREDICTION_COLUMNS`; the writer fills the columns around them."""
+        grid = np.empty((len(self), width), dtype=object)
+        for j, column in enumerate(self.db_columns(), start=first):
+            grid[:, j] = column
+        return grid
+
+    def case_stubs(self) -> list[dict[str, Any]]:
+        """Review cases to open (routed rows of a deciding role), without ``created_at``."""
         role = self.coded["role"].values()
         picked = [i for i in np.flatnonzero(self.routed).tolist() if role[i] in DECIDING_ROLES]
         if not picked:
@@ -293,7 +295,6 @@ class EncodedChunk:
                 "case_id": self.record_id[i],
                 "status": "open",
                 "routing_reason": reason[i],
-                "created_at": created_at,
                 "batch_id": get["batch_id"][i],
                 "model_name": get["model_name"][i],
                 "model_version": version[i],

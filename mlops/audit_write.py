@@ -49,10 +49,13 @@ __all__ = [
     "ROLES",
     "AppendResult",
     "AuditStoreError",
+    "EncodedPredictions",
+    "append_encoded",
     "append_event",
     "append_events_locked",
     "append_predictions",
     "chain_transaction",
+    "encode_predictions",
     "event_fields",
     "lock_head",
 ]
@@ -228,59 +231,134 @@ def append_event(
 # --- predictions -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedChunk:
+    """One chunk of predictions ready to link: everything that does not depend on the chain.
+
+    ``tails`` are the records' canonical bytes after ``created_at``; ``body`` their rows for
+    the store's dialect (an object grid on SQLite, COPY text on PostgreSQL, column lists
+    elsewhere) without seq, created_at and the two hashes; ``cases`` the review cases the
+    chunk opens, without ``created_at``.
+    """
+
+    record_ids: list[str]
+    tails: list[bytes]
+    body: Any
+    cases: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPredictions:
+    """A validated prediction batch, encoded for one dialect (see :func:`encode_predictions`)."""
+
+    batch_id: str
+    dialect: str
+    index: pd.Index
+    chunks: tuple[PreparedChunk, ...]
+
+
+def _prepare_chunk(chunk: EncodedChunk, dialect: str, open_cases: bool) -> PreparedChunk:
+    body: Any
+    if dialect == "sqlite":
+        body = chunk.row_grid(len(_WRITE_ORDER), first=2)
+    elif dialect == "postgresql":
+        body = chunk.copy_rows()
+    else:
+        body = chunk.db_columns()
+    cases = chunk.case_stubs() if open_cases else []
+    return PreparedChunk(chunk.record_id, chunk.hash_tails(), body, cases)
+
+
+def encode_predictions(
+    batch: pd.DataFrame | Mapping[str, Any],
+    *,
+    batch_id: str,
+    dialect: str,
+    hash_key: SecretStr | str | bytes | None = None,
+    open_cases: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> EncodedPredictions:
+    """Validate and encode a prediction batch for :func:`append_encoded` (see
+    :func:`append_predictions` for the columns). Needs no database: a scoring thread encodes
+    the next chunk while a writer links and inserts the previous one."""
+    try:
+        frame = batch if isinstance(batch, pd.DataFrame) else pd.DataFrame(dict(batch))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"prediction batch: cannot make a frame of the columns ({exc})") from exc
+    if not batch_id:
+        raise InputError("prediction batch: batch_id is required")
+    if chunk_rows < 1:
+        raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
+    validate_predictions(frame, hash_key)
+    ids = RecordIds()
+    chunks = tuple(
+        _prepare_chunk(
+            encode_chunk(frame.iloc[s : s + chunk_rows], batch_id, hash_key, ids), dialect, open_cases
+        )
+        for s in range(0, len(frame), chunk_rows)
+    )
+    return EncodedPredictions(batch_id, dialect, frame.index, chunks)
+
+
 def _write_chunk(
     conn: Connection,
     first_seq: int,
     created_at: datetime,
-    chunk: EncodedChunk,
+    chunk: PreparedChunk,
     prevs: list[str],
     hashes: list[str],
 ) -> None:
-    seqs = range(first_seq, first_seq + len(hashes))
+    n = len(hashes)
     table = qualified(conn, audit_records)
     column_list = ", ".join(_WRITE_ORDER)
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        created = created_at.strftime("%Y-%m-%d %H:%M:%S.%f")
-        columns: list[Sequence[Any]] = [
-            list(seqs),
-            [created] * len(hashes),
-            *chunk.db_columns(),
-            prevs,
-            hashes,
-        ]
-        _sqlite_insert_rows(
-            conn.connection.dbapi_connection, f"INSERT INTO {table} ({column_list}) VALUES", columns
+        grid = chunk.body
+        grid[:, 0] = np.arange(first_seq, first_seq + n, dtype=np.int64).tolist()
+        grid[:, 1] = created_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        grid[:, -2] = prevs
+        grid[:, -1] = hashes
+        _sqlite_insert_grid(
+            conn.connection.dbapi_connection, f"INSERT INTO {table} ({column_list}) VALUES", grid
         )
     elif dialect == "postgresql":
-        text = chunk.copy_text(first_seq, created_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"), prevs, hashes)
+        created = created_at.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        text = "".join(
+            [
+                f"{seq}\t{created}\t{mid}\t{p}\t{h}\n"
+                for seq, mid, p, h in zip(
+                    range(first_seq, first_seq + n), chunk.body, prevs, hashes, strict=True
+                )
+            ]
+        )
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         cursor.copy_expert(f"COPY {table} ({column_list}) FROM STDIN", io.StringIO(text), 1 << 20)
         cursor.close()
     else:
         rows_dicts = [
             dict(zip(_WRITE_ORDER, values, strict=True))
-            for values in zip(seqs, repeat(created_at), *chunk.db_columns(), prevs, hashes, strict=False)
+            for values in zip(
+                range(first_seq, first_seq + n), repeat(created_at), *chunk.body, prevs, hashes, strict=False
+            )
         ]
         conn.execute(audit_records.insert(), rows_dicts)
 
 
-def _sqlite_insert_rows(dbapi: Any, insert: str, columns: Sequence[Sequence[Any]]) -> None:
-    """Insert the rows whose ``columns`` are given with multi-row ``INSERT ... VALUES (...), (...)``.
+def _sqlite_insert_grid(dbapi: Any, insert: str, grid: np.ndarray) -> None:
+    """Insert the rows of the object array ``grid`` with multi-row ``INSERT ... VALUES (...), (...)``.
 
     Our own code to beat the driver's ``executemany``: one statement per ~1000 rows binds
     them all and then runs one ``sqlite3_step`` for the lot, which the driver runs without
     the GIL, so a scoring thread keeps working meanwhile (``executemany`` steps, and so
-    takes the GIL back, once per row). The parameters are laid out row-major in one object
-    array (a C loop per column) instead of building a tuple per row. Same rows, same order,
-    same transaction.
+    takes the GIL back, once per row). The parameters are taken row-major from one object
+    array instead of building a tuple per row. Same rows, same order, same transaction.
     """
-    width, n = len(columns), len(columns[0]) if columns else 0
+    n, width = grid.shape
     if n == 0:
         return
-    grid = np.empty((n, width), dtype=object)
-    for j, column in enumerate(columns):
-        grid[:, j] = column
     limit = dbapi.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, limit // width))
     one = "(" + ", ".join("?" * width) + ")"
@@ -294,6 +372,31 @@ def _sqlite_insert_rows(dbapi: Any, insert: str, columns: Sequence[Sequence[Any]
             cursor.executemany(f"{insert} {one}", grid[whole:].tolist())
     finally:
         cursor.close()
+
+
+def append_encoded(engine: Engine, encoded: EncodedPredictions) -> AppendResult:
+    """Link an encoded batch to the chain and write it, as one transaction (see
+    :func:`append_predictions`). Each encoded batch can be appended once."""
+    if encoded.dialect != engine.dialect.name:
+        raise ValueError(f"the batch was encoded for {encoded.dialect}, the store is {engine.dialect.name}")
+    all_ids: list[str] = []
+    with chain_transaction(engine) as conn:
+        head_seq, head_hash = lock_head(conn)
+        created_at = _now()
+        seq = head_seq
+        case_rows: list[dict[str, Any]] = []
+        for chunk in encoded.chunks:
+            hashes = chain_hashes(head_hash, created_at, chunk.tails)
+            _write_chunk(conn, seq + 1, created_at, chunk, [head_hash, *hashes[:-1]], hashes)
+            case_rows.extend({**case, "created_at": created_at} for case in chunk.cases)
+            seq += len(hashes)
+            head_hash = hashes[-1]
+            all_ids.extend(chunk.record_ids)
+        if case_rows:
+            conn.execute(review_cases.insert(), case_rows)
+        _set_head(conn, seq, head_hash)
+    record_ids = pd.Series(all_ids, index=encoded.index, dtype=object, name="record_id")
+    return AppendResult(head_seq + 1, seq, record_ids, head_hash, created_at, len(case_rows))
 
 
 def append_predictions(
@@ -317,32 +420,14 @@ def append_predictions(
     With ``open_cases`` a review case is opened, in the same transaction, for every routed
     row of a deciding role (champion, canary). Returns the seq range and the record ids
     (a Series on the batch's index). Nothing is written if any row is invalid.
+    :func:`encode_predictions` + :func:`append_encoded` are the same in two steps.
     """
-    try:
-        frame = batch if isinstance(batch, pd.DataFrame) else pd.DataFrame(dict(batch))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"prediction batch: cannot make a frame of the columns ({exc})") from exc
-    if not batch_id:
-        raise InputError("prediction batch: batch_id is required")
-    validate_predictions(frame, hash_key)
-    ids = RecordIds()
-    all_ids: list[str] = []
-    with chain_transaction(engine) as conn:
-        head_seq, head_hash = lock_head(conn)
-        created_at = _now()
-        seq = head_seq
-        case_rows: list[dict[str, Any]] = []
-        for start in range(0, len(frame), chunk_rows):
-            chunk = encode_chunk(frame.iloc[start : start + chunk_rows], batch_id, hash_key, ids)
-            hashes = chain_hashes(head_hash, created_at, chunk.hash_tails())
-            _write_chunk(conn, seq + 1, created_at, chunk, [head_hash, *hashes[:-1]], hashes)
-            if open_cases:
-                case_rows.extend(chunk.case_rows(created_at))
-            seq += len(hashes)
-            head_hash = hashes[-1]
-            all_ids.extend(chunk.record_id)
-        if case_rows:
-            conn.execute(review_cases.insert(), case_rows)
-        _set_head(conn, seq, head_hash)
-    record_ids = pd.Series(all_ids, index=frame.index, dtype=object, name="record_id")
-    return AppendResult(head_seq + 1, seq, record_ids, head_hash, created_at, len(case_rows))
+    encoded = encode_predictions(
+        batch,
+        batch_id=batch_id,
+        dialect=engine.dialect.name,
+        hash_key=hash_key,
+        open_cases=open_cases,
+        chunk_rows=chunk_rows,
+    )
+    return append_encoded(engine, encoded)

@@ -677,16 +677,35 @@ def record_scoring_batch(
     return str(done.record_ids.iloc[0])
 
 
-def audit_sink(engine: Any, batch_id: str) -> AuditSink:
+@dataclass(frozen=True)
+class StagedAuditSink:
+    """An :class:`AuditSink` in two steps: ``prepare`` (validate and encode the records; no
+    database) and ``write`` (link them to the chain and insert). :class:`OrderedAuditWriter`
+    prepares on the scoring thread and writes on the writer thread, so the one step that
+    must run in order (the chain) carries no work that could run beside it."""
+
+    prepare: Callable[[pd.DataFrame], Any]
+    write: Callable[[Any], tuple[int, int, int]]
+
+    def __call__(self, records: pd.DataFrame) -> tuple[int, int, int]:
+        return self.write(self.prepare(records))
+
+
+def audit_sink(engine: Any, batch_id: str) -> StagedAuditSink:
     """Append each chunk to the audit store (one transaction per chunk; routed deciding rows
     open review cases in the same transaction)."""
-    from mlops.audit import append_predictions
+    from mlops.audit import EncodedPredictions, append_encoded, encode_predictions
 
-    def write(records: pd.DataFrame) -> tuple[int, int, int]:
-        done = append_predictions(engine, records, batch_id=batch_id, open_cases=True)
+    dialect = engine.dialect.name
+
+    def prepare(records: pd.DataFrame) -> EncodedPredictions:
+        return encode_predictions(records, batch_id=batch_id, dialect=dialect, open_cases=True)
+
+    def write(encoded: EncodedPredictions) -> tuple[int, int, int]:
+        done = append_encoded(engine, encoded)
         return done.first_seq, done.last_seq, done.cases_opened
 
-    return write
+    return StagedAuditSink(prepare, write)
 
 
 class OrderedAuditWriter:
@@ -697,10 +716,13 @@ class OrderedAuditWriter:
     and each waits for the one before, so the chain grows in chunk order exactly as without
     the thread. Each write is the sink's own transaction (all of a chunk or nothing), so a
     failure leaves the chain intact: the error surfaces at the next ``submit`` or at the end
-    and nothing after it is written. ``background=False`` writes inline.
+    and nothing after it is written. ``background=False`` writes inline. A
+    :class:`StagedAuditSink` is prepared on the caller's thread, before waiting for the
+    write in flight, and only its ``write`` runs on the writer thread.
 
     Timings: ``audit_append`` is the writer's time (overlapping other steps when in the
-    background); ``audit_wait`` the time the caller spent waiting for it.
+    background); ``audit_wait`` the time the caller spent waiting for it; ``audit_encode``
+    the caller's time preparing staged chunks.
     """
 
     def __init__(self, sink: AuditSink, tally: ScoringTally, timings: Timings, *, background: bool) -> None:
@@ -708,9 +730,11 @@ class OrderedAuditWriter:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer") if background else None
         self._pending: Future[tuple[tuple[int, int, int], float]] | None = None
 
-    def _write(self, records: pd.DataFrame) -> tuple[tuple[int, int, int], float]:
+    def _write(
+        self, write: Callable[[Any], tuple[int, int, int]], item: Any
+    ) -> tuple[tuple[int, int, int], float]:
         started = time.perf_counter()
-        done = self._sink(records)
+        done = write(item)
         return done, time.perf_counter() - started
 
     def _collect(self, done: tuple[int, int, int], seconds: float) -> None:
@@ -729,10 +753,16 @@ class OrderedAuditWriter:
 
     def submit(self, records: pd.DataFrame) -> None:
         if self._pool is None:
-            self._collect(*self._write(records))
+            self._collect(*self._write(self._sink, records))
             return
+        write: Callable[[Any], tuple[int, int, int]] = self._sink
+        item: Any = records
+        if isinstance(self._sink, StagedAuditSink):
+            started = time.perf_counter()
+            write, item = self._sink.write, self._sink.prepare(records)
+            self._timings.add("audit_encode", started)
         self.wait()
-        self._pending = self._pool.submit(self._write, records)
+        self._pending = self._pool.submit(self._write, write, item)
 
     def __enter__(self) -> OrderedAuditWriter:
         return self

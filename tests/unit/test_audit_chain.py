@@ -578,6 +578,35 @@ def test_missing_schema_is_a_clear_error(tmp_path: Path) -> None:
         audit.verify_chain(eng)
 
 
+def test_encoded_batches_link_to_the_head_at_write_time(engine: Engine) -> None:
+    """Encoding needs no store; linking happens at append, after whatever was appended since."""
+    encoded = audit.encode_predictions(
+        batch(3, routed=(1,)), batch_id="late", dialect="sqlite", hash_key=KEY, chunk_rows=2
+    )
+    assert [len(c) for c in encoded.chunks] == [2, 2, 2]
+    fill(engine, 2)  # appended after encoding, before the encoded batch is written
+    result = audit.append_encoded(engine, encoded)
+    assert (result.first_seq, result.last_seq, result.cases_opened) == (8, 13, 1)
+    report = audit.verify_chain(engine)
+    assert report.ok and report.records_checked == 13
+    assert result.record_ids.tolist() == [c for chunk in encoded.chunks for c in chunk.record_ids]
+    assert [case.case_id for case in audit.list_open_cases(engine)] == [result.record_ids[1]]
+
+
+def test_an_encoded_batch_is_refused_by_a_store_of_another_dialect(engine: Engine) -> None:
+    encoded = audit.encode_predictions(batch(1), batch_id="b", dialect="postgresql", hash_key=KEY)
+    with pytest.raises(ValueError, match="encoded for postgresql"):
+        audit.append_encoded(engine, encoded)
+    assert audit.verify_chain(engine).records_checked == 0
+
+
+def test_bad_batches_are_refused_before_the_store_is_touched() -> None:
+    frame = batch(2)
+    frame.loc[3, "input_hash"] = "F" * 64
+    with pytest.raises(InputError, match="input_hash"):
+        audit.encode_predictions(frame, batch_id="b", dialect="sqlite", hash_key=KEY, chunk_rows=3)
+
+
 # --- concurrency -------------------------------------------------------------------------
 
 

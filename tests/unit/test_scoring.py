@@ -29,6 +29,8 @@ from mlops.scoring import (
     ScoringContext,
     ScoringModels,
     ScoringResult,
+    StagedAuditSink,
+    Timings,
     canary_buckets,
     canary_mask,
     decide,
@@ -256,6 +258,36 @@ def test_audit_writes_are_in_chunk_order_one_at_a_time(
     tally = score_frames([(SNAPSHOT, frame)], ctx(models), sink, chunk_rows=30, background_writes=background)
     assert [w[0] for w in written] == [0, 30, 60, 90, 120]  # champion rows first in each chunk
     assert (tally.first_seq, tally.last_seq, tally.records_written) == (1, 260, 260)
+
+
+def test_a_staged_sink_prepares_on_the_scoring_thread_and_writes_in_order(
+    contract: Contract, models: ScoringModels
+) -> None:
+    frame = typed_rows(contract, 90, seed=7)
+    events: list[tuple[str, str, int]] = []
+    caller = threading.current_thread().name
+
+    def prepare(records: pd.DataFrame) -> list[int]:
+        events.append(("prepare", threading.current_thread().name, int(records["input_row"].iloc[0])))
+        return records["input_row"].tolist()
+
+    written: list[int] = []
+
+    def write(rows: list[int]) -> tuple[int, int, int]:
+        events.append(("write", threading.current_thread().name, rows[0]))
+        first = sum(written) + 1
+        written.append(len(rows))
+        return first, first + len(rows) - 1, 0
+
+    timings = Timings()
+    tally = score_frames(
+        [(SNAPSHOT, frame)], ctx(models), StagedAuditSink(prepare, write), chunk_rows=30, timings=timings
+    )
+    assert [e[2] for e in events if e[0] == "prepare"] == [0, 30, 60]
+    assert [e[2] for e in events if e[0] == "write"] == [0, 30, 60]
+    assert {e[1] for e in events if e[0] == "prepare"} == {caller}
+    assert caller not in {e[1] for e in events if e[0] == "write"}
+    assert (tally.first_seq, tally.last_seq) == (1, 180) and "audit_encode" in timings.seconds
 
 
 def test_a_failed_audit_write_stops_the_batch(contract: Contract, models: ScoringModels) -> None:
