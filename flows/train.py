@@ -67,11 +67,11 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     )
     labelled = gather_labelled_task(bundle, settings, extra_labelled=feedback)
     split = split_task(labelled, bundle)
-    digests = digest_datasets_task.submit(split)  # depends on the rows only
     # Nothing may run beside training: XGBoost's OpenMP threads use both cores and stall when
     # one is taken, and a Python thread holding the GIL delays every boosting round.
-    candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment, digests])
+    candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment])
     reporting = prepare_reports_task.submit()  # beside scoring and evaluation
+    digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)
     record = check_gates_task(
