@@ -376,7 +376,9 @@ def _sqlite_insert_grid(dbapi: Any, insert: str, grid: np.ndarray) -> None:
 
 def append_encoded(engine: Engine, encoded: EncodedPredictions) -> AppendResult:
     """Link an encoded batch to the chain and write it, as one transaction (see
-    :func:`append_predictions`). Each encoded batch can be appended once."""
+    :func:`append_predictions`). A batch is appended once: a second append of it fails on
+    its record ids (unique in the store) and writes nothing. A failed append (rolled back)
+    can be retried with the same encoded batch."""
     if encoded.dialect != engine.dialect.name:
         raise ValueError(f"the batch was encoded for {encoded.dialect}, the store is {engine.dialect.name}")
     all_ids: list[str] = []

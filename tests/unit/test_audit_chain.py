@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import sqlite3
 import struct
 import threading
 import uuid
@@ -591,6 +592,10 @@ def test_encoded_batches_link_to_the_head_at_write_time(engine: Engine) -> None:
     assert report.ok and report.records_checked == 13
     assert result.record_ids.tolist() == [c for chunk in encoded.chunks for c in chunk.record_ids]
     assert [case.case_id for case in audit.list_open_cases(engine)] == [result.record_ids[1]]
+    with pytest.raises(sqlite3.IntegrityError):  # the same records cannot be appended twice
+        audit.append_encoded(engine, encoded)
+    report = audit.verify_chain(engine)
+    assert report.ok and report.records_checked == 13
 
 
 def test_an_encoded_batch_is_refused_by_a_store_of_another_dialect(engine: Engine) -> None:
