@@ -804,6 +804,7 @@ def score_frames(
                     writer.submit(chunk.records)
                 if on_chunk is not None:
                     on_chunk(chunk)
+                del chunk  # not held while the next chunk is scored (bounded memory)
     return tally
 
 
