@@ -250,11 +250,12 @@ def main() -> None:
             env.pop("MLOPS_MLFLOW_TRACKING_URI", None)
             proc = subprocess.run(
                 [sys.executable, "-m", "benchmarks.bench_training", "--worker", str(size)],
-                check=True,
                 capture_output=True,
                 text=True,
                 env=env,
             )
+            if proc.returncode:
+                sys.exit(f"the {size}-row worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), flush=True)
     template_dir.cleanup()
