@@ -67,8 +67,9 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     )
     labelled = gather_labelled_task(bundle, settings, extra_labelled=feedback)
     split = split_task(labelled, bundle)
-    # Nothing may run beside training: XGBoost's OpenMP threads use both cores and stall when
-    # one is taken, and a Python thread holding the GIL delays every boosting round.
+    # Training starts once the warm-up is done: the steps after it use MLflow, and two threads
+    # importing mlflow for the first time at once fail ("partially initialized module"). Whether
+    # the warm-up could overlap training on these features without slowing it is not measured.
     candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment])
     reporting = prepare_reports_task.submit()  # beside scoring and evaluation
     digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL

@@ -254,7 +254,6 @@ class PreparedChunk:
 class EncodedPredictions:
     """A validated prediction batch, encoded for one dialect (see :func:`encode_predictions`)."""
 
-    batch_id: str
     dialect: str
     index: pd.Index
     chunks: tuple[PreparedChunk, ...]
@@ -300,7 +299,7 @@ def encode_predictions(
         )
         for s in range(0, len(frame), chunk_rows)
     )
-    return EncodedPredictions(batch_id, dialect, frame.index, chunks)
+    return EncodedPredictions(dialect, frame.index, chunks)
 
 
 def _write_chunk(
