@@ -101,10 +101,17 @@ def _snapshot_table(
         )
     table = pq.read_table(io.BytesIO(data), columns=columns)
     n = table.num_rows
-    table = table.append_column(SNAPSHOT_COLUMN, pa.nulls(n, pa.large_string()).fill_null(entry.sha256))
+    table = table.append_column(SNAPSHOT_COLUMN, _repeated(entry.sha256, n))
     if row_column is not None:
         table = table.append_column(row_column, pa.array(np.arange(n, dtype="int64")))
     return table
+
+
+def _repeated(text: str, n: int) -> pa.Array:
+    """``text`` ``n`` times as a large_string array: one-entry dictionary, decoded (a copy in C++;
+    ``fill_null`` on nulls took ~10 ms per 50k rows)."""
+    indices = pa.array(np.zeros(n, dtype=np.int32))
+    return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.large_string())).dictionary_decode()
 
 
 def describe(entry: CatalogEntry) -> str:

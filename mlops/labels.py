@@ -91,7 +91,12 @@ def dedup_applications(applications: pd.DataFrame, id_column: str) -> tuple[pd.D
 def dedup_outcomes(
     outcomes: pd.DataFrame, id_column: str, target: str, observed_column: str | None
 ) -> tuple[pd.DataFrame, int, int]:
-    """One outcome per id: the last observed (ties: the later snapshot). Returns (rows, dupes, conflicts)."""
+    """One outcome per id: the last observed (ties: the later snapshot). Returns (rows, dupes, conflicts).
+
+    With every id once (the usual case) there is nothing to choose: the rows come back as they are.
+    """
+    if not outcomes[id_column].duplicated().any():
+        return outcomes.reset_index(drop=True), 0, 0
     ordered = outcomes.reset_index(drop=True)
     ordered["_order"] = range(len(ordered))
     keys = [observed_column, "_order"] if observed_column else ["_order"]

@@ -107,8 +107,9 @@ def prepare_environment_task(spec: ModelSpec, settings: Settings) -> RunEnvironm
 def prepare_reports_task() -> None:
     """matplotlib's import and MLflow's installed-package map, ahead of the plots and ``log_model``.
 
-    The flow submits this when training ends, beside scoring and evaluating the candidate:
-    before training, the MLflow warm-up already takes the core that gathering leaves free.
+    The flow submits this as training starts, once the MLflow warm-up is done (two first imports
+    of mlflow must not race). Before training, that warm-up already takes the core gathering
+    leaves free; after training, this would compete with the evaluation for the GIL.
     """
     try:
         reports.warm_up()

@@ -17,6 +17,7 @@ from mlops.labels import (
     OUTCOME_SNAPSHOT_COLUMN,
     SNAPSHOT_COLUMN,
     SNAPSHOT_ROW_COLUMN,
+    dedup_outcomes,
     gather_labelled,
     join_labels,
     sort_order,
@@ -121,6 +122,21 @@ def test_a_later_correction_wins() -> None:
     assert frame["y"].tolist() == [1, 1]
     assert frame[OUTCOME_SNAPSHOT_COLUMN].tolist() == ["o2", "o1"]
     assert counts["duplicate_outcomes"] == 1 and counts["conflicting_outcomes"] == 1
+
+
+def test_outcomes_with_unique_ids_come_back_unchanged_and_duplicates_still_choose() -> None:
+    outs = pd.DataFrame(
+        {"id": ["c", "a", "b"], "seen": [30, 10, 20], "y": [1, 0, 1], SNAPSHOT_COLUMN: ["o1", "o1", "o2"]},
+        index=[7, 3, 5],
+    )
+    kept, dupes, conflicts = dedup_outcomes(outs, "id", "y", "seen")
+    pd.testing.assert_frame_equal(kept, outs.reset_index(drop=True))
+    assert (dupes, conflicts) == (0, 0)
+    # one id twice: the general path (last observed wins, in input order otherwise)
+    twice = pd.concat([outs, pd.DataFrame({"id": ["c"], "seen": [5], "y": [0], SNAPSHOT_COLUMN: ["o3"]})])
+    kept, dupes, conflicts = dedup_outcomes(twice, "id", "y", "seen")
+    assert kept["id"].tolist() == ["c", "a", "b"] and kept["y"].tolist() == [1, 0, 1]
+    assert (dupes, conflicts) == (1, 1)
 
 
 def test_duplicate_applications_keep_the_oldest_row() -> None:
