@@ -71,7 +71,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     # importing mlflow for the first time at once fail ("partially initialized module").
     # matplotlib's import and MLflow's package map then load beside training: XGBoost leaves
     # ~0.1 of its two cores idle, and training beside this warm-up measured no slower.
-    reporting = prepare_reports_task.submit(wait_for=[environment])
+    reporting = prepare_reports_task.submit(wait_for=[environment], return_state=False)
     candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment])
     digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
