@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from mlops.reproduce import ReproduceResult, reproduce_text
-from mlops.settings import get_settings
+from mlops.settings import apply_process_settings, get_settings
 from tasks.scoring import reproduce_prediction_task
 
 
@@ -13,6 +13,8 @@ from tasks.scoring import reproduce_prediction_task
 def reproduce(prediction_id: str) -> ReproduceResult:
     """Reload the exact model version and input row of prediction ``prediction_id`` and score it
     again; ``reproduced`` is True when the input hash matches and the score is bit-identical."""
-    result = reproduce_prediction_task(prediction_id, get_settings())
+    settings = get_settings()
+    apply_process_settings(settings)
+    result = reproduce_prediction_task(prediction_id, settings)
     print(reproduce_text(result))
     return result

@@ -7,6 +7,7 @@ production profile expects PostgreSQL URLs and an S3 bucket.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="Override of the contract's max_quarantine_share (reject above it).",
+    )
+    arrow_memory_pool: Literal["jemalloc", "system", "mimalloc"] = Field(
+        "jemalloc",
+        description=(
+            "Arrow's allocator, set by each flow at its start (ARROW_DEFAULT_MEMORY_POOL, if set, "
+            "wins). pyarrow's default, mimalloc, read 1M rows of snapshots here in twice the time of "
+            "jemalloc or the system allocator in a fresh process."
+        ),
     )
     entity_hash_key: SecretStr = Field(
         SecretStr("embedded-demo-key-change-me"),
@@ -104,3 +113,25 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the settings now (environment at call time, never cached at import)."""
     return Settings()
+
+
+def apply_process_settings(settings: Settings) -> None:
+    """Make the process-wide choices the settings hold; each flow calls this as it starts.
+
+    Today that is Arrow's memory pool (:attr:`Settings.arrow_memory_pool`), unless the process
+    was started with ``ARROW_DEFAULT_MEMORY_POOL``. A pool this pyarrow build lacks keeps the
+    default. Buffers already allocated keep the pool they came from, so calling this again is safe.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    import pyarrow as pa
+
+    pools = {
+        "jemalloc": pa.jemalloc_memory_pool,
+        "system": pa.system_memory_pool,
+        "mimalloc": pa.mimalloc_memory_pool,
+    }
+    try:
+        pa.set_memory_pool(pools[settings.arrow_memory_pool]())
+    except NotImplementedError:  # not built into this pyarrow
+        return
