@@ -1,37 +1,41 @@
 """The train flow end to end beside raw ``xgboost.train`` with the same parameters, same run.
 
-For each size (default 100k and 1M labelled rows, 10 simulated days) a subprocess:
-1. ingests the days: our full validation (GX SUMMARY + quarantine split) of applications and
+For each size (default 100k and 1M labelled rows, 10 simulated days), on a fresh home, four
+phases, each in a fresh process (so the flow's process is as cold as a fresh `mlops train`: no
+allocator pool, page or cache warmed by the ingest or the raw runs):
+1. ``ingest``: our full validation (GX SUMMARY + quarantine split) of applications and
    outcomes, content-addressed snapshots, catalog entries (``ingest_seconds``; not part of the
    ratio: validation happens when batches arrive, not when a model is trained);
-2. runs the ``train`` flow under a Prefect test harness with MLflow on SQLite, as ``mlops train``
-   runs it (in the foreground, without Prefect's heartbeat thread) (``flow_seconds``):
-   gather the labelled window (read + hash-check every snapshot, join outcomes), time split,
-   fit the feature schema and prepare features, DMatrix + train, score the evaluation rows,
-   metrics + slices + fairness, gates (paired bootstrap vs no champion: the recorded bootstrap
-   path), plots, the MLflow run (params, metrics, datasets with digests, artifacts, the pyfunc
-   model), registration, decision record artifacts and the event; Prefect's own flow/task
-   orchestration included; the harness's API server has served one trivial run from another
-   process first, as a running server has (its first requests pay lazy imports; ~0.6 s).
-   ``task_seconds`` gives each task's start (from the flow run's start) and duration from
-   Prefect's own records, and ``(flow run)`` the run's own Running -> Completed time (the
-   rest of ``flow_seconds`` is creating the run and the engine around it). A deployment's
-   run (worker, ``serve``) keeps the heartbeat thread, and a sync flow waits up to 1 s for it
-   at exit: that second is not here;
-3. times raw ``xgboost.train`` with the spec's params and rounds on the very training rows the
-   flow used: ``DMatrix`` construction from the prepared feature frame + ``xgboost.train``
-   (``raw_seconds``). Feature preparation is given to the raw side untimed (it is the flow's
-   work, part of ``flow_seconds``). It runs once before and once after the flow; the ratio uses
-   the mean of the two, so a burst of load from elsewhere hits both sides alike.
+2. ``raw`` (before) and 4. ``raw`` (after): raw ``xgboost.train`` with the spec's params and
+   rounds on the very training rows the flow uses: ``DMatrix`` construction from the prepared
+   feature frame + ``xgboost.train`` (``raw_seconds``). Gathering the rows and preparing the
+   features are given to the raw side untimed (they are the flow's work, in ``flow_seconds``).
+   The ratio uses the mean of the two, so a burst of load from elsewhere hits both sides alike;
+3. ``flow``: the ``train`` flow under a Prefect test harness with MLflow on SQLite, as
+   ``mlops train`` runs it (in the foreground, without Prefect's heartbeat thread)
+   (``flow_seconds``): gather the labelled window (read + hash-check every snapshot, join
+   outcomes), time split, fit the feature schema and prepare features, DMatrix + train, score
+   the evaluation rows, metrics + slices + fairness, gates (paired bootstrap vs no champion:
+   the recorded bootstrap path), plots, the MLflow run (params, metrics, datasets with
+   digests, artifacts, the pyfunc model), registration, decision record artifacts and the
+   event; Prefect's own flow/task orchestration included. Imports and the harness's start are
+   not timed; the harness's API server has served one trivial run from another process first,
+   as a running server has (its first requests pay lazy imports; ~0.6 s). ``task_seconds``
+   gives each task's start (from the flow run's start) and duration from Prefect's own
+   records, and ``(flow run)`` the run's own Running -> Completed time (the rest of
+   ``flow_seconds`` is creating the run and the engine around it). A deployment's run
+   (worker, ``serve``) keeps the heartbeat thread, and a sync flow waits up to 1 s for it at
+   exit: that second is not here.
 The MLflow database is a pre-migrated copy (as the tests use): creating MLflow's schema on a
 fresh SQLite file costs ~5 s once per database and is not the flow's cost.
 Ratios: ``flow_over_raw`` (goal <= 1.3 at 1M rows) and ``end_to_end_over_raw`` (ingest + flow).
-Each size runs ``--repeats`` times (default 3), each in a fresh process on a fresh home; ``summary``
-gives the median ratio and its range (this machine's speed drifts by 10-20 % within minutes, so one
-pair of runs is not evidence).
-Peak memory: the subprocess's ru_maxrss. ``load_average``: 1-minute load before each phase (2 CPUs;
-the benchmark's own training alone brings it near 2). ``raw_spread`` (slower / faster raw run)
-shows load from elsewhere; ``measurement_quiet`` is False when any repeat at the largest size exceeds 1.15.
+Each size runs ``--repeats`` times (default 3) on fresh homes; ``summary`` gives the median
+ratio and its range (this machine's speed drifts by 10-20 % within minutes, so one pair of
+runs is not evidence).
+Peak memory: ru_maxrss of the flow's process. ``load_average``: 1-minute load before each phase
+(2 CPUs; the benchmark's own training alone brings it near 2). ``raw_spread`` (slower / faster
+raw run) shows load from elsewhere; ``measurement_quiet`` is False when any repeat at the
+largest size exceeds 1.15.
 """
 
 from __future__ import annotations
@@ -178,45 +182,50 @@ def _task_seconds(flow_run_id: str | None) -> dict[str, list[float]]:
     return asyncio.run(read())
 
 
-def worker(rows: int) -> dict[str, Any]:
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def worker_ingest(rows: int) -> dict[str, Any]:
+    return {"ingest_seconds": round(_ingest(rows), 2), "load_average": os.getloadavg()[0]}
+
+
+def worker_raw(rows: int) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    features, labels, params, rounds = _raw_inputs()
+    return {
+        "raw_seconds": round(_raw_seconds(features, labels, params, rounds), 2),
+        "training_rows": len(features),
+        "load_average": load,
+    }
+
+
+def worker_flow(rows: int) -> dict[str, Any]:
+    """The train flow in this fresh process, as `mlops train` runs it."""
     from prefect.testing.utilities import prefect_test_harness
 
-    load: dict[str, float] = {"ingest": os.getloadavg()[0]}
-    ingest_seconds = _ingest(rows)
-    features, labels, params, rounds = _raw_inputs()
-    load["raw_before"] = os.getloadavg()[0]
-    raw_before = _raw_seconds(features, labels, params, rounds)
     with prefect_test_harness(server_startup_timeout=120):
         from flows.train import train
         from mlops.cli import foreground_flows
 
         _warm_server()
-        load["flow"] = os.getloadavg()[0]
+        load = os.getloadavg()[0]
         t0 = time.perf_counter()
         with foreground_flows():  # as `mlops train` runs it
             result = train()
         flow_seconds = time.perf_counter() - t0
         tasks = _task_seconds(result.flow_run_id)
-    load["raw_after"] = os.getloadavg()[0]
-    raw_after = _raw_seconds(features, labels, params, rounds)
-    raw_seconds = (raw_before + raw_after) / 2
     return {
-        "rows": rows,
-        "training_rows": len(features),
+        "flow_seconds": round(flow_seconds, 2),
         "evaluation_rows": result.evaluation_rows,
         "verdict": result.verdict,
-        "ingest_seconds": round(ingest_seconds, 2),
-        "flow_seconds": round(flow_seconds, 2),
-        "raw_xgboost_train_seconds": round(raw_seconds, 2),
-        "raw_runs_seconds": [round(raw_before, 2), round(raw_after, 2)],
-        # max/min of the two raw runs: above RAW_SPREAD_LIMIT the machine was busy elsewhere.
-        "raw_spread": round(max(raw_before, raw_after) / min(raw_before, raw_after), 3),
-        "flow_over_raw": round(flow_seconds / raw_seconds, 3),
-        "end_to_end_over_raw": round((ingest_seconds + flow_seconds) / raw_seconds, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "load_average": {k: round(v, 2) for k, v in load.items()},
+        "peak_rss_mb": _peak_rss_mb(),
+        "load_average": load,
         "task_seconds": tasks,
     }
+
+
+WORKERS = {"ingest": worker_ingest, "raw": worker_raw, "flow": worker_flow}
 
 
 def _migrated_mlflow_db(folder: Path) -> Path:
@@ -235,21 +244,55 @@ def _migrated_mlflow_db(folder: Path) -> Path:
     return path
 
 
+def _phase(phase: str, size: int, env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_training", "--worker", phase, "--rows", str(size)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode:
+        sys.exit(f"the {size}-row {phase} worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _run_worker(size: int, template: Path, repeat: int) -> dict[str, Any]:
-    """One fresh worker process on a fresh home (its own snapshots, MLflow database, Prefect harness)."""
+    """One repeat on a fresh home (its own snapshots, MLflow database): ingest, raw, flow, raw,
+    each phase in a fresh process."""
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(template, Path(home) / "mlflow.db")
         env = {**os.environ, "MLOPS_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         env.pop("MLOPS_MLFLOW_TRACKING_URI", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_training", "--worker", str(size)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-    if proc.returncode:
-        sys.exit(f"the {size}-row worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    run: dict[str, Any] = {"repeat": repeat, **json.loads(proc.stdout.strip().splitlines()[-1])}
+        ingest = _phase("ingest", size, env)
+        before = _phase("raw", size, env)
+        flow = _phase("flow", size, env)
+        after = _phase("raw", size, env)
+    raw_before, raw_after = before["raw_seconds"], after["raw_seconds"]
+    raw_seconds = (raw_before + raw_after) / 2
+    run: dict[str, Any] = {
+        "repeat": repeat,
+        "rows": size,
+        "training_rows": before["training_rows"],
+        "evaluation_rows": flow["evaluation_rows"],
+        "verdict": flow["verdict"],
+        "ingest_seconds": ingest["ingest_seconds"],
+        "flow_seconds": flow["flow_seconds"],
+        "raw_xgboost_train_seconds": round(raw_seconds, 2),
+        "raw_runs_seconds": [raw_before, raw_after],
+        # max/min of the two raw runs: above RAW_SPREAD_LIMIT the machine was busy elsewhere.
+        "raw_spread": round(max(raw_before, raw_after) / min(raw_before, raw_after), 3),
+        "flow_over_raw": round(flow["flow_seconds"] / raw_seconds, 3),
+        "end_to_end_over_raw": round((ingest["ingest_seconds"] + flow["flow_seconds"]) / raw_seconds, 3),
+        "peak_rss_mb": flow["peak_rss_mb"],
+        "load_average": {
+            "ingest": round(ingest["load_average"], 2),
+            "raw_before": round(before["load_average"], 2),
+            "flow": round(flow["load_average"], 2),
+            "raw_after": round(after["load_average"], 2),
+        },
+        "task_seconds": flow["task_seconds"],
+    }
     print(json.dumps({k: v for k, v in run.items() if k != "task_seconds"}), flush=True)
     return run
 
@@ -279,10 +322,11 @@ def main() -> None:
         default=3,
         help="fresh worker processes per size (the median ratio is reported)",
     )
-    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker)))
+        print(json.dumps(WORKERS[args.worker](args.rows)))
         return
     runs = []
     summary = []
