@@ -106,10 +106,10 @@ def worker_full(
     from mlops.pyfunc_model import XGBoostPyfuncModel
     from mlops.scoring import ScoringContext, ScoringModels, Timings, audit_sink, loaded_pyfunc, score_frames
     from mlops.scoring_input import iter_batch_chunks, read_valid_snapshot, validate_in_chunks
-    from mlops.settings import PROJECT_ROOT, apply_process_settings, get_settings
+    from mlops.settings import PROJECT_ROOT, flow_settings
     from mlops.storage import LocalStore
 
-    apply_process_settings(get_settings())  # as score_batch does when it starts
+    flow_settings()  # as score_batch starts
     contract = load_contract(PROJECT_ROOT / "data_contracts", "credit_applications")
     champion, challenger = _load(models_dir, "champion"), _load(models_dir, "challenger")
     models = ScoringModels(  # the logged pyfunc's scoring path, as load_model_version gives it

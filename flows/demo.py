@@ -14,7 +14,7 @@ from flows.score_batch import score_batch
 from flows.train import train
 from flows.validate_data import validate_data
 from mlops.audit import open_audit_store, verify_chain
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from mlops.simulator import SimulationConfig, simulate
 from mlops.validation import ValidationSummary
 
@@ -108,8 +108,7 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
     # 3. Train, evaluate, gate, register; 4. first champion through the recorded bootstrap path.
     trained = train()
     promoted = promote() if trained.passed else None
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     # 5. Score new business; every prediction is an audit record; 6. verify, reproduce, monitor.
     scored = (
         score_batch(source=str(data_dir / "applications" / f"day_{SCORE_DAY:04d}.csv")) if promoted else None

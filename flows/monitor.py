@@ -14,7 +14,7 @@ from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.monitoring import alarm_event, lazy_scorer
 from mlops.monitoring_shadow import ShadowStatus
 from mlops.monitoring_state import EmittedEvent, utc_now
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.monitoring import (
     announce_shadow_task,
     check_shadow_task,
@@ -75,8 +75,7 @@ def monitor_drift(model: str = DEFAULT_MODEL_NAME) -> MonitorResult:
     ``mlops.drift.detected`` or ``mlops.performance.degraded`` only when the alarm rule fires,
     and ``mlops.shadow.completed`` once per challenger that shadowed long enough.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     run_id = flow_run.get_id()
     chain = verify_chain(settings)
     ctx = load_monitor_context_task(model, settings)

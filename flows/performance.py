@@ -7,7 +7,7 @@ from prefect import flow
 from mlops.contracts import load_contract
 from mlops.model_spec import DEFAULT_MODEL_NAME, load_model_spec
 from mlops.performance import PerformanceReport
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.performance import join_outcomes_task, publish_performance_task
 
 
@@ -15,8 +15,7 @@ from tasks.performance import join_outcomes_task, publish_performance_task
 def measure_performance(model: str = DEFAULT_MODEL_NAME) -> PerformanceReport:
     """Join the validated outcomes of ``model``'s outcomes contract to its prediction records
     (by keyed entity), store the matches idempotently and publish the metrics table."""
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     spec = load_model_spec(model, contracts_dir=settings.contracts_dir)
     outcomes = load_contract(settings.contracts_dir, spec.outcomes_contract)
     report = join_outcomes_task(outcomes, model, settings)

@@ -45,7 +45,7 @@ from mlops.promotion import (
     refusal_error,
     timed_out_approval,
 )
-from mlops.settings import Settings, apply_process_settings, get_settings
+from mlops.settings import Settings, flow_settings
 from tasks.promotion import (
     TXN_PROMOTION,
     TXN_SETTINGS,
@@ -223,8 +223,7 @@ def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> Pro
     ``approver``: who asks (bootstrap), or, under the ``manual`` policy, who approves, if listed
     in MLOPS_APPROVERS; without it a manual promotion pauses for the Prefect UI approval form.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     run_id = flow_run.get_id()
     requested_by = approver or _default_approver()
     state = read_registry_state_task(model, settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from mlops.reproduce import ReproduceResult, reproduce_text
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.scoring import reproduce_prediction_task
 
 
@@ -13,8 +13,7 @@ from tasks.scoring import reproduce_prediction_task
 def reproduce(prediction_id: str) -> ReproduceResult:
     """Reload the exact model version and input row of prediction ``prediction_id`` and score it
     again; ``reproduced`` is True when the input hash matches and the score is bit-identical."""
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     result = reproduce_prediction_task(prediction_id, settings)
     print(reproduce_text(result))
     return result

@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from mlops.retrain import RetrainPolicy
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.retrain import (
     finish_retrain_task,
     plan_retrain_task,
@@ -90,8 +90,7 @@ def retrain(
     and says why. Training runs as the ``train`` subflow; a new version only becomes
     challenger if it passes its gates, and never champion here.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     run_id = flow_run.get_id()
     plan = plan_retrain_task(model, severity, event_id, force, policy, settings, run_id)
     result = RetrainResult(

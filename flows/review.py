@@ -25,7 +25,7 @@ from pydantic import Field
 
 from mlops import audit
 from mlops.review_desk import ReviewNotGiven
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.review import load_review_case_task, publish_review_case_task, resolve_review_case_task
 
 DEFAULT_TIMEOUT_SECONDS: Final = 3600
@@ -49,8 +49,7 @@ def review_case(
     """Show review case ``case_id``, wait up to ``timeout_seconds`` for a decision, record it."""
     if timeout_seconds < 1 or poll_seconds < 1:
         raise ValueError("timeout_seconds and poll_seconds must be at least 1")
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     view = load_review_case_task(case_id, settings)
     description = publish_review_case_task(view)
     try:

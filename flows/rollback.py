@@ -7,7 +7,7 @@ from prefect.runtime import flow_run
 
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.rollback import RollbackResult
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.rollback import emit_rolled_back_task, publish_rollback_record_task, rollback_task
 
 
@@ -21,8 +21,7 @@ def rollback(
     and emits ``mlops.model.rolled_back``. Scorers that resolve the alias per call
     (:class:`mlops.champion_loader.ChampionLoader`) switch on their next call.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     result = rollback_task(model, by, reason, to_version, settings, flow_run.get_id())
     publish_rollback_record_task(result)
     emit_rolled_back_task(result)

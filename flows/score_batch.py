@@ -13,7 +13,7 @@ from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.scoring import DEFAULT_CHUNK_ROWS, ScoringModels, ScoringResult
 from mlops.scoring_input import DEFAULT_VALIDATION_CHUNK_ROWS
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.scoring import (
     load_model_version_task,
     publish_scoring_report_task,
@@ -40,8 +40,7 @@ def score_batch(
     ``canary_share`` of entities whose keyed hash falls in the canary arm. Every prediction
     is an audit record; routed rows open review cases.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     plan = resolve_models_task(model, settings)
     run_id = flow_run.get_id()
     batch_id = run_id or uuid.uuid4().hex

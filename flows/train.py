@@ -7,7 +7,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from mlops.model_spec import DEFAULT_MODEL_NAME
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from tasks.review import gather_review_feedback_task
 from tasks.training import (
     build_lineage_task,
@@ -56,8 +56,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     candidates get the alias ``challenger``; failing ones keep no alias and are tagged with
     their verdict and failures. Emits ``mlops.model.registered`` either way.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     run_id = flow_run.get_id()
     bundle = load_model_spec_task(model, settings)
     # Runs in a worker thread beside gathering the data (git, packages, MLflow warm-up).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from mlops.settings import apply_process_settings, get_settings
+from mlops.settings import flow_settings
 from mlops.validation import ValidationSummary
 from tasks.validation import (
     emit_validation_event_task,
@@ -24,8 +24,7 @@ def validate_data(source: str, contract: str = "credit_applications") -> Validat
     accepted); broken rows go to quarantine with their reasons; emits ``mlops.data.validated``
     or ``mlops.data.rejected``.
     """
-    settings = get_settings()
-    apply_process_settings(settings)
+    settings = flow_settings()
     raw = read_batch_task(source, settings)
     run_name = str(flow_run.get_name() or "validate")
     validated = validate_batch_task(raw, source, contract, settings, run_name)

@@ -1,6 +1,7 @@
 """One typed settings object, read from ``MLOPS_*`` environment variables at run time.
 
-Nothing here runs at import time: call :func:`get_settings` when a flow or command starts.
+Nothing here runs at import time: call :func:`get_settings` when a command starts, and
+:func:`flow_settings` (which also makes the process-wide choices) when a flow starts.
 The embedded profile keeps everything under ``MLOPS_HOME`` (default ``.mlops/``); the
 production profile expects PostgreSQL URLs and an S3 bucket.
 """
@@ -115,8 +116,15 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def flow_settings() -> Settings:
+    """How each flow starts: read the settings and make their process-wide choices."""
+    settings = get_settings()
+    apply_process_settings(settings)
+    return settings
+
+
 def apply_process_settings(settings: Settings) -> None:
-    """Make the process-wide choices the settings hold; each flow calls this as it starts.
+    """Make the process-wide choices the settings hold (each flow, through :func:`flow_settings`).
 
     Today that is Arrow's memory pool (:attr:`Settings.arrow_memory_pool`), unless the process
     was started with ``ARROW_DEFAULT_MEMORY_POOL``. A pool this pyarrow build lacks keeps the
