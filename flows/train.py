@@ -69,9 +69,9 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     split = split_task(labelled, bundle)
     # Training starts once the warm-up is done: the steps after it use MLflow, and two threads
     # importing mlflow for the first time at once fail ("partially initialized module").
-    # matplotlib's import and MLflow's package map then load beside training (bench_training at
-    # 1M rows, median of 3: 1.44x raw so, 1.57x beside the evaluation). The MLflow warm-up itself
-    # stays beside gathering: beside training too, it slowed training by 1-3 s (1.52x).
+    # matplotlib's import then loads beside training (bench_training at 1M rows, median of 3:
+    # 1.44x raw so, 1.57x beside the evaluation). The MLflow warm-up itself stays beside
+    # gathering: beside training too, it slowed training by 1-3 s (1.52x).
     reporting = prepare_reports_task.submit(wait_for=[environment], return_state=False)
     candidate = train_candidate_task(split.train, bundle.spec, wait_for=[environment])
     digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL

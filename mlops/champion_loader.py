@@ -39,9 +39,11 @@ def load_model_version(tracking_uri: str, name: str, version: int) -> PyFuncMode
     """``models:/<name>/<version>`` as a pyfunc (a fixed version: no alias race)."""
     import mlflow
 
+    from mlops.pyfunc_model import load_pyfunc
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}")
+    return load_pyfunc(f"models:/{name}/{int(version)}")
 
 
 def predict_scores(model: Any, frame: pd.DataFrame) -> FloatArray:

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PyFuncModel
 from mlflow.pyfunc.model import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
@@ -44,6 +48,9 @@ OUTPUT_COLUMN: Final = "probability_of_default"
 # Modules copied into the logged model's code/ folder (everything this module imports from us).
 SHIPPED_MODULES: Final = ("__init__.py", "errors.py", "features.py", "pyfunc_model.py")
 PINNED_PACKAGES: Final = ("mlflow", "xgboost", "pandas", "numpy", "pydantic")
+# Callers inside pinned_requirement_checks() while it supplies MLflow's package map.
+_PINNED_MAP_LOCK: Final = threading.Lock()
+_PINNED_MAP_USERS = 0
 
 
 class XGBoostPyfuncModel(PythonModel):
@@ -121,6 +128,54 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in PINNED_PACKAGES]
 
 
+@contextmanager
+def pinned_requirement_checks() -> Iterator[None]:
+    """MLflow's requirement check for our pinned packages, without its map of every installed package.
+
+    ``log_model`` and ``load_model`` check the model's pinned requirements against this
+    environment (a warning on mismatch). The check looks each package up with
+    ``importlib.metadata.version``; MLflow's module <-> package map, which it builds once per
+    process from every installed distribution's metadata (~0.6 s of CPU here, all of it beside
+    training or before the first score), only names the module to import when that lookup
+    fails. Our models pin packages whose module has the package's name, so while the map is
+    unbuilt this supplies one of just those packages and puts it back afterwards: the check
+    runs as before (a mismatch still warns), and any other MLflow call that needs the full
+    map builds it as usual. We write this ourselves because MLflow has no switch for it; the
+    private name is checked, and if it moved MLflow builds its map itself.
+    """
+    global _PINNED_MAP_USERS
+    try:
+        from mlflow.utils import requirements_utils as ru
+    except ImportError:  # pragma: no cover - MLflow moved it: the check builds its own map
+        yield
+        return
+    with _PINNED_MAP_LOCK:
+        seeded = _PINNED_MAP_USERS > 0
+        if not seeded and getattr(ru, "_MODULES_TO_PACKAGES", ...) is None:  # unbuilt (and not moved)
+            ru._MODULES_TO_PACKAGES = {  # type: ignore[assignment]
+                **{name: [name] for name in PINNED_PACKAGES},
+                **ru.MLFLOW_MODULES_TO_PACKAGES,
+            }
+            seeded = True
+        if seeded:
+            _PINNED_MAP_USERS += 1
+    try:
+        yield
+    finally:
+        if seeded:
+            with _PINNED_MAP_LOCK:
+                _PINNED_MAP_USERS -= 1
+                if _PINNED_MAP_USERS == 0:  # the last user puts the unbuilt map back
+                    ru._MODULES_TO_PACKAGES = None
+                    ru._PACKAGES_TO_MODULES = None
+
+
+def load_pyfunc(model_uri: str) -> PyFuncModel:
+    """``mlflow.pyfunc.load_model(model_uri)`` with :func:`pinned_requirement_checks`."""
+    with pinned_requirement_checks():
+        return mlflow.pyfunc.load_model(model_uri)
+
+
 def _ship_code(workdir: Path) -> Path:
     """Copy the modules the model imports into ``workdir/mlops`` (becomes ``code/mlops``)."""
     package = workdir / "mlops"
@@ -141,7 +196,7 @@ def log_pyfunc_model(
         schema_path = work / SCHEMA_FILE
         booster_path.write_bytes(booster_json)
         schema_path.write_text(schema.to_json())
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pinned_requirement_checks():
             # No input_example on purpose (PITFALLS: ~6 s slower); the explicit signature is enough.
             warnings.filterwarnings(
                 "ignore", message=".*input example was not provided", category=UserWarning

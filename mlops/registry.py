@@ -232,20 +232,6 @@ class MlflowRegistry:
 
         self.ensure_experiment(model_name)
 
-    @staticmethod
-    def warm_up_model_logging() -> None:
-        """Build MLflow's map of installed packages ahead of ``log_model`` (~0.8 s).
-
-        ``log_model`` checks the pinned requirements against it only to warn about mismatches,
-        and builds it on first use; this fills that cache from a background thread instead.
-        """
-        try:
-            from mlflow.utils import requirements_utils
-
-            requirements_utils._init_modules_to_packages_map()
-        except Exception:  # a private helper: if it moved, log_model builds the map itself
-            return
-
     # --- runs ------------------------------------------------------------------------------
 
     def ensure_experiment(self, name: str) -> str:
@@ -378,10 +364,10 @@ class MlflowRegistry:
 
     def load_model(self, name: str, alias: str) -> PyFuncModel:
         """``models:/<name>@<alias>`` as a pyfunc (what a plain MLflow user loads)."""
-        import mlflow
+        from mlops.pyfunc_model import load_pyfunc
 
         self._activate()
-        return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        return load_pyfunc(f"models:/{name}@{alias}")
 
 
 def make_registry(settings: Settings | None = None) -> MlflowRegistry:

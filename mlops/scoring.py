@@ -133,9 +133,11 @@ def load_model_version(
     """
     import mlflow
 
+    from mlops.pyfunc_model import load_pyfunc
+
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_registry_uri(registry.tracking_uri)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}")
+    pyfunc: Any = load_pyfunc(f"models:/{name}/{int(version)}")
     inner: Any = pyfunc.unwrap_python_model()
     if callable(getattr(inner, "score", None)):
         return loaded_pyfunc(name, version, alias, inner)

@@ -41,7 +41,7 @@ from mlops.lineage import (
     installed_packages,
 )
 from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
-from mlops.registry import DatasetLog, LoggedRun, MlflowRegistry, TrainingRunLog, frame_digest, make_registry
+from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, frame_digest, make_registry
 from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
@@ -105,17 +105,17 @@ def prepare_environment_task(spec: ModelSpec, settings: Settings) -> RunEnvironm
 
 @task(name="prepare-run-reports", cache_policy=NO_CACHE)
 def prepare_reports_task() -> None:
-    """matplotlib's import and MLflow's installed-package map, ahead of the plots and ``log_model``.
+    """matplotlib's import (~0.5 s), ahead of the plots.
 
-    The flow submits this as training starts, once the MLflow warm-up is done (two first imports
-    of mlflow must not race). Before training, that warm-up already takes the core gathering
-    leaves free; after training, this would compete with the evaluation for the GIL.
+    The flow submits this as training starts. Before training, the MLflow warm-up already takes
+    the core gathering leaves free; after training, this would compete with the evaluation for
+    the GIL. (MLflow's map of installed packages, once warmed here too, is no longer built at
+    all: see :func:`mlops.pyfunc_model.pinned_requirement_checks`.)
     """
     try:
         reports.warm_up()
-        MlflowRegistry.warm_up_model_logging()
     except Exception as exc:  # a cache warm-up: the real call surfaces the error
-        get_run_logger().warning("warm-up of matplotlib / MLflow logging failed (%s); continuing", exc)
+        get_run_logger().warning("warm-up of matplotlib failed (%s); continuing", exc)
 
 
 @task(name="load-model-spec", cache_policy=NO_CACHE)
