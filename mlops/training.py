@@ -117,6 +117,27 @@ def load_trained_model(booster_json: bytes, schema_json: str) -> TrainedModel:
     return TrainedModel(booster=booster, schema=FeatureSchema.from_json(schema_json))
 
 
+@dataclass(frozen=True)
+class TrainingMatrix:
+    """Training rows made ready for XGBoost: the fitted feature schema and the ``DMatrix``."""
+
+    schema: FeatureSchema
+    matrix: xgb.DMatrix
+
+
+def training_matrix(frame: pd.DataFrame, *, features: list[str], target: str) -> TrainingMatrix:
+    """Fit the feature schema on ``frame``, prepare the features and build the ``DMatrix``."""
+    schema = fit_feature_schema(frame, features)
+    labels = _labels(frame, target)
+    return TrainingMatrix(schema, xgb.DMatrix(prepare(frame, schema), label=labels, enable_categorical=True))
+
+
+def train_on(ready: TrainingMatrix, *, params: dict[str, Any], num_boost_round: int) -> TrainedModel:
+    """Train a booster on a prepared matrix (no evaluation set, no early stop)."""
+    booster = xgb.train(params, ready.matrix, num_boost_round=num_boost_round, verbose_eval=False)
+    return TrainedModel(booster=booster, schema=ready.schema)
+
+
 def train_booster(
     frame: pd.DataFrame,
     *,
@@ -126,19 +147,20 @@ def train_booster(
     num_boost_round: int,
 ) -> TrainedModel:
     """Fit the feature schema on ``frame`` and train a booster on it (no evaluation set, no early stop)."""
-    schema = fit_feature_schema(frame, features)
-    labels = _labels(frame, target)
-    matrix = xgb.DMatrix(prepare(frame, schema), label=labels, enable_categorical=True)
-    booster = xgb.train(params, matrix, num_boost_round=num_boost_round, verbose_eval=False)
-    return TrainedModel(booster=booster, schema=schema)
+    ready = training_matrix(frame, features=features, target=target)
+    return train_on(ready, params=params, num_boost_round=num_boost_round)
+
+
+def spec_matrix(frame: pd.DataFrame, spec: ModelSpec) -> TrainingMatrix:
+    """The spec's training matrix on ``frame`` (the training rows of a resolved spec)."""
+    return training_matrix(frame, features=spec.feature_list, target=spec.target_column)
+
+
+def train_spec_on(ready: TrainingMatrix, spec: ModelSpec) -> TrainedModel:
+    """Train the spec's model on its prepared training matrix."""
+    return train_on(ready, params=spec.booster_params(), num_boost_round=spec.num_boost_round)
 
 
 def train_model(frame: pd.DataFrame, spec: ModelSpec) -> TrainedModel:
     """Train the spec's model on ``frame`` (the training rows of a resolved spec)."""
-    return train_booster(
-        frame,
-        features=spec.feature_list,
-        target=spec.target_column,
-        params=spec.booster_params(),
-        num_boost_round=spec.num_boost_round,
-    )
+    return train_spec_on(spec_matrix(frame, spec), spec)

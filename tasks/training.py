@@ -45,7 +45,7 @@ from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, frame_digest, 
 from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
-from mlops.training import TrainedModel, TrainSplit, time_split, train_model
+from mlops.training import TrainedModel, TrainingMatrix, TrainSplit, spec_matrix, time_split, train_spec_on
 from tasks.retry import retry_unless_bad_input
 
 FloatArray = npt.NDArray[np.float64]
@@ -164,9 +164,16 @@ def digest_datasets_task(split: TrainSplit) -> dict[str, str]:
     return {"training": frame_digest(split.train), "evaluation": frame_digest(split.evaluation)}
 
 
+@task(name="prepare-training-matrix", cache_policy=NO_CACHE)
+def prepare_training_matrix_task(train: pd.DataFrame, spec: ModelSpec) -> TrainingMatrix:
+    """Fit the feature schema on the training rows, prepare the features, build the ``DMatrix``."""
+    return spec_matrix(train, spec)
+
+
 @task(name="train-candidate", cache_policy=NO_CACHE)
-def train_candidate_task(train: pd.DataFrame, spec: ModelSpec) -> TrainedModel:
-    return train_model(train, spec)
+def train_candidate_task(ready: TrainingMatrix, spec: ModelSpec) -> TrainedModel:
+    """Train the spec's booster on the prepared matrix (deterministic: same rows, same model)."""
+    return train_spec_on(ready, spec)
 
 
 @task(

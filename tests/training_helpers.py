@@ -116,7 +116,9 @@ def run_train_tasks(model: str, flow_run_id: str | None = None) -> Any:
     bundle = t.load_model_spec_task.fn(model, settings)
     labelled = t.gather_labelled_task.fn(bundle, settings)
     split = t.split_task.fn(labelled, bundle)
-    candidate = t.train_candidate_task.fn(split.train, bundle.spec)
+    candidate = t.train_candidate_task.fn(
+        t.prepare_training_matrix_task.fn(split.train, bundle.spec), bundle.spec
+    )
     champion = t.score_champion_task.fn(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = t.evaluate_task.fn(bundle.spec, split.evaluation, candidate, champion)
     record = t.check_gates_task.fn(
