@@ -133,6 +133,8 @@ def _numeric(series: pd.Series) -> pd.Series:
 def _categorical(series: pd.Series, categories: tuple[str, ...]) -> pd.Series:
     dtype = pd.CategoricalDtype(categories=list(categories), ordered=False)
     codes = _arrow_category_codes(series, categories)
+    if codes is None:
+        codes = _categorical_dtype_codes(series, categories)
     values = (
         pd.Categorical(_as_text(series), dtype=dtype)
         if codes is None
@@ -158,6 +160,24 @@ def _arrow_category_codes(series: pd.Series, categories: tuple[str, ...]) -> np.
     chunks = found.chunks if isinstance(found, pa.ChunkedArray) else [found]
     codes = [chunk.to_numpy(zero_copy_only=False) for chunk in chunks]
     return np.concatenate(codes) if codes else np.empty(0, dtype=np.int32)
+
+
+def _categorical_dtype_codes(series: pd.Series, categories: tuple[str, ...]) -> np.ndarray | None:
+    """Category codes of a pandas ``category`` column, remapped per distinct value (None: other columns).
+
+    Same result as ``pd.Categorical(_as_text(series), categories)``: each of the column's own
+    categories is looked up once by its text, and the row codes are remapped through that
+    table (its last entry, -1, serves missing values: pandas codes them -1). A Parquet file
+    written from pandas reads back with such columns; the generic path took ~0.25 s per
+    column at 1M rows, this a few milliseconds.
+    """
+    dtype = series.dtype
+    if not isinstance(dtype, pd.CategoricalDtype):
+        return None
+    position = {text: i for i, text in enumerate(categories)}
+    table = np.array([position.get(str(c), -1) for c in dtype.categories] + [-1], dtype=np.int64)
+    codes: np.ndarray = table[series.cat.codes.to_numpy()]
+    return codes
 
 
 def prepare(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:

@@ -106,3 +106,24 @@ def test_string_columns_cast_like_text_whatever_their_storage(storage: str) -> N
     assert expected["plan"].cat.codes.tolist() == [2, -1, -1, 1, 2, 0, 1]
     chunked = pd.concat([fast.iloc[:3], fast.iloc[3:]], ignore_index=True)  # several Arrow chunks
     pd.testing.assert_frame_equal(prepare(pd.DataFrame({"plan": chunked}), schema), expected)
+
+
+def test_category_columns_cast_like_text() -> None:
+    """The pandas ``category`` fast path (codes remapped per distinct value) gives what the
+    generic path gives: unseen and missing values become missing, non-text categories match
+    by their text, and the column's own category order does not matter."""
+    schema = fit_feature_schema(pd.DataFrame({"plan": ["gold", "basic", "", "7"]}), ["plan"])
+    raw = ["gold", None, "platinum", "basic", "gold", "", "basic", None]
+    generic = pd.DataFrame({"plan": pd.Series(raw, dtype=object)})
+    expected = prepare(generic, schema)
+    assert expected["plan"].cat.codes.tolist() == [3, -1, -1, 2, 3, 0, 2, -1]
+    reordered = pd.CategoricalDtype(["platinum", "gold", "basic", "", "unused"])
+    for column in (pd.Series(raw, dtype="category"), pd.Series(raw, dtype=reordered)):
+        pd.testing.assert_frame_equal(prepare(pd.DataFrame({"plan": column}), schema), expected)
+    numbers = pd.Series([7, 8, None, 7], dtype="category")  # int categories match by their text "7"
+    out = prepare(pd.DataFrame({"plan": numbers}), schema)
+    assert out["plan"].cat.codes.tolist() == [1, -1, -1, 1]
+    assert (
+        out["plan"].cat.codes.tolist()
+        == prepare(pd.DataFrame({"plan": numbers.astype(object)}), schema)["plan"].cat.codes.tolist()
+    )
