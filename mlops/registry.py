@@ -62,6 +62,7 @@ class LoggedRun:
     run_id: str
     model_uri: str  # models:/m-... (the logged model, before registration)
     artifact_uri: str  # the run's artifact root
+    model_id: str | None = None  # m-...: a tracking server accepts a models:/ source only with it
 
 
 class ModelRegistry(Protocol):
@@ -275,7 +276,10 @@ class MlflowRegistry:
                 mlflow.log_artifact(str(path), artifact_path="plots")
             info = log_pyfunc_model(content.booster_json, FeatureSchema.from_json(content.schema_json))
             return LoggedRun(
-                run_id=run.info.run_id, model_uri=info.model_uri, artifact_uri=run.info.artifact_uri
+                run_id=run.info.run_id,
+                model_uri=info.model_uri,
+                artifact_uri=run.info.artifact_uri,
+                model_id=info.model_id,
             )
 
     def log_run_json(self, run_id: str, data: Any, artifact_file: str) -> str:
@@ -304,7 +308,7 @@ class MlflowRegistry:
         except MlflowException:
             self.client.create_registered_model(name)
         version = self.client.create_model_version(
-            name=name, source=logged.model_uri, run_id=logged.run_id, tags=tags
+            name=name, source=logged.model_uri, run_id=logged.run_id, tags=tags, model_id=logged.model_id
         )
         return int(version.version)
 

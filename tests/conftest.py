@@ -107,14 +107,9 @@ def s3_bucket(s3_endpoint: str, mlops_home: Path, monkeypatch: pytest.MonkeyPatc
     import uuid
 
     from mlops.storage import s3_client
+    from tests.helpers import S3_TEST_ENV
 
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
-    }.items():
+    for var, value in S3_TEST_ENV.items():
         monkeypatch.setenv(var, value)
     bucket = f"mlops-test-{uuid.uuid4().hex[:12]}"
     s3_client(s3_endpoint).create_bucket(Bucket=bucket)

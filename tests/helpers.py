@@ -87,3 +87,41 @@ def latest_artifact(key: str, flow_run_id: str | None = None) -> Any:
         found = client.read_artifacts(artifact_filter=flt, sort=ArtifactSort.CREATED_DESC)
     assert found, f"no Prefect artifact {key!r}" + (f" for flow run {flow_run_id}" if flow_run_id else "")
     return found[0].data
+
+
+# Credentials and checksum settings for moto's S3 server (any non-empty keys are accepted).
+S3_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+}
+
+POSTGRES_CANDIDATE_URLS = (
+    "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg2://root@127.0.0.1:5432/test",
+)
+
+
+def postgres_url() -> str:
+    """The first PostgreSQL that answers: ``MLOPS_TEST_PG_URL`` if set, else the local server as
+    user ``postgres`` then ``root``. Skips the calling test (naming every attempt) if none does."""
+    import os
+
+    import pytest
+    import sqlalchemy as sa
+
+    urls = [os.environ["MLOPS_TEST_PG_URL"]] if os.environ.get("MLOPS_TEST_PG_URL") else []
+    problems = []
+    for url in [*urls, *POSTGRES_CANDIDATE_URLS]:
+        eng = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        try:
+            with eng.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return url
+        except sa.exc.OperationalError as exc:
+            problems.append(f"{url}: {str(exc.orig).strip()}")
+        finally:
+            eng.dispose()
+    pytest.skip("PostgreSQL unreachable: " + " | ".join(problems))

@@ -35,6 +35,22 @@ def free_port() -> int:
         return port
 
 
+def wait_healthy(health_url: str, proc: subprocess.Popen[Any], timeout: float, what: str) -> None:
+    """Until ``health_url`` answers 200; a RuntimeError naming ``what`` if ``proc`` exits first
+    or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start (exit code {proc.poll()})")
+        time.sleep(0.3)
+
+
 def quiet_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: no telemetry, this repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -101,17 +117,9 @@ def prefect_server(folder: Path, *, timeout: float = 120.0) -> Iterator[LocalSer
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start; see {folder / 'prefect-server.log'}")
-            time.sleep(0.3)
+        wait_healthy(
+            f"{url}/api/health", proc, timeout, f"prefect server (see {folder / 'prefect-server.log'})"
+        )
         yield LocalServer(url=url, home=home, process=proc)
     finally:
         stop_process(proc)

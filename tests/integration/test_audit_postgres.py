@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
 import threading
 import uuid
@@ -25,32 +24,17 @@ from sqlalchemy.engine import Engine
 
 from mlops import audit
 from mlops.audit_schema import metadata
+from tests.helpers import postgres_url
 
 pytestmark = pytest.mark.integration
 
 KEY = "integration-test-key"
 SNAPSHOT = hashlib.sha256(b"snapshot").hexdigest()
-CANDIDATE_URLS = [
-    "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg2://root@127.0.0.1:5432/test",
-]
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> str:
-    urls = [os.environ["MLOPS_TEST_PG_URL"]] if os.environ.get("MLOPS_TEST_PG_URL") else []
-    problems = []
-    for url in urls + CANDIDATE_URLS:
-        eng = sa.create_engine(url, connect_args={"connect_timeout": 3})
-        try:
-            with eng.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            return url
-        except sa.exc.OperationalError as exc:
-            problems.append(f"{url}: {str(exc.orig).strip()}")
-        finally:
-            eng.dispose()
-    pytest.skip("PostgreSQL unreachable: " + " | ".join(problems))
+    return postgres_url()
 
 
 @contextmanager

@@ -191,8 +191,11 @@ def test_bootstrap_promotion_then_refusal_with_a_champion(registry: MlflowRegist
     assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
 
 
-def _fresh_process_scores(uri: str, model_uri: str, csv: Path, cwd: Path) -> Any:
-    """Score ``csv`` in a new interpreter that cannot import this product (a plain MLflow user)."""
+def _fresh_process_scores(
+    uri: str, model_uri: str, csv: Path, cwd: Path, env: dict[str, str] | None = None
+) -> Any:
+    """Score ``csv`` in a new interpreter that cannot import this product (a plain MLflow user);
+    ``env``: its environment (default: this one's)."""
     code = textwrap.dedent(
         f"""
         import importlib.util, json, sys
@@ -206,7 +209,13 @@ def _fresh_process_scores(uri: str, model_uri: str, csv: Path, cwd: Path) -> Any
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=240, check=False
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
