@@ -1,13 +1,17 @@
-"""The production profile end to end for training: snapshots on S3 (moto's server), MLflow as a
-real ``mlflow server`` (PostgreSQL backend, artifacts proxied to S3), the audit URL on PostgreSQL.
+"""The production profile end to end: snapshots on S3 (moto's server), MLflow as a real
+``mlflow server`` (PostgreSQL backend, artifacts proxied to S3), the audit store on PostgreSQL.
 
-The train tasks register a challenger through the server; a plain MLflow user in a fresh process,
-with only the server's URL (no database, no S3 credentials, no product code), loads it by alias
-and gets the same scores; the artifacts live in the server's bucket, not on the worker's disk."""
+Training registers a challenger through the server; a plain MLflow user in a fresh process, with
+only the server's URL (no database, no S3 credentials, no product code), loads it by alias and
+gets the same scores; the artifacts live in the server's bucket, not on the worker's disk.
+Scoring a batch on S3 loads both models through the server, writes a chain that verifies, and a
+prediction reproduces bit for bit."""
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,16 +19,22 @@ import boto3
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
+from flows.reproduce import reproduce
+from flows.score_batch import score_batch
+from mlops.audit import audit_records
 from mlops.champion_loader import load_model_version
+from mlops.cli import main
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.contracts import load_contract
 from mlops.lineage import DECISION_RECORD_ARTIFACT, LINEAGE_TAGS
 from mlops.promotion import bootstrap_champion
 from mlops.pyfunc_model import pip_requirements
 from mlops.registry import make_registry
+from mlops.scoring import ROLE_SHADOW
 from mlops.settings import get_settings
-from mlops.storage import make_store
+from mlops.storage import make_store, s3_client
 from tests.helpers import postgres_url
 from tests.integration.test_registry import _fresh_process_scores
 from tests.mlflow_server import S3_ENV, MlflowServer, mlflow_server
@@ -120,3 +130,66 @@ def test_training_registers_through_the_server_and_a_plain_client_scores_by_alia
     assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == registered.version
     champion = load_model_version(production.url, MODEL, registered.version)
     assert np.array_equal(np.asarray(champion.predict(pd.read_csv(csv))), in_process)
+
+
+@pytest.fixture
+def audit_schema(production: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The production audit store in a fresh PostgreSQL schema (search_path in the URL); dropped after."""
+    base = postgres_url()
+    schema = f"audit_prod_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    monkeypatch.setenv("MLOPS_AUDIT_DB_URL", f"{base}?options=-csearch_path%3D{schema}")
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def test_scoring_in_the_production_profile_is_audited_and_reproducible(
+    production: MlflowServer,
+    audit_schema: str,
+    s3_bucket: str,
+    prefect_harness: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Score a CSV batch on S3 with models loaded through the MLflow server, the audit chain on
+    PostgreSQL; the chain verifies and a prediction reproduces bit for bit (model version via
+    the server, input row from its S3 snapshot)."""
+    registry = make_registry()
+    if registry.get_alias_version(MODEL, ALIAS_CHAMPION) is None:  # this test alone: a champion first
+        run_train_tasks(MODEL)
+        bootstrap_champion(registry, MODEL, approved_by="alice")
+    champion = registry.get_alias_version(MODEL, ALIAS_CHAMPION)
+    registered = run_train_tasks(MODEL)  # the challenger (the shadow)
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) == registered.version != champion
+
+    batch, _ = simulated_day(40, 120, seed=3)
+    settings = get_settings()
+    key = "batches/day40.csv"
+    s3_client(settings.s3_endpoint_url).put_object(
+        Bucket=s3_bucket, Key=key, Body=batch.to_csv(index=False).encode()
+    )
+    result = score_batch(source=f"s3://{s3_bucket}/{key}")
+    assert result.accepted and result.rows_scored == 120
+    assert result.audit_records_written == 240  # champion + shadow per row
+
+    assert main(["audit", "verify", "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert verified["records_checked"] == result.audit_records_written + 1  # + the batch record
+
+    engine = sa.create_engine(settings.resolved_audit_db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_records.c.record_id, audit_records.c.score, audit_records.c.model_version)
+            .where(audit_records.c.record_type == "prediction", audit_records.c.role == ROLE_SHADOW)
+            .limit(1)
+        ).all()
+    engine.dispose()
+    [(record_id, score, model_version)] = rows
+    again = reproduce(prediction_id=str(record_id))
+    assert again.reproduced and again.score_recomputed == score
+    assert again.model_uri == f"models:/{MODEL}/{model_version}" and int(model_version) == registered.version
