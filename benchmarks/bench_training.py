@@ -31,7 +31,7 @@ allocator pool, page or cache warmed by the ingest or the raw runs):
 The MLflow database is a pre-migrated copy (as the tests use): creating MLflow's schema on a
 fresh SQLite file costs ~5 s once per database and is not the flow's cost.
 Ratios: ``flow_over_raw`` (goal <= 1.3 at 1M rows) and ``end_to_end_over_raw`` (ingest + flow).
-Each size runs ``--repeats`` times (default 3) on fresh homes; ``summary`` gives the median
+Each size runs ``--repeats`` times (default 5) on fresh homes; ``summary`` gives the median
 ratio and its range (this machine's speed drifts by 10-20 % within minutes, so one pair of
 runs is not evidence).
 Peak memory: ru_maxrss of the flow's process. ``load_average``: 1-minute load before each phase
@@ -326,7 +326,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=3,
+        default=5,
         help="fresh worker processes per size (the median ratio is reported)",
     )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
