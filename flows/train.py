@@ -75,7 +75,6 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     ready = prepare_training_matrix_task(split.train, bundle.spec, wait_for=[environment])
     reporting = prepare_reports_task.submit(return_state=False)
     candidate = train_candidate_task(ready, bundle.spec)
-    del ready  # the DMatrix is freed once the booster is trained
     digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)

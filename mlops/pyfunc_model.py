@@ -154,7 +154,7 @@ def pinned_requirement_checks() -> Iterator[None]:
         if not seeded and getattr(ru, "_MODULES_TO_PACKAGES", ...) is None:  # unbuilt (and not moved)
             ru._MODULES_TO_PACKAGES = {  # type: ignore[assignment]
                 **{name: [name] for name in PINNED_PACKAGES},
-                **ru.MLFLOW_MODULES_TO_PACKAGES,
+                **getattr(ru, "MLFLOW_MODULES_TO_PACKAGES", {}),
             }
             seeded = True
         if seeded:
