@@ -185,16 +185,14 @@ def _set_schema_from_sample(data: Any, frame: Any) -> None:
         data.__dict__["schema"] = None
 
 
-def _is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
-
-
 class MlflowRegistry:
     """:class:`ModelRegistry` on an MLflow tracking server / registry (SQLite, PostgreSQL, HTTP)."""
 
     def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
+        """``artifact_root``: where experiments created here keep their artifacts (None: the
+        tracking server's default); see :attr:`Settings.mlflow_artifact_root`."""
         self.tracking_uri = tracking_uri
-        self.artifact_root = artifact_root if _is_local(tracking_uri) else None
+        self.artifact_root = artifact_root
         self._client: MlflowClient | None = None
 
     @classmethod
@@ -203,6 +201,9 @@ class MlflowRegistry:
             from mlops.settings import get_settings
 
             settings = get_settings()
+        from mlops.settings import export_mlflow_s3_endpoint
+
+        export_mlflow_s3_endpoint(settings)  # models on s3:// are read and written through it
         return cls(settings.resolved_mlflow_tracking_uri, settings.mlflow_artifact_root)
 
     def _activate(self) -> None:

@@ -98,7 +98,22 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
 
     @property
-    def mlflow_artifact_root(self) -> str:
+    def mlflow_artifact_root(self) -> str | None:
+        """Where experiments this product creates keep their artifacts (the models).
+
+        - an MLflow server (``http(s)://``): None, the server decides (``--artifacts-destination``);
+        - a tracking database (``postgresql://`` ...) with an ``s3://`` object store: beside the
+          snapshots, ``<store>/mlflow-artifacts``, so every host loads the same models (MLflow's
+          own default, ``./mlruns``, would be the disk of whichever worker created the experiment);
+        - otherwise (SQLite, a laptop): ``<home>/mlartifacts``.
+        """
+        uri = self.resolved_mlflow_tracking_uri
+        if uri.startswith(("http://", "https://")):
+            return None
+        local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+        store = self.resolved_store_url
+        if not local and store.startswith("s3://"):
+            return f"{store.rstrip('/')}/mlflow-artifacts"
         return str(self.home_dir / "mlartifacts")
 
     @property
@@ -123,13 +138,22 @@ def flow_settings() -> Settings:
     return settings
 
 
-def apply_process_settings(settings: Settings) -> None:
-    """Make the process-wide choices the settings hold (each flow, through :func:`flow_settings`).
+def export_mlflow_s3_endpoint(settings: Settings) -> None:
+    """MLflow reads its S3 endpoint only from ``MLFLOW_S3_ENDPOINT_URL``: set it from ours (once)."""
+    if settings.s3_endpoint_url and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
 
-    Today that is Arrow's memory pool (:attr:`Settings.arrow_memory_pool`), unless the process
-    was started with ``ARROW_DEFAULT_MEMORY_POOL``. A pool this pyarrow build lacks keeps the
-    default. Buffers already allocated keep the pool they came from, so calling this again is safe.
+
+def apply_process_settings(settings: Settings) -> None:
+    """Make the process-wide choices the settings hold (each flow, through :func:`flow_settings`):
+
+    - MLflow's S3 endpoint: with :attr:`Settings.s3_endpoint_url` set (MinIO, moto), model
+      artifacts on ``s3://`` go there too (``MLFLOW_S3_ENDPOINT_URL``, unless already set);
+    - Arrow's memory pool (:attr:`Settings.arrow_memory_pool`), unless the process was started
+      with ``ARROW_DEFAULT_MEMORY_POOL``. A pool this pyarrow build lacks keeps the default.
+      Buffers already allocated keep the pool they came from, so calling this again is safe.
     """
+    export_mlflow_s3_endpoint(settings)
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     import pyarrow as pa

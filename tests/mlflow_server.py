@@ -29,7 +29,7 @@ class MlflowServer:
 
 
 @contextmanager
-def _fresh_database(pg_url: str) -> Iterator[str]:
+def fresh_database(pg_url: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the server of ``pg_url``; dropped on exit."""
     name = f"mlflow_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
@@ -50,7 +50,7 @@ def mlflow_server(pg_url: str, s3_endpoint: str, log: Path) -> Iterator[MlflowSe
 
     bucket = f"mlflow-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, **_credentials()).create_bucket(Bucket=bucket)
-    with _fresh_database(pg_url) as database_url:
+    with fresh_database(pg_url) as database_url:
         port = free_port()
         cmd = [
             str(Path(sys.executable).with_name("mlflow")),

@@ -5,7 +5,8 @@ Training registers a challenger through the server; a plain MLflow user in a fre
 only the server's URL (no database, no S3 credentials, no product code), loads it by alias and
 gets the same scores; the artifacts live in the server's bucket, not on the worker's disk.
 Scoring a batch on S3 loads both models through the server, writes a chain that verifies, and a
-prediction reproduces bit for bit."""
+prediction reproduces bit for bit. With MLflow on PostgreSQL directly (no server), the models go
+to the object store's bucket, not to ``./mlruns`` on the worker that trained."""
 
 from __future__ import annotations
 
@@ -33,11 +34,11 @@ from mlops.promotion import bootstrap_champion
 from mlops.pyfunc_model import pip_requirements
 from mlops.registry import make_registry
 from mlops.scoring import ROLE_SHADOW
-from mlops.settings import get_settings
+from mlops.settings import Settings, get_settings
 from mlops.storage import make_store, s3_client
 from tests.helpers import postgres_url
 from tests.integration.test_registry import _fresh_process_scores
-from tests.mlflow_server import S3_ENV, MlflowServer, mlflow_server
+from tests.mlflow_server import S3_ENV, MlflowServer, fresh_database, mlflow_server
 from tests.training_helpers import ingest_history, run_train_tasks, simulated_day, write_spec
 
 pytestmark = pytest.mark.integration
@@ -57,12 +58,19 @@ def production(
     server: MlflowServer, s3_bucket: str, mlops_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> MlflowServer:
     """The production profile: S3 store (``s3_bucket``), the MLflow server, PostgreSQL audit URL."""
+    _production_history(monkeypatch, server.url, tmp_path / "specs")
+    return server
+
+
+def _production_history(monkeypatch: pytest.MonkeyPatch, tracking_uri: str, specs: Path) -> Settings:
+    """Production-profile settings with MLflow at ``tracking_uri`` (the S3 store is the test's
+    ``s3_bucket``), a small spec, and four ingested days of applications and outcomes."""
     monkeypatch.setenv("MLOPS_PROFILE", "production")
-    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("MLOPS_AUDIT_DB_URL", postgres_url())
     monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "a-test-secret-of-our-own")
-    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(tmp_path / "specs"))
-    write_spec(tmp_path / "specs")
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(specs))
+    write_spec(specs)
     settings = get_settings()
     assert settings.profile == "production"
     ingest_history(
@@ -72,7 +80,7 @@ def production(
         days=4,
         rows=500,
     )
-    return server
+    return settings
 
 
 def test_training_registers_through_the_server_and_a_plain_client_scores_by_alias(
@@ -193,3 +201,40 @@ def test_scoring_in_the_production_profile_is_audited_and_reproducible(
     again = reproduce(prediction_id=str(record_id))
     assert again.reproduced and again.score_recomputed == score
     assert again.model_uri == f"models:/{MODEL}/{model_version}" and int(model_version) == registered.version
+
+
+def test_a_tracking_database_keeps_the_models_beside_the_snapshots_on_s3(
+    s3_bucket: str, mlops_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow on PostgreSQL directly (no server): the experiments we create keep their models on
+    the object store's S3 bucket, not in ``./mlruns`` on the disk of the worker that trained."""
+    monkeypatch.chdir(tmp_path)
+    with fresh_database(postgres_url()) as database_url:
+        monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+        settings = _production_history(monkeypatch, database_url, tmp_path / "specs")
+        registered = run_train_tasks(MODEL)
+        registry = make_registry()
+        experiment = registry.client.get_experiment_by_name(MODEL)
+        assert experiment is not None
+        assert experiment.artifact_location == f"s3://{s3_bucket}/mlops/mlflow-artifacts/{MODEL}"
+        assert not (tmp_path / "mlruns").exists() and not (mlops_home / "mlartifacts").exists()
+        keys = [
+            obj["Key"]
+            for obj in s3_client(settings.s3_endpoint_url)
+            .list_objects_v2(Bucket=s3_bucket, Prefix="mlops/mlflow-artifacts/")
+            .get("Contents", [])
+        ]
+        assert any(k.endswith("/booster.json") for k in keys), keys[:20]
+
+        raw, _ = simulated_day(30, 40)
+        csv = tmp_path / "raw.csv"
+        raw.to_csv(csv, index=False)
+        in_process = registry.load_model(MODEL, ALIAS_CHALLENGER).predict(pd.read_csv(csv))
+        # A plain MLflow user with the database and S3 (the endpoint and keys, as any client of it).
+        plain = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
+        plain["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url or ""
+        scores = _fresh_process_scores(
+            database_url, f"models:/{MODEL}@{ALIAS_CHALLENGER}", csv, tmp_path, env=plain
+        )
+        assert registered.alias == ALIAS_CHALLENGER
+        assert len(scores) == 40 and np.array_equal(np.asarray(scores), in_process)

@@ -1,14 +1,17 @@
-"""Process-wide choices of the settings: Arrow's memory pool."""
+"""Process-wide choices of the settings (Arrow's memory pool, MLflow's S3 endpoint) and where
+MLflow keeps the models of the experiments we create."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from mlops.settings import Settings, apply_process_settings, flow_settings
+from mlops.settings import Settings, apply_process_settings, export_mlflow_s3_endpoint, flow_settings
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +49,42 @@ def test_an_unknown_pool_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_ARROW_MEMORY_POOL", "tcmalloc")
     with pytest.raises(ValidationError, match="arrow_memory_pool"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("tracking", "store", "expected"),
+    [
+        (None, None, "<home>/mlartifacts"),  # embedded: SQLite, a local folder
+        ("sqlite:////tmp/x/mlflow.db", "s3://bucket/mlops", "<home>/mlartifacts"),  # a laptop on S3
+        ("http://mlflow:5000", "s3://bucket/mlops", None),  # the server decides
+        ("https://mlflow.example.com", None, None),
+        ("postgresql+psycopg2://u@db/mlflow", "s3://bucket/mlops/", "s3://bucket/mlops/mlflow-artifacts"),
+        ("postgresql://u@db/mlflow", None, "<home>/mlartifacts"),  # no shared store to put them in
+    ],
+)
+def test_models_are_kept_where_every_host_can_read_them(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tracking: str | None,
+    store: str | None,
+    expected: str | None,
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    for var, value in (("MLOPS_MLFLOW_TRACKING_URI", tracking), ("MLOPS_STORE_URL", store)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    settings = Settings()
+    want = expected.replace("<home>", str(settings.home_dir)) if expected else None
+    assert settings.mlflow_artifact_root == want
+
+
+def test_mlflows_s3_endpoint_follows_ours_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("MLOPS_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    apply_process_settings(Settings())  # what each flow does as it starts
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000")  # the operator's own choice wins
+    export_mlflow_s3_endpoint(Settings())
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
