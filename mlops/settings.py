@@ -139,21 +139,20 @@ def flow_settings() -> Settings:
 
 
 def export_mlflow_s3_endpoint(settings: Settings) -> None:
-    """MLflow reads its S3 endpoint only from ``MLFLOW_S3_ENDPOINT_URL``: set it from ours (once)."""
+    """MLflow reads its S3 endpoint only from ``MLFLOW_S3_ENDPOINT_URL``: set it from ours, unless
+    set. Every use of MLflow goes through a registry made from the settings, which calls this."""
     if settings.s3_endpoint_url and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
 
 
 def apply_process_settings(settings: Settings) -> None:
-    """Make the process-wide choices the settings hold (each flow, through :func:`flow_settings`):
+    """Make the process-wide choices the settings hold (each flow, through :func:`flow_settings`).
 
-    - MLflow's S3 endpoint: with :attr:`Settings.s3_endpoint_url` set (MinIO, moto), model
-      artifacts on ``s3://`` go there too (``MLFLOW_S3_ENDPOINT_URL``, unless already set);
-    - Arrow's memory pool (:attr:`Settings.arrow_memory_pool`), unless the process was started
-      with ``ARROW_DEFAULT_MEMORY_POOL``. A pool this pyarrow build lacks keeps the default.
-      Buffers already allocated keep the pool they came from, so calling this again is safe.
+    Today that is Arrow's memory pool (:attr:`Settings.arrow_memory_pool`), unless the process
+    was started with ``ARROW_DEFAULT_MEMORY_POOL``. A pool this pyarrow build lacks keeps the
+    default. Buffers already allocated keep the pool they came from, so calling this again is safe.
+    (MLflow's S3 endpoint is set where MLflow is reached: ``MlflowRegistry.from_settings``.)
     """
-    export_mlflow_s3_endpoint(settings)
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     import pyarrow as pa

@@ -69,36 +69,22 @@ def s3_endpoint() -> Iterator[str]:
     """moto's S3 server as a separate process on 127.0.0.1 (a real endpoint, not a mock)."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
-    from tests.prefect_server import free_port
+    from tests.prefect_server import free_port, stop_process, wait_healthy
 
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
     try:
+        wait_healthy(f"{url}/moto-api/", proc, 60, "moto server")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -16,9 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.helpers import S3_TEST_ENV
-from tests.prefect_server import free_port, wait_healthy
-
-S3_ENV = S3_TEST_ENV
+from tests.prefect_server import free_port, stop_process, wait_healthy
 
 
 @dataclass(frozen=True)
@@ -66,31 +64,28 @@ def mlflow_server(pg_url: str, s3_endpoint: str, log: Path) -> Iterator[MlflowSe
             "--artifacts-destination",
             f"s3://{bucket}/artifacts",
         ]
-        env = {**_base_env(), **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+        env = {**_base_env(), **S3_TEST_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
         with log.open("w") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+            # its own process group: stop_process ends the server and its uvicorn workers
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             try:
                 wait_healthy(f"{url}/health", proc, 120, "mlflow server")  # ~10 s: schema on PostgreSQL
             except RuntimeError as exc:
-                proc.kill()
                 raise RuntimeError(f"{exc}:\n{log.read_text(errors='replace')[-3000:]}") from None
             yield MlflowServer(url=url, bucket=bucket, database_url=database_url)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            stop_process(proc)
 
 
 def _credentials() -> dict[str, str]:
     return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+        "aws_access_key_id": S3_TEST_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_TEST_ENV["AWS_DEFAULT_REGION"],
     }
 
 

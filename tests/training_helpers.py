@@ -8,6 +8,10 @@ real ``validate_data`` flow.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -139,3 +143,33 @@ def run_train_tasks(model: str, flow_run_id: str | None = None) -> Any:
         lineage,
     )
     return t.register_candidate_task.fn(bundle.spec, settings, logged, record, lineage)
+
+
+def fresh_process_scores(
+    uri: str, model_uri: str, csv: Path, cwd: Path, env: dict[str, str] | None = None
+) -> Any:
+    """Score ``csv`` in a new interpreter that cannot import this product (a plain MLflow user);
+    ``env``: its environment (default: this one's)."""
+    code = textwrap.dedent(
+        f"""
+        import importlib.util, json, sys
+        sys.meta_path = [f for f in sys.meta_path if getattr(f, "__name__", "") != "_EditableFinder"]
+        assert importlib.util.find_spec("mlops") is None, "the product must not be importable here"
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({uri!r})
+        model = mlflow.pyfunc.load_model({model_uri!r})
+        scores = model.predict(pd.read_csv({str(csv)!r}))
+        print(json.dumps([float(s) for s in scores]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

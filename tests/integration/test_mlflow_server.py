@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,9 +36,14 @@ from mlops.scoring import ROLE_SHADOW
 from mlops.settings import Settings, get_settings
 from mlops.storage import make_store, s3_client
 from tests.helpers import postgres_url
-from tests.integration.test_registry import _fresh_process_scores
-from tests.mlflow_server import S3_ENV, MlflowServer, fresh_database, mlflow_server
-from tests.training_helpers import ingest_history, run_train_tasks, simulated_day, write_spec
+from tests.mlflow_server import MlflowServer, fresh_database, mlflow_server
+from tests.training_helpers import (
+    fresh_process_scores,
+    ingest_history,
+    run_train_tasks,
+    simulated_day,
+    write_spec,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,13 +106,7 @@ def test_training_registers_through_the_server_and_a_plain_client_scores_by_alia
     assert record["candidate"]["version"] == str(registered.version)
 
     # ... and they are in the server's bucket: the model files and the decision record.
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=get_settings().s3_endpoint_url,
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_ENV["AWS_DEFAULT_REGION"],
-    )
+    s3 = s3_client(get_settings().s3_endpoint_url)
     keys = [
         obj["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(
@@ -127,7 +125,7 @@ def test_training_registers_through_the_server_and_a_plain_client_scores_by_alia
     csv = tmp_path / "raw.csv"
     raw.to_csv(csv, index=False)
     plain = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLOPS_", "MLFLOW_"))}
-    scores = _fresh_process_scores(
+    scores = fresh_process_scores(
         production.url, f"models:/{MODEL}@{ALIAS_CHALLENGER}", csv, tmp_path, env=plain
     )
     in_process = registry.load_model(MODEL, ALIAS_CHALLENGER).predict(pd.read_csv(csv))
@@ -233,7 +231,7 @@ def test_a_tracking_database_keeps_the_models_beside_the_snapshots_on_s3(
         # A plain MLflow user with the database and S3 (the endpoint and keys, as any client of it).
         plain = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
         plain["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url or ""
-        scores = _fresh_process_scores(
+        scores = fresh_process_scores(
             database_url, f"models:/{MODEL}@{ALIAS_CHALLENGER}", csv, tmp_path, env=plain
         )
         assert registered.alias == ALIAS_CHALLENGER

@@ -3,12 +3,8 @@ candidates, the bootstrap promotion, and the pyfunc loaded by alias in a fresh p
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,7 +48,13 @@ from mlops.pyfunc_model import pip_requirements
 from mlops.registry import MlflowRegistry, make_registry
 from mlops.settings import PROJECT_ROOT, get_settings
 from mlops.storage import make_store
-from tests.training_helpers import ingest_history, run_train_tasks, simulated_day, write_spec
+from tests.training_helpers import (
+    fresh_process_scores,
+    ingest_history,
+    run_train_tasks,
+    simulated_day,
+    write_spec,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -191,36 +193,6 @@ def test_bootstrap_promotion_then_refusal_with_a_champion(registry: MlflowRegist
     assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
 
 
-def _fresh_process_scores(
-    uri: str, model_uri: str, csv: Path, cwd: Path, env: dict[str, str] | None = None
-) -> Any:
-    """Score ``csv`` in a new interpreter that cannot import this product (a plain MLflow user);
-    ``env``: its environment (default: this one's)."""
-    code = textwrap.dedent(
-        f"""
-        import importlib.util, json, sys
-        sys.meta_path = [f for f in sys.meta_path if getattr(f, "__name__", "") != "_EditableFinder"]
-        assert importlib.util.find_spec("mlops") is None, "the product must not be importable here"
-        import mlflow, pandas as pd
-        mlflow.set_tracking_uri({uri!r})
-        model = mlflow.pyfunc.load_model({model_uri!r})
-        scores = model.predict(pd.read_csv({str(csv)!r}))
-        print(json.dumps([float(s) for s in scores]))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
     registry: MlflowRegistry, mlflow_uri: str, tmp_path: Path
 ) -> None:
@@ -230,7 +202,7 @@ def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
     csv = tmp_path / "raw.csv"
     raw.to_csv(csv, index=False)  # raw columns as a user has them: text, ints, floats, extra columns
 
-    scores = _fresh_process_scores(mlflow_uri, f"models:/{MODEL}@{ALIAS_CHAMPION}", csv, tmp_path)
+    scores = fresh_process_scores(mlflow_uri, f"models:/{MODEL}@{ALIAS_CHAMPION}", csv, tmp_path)
     in_process = registry.load_model(MODEL, ALIAS_CHAMPION).predict(pd.read_csv(csv))
     assert len(scores) == 40 and np.array_equal(np.asarray(scores), in_process)
     assert all(0.0 < s < 1.0 for s in scores)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from mlops.registry import make_registry
 from mlops.settings import Settings, apply_process_settings, export_mlflow_s3_endpoint, flow_settings
 
 pytestmark = pytest.mark.unit
@@ -83,7 +84,7 @@ def test_models_are_kept_where_every_host_can_read_them(
 def test_mlflows_s3_endpoint_follows_ours_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("MLOPS_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
-    apply_process_settings(Settings())  # what each flow does as it starts
+    make_registry(Settings())  # every use of MLflow goes through a registry from the settings
     assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000")  # the operator's own choice wins
     export_mlflow_s3_endpoint(Settings())
