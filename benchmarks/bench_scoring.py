@@ -10,7 +10,7 @@ peak RSS is its own):
 * ``raw``: one booster's ``inplace_predict`` on the rows already prepared for it (the
   categorical casting is done first and not timed; it is reported separately as ``prepare``);
 * ``full``: what ``score_batch`` does without Prefect: read the batch in chunks, validate
-  each chunk against the contract (typing, GX SUMMARY, quarantine split), store the valid
+  each chunk against the contract (typing, GX BASIC, quarantine split), store the valid
   snapshots, read them back hash-checked, score every row with the champion and the
   challenger (the logged pyfunc's own path: the cast once per chunk when both models share
   a feature schema, then ``inplace_predict``), apply the decision policy,

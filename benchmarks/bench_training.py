@@ -3,7 +3,7 @@
 For each size (default 100k and 1M labelled rows, 10 simulated days), on a fresh home, four
 phases, each in a fresh process (so the flow's process is as cold as a fresh `mlops train`: no
 allocator pool, page or cache warmed by the ingest or the raw runs):
-1. ``ingest``: our full validation (GX SUMMARY + quarantine split) of applications and
+1. ``ingest``: our full validation (GX BASIC + quarantine split) of applications and
    outcomes, content-addressed snapshots, catalog entries (``ingest_seconds``; not part of the
    ratio: validation happens when batches arrive, not when a model is trained);
 2. ``raw`` (before) and 4. ``raw`` (after): raw ``xgboost.train`` with the spec's params and

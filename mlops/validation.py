@@ -1,7 +1,7 @@
 """Validate a batch against its contract: GX decides pass/fail, a vectorised mask quarantines rows.
 
 Steps: check the columns are there -> type the raw batch by the contract (cells that do not
-parse become ``wrong_type``) -> GX validates the typed batch (SUMMARY) -> the same contract
+parse become ``wrong_type``) -> GX validates the typed batch (BASIC) -> the same contract
 builds one boolean mask per rule, each failed row keeps every reason -> the batch is accepted
 only if GX passes and the quarantined share is within the limit.
 Invariant: ``rows_valid + rows_quarantined == rows_read``.
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel
 
 from mlops.constants import QUARANTINE_REASONS_COLUMN
@@ -128,8 +129,26 @@ def type_column(raw: pd.Series, col: ColumnSpec) -> tuple[pd.Series, np.ndarray]
             typed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
         return typed, present & typed.isna().to_numpy()
     # string / category: any present value is text.
-    typed = raw.astype("str").where(raw.notna(), None).astype(pd.StringDtype(na_value=np.nan))
-    return typed, np.zeros(len(raw), dtype=bool)
+    return as_text(raw), np.zeros(len(raw), dtype=bool)
+
+
+TEXT_DTYPE = pd.StringDtype(na_value=np.nan)
+
+
+def as_text(raw: pd.Series) -> pd.Series:
+    """Each present value as its text (``str(value)``), missing values missing, in TEXT_DTYPE.
+
+    A pandas ``category`` column (what a Parquet file written from pandas reads back as) has
+    each category's text made once and spread by the codes: about 5 ms at 1M rows instead of
+    about 0.1 s value by value. Same texts as the value-by-value path, which is what pandas'
+    own ``Categorical.astype(str)`` does too (a unit test compares them).
+    """
+    if isinstance(raw.dtype, pd.CategoricalDtype):
+        texts = pd.Series(raw.cat.categories).astype("str").to_numpy(dtype=object)
+        codes = raw.cat.codes.to_numpy()
+        spread = pa.array(texts, type=pa.large_string()).take(pa.array(codes, mask=codes < 0))
+        return pd.Series(pd.array(spread, dtype=TEXT_DTYPE), index=raw.index, name=raw.name)
+    return raw.astype("str").where(raw.notna(), None).astype(TEXT_DTYPE)
 
 
 def row_masks(typed: pd.DataFrame, wrong: dict[str, np.ndarray], contract: Contract) -> dict[str, np.ndarray]:
@@ -234,7 +253,7 @@ def finalise_valid(typed: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 def quarantine_frame(raw: pd.DataFrame, bad: np.ndarray, reasons: list[str]) -> pd.DataFrame:
     """Quarantined rows exactly as they arrived (as text), with their row number and reasons."""
     rows = raw.iloc[bad].astype("str").where(raw.iloc[bad].notna(), None)
-    rows = rows.astype(pd.StringDtype(na_value=np.nan)).reset_index(drop=True)
+    rows = rows.astype(TEXT_DTYPE).reset_index(drop=True)
     rows.insert(0, SOURCE_ROW_COLUMN, bad.astype("int64"))
     rows[QUARANTINE_REASONS_COLUMN] = reasons
     return rows

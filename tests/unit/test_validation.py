@@ -17,7 +17,9 @@ from mlops.gx_suite import GXRunner
 from mlops.settings import PROJECT_ROOT
 from mlops.validation import (
     SOURCE_ROW_COLUMN,
+    TEXT_DTYPE,
     ValidatedBatch,
+    as_text,
     expectation_outcomes,
     gx_view,
     type_batch,
@@ -225,3 +227,32 @@ def test_unreadable_input_gets_a_clear_error(tmp_path: Path, name: str, content:
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         read_batch(str(tmp_path / "nope.csv"))
+
+
+@pytest.mark.parametrize(
+    "categories",
+    [
+        ["rent", "own", "mortgage"],
+        [3, 10, 250],
+        [0.5, 1.0, 2.25],
+        pd.to_datetime(["2026-01-01 00:00", "2026-01-02 12:30", "2026-02-01 00:00"]),
+    ],
+    ids=["text", "int", "float", "datetime"],
+)
+def test_category_columns_become_each_value_s_text(categories: list[object]) -> None:
+    codes = np.array([0, 2, -1, 1, 1, 0, -1, 2])  # -1: missing
+    raw = pd.Series(pd.Categorical.from_codes(codes, categories=categories), index=range(10, 18), name="c")
+    expected = pd.Series(
+        [None if pd.isna(v) else str(v) for v in raw.astype(object)],
+        index=raw.index,
+        name="c",
+        dtype=TEXT_DTYPE,
+    )
+    pd.testing.assert_series_equal(as_text(raw), expected)
+    pd.testing.assert_series_equal(as_text(raw.astype(object)), expected)  # the value-by-value path
+    # pandas' own cast agrees, except that it writes int categories as floats ("3.0") once a
+    # value is missing; the text of 3 is "3" with or without missing neighbours.
+    if not pd.api.types.is_integer_dtype(raw.cat.categories.dtype):
+        pd.testing.assert_series_equal(
+            raw.astype("str").where(raw.notna(), None).astype(TEXT_DTYPE), expected
+        )
