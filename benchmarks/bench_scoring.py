@@ -234,7 +234,7 @@ def _run(args: list[str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--chunk-rows", type=int, help="default: the scoring flow's DEFAULT_CHUNK_ROWS")
     parser.add_argument("--validation-chunk-rows", type=int, default=1_000_000)
     parser.add_argument("--memory-only", action="store_true", help="run only the full side (peak memory)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -243,6 +243,10 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chunk_rows is None:
+        from mlops.scoring import DEFAULT_CHUNK_ROWS
+
+        args.chunk_rows = DEFAULT_CHUNK_ROWS
     if args.worker == "raw":
         print(json.dumps(worker_raw(args.data, args.models)))
         return

@@ -60,7 +60,10 @@ DECISION_DECLINE: Final = "decline"
 REASON_REVIEW_BAND: Final = "review_band"
 REASON_HIGH_STAKES: Final = "high_stakes"
 INPUT_HASH_FORMAT: Final = "mlops-input/1"
-DEFAULT_CHUNK_ROWS: Final = 100_000
+# Rows scored and audited at a time. The last chunk's audit write cannot overlap any scoring,
+# so it is the tail of every batch: at 1M rows, 50k against 100k halves it (0.7-0.9 s against
+# 1.7-2.1 s) and lowers peak RSS from ~1.45 to ~1.25 GB (bench_scoring, 3 pairs).
+DEFAULT_CHUNK_ROWS: Final = 50_000
 _MISSING_TEXT: Final = b"\xff\xff\xff\xff"
 
 
