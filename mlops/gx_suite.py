@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +117,18 @@ def build_suite(contract: Contract, max_share: float | None = None) -> Any:
         for exp in compile_expectations(contract, max_share)
     ]
     return gx.ExpectationSuite(name=suite_name(contract), expectations=expectations)
+
+
+def data_docs_dir(reports_dir: Path, run_name: str) -> Path:
+    """A Data Docs site of its own for each validation run: ``<reports>/data_docs/<UTC time>-<run>``.
+
+    Our GX context is ephemeral (it stores no results), and GX's site builder deletes the pages
+    of results it does not hold: one shared site would lose every earlier batch's page at the
+    next validation, leaving the links in earlier summaries and artifacts dead.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_name).strip("-.") or "validate"
+    return reports_dir / "data_docs" / f"{stamp}-{safe}"
 
 
 ResultFormat = Literal["BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE"]

@@ -21,7 +21,7 @@ from mlops.constants import (
 )
 from mlops.contracts import load_contract
 from mlops.events import emit
-from mlops.gx_suite import GXRunner
+from mlops.gx_suite import GXRunner, data_docs_dir
 from mlops.settings import Settings
 from mlops.storage import make_store, write_snapshot
 from mlops.validation import ValidatedBatch, ValidationSummary, validate_frame
@@ -44,7 +44,7 @@ def validate_batch_task(
     raw: pd.DataFrame, source: str, contract_name: str, settings: Settings, run_name: str
 ) -> ValidatedBatch:
     contract = load_contract(settings.contracts_dir, contract_name)
-    runner = GXRunner(docs_dir=settings.reports_dir / "data_docs")
+    runner = GXRunner(docs_dir=data_docs_dir(settings.reports_dir, run_name))
     share = settings.max_quarantine_share
     validated = validate_frame(raw, contract, runner, source=source, max_share=share, run_name=run_name)
     pages = [p for p in runner.docs_pages() if run_name in str(p)] or runner.docs_pages()

@@ -62,6 +62,9 @@ def test_clean_batch_is_snapshotted_catalogued_and_announced(mlops_home: Path, t
     again = validate_data(source=str(good))  # same content: same snapshot, no second entry
     assert again.snapshot_sha256 == summary.snapshot_sha256
     assert len(list_snapshots(store, "credit_applications")) == 1
+    # Each run has its own Data Docs page, and the later run did not delete the earlier one.
+    assert again.data_docs and again.data_docs != summary.data_docs
+    assert Path(again.data_docs).is_file() and Path(summary.data_docs).is_file()
 
 
 def test_broken_batch_is_rejected_quarantined_and_announced(mlops_home: Path, tmp_path: Path) -> None:
