@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 
 from flows.monitor import monitor_drift
 from flows.promote import promote
@@ -77,6 +79,12 @@ def _quarantine_lines(broken: dict[str, Any]) -> list[str]:
 
 
 @flow(name="lifecycle-demo", log_prints=True)
+def _bin(name: str) -> str:
+    """The command as installed beside this interpreter (``.venv/bin/mlops``), which the
+    shell's PATH may not hold."""
+    return str(Path(sys.executable).parent / name)
+
+
 def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str, Any]:
     """Simulate a week of applications and take them through every stage.
 
@@ -142,7 +150,8 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
             "",
             f"Scoring (day {SCORE_DAY}, new business)",
             f"  {scored.rows_scored} rows scored by champion v{scored.champion_version}: decisions {scored.decisions}",
-            f"  routed to human review: {scored.routed_to_review} (open cases: mlops review list)",
+            f"  routed to human review: {scored.routed_to_review} "
+            f"(open cases: MLOPS_HOME={settings.home_dir} {_bin('mlops')} review list)",
             f"  audit records written: {scored.audit_records_written}",
         ]
     lines.append(
@@ -158,10 +167,11 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
     lines += [
         "",
         f"State: {settings.home_dir}",
-        f"MLflow: mlflow ui --backend-store-uri {settings.resolved_mlflow_tracking_uri}",
+        f"MLflow: {_bin('mlflow')} ui --backend-store-uri {settings.resolved_mlflow_tracking_uri}",
     ]
     report = "\n".join(lines)
-    print(report)
+    # In the Prefect UI as the run's artifact; the terminal gets it once, from the CLI.
+    create_markdown_artifact(f"```\n{report}\n```", key="lifecycle-demo", description="What the demo did")
     return {
         "batches": rows,
         "train": trained.model_dump(mode="json"),

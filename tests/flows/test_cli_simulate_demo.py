@@ -57,8 +57,21 @@ def test_demo_runs_the_lifecycle(
     assert broken["verdict"].startswith("REJECTED") and broken["rows_quarantined"] > 0
     assert broken["rows_valid"] + broken["rows_quarantined"] == broken["rows_read"]
     assert all(b["verdict"] == "accepted" for name, b in batches.items() if name.startswith("outcomes"))
-    assert "wrong_type" in out and "Data validation" in out
+    assert "wrong_type" in out and out.count("Data validation") == 1  # the report, printed once
+    assert f"MLOPS_HOME={mlops_home} " in out and "review list" in out  # a hint that finds the cases
     # The first model goes through the gates and becomes champion by the recorded bootstrap path.
     assert (
         result["train"]["verdict"] == "bootstrap" and result["champion_version"] == result["train"]["version"]
     )
+
+
+def test_demo_refuses_a_home_with_an_earlier_runs_state(
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (mlops_home / "audit.db").write_bytes(b"")  # an earlier run's audit store
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 2
+    captured = capsys.readouterr()
+    error = json.loads(captured.out.strip().splitlines()[-1])["error"]
+    assert str(mlops_home) in error and "audit.db" in error
+    assert "empty folder" in captured.err
+    assert not (tmp_path / "demo").exists()  # nothing was simulated or written
