@@ -1,4 +1,4 @@
-"""The ``mlops`` command: each subcommand runs the matching flow (DESIGN.md "Doors").
+"""The ``mlops`` command: each subcommand runs the matching flow (docs/DESIGN.md "Doors").
 
 Every subcommand takes ``--json`` and then prints one JSON object as its last stdout line.
 Exit codes: 0 success, 1 the work was refused (rejected batch, failed gate, broken chain),

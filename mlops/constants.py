@@ -8,7 +8,7 @@ from typing import Final
 ALIAS_CHAMPION: Final = "champion"
 ALIAS_CHALLENGER: Final = "challenger"
 
-# Prefect custom events (DESIGN.md "Events").
+# Prefect custom events (docs/DESIGN.md "Events").
 EVENT_DATA_VALIDATED: Final = "mlops.data.validated"
 EVENT_DATA_REJECTED: Final = "mlops.data.rejected"
 EVENT_DRIFT_DETECTED: Final = "mlops.drift.detected"

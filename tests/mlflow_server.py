@@ -1,4 +1,4 @@
-"""A real ``mlflow server`` for tests, shaped like the production profile (DESIGN.md):
+"""A real ``mlflow server`` for tests, shaped like the production profile (docs/DESIGN.md):
 a PostgreSQL backend store (a fresh database, dropped afterwards) and artifacts proxied by the
 server to S3 (a bucket on moto's S3 server). Clients talk HTTP only: they need no database and
 no S3 credentials, as on a worker host in production."""
