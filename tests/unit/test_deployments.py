@@ -159,6 +159,16 @@ def test_monitor_runs_on_a_daily_cron_and_rollback_and_retrain_can_be_started_by
     assert required == {"by", "reason"}  # the UI form asks who and why
 
 
+def test_a_review_case_can_be_started_from_the_ui_with_only_its_id() -> None:
+    deployment = _by_name("review-case")
+    fn = _flow(deployment["entrypoint"]).fn
+    required = {
+        p.name for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty
+    }
+    assert required == {"case_id"}  # the UI's run form asks for the case; the pause asks the rest
+    assert "triggers" not in deployment and "schedules" not in deployment  # a person starts it
+
+
 def test_pull_step_is_explicit_and_its_template_comes_from_the_build_step() -> None:
     data = _config()
     [build] = data["build"]
