@@ -14,7 +14,8 @@ Public API (all take a SQLAlchemy ``Engine``; :func:`create_audit_engine` makes 
     verify_chain(engine, *, anchors=(), page_size=10_000, anchor=False) -> ChainReport
     anchor_head(engine) -> Anchor; export_anchor(anchor, path); load_anchors(*paths)
     open_review_case(engine, case_id, reason) -> ReviewCase
-    list_open_cases(engine, model_name=None) -> list[ReviewCase]
+    list_open_cases(engine, model_name=None, *, limit=None) -> list[ReviewCase]
+    count_open_cases(engine, model_name=None) -> int
     resolve_case(engine, case_id, reviewer, decision, reason) -> ReviewCase
     resolved_cases(engine, model_name=None) -> DataFrame
     entity_key(raw_id | Series, key) -> str | Series
@@ -109,6 +110,7 @@ from mlops.audit_review import (
     ReviewCaseAlreadyResolved,
     ReviewCaseNotFound,
     ReviewError,
+    count_open_cases,
     get_case,
     list_open_cases,
     open_review_case,
@@ -195,6 +197,7 @@ __all__ = [
     "audit_chain_head",
     "audit_records",
     "canonical_record_bytes",
+    "count_open_cases",
     "create_audit_engine",
     "create_schema",
     "encode_predictions",

@@ -50,7 +50,9 @@ class ReviewCaseNotFound(ReviewError):
 
 
 class ReviewCaseAlreadyResolved(ReviewError):
-    """The case was resolved before; a resolution is final."""
+    """The case was resolved before; a resolution is final (the CLI exits 1: refused)."""
+
+    exit_code = 1
 
 
 class InvalidReviewDecision(ReviewError):
@@ -142,6 +144,15 @@ def list_open_cases(
     stmt = stmt.order_by(review_cases.c.created_at, review_cases.c.case_id).limit(limit)
     with engine.connect() as conn:
         return [_case(row) for row in conn.execute(stmt)]
+
+
+def count_open_cases(engine: Engine, model_name: str | None = None) -> int:
+    """How many cases are open (optionally of one model)."""
+    stmt = sa.select(sa.func.count()).select_from(review_cases).where(review_cases.c.status == STATUS_OPEN)
+    if model_name is not None:
+        stmt = stmt.where(review_cases.c.model_name == model_name)
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())
 
 
 def _check_resolution(reviewer: str, decision: str, reason: str) -> None:

@@ -20,15 +20,20 @@ def cmd_monitor(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 
 
 def cmd_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
-    """A skipped retrain is a successful run that says why (exit 0)."""
+    """A skipped retrain is a successful run that says why (exit 0); a candidate that fails its
+    gates exits 1, as with ``mlops train`` (it is still registered, without an alias)."""
     from flows.retrain import retrain
 
     result = retrain(model=args.model, severity="manual", reason=args.reason or "", force=args.force)
+    code = 0
     if result.ran and result.train is not None:
         text = f"{args.model}: retrained -> version {result.train.version} ({result.train.verdict})"
+        if not result.train.passed:
+            code = 1
+            text += f" — failed its gates; decision record: {result.train.decision_record_uri}"
     else:
         text = f"{args.model}: retrain skipped: {result.reason}"
-    return 0, result.model_dump(mode="json"), text
+    return code, result.model_dump(mode="json"), text
 
 
 def cmd_rollback(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:

@@ -29,15 +29,19 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
     engine = open_audit_store(get_settings())
     try:
         cases = audit.list_open_cases(engine, model_name=args.model, limit=args.limit)
+        open_total = audit.count_open_cases(engine, model_name=args.model) if args.limit else len(cases)
     finally:
         engine.dispose()
-    lines = [f"{len(cases)} open review case(s)" + (f" of {args.model}" if args.model else "")]
+    head = f"{open_total} open review case(s)" + (f" of {args.model}" if args.model else "")
+    if len(cases) < open_total:
+        head += f", the oldest {len(cases)} shown"
+    lines = [head]
     lines += [
         f"{c.case_id}  {c.model_name} v{c.model_version} {c.role or '-'}  score {_score(c.score)}  "
         f"{c.created_at:%Y-%m-%d %H:%M}  {c.routing_reason}"
         for c in cases
     ]
-    data = {"count": len(cases), "cases": [c.model_dump(mode="json") for c in cases]}
+    data = {"count": len(cases), "open": open_total, "cases": [c.model_dump(mode="json") for c in cases]}
     return 0, data, "\n".join(lines)
 
 

@@ -240,6 +240,23 @@ def test_repeated_drift_inside_the_cooldown_skips_the_retrain_and_says_why(home:
     assert "SKIPPED" in markdown and "cooldown" in markdown
 
 
+def test_the_cli_retrain_exits_1_when_the_candidate_fails_its_gates(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    strict = write_spec(
+        tmp_path / "strict-specs",
+        training_window={"last_snapshots": 4, "min_rows": 200},
+        gates={"floors": {"auc": {"min": 0.999}}},  # no candidate reaches it
+    )
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(strict.parent))
+    assert main(["retrain", "--model", MODEL, "--force", "--json"]) == 1  # like `mlops train`
+    out = capsys.readouterr().out
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed["ran"] and printed["train"]["verdict"] == "failed" and not printed["train"]["passed"]
+    assert "failed its gates" in out and printed["train"]["decision_record_uri"] in out
+    assert make_registry().version_tags(MODEL, printed["train"]["version"])  # still registered
+
+
 def test_drift_after_a_promotion_resets_the_reference_and_does_not_loop(home: Path) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)
     drifted = list(range(DRIFT_DAY, DRIFT_DAY + 4))

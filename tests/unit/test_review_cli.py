@@ -44,7 +44,10 @@ def test_list_and_resolve_round_trip(cases: list[str], capsys: pytest.CaptureFix
     assert data["cases"][0]["routing_reason"] == "score in the review band"
     assert (data["cases"][0]["model_version"], data["cases"][0]["role"]) == ("3", "champion")
     assert run(capsys, "review", "list", "--model", "other")[1]["count"] == 0
-    assert run(capsys, "review", "list", "--model", MODEL, "--limit", "1")[1]["count"] == 1
+    code, data, _ = run(capsys, "review", "list", "--model", MODEL, "--limit", "1")
+    assert (data["count"], data["open"]) == (1, 2)
+    assert main(["review", "list", "--limit", "1"]) == 0
+    assert capsys.readouterr().out.startswith("2 open review case(s), the oldest 1 shown\n")
 
     code, data, _ = run(
         capsys, "review", "resolve", cases[0], "--reviewer", "alice", "--decision", "decline",
@@ -94,13 +97,13 @@ def test_bad_resolutions_exit_2_and_write_nothing(
     assert run(capsys, "review", "list")[1]["count"] == 2
 
 
-def test_resolving_twice_exits_2_and_keeps_the_first_decision(
+def test_resolving_twice_exits_1_and_keeps_the_first_decision(
     cases: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["review", "resolve", cases[1], "--reason", "checked"]
     assert run(capsys, *base, "--reviewer", "alice", "--decision", "approve")[0] == 0
     code, data, _ = run(capsys, *base, "--reviewer", "bob", "--decision", "decline")
-    assert code == 2 and "resolved already" in data["error"] and "alice" in data["error"]
+    assert code == 1 and "resolved already" in data["error"] and "alice" in data["error"]  # refused
     engine = open_audit_store(get_settings())
     try:
         case = audit.get_case(engine, cases[1])
