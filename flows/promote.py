@@ -34,12 +34,10 @@ from mlops.promotion import (
     Approval,
     PromotionConflict,
     PromotionResult,
-    PromotionSettings,
     RegistryState,
     ShadowPromotion,
     crash_seam,
     form_approval,
-    get_promotion_settings,
     no_approvers_refusal,
     policy_approval,
     refusal_error,
@@ -120,7 +118,7 @@ def _refuse(promotion: ShadowPromotion, settings: Settings) -> WorkRefused:
     return refusal_error(saved)
 
 
-def _ask_a_person(promotion: ShadowPromotion, policy: PromotionSettings) -> Approval:
+def _ask_a_person(promotion: ShadowPromotion, policy: Settings) -> Approval:
     """Pause this flow run until someone answers the approval form (in the flow, not a task)."""
     form = ApprovalInput.with_initial_data(
         description=evidence_markdown(promotion) + f"\nAllowed approvers: {', '.join(policy.approvers)}.\n"
@@ -136,9 +134,7 @@ def _ask_a_person(promotion: ShadowPromotion, policy: PromotionSettings) -> Appr
     return form_approval(policy, answer.approver, answer.decision, answer.reason, promotion.requested_by)
 
 
-def _approve(
-    promotion: ShadowPromotion, policy: PromotionSettings, cli_approver: str | None
-) -> ShadowPromotion:
+def _approve(promotion: ShadowPromotion, policy: Settings, cli_approver: str | None) -> ShadowPromotion:
     """The promotion with its approval, or refused (reasons set)."""
     nobody = no_approvers_refusal(policy)
     if nobody is not None:
@@ -188,8 +184,8 @@ def _shadow_promotion(
     run_id: str | None,
 ) -> PromotionResult:
     assert state.champion is not None and state.challenger is not None
-    policy = get_promotion_settings()
-    evidence = compare_on_shadow_task(model, state, settings, policy.promotion_min_shadow_rows, run_id)
+    policy = settings
+    evidence = compare_on_shadow_task(model, state, settings, settings.promotion_min_shadow_rows, run_id)
     promotion = ShadowPromotion(
         model_name=model,
         from_version=state.champion,

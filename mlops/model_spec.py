@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -24,10 +23,9 @@ from mlops.drift_policy import DriftPolicy
 from mlops.errors import ContractError
 from mlops.evaluation import SliceSpec
 from mlops.gates import GateSpec
-from mlops.settings import PROJECT_ROOT
+from mlops.settings import get_settings
 from mlops.shadow_policy import ShadowPolicy
 
-DEFAULT_MODEL_SPECS_DIR: Final = PROJECT_ROOT / "model_specs"
 MODEL_SPECS_DIR_ENV: Final = "MLOPS_MODEL_SPECS_DIR"
 DEFAULT_MODEL_NAME: Final = "credit-risk"
 
@@ -180,9 +178,8 @@ class ModelSpec(BaseModel):
 
 
 def model_specs_dir() -> Path:
-    """The spec folder: ``MLOPS_MODEL_SPECS_DIR`` if set (read now), else ``model_specs/``."""
-    value = os.environ.get(MODEL_SPECS_DIR_ENV)
-    return Path(value).expanduser() if value else DEFAULT_MODEL_SPECS_DIR
+    """The spec folder: the settings' ``model_specs_dir`` (``MLOPS_MODEL_SPECS_DIR``, read now)."""
+    return get_settings().model_specs_dir.expanduser()
 
 
 def _spec_error(spec: ModelSpec, problems: list[str]) -> ContractError:
@@ -288,8 +285,6 @@ def load_model_spec(
     if spec.name != name:
         raise ContractError(f"model spec {path} declares name {spec.name!r}, expected {name!r}")
     if contracts_dir is None:
-        from mlops.settings import get_settings
-
         contracts_dir = get_settings().contracts_dir
     applications = load_contract(contracts_dir, spec.applications_contract)
     outcomes = load_contract(contracts_dir, spec.outcomes_contract)

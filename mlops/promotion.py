@@ -5,7 +5,7 @@ recorded bootstrap (who, when, which decision record).
 
 Shadow promotion (a champion and a challenger): the challenger is compared with the champion
 on the shadow period's labelled outcomes (:mod:`mlops.shadow_comparison`), approved per the
-promotion policy (:class:`PromotionSettings`: ``auto`` approves and records it, ``manual``
+promotion policy (:class:`~mlops.settings.Settings`: ``auto`` approves and records it, ``manual``
 needs an allowed approver), then moved by :func:`commit_promotion`'s steps, in this order:
 
 1. ``tag_version``: pending-promotion tags on the new version (promotion id, previous
@@ -36,11 +36,10 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from mlops import audit
@@ -59,6 +58,7 @@ from mlops.lineage import (
     TAG_VERDICT,
 )
 from mlops.registry import ModelRegistry
+from mlops.settings import ApprovalPolicy, Settings
 from mlops.shadow_comparison import ShadowEvidence
 from mlops.storage import ObjectStore
 
@@ -125,59 +125,8 @@ COMMIT_STEPS: Final = (
     STEP_CLEAR_CHALLENGER,
 )
 
-ApprovalPolicy = Literal["auto", "manual"]
 ApprovalDecision = Literal["approve", "reject"]
 ApprovalChannel = Literal["auto-policy", "cli", "prefect-ui", "timeout", "none"]
-
-
-# --- settings --------------------------------------------------------------------------------
-
-
-class PromotionSettings(BaseSettings):
-    """Who may approve a promotion and how (``MLOPS_*``; to be folded into ``Settings``)."""
-
-    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
-
-    profile: Literal["embedded", "production"] = Field(
-        "embedded", description="Same variable as Settings.profile; picks the default approval policy."
-    )
-    approvers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Names allowed to approve a promotion (MLOPS_APPROVERS, comma-separated).",
-    )
-    promotion_approval: ApprovalPolicy | None = Field(
-        None,
-        description="auto: the policy approves and records it; manual: an allowed approver decides "
-        "(Prefect UI form, or --approver). Default: auto in embedded, manual in production.",
-    )
-    approval_timeout_seconds: int = Field(
-        3600, ge=1, description="How long a paused promote run waits for the approval form."
-    )
-    approval_poll_seconds: int = Field(10, ge=1, description="How often a paused run checks for an answer.")
-    promotion_min_shadow_rows: int | None = Field(
-        None,
-        ge=1,
-        description="Override of the model spec's shadow.min_labelled_rows: fewest labelled shadow "
-        "rows a challenger is compared on (else refused).",
-    )
-
-    @field_validator("approvers", mode="before")
-    @classmethod
-    def _split_names(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
-
-    @property
-    def approval_policy(self) -> ApprovalPolicy:
-        if self.promotion_approval is not None:
-            return self.promotion_approval
-        return "manual" if self.profile == "production" else "auto"
-
-
-def get_promotion_settings() -> PromotionSettings:
-    """Read the promotion settings now (environment at call time)."""
-    return PromotionSettings()
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -237,9 +186,7 @@ class Approval(BaseModel):
         return None
 
 
-def policy_approval(
-    settings: PromotionSettings, cli_approver: str | None, requested_by: str
-) -> Approval | None:
+def policy_approval(settings: Settings, cli_approver: str | None, requested_by: str) -> Approval | None:
     """The approval the policy or the command line gives, or None: ask a person (manual)."""
     if settings.approval_policy == "auto":
         return Approval(
@@ -265,7 +212,7 @@ def policy_approval(
 
 
 def form_approval(
-    settings: PromotionSettings, approver: str, decision: ApprovalDecision, reason: str, requested_by: str
+    settings: Settings, approver: str, decision: ApprovalDecision, reason: str, requested_by: str
 ) -> Approval:
     """The answer a person gave in the Prefect UI form."""
     name = approver.strip()
@@ -280,7 +227,7 @@ def form_approval(
     )
 
 
-def timed_out_approval(settings: PromotionSettings, requested_by: str) -> Approval:
+def timed_out_approval(settings: Settings, requested_by: str) -> Approval:
     return Approval(
         policy=settings.approval_policy,
         channel="timeout",
@@ -292,7 +239,7 @@ def timed_out_approval(settings: PromotionSettings, requested_by: str) -> Approv
     )
 
 
-def no_approvers_refusal(settings: PromotionSettings) -> str | None:
+def no_approvers_refusal(settings: Settings) -> str | None:
     """Manual policy with nobody allowed to approve: refuse before asking anyone."""
     if settings.approval_policy == "manual" and not settings.approvers:
         return "promotion policy is 'manual' but no approvers are configured (MLOPS_APPROVERS)"

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlops.errors import SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_SPECS_DIR: Final = PROJECT_ROOT / "model_specs"
+
+
+ApprovalPolicy = Literal["auto", "manual"]
 
 
 class Settings(BaseSettings):
@@ -64,6 +68,36 @@ class Settings(BaseSettings):
         SecretStr("embedded-demo-key-change-me"),
         description="Secret key for keyed hashes of entity ids (audit trail, canary arms).",
     )
+    model_specs_dir: Path = Field(
+        PROJECT_ROOT / "model_specs", description="Folder of model spec YAML files."
+    )
+    # Promotion: who may approve and how.
+    approvers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Names allowed to approve a promotion (MLOPS_APPROVERS, comma-separated).",
+    )
+    promotion_approval: ApprovalPolicy | None = Field(
+        None,
+        description="auto: the policy approves and records it; manual: an allowed approver decides "
+        "(Prefect UI form, or --approver). Default: auto in embedded, manual in production.",
+    )
+    approval_timeout_seconds: int = Field(
+        3600, ge=1, description="How long a paused promote run waits for the approval form."
+    )
+    approval_poll_seconds: int = Field(10, ge=1, description="How often a paused run checks for an answer.")
+    promotion_min_shadow_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Override of the model spec's shadow.min_labelled_rows: fewest labelled shadow "
+        "rows a challenger is compared on (else refused).",
+    )
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> Settings:
@@ -84,6 +118,13 @@ class Settings(BaseSettings):
                 hint="set the variables above, or use MLOPS_PROFILE=embedded",
             )
         return self
+
+    @property
+    def approval_policy(self) -> ApprovalPolicy:
+        """``promotion_approval`` if set, else manual in production and auto in embedded."""
+        if self.promotion_approval is not None:
+            return self.promotion_approval
+        return "manual" if self.profile == "production" else "auto"
 
     @property
     def home_dir(self) -> Path:

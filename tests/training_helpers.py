@@ -22,7 +22,7 @@ import yaml
 from mlops.catalog import CatalogEntry, record_snapshot
 from mlops.constants import KIND_VALID
 from mlops.contracts import Contract
-from mlops.model_spec import DEFAULT_MODEL_SPECS_DIR
+from mlops.settings import DEFAULT_MODEL_SPECS_DIR
 from mlops.simulator import SimulationConfig, generate_applications
 from mlops.storage import ObjectStore, write_snapshot
 from mlops.validation import finalise_valid, row_masks, type_batch

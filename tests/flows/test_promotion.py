@@ -50,7 +50,6 @@ from mlops.lineage import (
     TAG_PROMOTION_KIND,
     TAG_SNAPSHOTS_SHA256,
 )
-from mlops.model_spec import DEFAULT_MODEL_SPECS_DIR
 from mlops.promotion import (
     COMMIT_STEPS,
     CRASH_AFTER_ENV,
@@ -70,13 +69,12 @@ from mlops.promotion import (
     ShadowPromotion,
     commit_promotion,
     dossier_keys,
-    get_promotion_settings,
     policy_approval,
     read_registry_state,
     read_rollback_target,
 )
 from mlops.registry import MlflowRegistry, make_registry
-from mlops.settings import get_settings
+from mlops.settings import DEFAULT_MODEL_SPECS_DIR, get_settings
 from mlops.storage import make_store, read_snapshot
 from tasks.promotion import compare_on_shadow_task, plan_promotion_task
 from tests.helpers import latest_artifact, wait_for_events
@@ -548,7 +546,7 @@ def test_a_hard_crash_between_steps_leaves_one_champion_and_promote_finishes(goo
         state = read_registry_state(registry, MODEL)
         evidence = compare_on_shadow_task.fn(MODEL, state, settings, None, None)
         assert evidence.passed, evidence.reasons
-        approval = policy_approval(get_promotion_settings(), None, "test")
+        approval = policy_approval(get_settings(), None, "test")
         plan = plan_promotion_task.fn(
             ShadowPromotion(
                 model_name=MODEL,

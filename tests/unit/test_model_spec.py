@@ -12,14 +12,13 @@ from pydantic import ValidationError
 from mlops.contracts import load_contract
 from mlops.errors import ContractError
 from mlops.model_spec import (
-    DEFAULT_MODEL_SPECS_DIR,
     DecisionPolicy,
     ModelSpec,
     load_model_spec,
     model_spec_hash,
     resolve_model_spec,
 )
-from mlops.settings import PROJECT_ROOT
+from mlops.settings import DEFAULT_MODEL_SPECS_DIR, PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,6 @@ from mlops.promotion import (
     InjectedCrash,
     PreState,
     PromotionBackends,
-    PromotionSettings,
     ShadowPromotion,
     crash_seam,
     form_approval,
@@ -32,11 +31,21 @@ from mlops.promotion import (
     undo_move_champion,
     write_rollback_target,
 )
+from mlops.settings import Settings
 from mlops.shadow_comparison import compare_on_shadow, label_pairs
 
 pytestmark = pytest.mark.unit
 
 KEY = "unit-test-key"
+
+
+# What the production profile requires before it reads at all (Settings checks it).
+PRODUCTION_SERVICES = {
+    "MLOPS_MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "MLOPS_AUDIT_DB_URL": "postgresql+psycopg2://audit@db/audit",
+    "MLOPS_STORE_URL": "s3://bucket/prefix",
+    "MLOPS_ENTITY_HASH_KEY": "a-secret",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +61,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     ("env", "policy", "approvers"),
     [
         ({}, "auto", []),
-        ({"MLOPS_PROFILE": "production"}, "manual", []),
-        ({"MLOPS_PROFILE": "production", "MLOPS_PROMOTION_APPROVAL": "auto"}, "auto", []),
+        ({"MLOPS_PROFILE": "production", **PRODUCTION_SERVICES}, "manual", []),
+        (
+            {"MLOPS_PROFILE": "production", **PRODUCTION_SERVICES, "MLOPS_PROMOTION_APPROVAL": "auto"},
+            "auto",
+            [],
+        ),
         (
             {"MLOPS_PROMOTION_APPROVAL": "manual", "MLOPS_APPROVERS": " alice, bob,,"},
             "manual",
@@ -66,25 +79,25 @@ def test_settings_policy_by_profile_and_comma_separated_approvers(
 ) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = PromotionSettings()
+    settings = Settings()
     assert settings.approval_policy == policy and settings.approvers == approvers
 
 
 def test_settings_refuse_an_unknown_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_PROMOTION_APPROVAL", "sometimes")
     with pytest.raises(ValueError, match="promotion_approval"):
-        PromotionSettings()
+        Settings()
 
 
 def test_auto_policy_approves_and_says_so() -> None:
-    approval = policy_approval(PromotionSettings(), "mallory", "mallory")
+    approval = policy_approval(Settings(), "mallory", "mallory")
     assert approval is not None and approval.approved and approval.approver == APPROVER_AUTO_POLICY
     assert approval.channel == "auto-policy" and approval.requested_by == "mallory"
     assert approval.refusal([]) is None
 
 
 def test_manual_policy_needs_an_allowed_approver() -> None:
-    settings = PromotionSettings(promotion_approval="manual", approvers=["alice"])
+    settings = Settings(promotion_approval="manual", approvers=["alice"])
     assert policy_approval(settings, None, "x") is None  # ask a person
     cli = policy_approval(settings, "alice", "alice")
     assert cli is not None and cli.approved and cli.channel == "cli"
@@ -94,7 +107,7 @@ def test_manual_policy_needs_an_allowed_approver() -> None:
 
 
 def test_form_answers() -> None:
-    settings = PromotionSettings(promotion_approval="manual", approvers=["alice"])
+    settings = Settings(promotion_approval="manual", approvers=["alice"])
     ok = form_approval(settings, " alice ", "approve", "fine", "bob")
     assert ok.approved and ok.approver == "alice" and ok.channel == "prefect-ui"
     rejected = form_approval(settings, "alice", "reject", "not now", "bob")
@@ -102,9 +115,9 @@ def test_form_answers() -> None:
 
 
 def test_manual_policy_without_approvers_is_refused_up_front() -> None:
-    assert no_approvers_refusal(PromotionSettings(promotion_approval="manual")) is not None
-    assert no_approvers_refusal(PromotionSettings(promotion_approval="manual", approvers=["a"])) is None
-    assert no_approvers_refusal(PromotionSettings()) is None  # auto needs nobody
+    assert no_approvers_refusal(Settings(promotion_approval="manual")) is not None
+    assert no_approvers_refusal(Settings(promotion_approval="manual", approvers=["a"])) is None
+    assert no_approvers_refusal(Settings()) is None  # auto needs nobody
 
 
 # --- rollback target -----------------------------------------------------------------------------
