@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pandas as pd
 
-from mlops.errors import InputError
+from mlops.errors import InputError, MlopsError
 from mlops.lineage import NONE_VALUE, TAG_DECISION_RECORD_ID, TAG_VERDICT, TAG_VERDICT_FAILURES
 
 if TYPE_CHECKING:
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 # Longest tag value we write for free text (MLflow allows more; keep the UI readable).
 MAX_TEXT_TAG: Final = 5000
+
+
+class RegistryUnavailable(MlopsError):
+    """The MLflow registry could not be read (which is not "the model does not exist")."""
 
 
 @dataclass
@@ -300,13 +304,29 @@ class MlflowRegistry:
 
     # --- versions and aliases --------------------------------------------------------------
 
-    def register_version(self, name: str, logged: LoggedRun, tags: dict[str, str]) -> int:
-        """Register the logged model as a new version of ``name`` (created if new); no alias."""
+    def _registered_model(self, name: str) -> Any | None:
+        """The registered model ``name``, or None when the registry says it does not exist.
+
+        Any other failure (server down, wrong URI, permissions) is raised as
+        :class:`RegistryUnavailable`: reading it as "no model" would send training and
+        promotion down the no-champion (bootstrap) path, and scoring to "no champion".
+        """
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.get_registered_model(name)
-        except MlflowException:
+            return self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryUnavailable(
+                f"the MLflow registry at {self.tracking_uri} could not be read ({exc.error_code}: "
+                f"{str(exc.message)[:300]})",
+                hint="check MLOPS_MLFLOW_TRACKING_URI and that the MLflow server or database is up",
+            ) from exc
+
+    def register_version(self, name: str, logged: LoggedRun, tags: dict[str, str]) -> int:
+        """Register the logged model as a new version of ``name`` (created if new); no alias."""
+        if self._registered_model(name) is None:
             self.client.create_registered_model(name)
         version = self.client.create_model_version(
             name=name, source=logged.model_uri, run_id=logged.run_id, tags=tags, model_id=logged.model_id
@@ -314,11 +334,8 @@ class MlflowRegistry:
         return int(version.version)
 
     def _aliases(self, name: str) -> dict[str, int]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            model = self.client.get_registered_model(name)
-        except MlflowException:
+        model = self._registered_model(name)
+        if model is None:
             return {}
         return {str(alias): int(version) for alias, version in (model.aliases or {}).items()}
 

@@ -45,7 +45,7 @@ from mlops.lineage import (
 from mlops.model_spec import load_model_spec, model_spec_hash
 from mlops.promotion import bootstrap_champion
 from mlops.pyfunc_model import pip_requirements
-from mlops.registry import MlflowRegistry, make_registry
+from mlops.registry import MlflowRegistry, RegistryUnavailable, make_registry
 from mlops.settings import PROJECT_ROOT, get_settings
 from mlops.storage import make_store
 from tests.training_helpers import (
@@ -227,3 +227,18 @@ def test_missing_feature_column_is_a_clear_error(registry: MlflowRegistry) -> No
         model.predict(raw.drop(columns=["credit_score"]))
     with pytest.raises(Exception, match=r"lacks feature column\(s\) \['credit_score'\]"):
         model.unwrap_python_model().score(raw.drop(columns=["credit_score"]))
+
+
+def test_an_unreadable_registry_is_an_error_not_no_champion(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model that does not exist is "no alias"; a registry that cannot be read is an error,
+    # not "no champion" (which would send training and promotion down the bootstrap path).
+    assert MlflowRegistry(mlflow_uri).get_alias_version("no-such-model", ALIAS_CHAMPION) is None
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = MlflowRegistry("http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(RegistryUnavailable, match="could not be read") as caught:
+        dead.get_alias_version(MODEL, ALIAS_CHAMPION)
+    assert caught.value.hint and "MLOPS_MLFLOW_TRACKING_URI" in caught.value.hint
+    with pytest.raises(RegistryUnavailable):
+        bootstrap_champion(dead, MODEL, approved_by="test")
