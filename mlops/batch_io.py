@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import itertools
 from pathlib import Path
+from typing import Any, Final
 
 import pandas as pd
 
@@ -13,6 +16,42 @@ from mlops.storage import s3_client, split_s3_uri
 # Only an empty cell means "missing": "n/a", "NULL" and friends in a numeric column are a
 # wrong type the contract must see, not a silent null.
 CSV_NA_VALUES = [""]
+# How pandas must read every batch CSV: no implicit index (a first row with more fields than
+# the header would otherwise become an index and shift every column by the difference).
+CSV_OPTIONS: Final[dict[str, Any]] = {
+    "keep_default_na": False,
+    "na_values": CSV_NA_VALUES,
+    "index_col": False,
+}
+CSV_HEAD_BYTES: Final = 1 << 20
+
+
+def check_csv_head(head: bytes, source: str) -> None:
+    """Refuse a CSV whose header names a column twice, or whose first row has more fields than
+    the header (``head``: the file's first bytes; only its complete lines are read).
+
+    pandas renames a repeated column (``age``, ``age.1``) and would validate only the first;
+    extra fields in the first row become an index and shift the columns. Extra fields in a
+    later row are a parse error of pandas' own.
+    """
+    text = head.decode("utf-8-sig", errors="replace")
+    if len(head) == CSV_HEAD_BYTES:
+        text = text[: text.rfind("\n") + 1]
+    rows = list(itertools.islice(csv.reader(io.StringIO(text)), 2))
+    if not rows:
+        return
+    header = [name.strip() for name in rows[0]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"batch {source} names column(s) {repeated} more than once in its header",
+            hint="fix the export so each column appears once",
+        )
+    if len(rows) > 1 and len(rows[1]) > len(header):
+        raise InputError(
+            f"batch {source}: its first row has {len(rows[1])} fields, the header {len(header)}",
+            hint="fix the export (a delimiter inside an unquoted value, or a missing header name)",
+        )
 
 
 def _read_bytes(source: str, s3_endpoint_url: str | None) -> bytes:
@@ -48,9 +87,11 @@ def read_batch(source: str, s3_endpoint_url: str | None = None) -> pd.DataFrame:
     data = _read_bytes(source, s3_endpoint_url)
     if not data:
         raise InputError(f"batch {source} is an empty file", hint="check the export that produced it")
+    if suffix == "csv":
+        check_csv_head(data[:CSV_HEAD_BYTES], source)
     try:
         if suffix == "csv":
-            df = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=CSV_NA_VALUES)
+            df = pd.read_csv(io.BytesIO(data), **CSV_OPTIONS)
         else:
             df = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt files

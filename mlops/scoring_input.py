@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops.batch_io import CSV_NA_VALUES
+from mlops.batch_io import CSV_HEAD_BYTES, CSV_OPTIONS, check_csv_head
 from mlops.catalog import CatalogEntry, record_snapshot
 from mlops.constants import KIND_QUARANTINE, KIND_VALID, QUARANTINE_REASONS_COLUMN
 from mlops.contracts import Contract
@@ -90,8 +90,10 @@ def _parquet_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.Dat
 
 
 def _csv_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.DataFrame]:
+    with path.open("rb") as fh:
+        check_csv_head(fh.read(CSV_HEAD_BYTES), source)
     try:
-        reader = pd.read_csv(path, keep_default_na=False, na_values=CSV_NA_VALUES, chunksize=chunk_rows)
+        reader = pd.read_csv(path, chunksize=chunk_rows, **CSV_OPTIONS)
         yield from reader
     except pd.errors.EmptyDataError as exc:
         raise InputError(

@@ -14,6 +14,7 @@ from mlops.constants import QUARANTINE_REASONS_COLUMN
 from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
 from mlops.gx_suite import GXRunner
+from mlops.scoring_input import iter_batch_chunks
 from mlops.settings import PROJECT_ROOT
 from mlops.validation import (
     SOURCE_ROW_COLUMN,
@@ -222,6 +223,39 @@ def test_unreadable_input_gets_a_clear_error(tmp_path: Path, name: str, content:
     with pytest.raises(InputError, match=message) as info:
         read_batch(str(path))
     assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"application_id,age,age\nA1,30,999\n", r"names column\(s\) \['age'\] more than once"),
+        (
+            b"application_id,age,region\nA1,30,north,x,y\nA2,31,south\n",
+            "first row has 5 fields, the header 3",
+        ),
+    ],
+    ids=["repeated-column", "extra-fields-in-the-first-row"],
+)
+def test_malformed_csv_headers_are_refused_by_both_readers(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    # pandas would rename the second "age" to "age.1" (validating only the first), and turn the
+    # first row's two extra fields into an index, shifting every column of every row.
+    path = tmp_path / "batch.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_batch(str(path))
+    with pytest.raises(InputError, match=message):
+        list(iter_batch_chunks(str(path), 10))
+
+
+def test_a_later_row_with_extra_fields_is_a_parse_error_not_a_shift(tmp_path: Path) -> None:
+    path = tmp_path / "batch.csv"
+    path.write_bytes(b"application_id,age\nA1,30\nA2,31,extra\n")
+    with pytest.raises(InputError, match="Expected 2 fields"):
+        read_batch(str(path))
+    with pytest.raises(InputError, match="Expected 2 fields"):
+        list(iter_batch_chunks(str(path), 10))
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
