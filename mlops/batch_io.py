@@ -68,22 +68,28 @@ def _read_bytes(source: str, s3_endpoint_url: str | None) -> bytes:
             ) from exc
         data: bytes = obj["Body"].read()
         return data
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(
-            f"batch file {source} does not exist", hint="pass the path of a .csv or .parquet file"
-        )
-    return path.read_bytes()
+    return Path(source).read_bytes()
 
 
-def read_batch(source: str, s3_endpoint_url: str | None = None) -> pd.DataFrame:
-    """Read one batch as it arrived: CSV cells keep their text until the contract types them."""
+def check_batch_source(source: str) -> str:
+    """The batch's format (``csv``, ``parquet``, ``pq``); InputError for another format or a
+    local path that is not a file. Cheap: the CLI calls it before starting any flow."""
     suffix = source.lower().rsplit(".", 1)[-1] if "." in source else ""
     if suffix not in ("csv", "parquet", "pq"):
         raise InputError(
             f"batch {source} has an unsupported format {suffix!r}",
             hint="use a .csv or .parquet file",
         )
+    if not source.startswith("s3://") and not Path(source).is_file():
+        raise InputError(
+            f"batch file {source} does not exist", hint="pass the path of a .csv or .parquet file"
+        )
+    return suffix
+
+
+def read_batch(source: str, s3_endpoint_url: str | None = None) -> pd.DataFrame:
+    """Read one batch as it arrived: CSV cells keep their text until the contract types them."""
+    suffix = check_batch_source(source)
     data = _read_bytes(source, s3_endpoint_url)
     if not data:
         raise InputError(f"batch {source} is an empty file", hint="check the export that produced it")

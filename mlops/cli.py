@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,9 +43,28 @@ def _quiet_third_parties() -> None:
 _NO_FLOW_COMMANDS = frozenset({"simulate", "contract", "audit"})
 
 
+class OurErrorsWithoutTraceback(logging.Filter):
+    """Drops the traceback from Prefect's log of a failed run when the error is one of ours.
+
+    Prefect logs every exception that ends a flow or task run with its traceback (about 80
+    lines for an empty file). Our errors (bad input, refusals) already say what is wrong and
+    what to do, and the CLI prints exactly that; the log line stays, without the traceback.
+    Any other exception keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MlopsError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+RUN_LOGGERS: Final = ("prefect.flow_runs", "prefect.task_runs")
+
+
 @contextmanager
 def foreground_flows() -> Iterator[None]:
-    """Flows the CLI runs in the foreground run without Prefect's heartbeat thread.
+    """Flows the CLI runs in the foreground: without Prefect's heartbeat thread, and without
+    tracebacks in the log for our own errors (:class:`OurErrorsWithoutTraceback`).
 
     Heartbeats let the server notice an unattended run whose process died; the user of a
     foreground run sees that directly. In Prefect 3.9 a sync flow waits up to 1 s at exit for
@@ -53,8 +73,16 @@ def foreground_flows() -> Iterator[None]:
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+    quiet = OurErrorsWithoutTraceback()
+    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def _flow_settings(command: str) -> AbstractContextManager[None]:
@@ -89,7 +117,9 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 
 def cmd_validate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from flows.validate_data import validate_data
+    from mlops.batch_io import check_batch_source
 
+    check_batch_source(args.path)  # before a flow (and maybe a temporary Prefect server) starts
     summary = validate_data(source=args.path, contract=args.contract)
     verdict = "accepted" if summary.accepted else "rejected: " + "; ".join(summary.rejection_reasons)
     text = (

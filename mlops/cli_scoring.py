@@ -19,7 +19,9 @@ Outcome = tuple[int, dict[str, Any], str]
 
 def cmd_score(args: argparse.Namespace) -> Outcome:
     from flows.score_batch import score_batch
+    from mlops.batch_io import check_batch_source
 
+    check_batch_source(args.path)  # before a flow (and maybe a temporary Prefect server) starts
     check_share(args.canary_share)
     for name in ("chunk_rows", "validation_chunk_rows"):
         if getattr(args, name) < 1:

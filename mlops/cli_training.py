@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 def cmd_outcomes(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     """Validate and store a delayed outcomes batch; re-ingesting the same batch changes nothing."""
     from flows.validate_data import validate_data
+    from mlops.batch_io import check_batch_source
     from mlops.model_spec import load_model_spec
 
+    check_batch_source(args.path)  # before a flow (and maybe a temporary Prefect server) starts
     spec = load_model_spec(args.model)
     summary = validate_data(source=args.path, contract=spec.outcomes_contract)
     data: dict[str, Any] = summary.model_dump(mode="json")

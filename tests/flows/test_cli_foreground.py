@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prefect import flow
+from prefect import flow, task
 from prefect.runtime import flow_run
 
-from mlops.cli import foreground_flows
+from mlops.cli import RUN_LOGGERS, OurErrorsWithoutTraceback, foreground_flows
+from mlops.errors import InputError
 from tests.helpers import wait_for_events
 
 pytestmark = pytest.mark.flows
@@ -30,3 +32,46 @@ def test_foreground_flows_run_without_a_heartbeat_thread() -> None:
     # The thread's first heartbeat goes out as the run starts.
     wait_for_events(HEARTBEAT, f"prefect.flow-run.{unattended}", since=since)
     assert wait_for_events(HEARTBEAT, f"prefect.flow-run.{foreground}", since=since, count=0, timeout=0) == []
+
+
+@task(name="refusing-task")
+def refuse(kind: str) -> None:
+    if kind == "ours":
+        raise InputError("batch x.csv is an empty file", hint="check the export")
+    raise RuntimeError("an unexpected failure")
+
+
+@flow(name="refusing-probe")
+def refusing(kind: str) -> None:
+    refuse(kind)
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("kind", ["ours", "unexpected"])
+def test_our_errors_are_logged_without_a_traceback_others_with_it(kind: str) -> None:
+    keep = _Keep()
+    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(keep)
+    try:
+        with foreground_flows(), pytest.raises((InputError, RuntimeError)):
+            refusing(kind)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(keep)
+    # The lines Prefect logs with the exception (others, like "Finished in state Failed", carry none).
+    failures = [
+        r for r in keep.records if r.getMessage().startswith(("Encountered exception", "Task run failed"))
+    ]
+    assert {r.name for r in failures} == set(RUN_LOGGERS)  # the task's and the flow's failure lines
+    assert all((r.exc_info is None) == (kind == "ours") for r in failures)
+    assert all(("empty file" in r.getMessage()) == (kind == "ours") for r in failures)
+    assert not any(isinstance(f, OurErrorsWithoutTraceback) for lg in loggers for f in lg.filters)  # removed

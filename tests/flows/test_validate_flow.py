@@ -126,3 +126,13 @@ def test_cli_prints_counts_as_json_last_line_and_exit_codes(
     broken.to_csv(tmp_path / "noage.csv", index=False)
     assert main(["validate", str(tmp_path / "noage.csv"), "--json"]) == 2
     assert "age" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+
+
+def test_a_missing_file_is_refused_before_any_flow_runs(
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["validate"], ["score"], ["outcomes"]):
+        assert main([*command, str(tmp_path / "nope.csv"), "--json"]) == 2
+        printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert "does not exist" in printed["error"]
+    assert not (mlops_home / "store").exists()  # nothing ran, nothing was written
