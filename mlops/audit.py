@@ -93,6 +93,8 @@ proves nothing against someone who can rewrite the database and every copy of it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mlops.audit_hashing import (
@@ -148,6 +150,7 @@ from mlops.audit_write import (
     append_predictions,
     encode_predictions,
 )
+from mlops.errors import SettingsError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -163,9 +166,33 @@ def open_audit_store(settings: Settings) -> Engine:
     url = settings.resolved_audit_db_url
     if url.startswith("sqlite:///") and settings.audit_db_url is None:
         settings.home_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_audit_engine(url)
-    create_schema(engine)
+    with explained_store_errors(url):
+        engine = create_audit_engine(url)
+        create_schema(engine)
     return engine
+
+
+@contextmanager
+def explained_store_errors(url: str) -> Iterator[None]:
+    """SQLAlchemy's errors for a bad URL or an unreachable database, as our errors that name
+    ``MLOPS_AUDIT_DB_URL`` (exit 2 in the CLI, no traceback)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    try:
+        yield
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise SettingsError(
+            f"MLOPS_AUDIT_DB_URL is not a database URL SQLAlchemy can use ({exc})",
+            hint="e.g. postgresql+psycopg2://user@host:5432/db, or unset it for SQLite under MLOPS_HOME",
+        ) from exc
+    except OperationalError as exc:
+        first_line = str(exc.orig or exc).strip().splitlines()[0]
+        raise AuditStoreError(
+            f"the audit store at {make_url(url).render_as_string(hide_password=True)} cannot be "
+            f"reached ({first_line})",
+            hint="check MLOPS_AUDIT_DB_URL and that the database is up",
+        ) from exc
 
 
 __all__ = [
@@ -202,6 +229,7 @@ __all__ = [
     "create_schema",
     "encode_predictions",
     "entity_key",
+    "explained_store_errors",
     "export_anchor",
     "get_case",
     "list_open_cases",

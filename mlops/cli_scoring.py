@@ -69,21 +69,22 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 def _audit_engine() -> Any:
     import sqlalchemy as sa
 
-    from mlops.audit import create_audit_engine
+    from mlops.audit import create_audit_engine, explained_store_errors
     from mlops.settings import get_settings
 
     url = get_settings().resolved_audit_db_url
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-        raise InputError(
-            f"there is no audit store at {parsed.database}", hint="score a batch first (mlops score PATH)"
-        )
-    engine = create_audit_engine(url)
-    if not sa.inspect(engine).has_table("audit_records"):
-        engine.dispose()
-        raise InputError(
-            f"the audit store {parsed.render_as_string()} has no audit tables", hint="score a batch first"
-        )
+    with explained_store_errors(url):
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+            raise InputError(
+                f"there is no audit store at {parsed.database}", hint="score a batch first (mlops score PATH)"
+            )
+        engine = create_audit_engine(url)
+        if not sa.inspect(engine).has_table("audit_records"):
+            engine.dispose()
+            raise InputError(
+                f"the audit store {parsed.render_as_string()} has no audit tables", hint="score a batch first"
+            )
     return engine
 
 

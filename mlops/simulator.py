@@ -1113,12 +1113,19 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         if not overwrite:
             raise InputError(
                 f"output folder {out_dir} is not empty",
-                hint="choose an empty or new folder, or pass overwrite=True to replace a previous simulation",
+                hint="choose an empty or new folder, or overwrite (--overwrite; overwrite=True in "
+                "Python) to replace a previous simulation",
             )
         for pattern in (f"{APPLICATIONS_DIR}/day_*", f"{OUTCOMES_DIR}/day_*", MANIFEST_FILE):
             for old in out_dir.glob(pattern):
                 old.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"output folder {out_dir} cannot be created ({exc.strerror or exc})",
+            hint="pass a folder you can write to",
+        ) from exc
 
 
 def simulate(config: SimulationConfig, out_dir: Path, *, overwrite: bool = False) -> Manifest:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops.errors import InputError, StorageIntegrityError
+from mlops.errors import InputError, SettingsError, StorageIntegrityError
 
 if TYPE_CHECKING:
     from mlops.settings import Settings
@@ -87,9 +87,15 @@ def s3_client(endpoint_url: str | None) -> Any:
     # boto3 >= 1.36 sends checksums non-AWS endpoints may reject (PITFALLS: S3).
     os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
     os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
-    return boto3.client(
-        "s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"})
-    )
+    try:
+        return boto3.client(
+            "s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"})
+        )
+    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+        raise SettingsError(
+            f"MLOPS_S3_ENDPOINT_URL is not a usable S3 endpoint ({exc})",
+            hint="e.g. http://127.0.0.1:9000 for MinIO or moto; unset it for AWS",
+        ) from exc
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

@@ -117,3 +117,28 @@ def test_resolving_twice_exits_1_and_keeps_the_first_decision(
 def test_missing_options_are_usage_errors(cases: list[str]) -> None:
     assert main(["review", "resolve", cases[0], "--decision", "approve"]) == 2
     assert main(["review"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("garbage", "MLOPS_AUDIT_DB_URL is not a database URL"),
+        ("nosuchdialect://x", "MLOPS_AUDIT_DB_URL is not a database URL"),
+        ("postgresql+psycopg2://nobody@127.0.0.1:1/none", "cannot be reached"),  # nothing listens on port 1
+    ],
+)
+@pytest.mark.parametrize("command", [["audit", "verify"], ["review", "list"]])
+def test_a_bad_audit_store_url_is_a_clear_error_not_a_traceback(
+    mlops_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    message: str,
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("MLOPS_AUDIT_DB_URL", url)
+    code, data, err = run(capsys, *command)
+    assert (
+        code == 2 and message in data["error"] and "MLOPS_AUDIT_DB_URL" in data["error"] + str(data["hint"])
+    )
+    assert "Traceback" not in err

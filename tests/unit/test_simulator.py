@@ -477,3 +477,10 @@ def test_simulate_refuses_a_non_empty_folder_unless_asked(tmp_path: Path) -> Non
     (tmp_path / MANIFEST_FILE).unlink()
     with pytest.raises(InputError, match="no simulation manifest"):
         load_manifest(tmp_path)
+
+
+def test_an_output_folder_that_cannot_be_created_is_an_input_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot be created"):
+        simulate(SimulationConfig(days=1, rows_per_day=10), blocker / "sub")

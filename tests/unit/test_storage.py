@@ -49,3 +49,11 @@ def test_a_key_holding_other_content_is_an_error(tmp_path: Path) -> None:
 def test_keys_cannot_escape_the_store(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="escapes"):
         LocalStore(tmp_path / "root").put_bytes("../outside", b"x")
+
+
+def test_a_malformed_s3_endpoint_is_a_settings_error() -> None:
+    from mlops.errors import SettingsError
+    from mlops.storage import s3_client
+
+    with pytest.raises(SettingsError, match="MLOPS_S3_ENDPOINT_URL"):
+        s3_client("not-a-url")
