@@ -26,13 +26,17 @@ def cmd_outcomes(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
         f"{summary.rows_quarantined} quarantined -> {'stored' if summary.accepted else 'rejected'}"
     )
     if summary.accepted:
-        try:
-            from mlops.performance import join_outcomes_after_ingest
-        except ImportError:  # the outcome join arrives with the scoring stage
-            pass
-        else:
-            report = join_outcomes_after_ingest(args.model)
-            data["performance"] = report.model_dump(mode="json")
+        from mlops.performance import join_outcomes_after_ingest
+
+        report = join_outcomes_after_ingest(args.model)
+        data["performance"] = report.model_dump(mode="json")
+        text += "\n" + report.summary_text()
+        if report.join.conflicting_outcomes:
+            text += (
+                f"\nwarning: {report.join.conflicting_outcomes} application id(s) have outcomes with "
+                "different labels across the stored batches; the most recently observed one counts "
+                "(check where the batches came from)"
+            )
     return (0 if summary.accepted else 1), data, text
 
 

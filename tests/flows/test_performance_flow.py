@@ -65,6 +65,16 @@ def test_mlops_outcomes_reports_performance(
 
     assert main(["outcomes", str(path), "--model", MODEL, "--json"]) == 0
 
-    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    data = json.loads(out.strip().splitlines()[-1])
     assert data["performance"]["join"]["matched_predictions"] == 2
     assert data["performance"]["rows"][0]["decision_accuracy"] == 1.0
+    assert "2 prediction(s) with outcomes" in out and "warning" not in out  # the join, in the text
+
+    # A later batch says APP-2 defaulted after all, observed at the same time: a conflict.
+    conflicting = tmp_path / "outcomes-2.csv"
+    conflicting.write_text("application_id,observed_at,defaulted\nAPP-2,2026-03-01T00:00:00Z,1\n")
+    assert main(["outcomes", str(conflicting), "--model", MODEL, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["performance"]["join"]["conflicting_outcomes"] == 1
+    assert "warning: 1 application id(s) have outcomes with different labels" in out
