@@ -78,10 +78,11 @@ class ReviewCase(BaseModel):
     review_record_id: str | None = None
 
 
-def _check_case_id(case_id: str) -> None:
+def _check_case_id(case_id: str) -> str:
+    """The id in the stored form (lowercase, hyphenated); ReviewCaseNotFound if not a UUID."""
     try:
-        uuid.UUID(case_id)
-    except (TypeError, ValueError) as exc:
+        return str(uuid.UUID(case_id))
+    except (TypeError, ValueError, AttributeError) as exc:
         raise ReviewCaseNotFound(
             f"no review case {case_id!r} (not a record id)", hint="mlops review list"
         ) from exc
@@ -97,7 +98,7 @@ def _case(row: Any) -> ReviewCase:
 
 def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
     """Open a case for the prediction record ``case_id`` (routed after the fact)."""
-    _check_case_id(case_id)
+    case_id = _check_case_id(case_id)
     if not reason.strip():
         raise ReviewError("a review case needs a routing reason")
     try:
@@ -126,7 +127,7 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
 
 def get_case(engine: Engine, case_id: str) -> ReviewCase:
     """The case with this id (:class:`ReviewCaseNotFound` if none)."""
-    _check_case_id(case_id)
+    case_id = _check_case_id(case_id)
     with engine.connect() as conn:
         row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
     if row is None:
@@ -174,7 +175,7 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
     :class:`ReviewCaseAlreadyResolved`; nothing is written then.
     """
     _check_resolution(reviewer, decision, reason)
-    _check_case_id(case_id)
+    case_id = _check_case_id(case_id)
     with chain_transaction(engine) as conn:
         row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
         if row is None:
@@ -182,7 +183,8 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
         if row.status != STATUS_OPEN:
             raise ReviewCaseAlreadyResolved(
                 f"review case {case_id!r} was resolved already ({row.decision} by "
-                f"{row.reviewer} at {row.resolved_at})"
+                f"{row.reviewer} at {row.resolved_at})",
+                hint="a resolution is final; mlops review list shows the open cases",
             )
         key = conn.execute(
             sa.select(audit_records.c.entity_key).where(audit_records.c.record_id == case_id)

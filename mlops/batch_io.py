@@ -75,6 +75,8 @@ def check_batch_source(source: str) -> str:
     """The batch's format (``csv``, ``parquet``, ``pq``); InputError for another format or a
     local path that is not a file. Cheap: the CLI calls it before starting any flow."""
     suffix = source.lower().rsplit(".", 1)[-1] if "." in source else ""
+    if not source.startswith("s3://") and Path(source).is_dir():
+        raise InputError(f"batch {source} is a folder", hint="pass the path of one .csv or .parquet file")
     if suffix not in ("csv", "parquet", "pq"):
         raise InputError(
             f"batch {source} has an unsupported format {suffix!r}",

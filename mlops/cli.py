@@ -199,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _validation_message(exc: ValidationError) -> str:
+    """Name what was wrong the way the user set it: ``MLOPS_<FIELD>`` for a setting."""
+    if exc.title != "Settings":
+        return f"invalid arguments:\n{exc}"
+    problems = [
+        f"MLOPS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
+        for err in exc.errors()
+    ]
+    return "invalid setting(s): " + "; ".join(problems)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_third_parties()
     parser = build_parser()
@@ -217,8 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  -> {exc.hint}", file=sys.stderr)
         text = ""
     except ValidationError as exc:
-        code, data, text = 2, {"ok": False, "error": str(exc)}, ""
-        print(f"error: invalid arguments:\n{exc}", file=sys.stderr)
+        message = _validation_message(exc)
+        code, data, text = 2, {"ok": False, "error": message}, ""
+        print(f"error: {message}", file=sys.stderr)
     else:
         data = {"ok": code == 0, **data}
     if text:

@@ -78,7 +78,7 @@ class ReproduceResult(BaseModel):
 def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
     """The audit record of one prediction (InputError if there is none)."""
     try:
-        uuid.UUID(record_id)
+        record_id = str(uuid.UUID(record_id))  # the stored form: lowercase, hyphenated
     except ValueError as exc:
         raise InputError(f"{record_id!r} is not a prediction id (a record UUID)") from exc
     with engine.connect() as conn:

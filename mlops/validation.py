@@ -95,7 +95,8 @@ def check_columns(raw: pd.DataFrame, contract: Contract, source: str) -> list[st
         raise InputError(
             f"batch {source} lacks column(s) {missing} required by contract "
             f"{contract.name}@{contract.version}",
-            hint="fix the export, or validate against the right contract with --contract",
+            hint="fix the export, or check the batch is of this dataset "
+            "(mlops validate --contract NAME picks another contract)",
         )
     return [c for c in raw.columns if c not in contract.column_names]
 

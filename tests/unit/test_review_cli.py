@@ -97,6 +97,14 @@ def test_bad_resolutions_exit_2_and_write_nothing(
     assert run(capsys, "review", "list")[1]["count"] == 2
 
 
+def test_a_case_id_in_capitals_finds_the_case(cases: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, data, _ = run(
+        capsys, "review", "resolve", cases[0].upper(), "--reviewer", "alice", "--decision", "approve",
+        "--reason", "checked",
+    )  # fmt: skip
+    assert code == 0 and data["case"]["case_id"] == cases[0]
+
+
 def test_resolving_twice_exits_1_and_keeps_the_first_decision(
     cases: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@ MLflow keeps the models of the experiments we create."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +90,15 @@ def test_mlflows_s3_endpoint_follows_ours_unless_set(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000")  # the operator's own choice wins
     export_mlflow_s3_endpoint(Settings())
     assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_the_cli_names_a_bad_setting_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlops.cli import main
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_MAX_QUARANTINE_SHARE", "7")
+    assert main(["review", "list", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert error.startswith("invalid setting(s): MLOPS_MAX_QUARANTINE_SHARE:") and "'7'" in error

@@ -261,6 +261,8 @@ def test_a_later_row_with_extra_fields_is_a_parse_error_not_a_shift(tmp_path: Pa
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         read_batch(str(tmp_path / "nope.csv"))
+    with pytest.raises(InputError, match="is a folder"):
+        read_batch(str(tmp_path))
 
 
 @pytest.mark.parametrize(
