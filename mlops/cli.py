@@ -215,8 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad usage, 0 on --help
-        return int(exc.code or 0)
+    except SystemExit as exc:  # argparse: 2 on bad usage (its message on stderr), 0 on --help
+        code = int(exc.code or 0)
+        words = sys.argv[1:] if argv is None else list(argv)
+        if code and "--json" in words:  # the promised last line, even for a usage error
+            print(json.dumps({"ok": False, "error": "invalid usage (see the message above)"}))
+        return code
     as_json: bool = getattr(args, "json", False)
     try:
         with _flow_settings(args.command):

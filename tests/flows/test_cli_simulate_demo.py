@@ -75,3 +75,13 @@ def test_demo_refuses_a_home_with_an_earlier_runs_state(
     assert str(mlops_home) in error and "audit.db" in error
     assert "empty folder" in captured.err
     assert not (tmp_path / "demo").exists()  # nothing was simulated or written
+
+
+def test_a_usage_error_still_ends_with_a_json_line_under_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "x.csv", "--canary-share", "abc", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1]) == {
+        "ok": False,
+        "error": "invalid usage (see the message above)",
+    }
+    assert "--canary-share" in captured.err
