@@ -164,12 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("simulate", cmd_simulate, "Write seeded daily batches of simulated loan applications.")
-    p.add_argument("--scenario", default="stable")
-    p.add_argument("--days", type=int, default=10)
-    p.add_argument("--drift-day", type=int, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--rows-per-day", type=int, default=None)
-    p.add_argument("--format", choices=["csv", "parquet"], default=None)
+    p.add_argument(
+        "--scenario",
+        default="stable",
+        help="stable, covariate_shift, concept_drift, label_shift or data_quality_incident",
+    )
+    p.add_argument("--days", type=int, default=10, help="days of applications (default 10)")
+    p.add_argument("--drift-day", type=int, default=None, help="first day of the change (default days // 2)")
+    p.add_argument("--seed", type=int, default=42, help="same seed, same files (default 42)")
+    p.add_argument("--rows-per-day", type=int, default=None, help="clean applications per day (default 2000)")
+    p.add_argument("--format", choices=["csv", "parquet"], default=None, help="file format (default csv)")
     p.add_argument(
         "--incident-share", type=float, default=None, help="data_quality_incident: share of damaged rows"
     )

@@ -36,7 +36,7 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -54,13 +54,7 @@ SIMULATOR_VERSION: Final = "1.0.0"
 # --- Scenarios and defects ------------------------------------------------------------------
 
 Scenario = Literal["stable", "covariate_shift", "concept_drift", "label_shift", "data_quality_incident"]
-SCENARIOS: Final[tuple[str, ...]] = (
-    "stable",
-    "covariate_shift",
-    "concept_drift",
-    "label_shift",
-    "data_quality_incident",
-)
+SCENARIOS: Final[tuple[str, ...]] = get_args(Scenario)  # also the CLI's --scenario choices
 FileFormat = Literal["csv", "parquet"]
 
 DEFECT_NULL_REQUIRED: Final = "null_required"

@@ -85,3 +85,11 @@ def test_a_usage_error_still_ends_with_a_json_line_under_json(capsys: pytest.Cap
         "error": "invalid usage (see the message above)",
     }
     assert "--canary-share" in captured.err
+
+
+def test_simulate_help_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from mlops.simulator import SCENARIOS
+
+    assert main(["simulate", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in SCENARIOS)
