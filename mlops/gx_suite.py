@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +132,27 @@ def data_docs_dir(reports_dir: Path, run_name: str) -> Path:
     return reports_dir / "data_docs" / f"{stamp}-{safe}"
 
 
+def share_static_assets(site: Path) -> None:
+    """Replace a Data Docs site's ``static/`` folder (GX's fonts, images and styles, ~4 MB) by a
+    relative link to one copy per GX version beside the sites, ``../static-<version>``.
+
+    Each validation run has a site of its own (:func:`data_docs_dir`); without this, every run
+    would keep its own 4 MB copy of the same files. The pages link ``./static/...``, which the
+    link resolves, so they look the same opened from disk.
+    """
+    import great_expectations as gx
+
+    own = site / "static"
+    if not own.is_dir() or own.is_symlink():
+        return
+    shared = site.parent / f"static-{gx.__version__}"
+    if shared.is_dir():
+        shutil.rmtree(own)
+    else:
+        own.rename(shared)
+    own.symlink_to(Path("..") / shared.name, target_is_directory=True)
+
+
 ResultFormat = Literal["BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE"]
 
 
@@ -194,6 +216,8 @@ class GXRunner:
         result = registered[1].run(
             batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name)
         )
+        if self.docs_dir is not None:
+            share_static_assets(self.docs_dir)
         return next(iter(result.run_results.values()))
 
     def _register(self, suite: Any) -> Any:

@@ -65,6 +65,11 @@ def test_clean_batch_is_snapshotted_catalogued_and_announced(mlops_home: Path, t
     # Each run has its own Data Docs page, and the later run did not delete the earlier one.
     assert again.data_docs and again.data_docs != summary.data_docs
     assert Path(again.data_docs).is_file() and Path(summary.data_docs).is_file()
+    # ... and the sites share one copy of GX's static files (~4 MB each otherwise).
+    sites = sorted((mlops_home / "reports" / "data_docs").glob("*-*"))
+    statics = [site / "static" for site in sites if not site.name.startswith("static-")]
+    assert len(statics) == 2 and all(s.is_symlink() for s in statics)
+    assert len({s.resolve() for s in statics}) == 1 and any((statics[0] / "styles").iterdir())
 
 
 def test_broken_batch_is_rejected_quarantined_and_announced(mlops_home: Path, tmp_path: Path) -> None:
