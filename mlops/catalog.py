@@ -64,6 +64,12 @@ def list_snapshots(store: ObjectStore, dataset: str) -> list[CatalogEntry]:
     return sorted(entries, key=lambda e: (e.max_timestamp or epoch, e.ingested_at, e.sha256))
 
 
+def in_ingestion_order(entries: list[CatalogEntry]) -> list[CatalogEntry]:
+    """The entries in the order they were ingested (outcomes read this way: on a tie between
+    equal observation times, the batch ingested last, a correction, decides)."""
+    return sorted(entries, key=lambda e: (e.ingested_at, e.sha256))
+
+
 def read_entries(
     store: ObjectStore,
     entries: list[CatalogEntry],

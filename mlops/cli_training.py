@@ -35,8 +35,8 @@ def cmd_outcomes(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
             text += (
                 f"\nwarning: {report.join.conflicting_outcomes} application id(s) have outcomes with "
                 "different labels across the stored batches; the most recently observed one counts, "
-                "and on equal observation times the batch holding later data (check where the "
-                "batches came from)"
+                "and on equal observation times the batch ingested last (check where the batches "
+                "came from)"
             )
     return (0 if summary.accepted else 1), data, text
 

@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from mlops.catalog import SNAPSHOT_COLUMN as CATALOG_SNAPSHOT_COLUMN
-from mlops.catalog import CatalogEntry, list_snapshots, read_entries
+from mlops.catalog import CatalogEntry, in_ingestion_order, list_snapshots, read_entries
 from mlops.contracts import Contract
 from mlops.errors import InputError, WorkRefused
 from mlops.model_spec import ModelSpec, TrainingWindow
@@ -91,7 +91,8 @@ def dedup_applications(applications: pd.DataFrame, id_column: str) -> tuple[pd.D
 def dedup_outcomes(
     outcomes: pd.DataFrame, id_column: str, target: str, observed_column: str | None
 ) -> tuple[pd.DataFrame, int, int]:
-    """One outcome per id: the last observed (ties: the later snapshot). Returns (rows, dupes, conflicts).
+    """One outcome per id: the last observed (ties: the later row; the readers pass snapshots in
+    ingestion order, so the batch ingested last). Returns (rows, dupes, conflicts).
 
     With every id once (the usual case) there is nothing to choose: the rows come back as they are.
     """
@@ -308,7 +309,8 @@ def gather_labelled(
     target = spec.target_column
     frame, counts = join_labels(
         read_entries(store, app_entries, row_column=SNAPSHOT_ROW_COLUMN),
-        read_entries(store, out_entries, row_column=OUTCOME_ROW_COLUMN),
+        # Ties between equal observation times go to the batch ingested last (a correction).
+        read_entries(store, in_ingestion_order(out_entries), row_column=OUTCOME_ROW_COLUMN),
         id_column=applications.id_column,
         outcome_id_column=outcomes.id_column,
         target=target,

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 from mlops import audit
 from mlops.audit_hashing import as_utc
 from mlops.audit_write import chain_transaction
-from mlops.catalog import list_snapshots, read_entries
+from mlops.catalog import in_ingestion_order, list_snapshots, read_entries
 from mlops.contracts import Contract
 from mlops.errors import InputError
 from mlops.labels import OUTCOME_ROW_COLUMN, SNAPSHOT_COLUMN, dedup_outcomes, with_row_numbers
@@ -210,7 +210,7 @@ def keyed_outcomes(
         raise InputError(f"contract {outcomes.name!r} declares no target column")
     entries = list_snapshots(store, outcomes.name)
     shas = [e.sha256 for e in entries]
-    raw = read_entries(store, entries)
+    raw = read_entries(store, in_ingestion_order(entries))  # ties: the batch ingested last
     empty = pd.DataFrame(columns=["entity_key", *_OUTCOME_FIELDS])
     if raw.empty:
         return empty, JoinCounts(), shas

@@ -60,7 +60,7 @@ def test_mlops_outcomes_reports_performance(
     engine.dispose()
     path = tmp_path / "outcomes.csv"
     path.write_text(
-        "application_id,observed_at,defaulted\nAPP-1,2026-03-01T00:00:00Z,1\nAPP-2,2026-03-01T00:00:00Z,0\n"
+        "application_id,observed_at,defaulted\nAPP-1,2026-03-05T00:00:00Z,1\nAPP-2,2026-03-01T00:00:00Z,0\n"
     )
 
     assert main(["outcomes", str(path), "--model", MODEL, "--json"]) == 0
@@ -71,10 +71,15 @@ def test_mlops_outcomes_reports_performance(
     assert data["performance"]["rows"][0]["decision_accuracy"] == 1.0
     assert "2 prediction(s) with outcomes" in out and "warning" not in out  # the join, in the text
 
-    # A later batch says APP-2 defaulted after all, observed at the same time: a conflict.
+    # A later batch says APP-2 defaulted after all, observed at the same time: a conflict. Its
+    # data is older than the first batch's (which holds APP-1 on 03-05), so ordering batches by
+    # their data would let the first batch win the tie.
     conflicting = tmp_path / "outcomes-2.csv"
     conflicting.write_text("application_id,observed_at,defaulted\nAPP-2,2026-03-01T00:00:00Z,1\n")
     assert main(["outcomes", str(conflicting), "--model", MODEL, "--json"]) == 0
     out = capsys.readouterr().out
-    assert json.loads(out.strip().splitlines()[-1])["performance"]["join"]["conflicting_outcomes"] == 1
+    performance = json.loads(out.strip().splitlines()[-1])["performance"]
+    assert performance["join"]["conflicting_outcomes"] == 1 and performance["join"]["updated"] == 1
     assert "warning: 1 application id(s) have outcomes with different labels" in out
+    # The correction, ingested last, decides the tie: APP-2 (score 0.1, approved) defaulted.
+    assert performance["rows"][0]["decision_accuracy"] == 0.5

@@ -124,6 +124,25 @@ def test_a_later_correction_wins() -> None:
     assert counts["duplicate_outcomes"] == 1 and counts["conflicting_outcomes"] == 1
 
 
+def test_a_correction_batch_ingested_last_decides_a_tie_even_with_older_data(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    apps_c, outs_c = contracts
+    apps0, outs0 = simulated_day(0, 40)
+    ingest(store, apps0, apps_c, "a0")
+    ingest(store, outs0, outs_c, "o0")
+    # A correction of the earliest-observed outcome: same observation time, the other label.
+    # Its data is older than the first batch's, so ordering by data would let the first win.
+    first = outs0.sort_values("observed_at").iloc[[0]].copy()
+    first["defaulted"] = 1 - first["defaulted"]
+    correction_sha = ingest(store, first, outs_c, "o0-correction")
+
+    labelled = gather_labelled(store, spec, apps_c, outs_c)
+    row = labelled.frame.set_index("application_id").loc[first["application_id"].iloc[0]]
+    assert row["defaulted"] == first["defaulted"].iloc[0] and row[OUTCOME_SNAPSHOT_COLUMN] == correction_sha
+    assert labelled.summary.conflicting_outcomes == 1
+
+
 def test_outcomes_with_unique_ids_come_back_unchanged_and_duplicates_still_choose() -> None:
     outs = pd.DataFrame(
         {"id": ["c", "a", "b"], "seen": [30, 10, 20], "y": [1, 0, 1], SNAPSHOT_COLUMN: ["o1", "o1", "o2"]},
