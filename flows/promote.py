@@ -118,31 +118,31 @@ def _refuse(promotion: ShadowPromotion, settings: Settings) -> WorkRefused:
     return refusal_error(saved)
 
 
-def _ask_a_person(promotion: ShadowPromotion, policy: Settings) -> Approval:
+def _ask_a_person(promotion: ShadowPromotion, settings: Settings) -> Approval:
     """Pause this flow run until someone answers the approval form (in the flow, not a task)."""
     form = ApprovalInput.with_initial_data(
-        description=evidence_markdown(promotion) + f"\nAllowed approvers: {', '.join(policy.approvers)}.\n"
+        description=evidence_markdown(promotion) + f"\nAllowed approvers: {', '.join(settings.approvers)}.\n"
     )
     try:
         answer = pause_flow_run(
             wait_for_input=form,
-            timeout=policy.approval_timeout_seconds,
-            poll_interval=policy.approval_poll_seconds,
+            timeout=settings.approval_timeout_seconds,
+            poll_interval=settings.approval_poll_seconds,
         )
     except FlowPauseTimeout:
-        return timed_out_approval(policy, promotion.requested_by)
-    return form_approval(policy, answer.approver, answer.decision, answer.reason, promotion.requested_by)
+        return timed_out_approval(settings, promotion.requested_by)
+    return form_approval(settings, answer.approver, answer.decision, answer.reason, promotion.requested_by)
 
 
-def _approve(promotion: ShadowPromotion, policy: Settings, cli_approver: str | None) -> ShadowPromotion:
+def _approve(promotion: ShadowPromotion, settings: Settings, cli_approver: str | None) -> ShadowPromotion:
     """The promotion with its approval, or refused (reasons set)."""
-    nobody = no_approvers_refusal(policy)
+    nobody = no_approvers_refusal(settings)
     if nobody is not None:
         return promotion.model_copy(update={"outcome": "refused", "reasons": [nobody]})
-    approval = policy_approval(policy, cli_approver, promotion.requested_by)
+    approval = policy_approval(settings, cli_approver, promotion.requested_by)
     if approval is None:
-        approval = _ask_a_person(promotion, policy)
-    refusal = approval.refusal(policy.approvers)
+        approval = _ask_a_person(promotion, settings)
+    refusal = approval.refusal(settings.approvers)
     if refusal is not None:
         return promotion.model_copy(update={"approval": approval, "outcome": "refused", "reasons": [refusal]})
     return promotion.model_copy(update={"approval": approval, "outcome": "approved"})
@@ -184,8 +184,7 @@ def _shadow_promotion(
     run_id: str | None,
 ) -> PromotionResult:
     assert state.champion is not None and state.challenger is not None
-    policy = settings
-    evidence = compare_on_shadow_task(model, state, settings, settings.promotion_min_shadow_rows, run_id)
+    evidence = compare_on_shadow_task(model, state, settings, run_id)
     promotion = ShadowPromotion(
         model_name=model,
         from_version=state.champion,
@@ -200,7 +199,7 @@ def _shadow_promotion(
     print(f"{model}: {evidence.summary()}")
     if promotion.outcome == "refused":
         raise _refuse(promotion, settings)
-    promotion = _approve(promotion, policy, approver)
+    promotion = _approve(promotion, settings, approver)
     if promotion.outcome == "refused":
         raise _refuse(promotion, settings)
     plan = plan_promotion_task(promotion, settings)

@@ -68,9 +68,7 @@ class Settings(BaseSettings):
         SecretStr("embedded-demo-key-change-me"),
         description="Secret key for keyed hashes of entity ids (audit trail, canary arms).",
     )
-    model_specs_dir: Path = Field(
-        PROJECT_ROOT / "model_specs", description="Folder of model spec YAML files."
-    )
+    model_specs_dir: Path = Field(DEFAULT_MODEL_SPECS_DIR, description="Folder of model spec YAML files.")
     # Promotion: who may approve and how.
     approvers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -165,12 +165,12 @@ def compare_on_shadow_task(
     model: str,
     state: RegistryState,
     settings: Settings,
-    min_rows: int | None,
     flow_run_id: str | None,
 ) -> ShadowEvidence:
     """Champion vs challenger on the labelled shadow rows of the audit trail, every gate re-checked.
 
-    ``min_rows`` overrides the spec's ``shadow.min_labelled_rows`` (None: the spec decides)."""
+    ``settings.promotion_min_shadow_rows`` overrides the spec's ``shadow.min_labelled_rows``
+    (None: the spec decides)."""
     assert state.champion is not None and state.challenger is not None
     spec = load_model_spec(model, contracts_dir=settings.contracts_dir)
     applications = load_contract(settings.contracts_dir, spec.applications_contract)
@@ -185,7 +185,7 @@ def compare_on_shadow_task(
         keyed,
         champion_version=state.champion,
         challenger_version=state.challenger,
-        min_rows=spec.shadow.min_labelled_rows if min_rows is None else min_rows,
+        min_rows=settings.promotion_min_shadow_rows or spec.shadow.min_labelled_rows,
         outcome_conflicts=counts.conflicting_outcomes,
         days=shadow_days(backends.store, applications.name, challenger_records),
         min_days=spec.shadow.min_days,

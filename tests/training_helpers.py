@@ -92,6 +92,23 @@ def ingest_history(
     return shas
 
 
+def ingest_settings_history(days: int, rows: int = 500) -> dict[str, list[str]]:
+    """:func:`ingest_history` into the object store the settings name now, with their
+    credit-risk contracts."""
+    from mlops.contracts import load_contract
+    from mlops.settings import get_settings
+    from mlops.storage import make_store
+
+    settings = get_settings()
+    return ingest_history(
+        make_store(settings),
+        load_contract(settings.contracts_dir, "credit_applications"),
+        load_contract(settings.contracts_dir, "credit_outcomes"),
+        days=days,
+        rows=rows,
+    )
+
+
 def write_spec(folder: Path, name: str = "credit-risk", **overrides: Any) -> Path:
     """A copy of the repo's credit-risk spec, small and single-threaded for tests, with overrides."""
     spec = yaml.safe_load((DEFAULT_MODEL_SPECS_DIR / "credit-risk.yaml").read_text())

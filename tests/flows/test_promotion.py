@@ -78,7 +78,7 @@ from mlops.settings import DEFAULT_MODEL_SPECS_DIR, get_settings
 from mlops.storage import make_store, read_snapshot
 from tasks.promotion import compare_on_shadow_task, plan_promotion_task
 from tests.helpers import latest_artifact, wait_for_events
-from tests.training_helpers import ingest, ingest_history, run_train_tasks, simulated_day, write_spec
+from tests.training_helpers import ingest, ingest_settings_history, run_train_tasks, simulated_day, write_spec
 
 pytestmark = pytest.mark.flows
 
@@ -126,14 +126,7 @@ def specs(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     ):
         monkeypatch.delenv(var, raising=False)
     _write_spec(folder)
-    settings = get_settings()
-    ingest_history(
-        make_store(settings),
-        load_contract(settings.contracts_dir, "credit_applications"),
-        load_contract(settings.contracts_dir, "credit_outcomes"),
-        days=5,
-        rows=500,
-    )
+    ingest_settings_history(days=5)
     return folder
 
 
@@ -544,7 +537,7 @@ def test_a_hard_crash_between_steps_leaves_one_champion_and_promote_finishes(goo
     commit_point = COMMIT_STEPS.index(STEP_MOVE_CHAMPION)
     for index, step in enumerate(COMMIT_STEPS[:-1]):
         state = read_registry_state(registry, MODEL)
-        evidence = compare_on_shadow_task.fn(MODEL, state, settings, None, None)
+        evidence = compare_on_shadow_task.fn(MODEL, state, settings, None)
         assert evidence.passed, evidence.reasons
         approval = policy_approval(get_settings(), None, "test")
         plan = plan_promotion_task.fn(

@@ -27,19 +27,18 @@ from mlops.audit import audit_records
 from mlops.champion_loader import load_model_version
 from mlops.cli import main
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
-from mlops.contracts import load_contract
 from mlops.lineage import DECISION_RECORD_ARTIFACT, LINEAGE_TAGS
 from mlops.promotion import bootstrap_champion
 from mlops.pyfunc_model import pip_requirements
 from mlops.registry import make_registry
 from mlops.scoring import ROLE_SHADOW
 from mlops.settings import Settings, get_settings
-from mlops.storage import make_store, s3_client
+from mlops.storage import s3_client
 from tests.helpers import postgres_url
 from tests.mlflow_server import MlflowServer, fresh_database, mlflow_server
 from tests.training_helpers import (
     fresh_process_scores,
-    ingest_history,
+    ingest_settings_history,
     run_train_tasks,
     simulated_day,
     write_spec,
@@ -75,15 +74,9 @@ def _production_history(monkeypatch: pytest.MonkeyPatch, tracking_uri: str, spec
     monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "a-test-secret-of-our-own")
     monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(specs))
     write_spec(specs)
+    ingest_settings_history(days=4)
     settings = get_settings()
     assert settings.profile == "production"
-    ingest_history(
-        make_store(settings),
-        load_contract(settings.contracts_dir, "credit_applications"),
-        load_contract(settings.contracts_dir, "credit_outcomes"),
-        days=4,
-        rows=500,
-    )
     return settings
 
 

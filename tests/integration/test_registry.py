@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
-from mlops.contracts import load_contract
 from mlops.errors import WorkRefused
 from mlops.lineage import (
     DECISION_RECORD_ARTIFACT,
@@ -46,11 +45,10 @@ from mlops.model_spec import load_model_spec, model_spec_hash
 from mlops.promotion import bootstrap_champion
 from mlops.pyfunc_model import pip_requirements
 from mlops.registry import MlflowRegistry, RegistryUnavailable, make_registry
-from mlops.settings import PROJECT_ROOT, get_settings
-from mlops.storage import make_store
+from mlops.settings import PROJECT_ROOT
 from tests.training_helpers import (
     fresh_process_scores,
-    ingest_history,
+    ingest_settings_history,
     run_train_tasks,
     simulated_day,
     write_spec,
@@ -66,14 +64,7 @@ def history(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     """Four simulated days of validated applications and outcomes; a small single-thread spec."""
     monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(tmp_path / "specs"))
     write_spec(tmp_path / "specs")
-    settings = get_settings()
-    return ingest_history(
-        make_store(settings),
-        load_contract(settings.contracts_dir, "credit_applications"),
-        load_contract(settings.contracts_dir, "credit_outcomes"),
-        days=4,
-        rows=500,
-    )
+    return ingest_settings_history(days=4)
 
 
 @pytest.fixture
