@@ -74,15 +74,15 @@ def _read_bytes(source: str, s3_endpoint_url: str | None) -> bytes:
 def check_batch_source(source: str) -> str:
     """The batch's format (``csv``, ``parquet``, ``pq``); InputError for another format or a
     local path that is not a file. Cheap: the CLI calls it before starting any flow."""
+    local = None if source.startswith("s3://") else Path(source)
+    if local is not None and local.is_dir():
+        raise InputError(f"batch {source} is a folder", hint="pass the path of one .csv or .parquet file")
     suffix = source.lower().rsplit(".", 1)[-1] if "." in source else ""
     if suffix not in ("csv", "parquet", "pq"):
         raise InputError(
             f"batch {source} has an unsupported format {suffix!r}",
             hint="use a .csv or .parquet file",
         )
-    local = None if source.startswith("s3://") else Path(source)
-    if local is not None and local.is_dir():
-        raise InputError(f"batch {source} is a folder", hint="pass the path of one .csv or .parquet file")
     if local is not None and not local.is_file():
         raise InputError(
             f"batch file {source} does not exist", hint="pass the path of a .csv or .parquet file"
