@@ -57,7 +57,7 @@ from mlops.lineage import (
     TAG_PROMOTION_RECORD_URI,
     TAG_VERDICT,
 )
-from mlops.registry import ModelRegistry
+from mlops.registry import ModelRegistry, require_registered_model
 from mlops.settings import ApprovalPolicy, Settings
 from mlops.shadow_comparison import ShadowEvidence
 from mlops.storage import ObjectStore
@@ -350,10 +350,14 @@ class RegistryState(BaseModel):
 
 
 def read_registry_state(registry: ModelRegistry, name: str) -> RegistryState:
-    return RegistryState(
+    """Where the aliases point; refuses a model name the registry does not know."""
+    state = RegistryState(
         champion=registry.get_alias_version(name, ALIAS_CHAMPION),
         challenger=registry.get_alias_version(name, ALIAS_CHALLENGER),
     )
+    if state.champion is None and state.challenger is None:
+        require_registered_model(registry, name)
+    return state
 
 
 # --- bootstrap -----------------------------------------------------------------------------------
@@ -382,6 +386,7 @@ def bootstrap_champion(
             hint="run the promote flow (mlops promote), which compares on the shadow period",
         )
     if challenger is None:
+        require_registered_model(registry, name)
         raise WorkRefused(
             f"{name} has no challenger to promote",
             hint="run `mlops train` until a candidate passes its gates",

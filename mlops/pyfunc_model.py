@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -114,12 +114,18 @@ class XGBoostPyfuncModel(PythonModel):
         return self.score_prepared(self.prepare(frame))
 
 
-def model_signature(schema: FeatureSchema) -> ModelSignature:
-    """Raw input columns: categoricals as ``string``, numerics as ``any``; output: one double."""
+def model_signature(schema: FeatureSchema, passthrough: Sequence[str] = ()) -> ModelSignature:
+    """Raw input columns: categoricals as ``string``, numerics as ``any``; output: one double.
+
+    ``passthrough``: the other columns of the raw rows (the contract's id, timestamp,
+    sensitive attribute), declared optional and ``any`` so that scoring the raw rows as they
+    arrive draws no "extra inputs ... ignored" warning; the model never reads them."""
+    features = {c.name for c in schema.columns}
     inputs: list[ColSpec | TensorSpec] = [
         ColSpec("string", c.name) if c.kind == CATEGORICAL else ColSpec(AnyType(), c.name)
         for c in schema.columns
     ]
+    inputs += [ColSpec(AnyType(), name, required=False) for name in passthrough if name not in features]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", OUTPUT_COLUMN)]))
 
 
@@ -187,9 +193,15 @@ def _ship_code(workdir: Path) -> Path:
 
 
 def log_pyfunc_model(
-    booster_json: bytes, schema: FeatureSchema, *, name: str = MODEL_ARTIFACT_NAME
+    booster_json: bytes,
+    schema: FeatureSchema,
+    *,
+    name: str = MODEL_ARTIFACT_NAME,
+    passthrough: Sequence[str] = (),
 ) -> mlflow.models.model.ModelInfo:
-    """Log the model into the active MLflow run; returns its ``ModelInfo`` (``model_uri``, ``model_id``)."""
+    """Log the model into the active MLflow run; returns its ``ModelInfo`` (``model_uri``, ``model_id``).
+
+    ``passthrough``: non-feature columns of the raw rows (see :func:`model_signature`)."""
     with tempfile.TemporaryDirectory(prefix="mlops-pyfunc-") as tmp:
         work = Path(tmp)
         booster_path = work / BOOSTER_FILE
@@ -205,7 +217,7 @@ def log_pyfunc_model(
                 name=name,
                 python_model=XGBoostPyfuncModel(),
                 artifacts={BOOSTER_ARTIFACT: str(booster_path), SCHEMA_ARTIFACT: str(schema_path)},
-                signature=model_signature(schema),
+                signature=model_signature(schema, passthrough),
                 pip_requirements=pip_requirements(),
                 code_paths=[str(_ship_code(work))],
             )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pandas as pd
 
-from mlops.errors import InputError, MlopsError
+from mlops.errors import InputError, MlopsError, WorkRefused
 from mlops.lineage import NONE_VALUE, TAG_DECISION_RECORD_ID, TAG_VERDICT, TAG_VERDICT_FAILURES
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class TrainingRunLog:
     json_artifacts: dict[str, Any] = field(default_factory=dict)  # artifact file -> JSON-able data
     files: list[Path] = field(default_factory=list)  # plots etc., logged under plots/
     datasets: list[DatasetLog] = field(default_factory=list)
+    # Non-feature columns of the raw rows, optional in the model's signature.
+    passthrough_columns: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,26 @@ class ModelRegistry(Protocol):
     ) -> None: ...
     def log_run_json(self, run_id: str, data: Any, artifact_file: str) -> str: ...
     def load_model(self, name: str, alias: str) -> PyFuncModel: ...
+    def has_model(self, name: str) -> bool: ...
+    def model_names(self) -> list[str]: ...
+
+
+def require_registered_model(registry: ModelRegistry, name: str) -> None:
+    """Refuse, naming the models the registry does hold, when ``name`` was never registered
+    (a mistyped ``--model`` would otherwise read as "no champion" / "no challenger")."""
+    if registry.has_model(name):
+        return
+    raise WorkRefused(
+        unregistered_message(registry, name),
+        hint=f"if the name is right, train it first (mlops train --model {name}); if not, check --model",
+    )
+
+
+def unregistered_message(registry: ModelRegistry, name: str) -> str:
+    """ "no model named ... is registered", with the names the registry does hold."""
+    known = registry.model_names()
+    listing = ", ".join(repr(n) for n in known[:20]) if known else "none yet"
+    return f"no model named {name!r} is registered in the MLflow registry (registered: {listing})"
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -279,7 +301,11 @@ class MlflowRegistry:
                 mlflow.log_dict(data, artifact_file)
             for path in content.files:
                 mlflow.log_artifact(str(path), artifact_path="plots")
-            info = log_pyfunc_model(content.booster_json, FeatureSchema.from_json(content.schema_json))
+            info = log_pyfunc_model(
+                content.booster_json,
+                FeatureSchema.from_json(content.schema_json),
+                passthrough=content.passthrough_columns,
+            )
             return LoggedRun(
                 run_id=run.info.run_id,
                 model_uri=info.model_uri,
@@ -323,6 +349,13 @@ class MlflowRegistry:
                 f"{str(exc.message)[:300]})",
                 hint="check MLOPS_MLFLOW_TRACKING_URI and that the MLflow server or database is up",
             ) from exc
+
+    def has_model(self, name: str) -> bool:
+        return self._registered_model(name) is not None
+
+    def model_names(self) -> list[str]:
+        """Names of the registered models, sorted."""
+        return sorted(m.name for m in self.client.search_registered_models(max_results=1000))
 
     def register_version(self, name: str, logged: LoggedRun, tags: dict[str, str]) -> int:
         """Register the logged model as a new version of ``name`` (created if new); no alias."""

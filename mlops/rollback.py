@@ -44,7 +44,7 @@ from mlops.promotion import (
     read_rollback_target,
     write_rollback_target,
 )
-from mlops.registry import MlflowRegistry
+from mlops.registry import MlflowRegistry, require_registered_model
 
 #: The registered-model tags a rollback reads and moves (defined by the promotion stage).
 ROLLBACK_TAGS: Final = (ROLLBACK_TARGET_TAG, ROLLBACK_TARGET_FOR_TAG)
@@ -184,6 +184,7 @@ def rollback(
         raise InputError("a rollback needs who (--by) and why (--reason)")
     champion = registry.get_alias_version(name, ALIAS_CHAMPION)
     if champion is None:
+        require_registered_model(registry, name)
         raise WorkRefused(f"{name} has no champion; nothing to roll back")
     tags = all_version_tags(registry, name)
     recorded = (

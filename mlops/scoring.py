@@ -175,8 +175,12 @@ def resolve_versions(registry: MlflowRegistry, name: str) -> ModelVersions:
     """Resolve ``champion`` / ``challenger`` to versions once; refuse without a champion."""
     champion = registry.get_alias_version(name, ALIAS_CHAMPION)
     if champion is None:
+        from mlops.registry import unregistered_message
+
+        registered = registry.has_model(name)
+        what = f"model {name!r} has no champion" if registered else unregistered_message(registry, name)
         raise NoChampion(
-            f"model {name!r} has no champion, so no batch can be scored",
+            f"{what}, so no batch can be scored",
             hint="run mlops train and mlops promote first",
         )
     challenger = registry.get_alias_version(name, ALIAS_CHALLENGER)

@@ -144,7 +144,13 @@ def publish_promotion_record_task(result: PromotionResult) -> None:
 # --- shadow promotion: state, evidence, decision records ---------------------------------------
 
 
-@task(name="read-registry-state", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(
+    name="read-registry-state",
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
 def read_registry_state_task(model: str, settings: Settings) -> RegistryState:
     return read_registry_state(make_registry(settings), model)
 

@@ -374,6 +374,7 @@ def log_training_run_task(
                 "feature_schema.json": candidate.schema.model_dump(mode="json"),
             },
             files=plots,
+            passthrough_columns=[c.name for c in bundle.applications.columns],
             datasets=[
                 DatasetLog(
                     split.train,

@@ -281,8 +281,8 @@ def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.Captu
     assert main(["score", str(setup.batch_a), "--model", "credit-risk-new", "--json"]) == 1
     captured = capsys.readouterr()
     assert "run mlops train and mlops promote first" in captured.err
-    assert "no champion" in last_json(captured.out)["error"]
-    with pytest.raises(WorkRefused, match="no champion"):
+    assert "no model named 'credit-risk-new' is registered" in last_json(captured.out)["error"]
+    with pytest.raises(WorkRefused, match=r"no model named 'credit-risk-new' .*registered: 'credit-risk'"):
         score_batch(source=str(setup.batch_a), model="credit-risk-new")
 
     assert main(["score", str(setup.batch_a), "--canary-share", "1.5"]) == 2

@@ -103,8 +103,9 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
 
 
 def test_promote_flow_bootstraps_the_first_champion_then_refuses(validated_history: str) -> None:
-    with pytest.raises(WorkRefused, match="no challenger"):
+    with pytest.raises(WorkRefused, match="no model named 'credit-risk' is registered") as refused:
         promote(model=MODEL, approver="bob")
+    assert refused.value.hint and "mlops train --model credit-risk" in refused.value.hint
     train(model=MODEL)
     since = datetime.now(UTC) - timedelta(seconds=5)
     result = promote(model=MODEL, approver="bob")

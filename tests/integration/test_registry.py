@@ -3,7 +3,9 @@ candidates, the bootstrap promotion, and the pyfunc loaded by alias in a fresh p
 
 from __future__ import annotations
 
+import logging
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ from mlops.lineage import (
     packages_sha256,
 )
 from mlops.model_spec import load_model_spec, model_spec_hash
-from mlops.promotion import bootstrap_champion
+from mlops.promotion import bootstrap_champion, read_registry_state
 from mlops.pyfunc_model import pip_requirements
 from mlops.registry import MlflowRegistry, RegistryUnavailable, make_registry
 from mlops.settings import PROJECT_ROOT
@@ -146,9 +148,15 @@ def test_failed_candidate_is_kept_with_its_verdict_and_no_alias(
 
 
 def test_bootstrap_promotion_then_refusal_with_a_champion(registry: MlflowRegistry) -> None:
-    with pytest.raises(WorkRefused, match="no challenger"):
+    with pytest.raises(WorkRefused, match=r"no model named 'credit-risk' is registered .*none yet"):
         bootstrap_champion(registry, MODEL, approved_by="alice")
     run_train_tasks(MODEL)
+    # A mistyped name is named as such, with the models the registry holds, not "no challenger".
+    with pytest.raises(WorkRefused, match=r"no model named 'credit-risc' .*registered: 'credit-risk'"):
+        bootstrap_champion(registry, "credit-risc", approved_by="alice")
+    with pytest.raises(WorkRefused, match=r"no model named 'credit-risc'"):
+        read_registry_state(registry, "credit-risc")
+    assert read_registry_state(registry, MODEL).challenger == 1
     result = bootstrap_champion(registry, MODEL, approved_by="alice")
     assert result.promoted and result.champion_version == 1
     assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
@@ -184,6 +192,24 @@ def test_bootstrap_promotion_then_refusal_with_a_champion(registry: MlflowRegist
     assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
 
 
+def _mlflow_warnings(call: Callable[[], object]) -> list[str]:
+    """Messages MLflow's loggers emit at WARNING or above while ``call`` runs."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("mlflow")
+    logger.addHandler(handler)
+    try:
+        call()
+    finally:
+        logger.removeHandler(handler)
+    return seen
+
+
 def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
     registry: MlflowRegistry, mlflow_uri: str, tmp_path: Path
 ) -> None:
@@ -194,8 +220,15 @@ def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
     raw.to_csv(csv, index=False)  # raw columns as a user has them: text, ints, floats, extra columns
 
     scores = fresh_process_scores(mlflow_uri, f"models:/{MODEL}@{ALIAS_CHAMPION}", csv, tmp_path)
-    in_process = registry.load_model(MODEL, ALIAS_CHAMPION).predict(pd.read_csv(csv))
+    model = registry.load_model(MODEL, ALIAS_CHAMPION)
+    warned = _mlflow_warnings(lambda: model.predict(pd.read_csv(csv)))
+    in_process = model.predict(pd.read_csv(csv))
     assert len(scores) == 40 and np.array_equal(np.asarray(scores), in_process)
+    # The raw rows' other columns (id, timestamp, sensitive attribute) are optional inputs the
+    # model ignores, so scoring raw rows as they arrive draws no "extra inputs" warning.
+    assert not [w for w in warned if "extra inputs" in w], warned
+    optional = {c.name for c in model.metadata.get_input_schema().inputs if not c.required}
+    assert {"application_id", "applied_at", "gender"} <= optional
     assert all(0.0 < s < 1.0 for s in scores)
 
     # The product code the model needs travels with it, and its requirements are pinned.
