@@ -31,6 +31,7 @@ def score_batch(
     canary_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
     chunk_rows: Annotated[int, Field(ge=1)] = DEFAULT_CHUNK_ROWS,
     validation_chunk_rows: Annotated[int, Field(ge=1)] = DEFAULT_VALIDATION_CHUNK_ROWS,
+    rescore: bool = False,
 ) -> ScoringResult:
     """Score the batch at ``source`` (local path or s3:// URI, CSV or Parquet) with ``model``.
 
@@ -38,7 +39,8 @@ def score_batch(
     ``validate_data``); a rejected batch is not scored (``accepted`` False). The champion
     decides every row; the challenger, if any, shadow-scores every row and decides for the
     ``canary_share`` of entities whose keyed hash falls in the canary arm. Every prediction
-    is an audit record; routed rows open review cases.
+    is an audit record; routed rows open review cases. Rows this model already scored are
+    refused (BatchAlreadyScored, nothing written) unless ``rescore``.
     """
     settings = flow_settings()
     plan = resolve_models_task(model, settings)
@@ -91,6 +93,7 @@ def score_batch(
         canary_share=canary_share,
         chunk_rows=chunk_rows,
         result=result,
+        rescore=rescore,
     )
     publish_scoring_report_task(result)
     print(

@@ -120,6 +120,7 @@ from mlops.audit_review import (
     resolved_cases,
 )
 from mlops.audit_schema import (
+    NOT_PREDICTION,
     audit_anchors,
     audit_chain_head,
     audit_records,
@@ -147,8 +148,11 @@ from mlops.audit_write import (
     EncodedPredictions,
     append_encoded,
     append_event,
+    append_events_locked,
     append_predictions,
+    chain_transaction,
     encode_predictions,
+    event_fields,
 )
 from mlops.errors import SettingsError
 
@@ -200,6 +204,7 @@ __all__ = [
     "FORMAT_TAG",
     "GENESIS_HASH",
     "LABEL_BY_DECISION",
+    "NOT_PREDICTION",
     "RECORD_PREDICTION",
     "RECORD_PROMOTION",
     "RECORD_REVIEW",
@@ -219,16 +224,19 @@ __all__ = [
     "anchor_head",
     "append_encoded",
     "append_event",
+    "append_events_locked",
     "append_predictions",
     "audit_anchors",
     "audit_chain_head",
     "audit_records",
     "canonical_record_bytes",
+    "chain_transaction",
     "count_open_cases",
     "create_audit_engine",
     "create_schema",
     "encode_predictions",
     "entity_key",
+    "event_fields",
     "explained_store_errors",
     "export_anchor",
     "get_case",

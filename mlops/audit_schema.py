@@ -51,6 +51,19 @@ audit_records = sa.Table(
     sa.Column("record_hash", _HEX, nullable=False),
 )
 
+#: Records that are not predictions (scoring batches, reviews, promotions, rollbacks): a few
+#: per batch among millions of predictions. The index below is partial on this condition, so
+#: appending predictions never touches it; a query must carry the same term (literally, for
+#: SQLite's planner) to use it.
+NOT_PREDICTION: Final = audit_records.c.record_type != sa.literal_column("'prediction'")
+audit_events_index = sa.Index(
+    "ix_audit_records_events",
+    audit_records.c.record_type,
+    audit_records.c.batch_id,
+    sqlite_where=NOT_PREDICTION,
+    postgresql_where=NOT_PREDICTION,
+)
+
 # One row (id = 1): the seq and hash of the newest record. Writers lock it (FOR UPDATE on
 # PostgreSQL; SQLite's BEGIN IMMEDIATE locks the whole file) so appends never fork.
 audit_chain_head = sa.Table(
@@ -128,6 +141,7 @@ def create_schema(engine: Engine) -> None:
     """Create the tables, the chain head row and the append-only triggers (idempotent)."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
+        audit_events_index.create(conn, checkfirst=True)  # stores made before the index existed
         _install_guards(conn)
     try:
         with engine.begin() as conn:

@@ -32,6 +32,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
         canary_share=args.canary_share,
         chunk_rows=args.chunk_rows,
         validation_chunk_rows=args.validation_chunk_rows,
+        rescore=args.rescore,
     )
     v = result.validation
     if not result.accepted:
@@ -143,6 +144,12 @@ def register(add: Registrar) -> None:
         type=int,
         default=DEFAULT_VALIDATION_CHUNK_ROWS,
         help="rows read and validated at a time (a batch up to this size is validated whole)",
+    )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score rows this model already scored (refused by default: a second decision per "
+        "application and new review cases)",
     )
 
     p = add("audit", cmd_audit, "Audit trail: `mlops audit verify` walks the hash chain.")

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
@@ -40,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field, SecretStr
 
-from mlops.audit_hashing import entity_key
+from mlops.audit_hashing import as_utc, entity_key
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
 from mlops.model_spec import DecisionPolicy
@@ -69,6 +70,11 @@ _MISSING_TEXT: Final = b"\xff\xff\xff\xff"
 
 class NoChampion(WorkRefused):
     """The model has no champion, so nothing can decide."""
+
+
+class BatchAlreadyScored(WorkRefused):
+    """The batch's valid rows were scored by this model before (scoring them again needs
+    ``rescore``: a second decision for each application and new review cases)."""
 
 
 # --- models ------------------------------------------------------------------------------
@@ -656,6 +662,52 @@ def decision_policy_hash(policy: DecisionPolicy) -> str:
     return hashlib.sha256(canonical_json(policy.model_dump(mode="json")).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class PriorScoring:
+    """An earlier ``scoring_batch`` record of the same model that shares input snapshots."""
+
+    batch_id: str
+    created_at: datetime
+    snapshots: list[str]
+
+
+def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list[PriorScoring]:
+    """The batches of ``model_name`` that scored any of ``snapshots`` (oldest first).
+
+    Reads only the chain's ``scoring_batch`` records, through the partial index on records
+    that are not predictions."""
+    import sqlalchemy as sa
+
+    from mlops.audit import NOT_PREDICTION, audit_records
+
+    columns = audit_records.c
+    rows = conn.execute(
+        sa.select(columns.batch_id, columns.created_at, columns.payload)
+        .where(NOT_PREDICTION, columns.record_type == RECORD_SCORING_BATCH, columns.model_name == model_name)
+        .order_by(columns.seq)
+    )
+    wanted = set(snapshots)
+    found = []
+    for row in rows:
+        shared = [s for s in (row.payload or {}).get("input_snapshots", []) if s in wanted]
+        if shared:
+            found.append(PriorScoring(str(row.batch_id), as_utc(row.created_at), shared))
+    return found
+
+
+def _already_scored(model_name: str, prior: list[PriorScoring]) -> BatchAlreadyScored:
+    last = prior[-1]
+    earlier = f" (and {len(prior) - 1} earlier batch(es))" if len(prior) > 1 else ""
+    return BatchAlreadyScored(
+        f"these rows were already scored by {model_name}: batch {last.batch_id} at "
+        f"{last.created_at:%Y-%m-%d %H:%M:%S} UTC{earlier} scored the same valid rows (snapshot "
+        f"{', '.join(s[:12] for s in last.snapshots)}). Scoring them again records a second decision "
+        "for each application and opens new review cases; nothing was scored",
+        hint="to score them again on purpose (a run that failed part way, a deliberate re-decision), "
+        "pass --rescore (flow parameter rescore=true); the new batch records which batches it repeats",
+    )
+
+
 def record_scoring_batch(
     engine: Any,
     *,
@@ -664,16 +716,22 @@ def record_scoring_batch(
     ctx: ScoringContext,
     spec_sha256: str,
     snapshots: list[str],
+    rescore: bool = False,
 ) -> str:
     """One chain record per scored batch, written before its predictions: the decision policy
     (and its hash), the model spec's hash, the versions and the canary share that every
     prediction of ``batch_id`` was made under. Answers "by which rule was this declined?"
     for as long as the chain is kept, whatever the spec file says later. Returns the record id.
+
+    Refuses (:class:`BatchAlreadyScored`, nothing written) when this model scored any of
+    ``snapshots`` before, unless ``rescore``; a rescore lists the batches it repeats
+    (``rescore_of``). The check and the append hold the chain lock together, so two runs of
+    the same batch cannot both pass it.
     """
-    from mlops.audit import append_event
+    from mlops.audit import append_events_locked, chain_transaction, event_fields
 
     models = ctx.models
-    payload = {
+    payload: dict[str, Any] = {
         "decision_policy": ctx.policy.model_dump(mode="json"),
         "decision_policy_sha256": decision_policy_hash(ctx.policy),
         "model_spec_sha256": spec_sha256,
@@ -682,8 +740,15 @@ def record_scoring_batch(
         "canary_share": ctx.canary_share,
         "input_snapshots": snapshots,
     }
-    done = append_event(engine, RECORD_SCORING_BATCH, payload, model_name=model_name, batch_id=batch_id)
-    return str(done.record_ids.iloc[0])
+    with chain_transaction(engine) as conn:
+        prior = prior_scorings(conn, model_name, snapshots)
+        if prior and not rescore:
+            raise _already_scored(model_name, prior)
+        if prior:
+            payload["rescore_of"] = [p.batch_id for p in prior]
+        fields = event_fields(RECORD_SCORING_BATCH, payload, {"model_name": model_name, "batch_id": batch_id})
+        _, ((_, record_id, _),) = append_events_locked(conn, [fields])
+    return record_id
 
 
 @dataclass(frozen=True)

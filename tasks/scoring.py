@@ -126,8 +126,10 @@ def score_and_audit_task(
     canary_share: float,
     chunk_rows: int,
     result: ScoringResult,
+    rescore: bool = False,
 ) -> ScoringResult:
-    """Read each valid snapshot back (hash-checked), score it in chunks, append the audit records."""
+    """Read each valid snapshot back (hash-checked), score it in chunks, append the audit records
+    (refused before anything is scored if the model scored these rows before, unless ``rescore``)."""
     check_share(canary_share)
     ctx = ScoringContext(
         models=models,
@@ -156,6 +158,7 @@ def score_and_audit_task(
             ctx=ctx,
             spec_sha256=model_spec_hash(plan.spec),
             snapshots=[ref.sha256 for ref in validation.snapshots],
+            rescore=rescore,
         )
         tally = score_frames(
             frames(), ctx, audit_sink(engine, batch_id), chunk_rows=chunk_rows, timings=timings

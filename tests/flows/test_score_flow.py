@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from flows.reproduce import reproduce
 from flows.score_batch import score_batch
-from mlops.audit import audit_records, create_audit_engine, entity_key, list_open_cases
+from mlops.audit import audit_records, count_open_cases, create_audit_engine, entity_key, list_open_cases
 from mlops.cli import main
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.contracts import load_contract
@@ -287,6 +287,37 @@ def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.Captu
 
     assert main(["score", str(setup.batch_a), "--canary-share", "1.5"]) == 2
     assert main(["reproduce", "not-a-uuid", "--json"]) == 2
+
+
+def test_the_same_rows_are_not_scored_twice_without_rescore(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = score_batch(source=str(setup.batch_a))
+    cases = count_open_cases(engine)
+    assert cases > 0 and len(records_of(engine, first.batch_id)) == 600
+
+    # The same file again (an operator's re-run, a re-fired schedule): refused, nothing written.
+    assert main(["score", str(setup.batch_a), "--json"]) == 1
+    captured = capsys.readouterr()
+    error = last_json(captured.out)["error"]
+    assert f"already scored by credit-risk: batch {first.batch_id}" in error and "nothing was scored" in error
+    assert "--rescore" in captured.err
+    with engine.connect() as conn:
+        kinds = conn.execute(
+            sa.select(audit_records.c.record_type, sa.func.count()).group_by(audit_records.c.record_type)
+        ).all()
+    assert dict(kinds) == {"prediction": 600, RECORD_SCORING_BATCH: 1}  # the refused run wrote nothing
+    assert count_open_cases(engine) == cases
+
+    # Rows partly seen before are a new batch (entity-level repeats are not refused).
+    assert score_batch(source=str(setup.batch_b)).rows_scored == 300
+
+    # On purpose: scored again, and the batch record names the batch it repeats.
+    again = score_batch(source=str(setup.batch_a), rescore=True)
+    assert again.rows_scored == 300 and len(records_of(engine, again.batch_id)) == 600
+    assert batch_record_of(engine, again.batch_id)["payload"]["rescore_of"] == [first.batch_id]
+    assert main(["audit", "verify", "--json"]) == 0
+    capsys.readouterr()
 
 
 def test_reproduce_refuses_a_batch_record_edited_after_scoring(

@@ -170,6 +170,27 @@ def test_schema_translate_map_works_too(pg_url: str) -> None:
                 sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = :s"), {"s": schema}
             ).scalar()
         assert tables == len(metadata.tables)
+        audit.create_schema(eng)  # idempotent: the partial index is found in the translated schema
+        with eng.connect() as conn:
+            index = conn.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = :s AND indexname = :i"),
+                {"s": schema, "i": "ix_audit_records_events"},
+            ).scalar()
+        assert index is not None and "WHERE" in index and "prediction" in index
+
+
+def test_earlier_scorings_of_the_same_rows_are_found(engine: Engine) -> None:
+    from mlops.scoring import RECORD_SCORING_BATCH, prior_scorings
+
+    fill(engine, 2)
+    audit.append_event(
+        engine, RECORD_SCORING_BATCH, {"input_snapshots": ["a" * 64]}, model_name="m", batch_id="b0"
+    )
+    with engine.connect() as conn:
+        [found] = prior_scorings(conn, "m", ["a" * 64, "b" * 64])
+        assert (found.batch_id, found.snapshots) == ("b0", ["a" * 64])
+        assert found.created_at.tzinfo is not None
+        assert prior_scorings(conn, "other", ["a" * 64]) == []
 
 
 def test_store_refuses_update_delete_truncate(engine: Engine) -> None:

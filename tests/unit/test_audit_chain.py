@@ -697,3 +697,40 @@ def test_review_errors_write_nothing(engine: Engine) -> None:
     assert issubclass(audit.ReviewError, InputError)
     assert audit.verify_chain(engine).last_seq == head
     assert audit.get_case(engine, case_id).reviewer == "alice"
+
+
+def test_records_that_are_not_predictions_have_a_partial_index_queries_use(engine: Engine) -> None:
+    from mlops.scoring import RECORD_SCORING_BATCH, prior_scorings
+
+    fill(engine, 4)
+    for n, snapshots in enumerate((["a" * 64], ["b" * 64, "a" * 64])):
+        audit.append_event(
+            engine, RECORD_SCORING_BATCH, {"input_snapshots": snapshots}, model_name="m", batch_id=f"b{n}"
+        )
+    audit.append_event(engine, RECORD_SCORING_BATCH, {"input_snapshots": ["a" * 64]}, model_name="other")
+    with engine.connect() as conn:
+        indexed = conn.exec_driver_sql(
+            "SELECT count(*) FROM audit_records INDEXED BY ix_audit_records_events "
+            "WHERE record_type <> 'prediction'"
+        ).scalar()
+        assert indexed == 1 + 3  # fill's own event + ours; its 4 predictions are not in the index
+        found = prior_scorings(conn, "m", ["a" * 64])
+        assert [(p.batch_id, p.snapshots) for p in found] == [("b0", ["a" * 64]), ("b1", ["a" * 64])]
+        assert prior_scorings(conn, "m", ["c" * 64]) == []
+        stmt = sa.select(audit.audit_records.c.seq).where(
+            audit.NOT_PREDICTION, audit.audit_records.c.record_type == RECORD_SCORING_BATCH
+        )
+        plan = " ".join(
+            str(r[-1])
+            for r in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {stmt.compile(engine, compile_kwargs={'literal_binds': True})}"
+            )
+        )
+    assert "ix_audit_records_events" in plan
+
+    # A store made before the index existed gets it from create_schema.
+    sql(engine, "DROP INDEX ix_audit_records_events")
+    audit.create_schema(engine)
+    with engine.connect() as conn:
+        names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars().all()
+    assert "ix_audit_records_events" in names
