@@ -78,13 +78,13 @@ def _quarantine_lines(broken: dict[str, Any]) -> list[str]:
     ]
 
 
-@flow(name="lifecycle-demo", log_prints=True)
 def _bin(name: str) -> str:
     """The command as installed beside this interpreter (``.venv/bin/mlops``), which the
     shell's PATH may not hold."""
     return str(Path(sys.executable).parent / name)
 
 
+@flow(name="lifecycle-demo", log_prints=True)
 def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str, Any]:
     """Simulate a week of applications and take them through every stage.
 

@@ -153,6 +153,7 @@ from mlops.audit_write import (
     chain_transaction,
     encode_predictions,
     event_fields,
+    lock_head,
 )
 from mlops.errors import SettingsError
 
@@ -242,6 +243,7 @@ __all__ = [
     "get_case",
     "list_open_cases",
     "load_anchors",
+    "lock_head",
     "open_audit_store",
     "open_review_case",
     "record_hash",

@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.schema import CreateIndex
 
 from mlops.audit_hashing import GENESIS_HASH
 
@@ -141,7 +142,9 @@ def create_schema(engine: Engine) -> None:
     """Create the tables, the chain head row and the append-only triggers (idempotent)."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
-        audit_events_index.create(conn, checkfirst=True)  # stores made before the index existed
+        # Stores made before the index existed get it here; IF NOT EXISTS, so two processes
+        # opening such a store at once do not collide (see README: large PostgreSQL stores).
+        conn.execute(CreateIndex(audit_events_index, if_not_exists=True))
         _install_guards(conn)
     try:
         with engine.begin() as conn:

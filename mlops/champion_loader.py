@@ -47,8 +47,22 @@ def load_model_version(tracking_uri: str, name: str, version: int) -> PyFuncMode
 
 
 def predict_scores(model: Any, frame: pd.DataFrame) -> FloatArray:
-    """Scores of a pyfunc (or anything with ``predict``) as a float64 vector."""
-    return np.asarray(model.predict(frame), dtype="float64").reshape(-1)
+    """Scores of a pyfunc (or anything with ``predict``) as a float64 vector.
+
+    Our own pyfunc is scored through its ``score`` (the code ``predict`` runs, with its own
+    feature checks) to skip MLflow's per-call input check, which rebuilds every ``any``-typed
+    column value by value: ~5 s instead of ~1.4 s for 200k rows here. Other pyfuncs (and
+    plain objects) go through ``predict``."""
+    unwrap = getattr(model, "unwrap_python_model", None)
+    inner = None
+    if callable(unwrap):
+        try:
+            inner = unwrap()
+        except Exception:  # not a PythonModel-based pyfunc (MLflow raises MlflowException)
+            inner = None
+    scorer = getattr(inner, "score", None) if inner is not None else None
+    scores = scorer(frame) if callable(scorer) else model.predict(frame)
+    return np.asarray(scores, dtype="float64").reshape(-1)
 
 
 @dataclass(frozen=True)

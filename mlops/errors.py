@@ -35,6 +35,11 @@ class StorageIntegrityError(MlopsError):
     exit_code = 1
 
 
+class ServiceUnavailable(MlopsError):
+    """A service the work needs (registry, database) could not be reached; it may come back,
+    so tasks retry it, unlike refusals and bad input."""
+
+
 class WorkRefused(MlopsError):
     """The work ran, and its rules refused the result (a rejected batch, a failed gate)."""
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pandas as pd
 
-from mlops.errors import InputError, MlopsError, WorkRefused
+from mlops.errors import InputError, ServiceUnavailable, WorkRefused
 from mlops.lineage import NONE_VALUE, TAG_DECISION_RECORD_ID, TAG_VERDICT, TAG_VERDICT_FAILURES
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MAX_TEXT_TAG: Final = 5000
 
 
-class RegistryUnavailable(MlopsError):
+class RegistryUnavailable(ServiceUnavailable):
     """The MLflow registry could not be read (which is not "the model does not exist")."""
 
 

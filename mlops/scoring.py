@@ -653,6 +653,7 @@ class AuditSink(Protocol):
 
 
 RECORD_SCORING_BATCH: Final = "scoring_batch"
+RECORD_SCORING_DONE: Final = "scoring_done"  # the batch's predictions are all written
 
 
 def decision_policy_hash(policy: DecisionPolicy) -> str:
@@ -664,48 +665,78 @@ def decision_policy_hash(policy: DecisionPolicy) -> str:
 
 @dataclass(frozen=True)
 class PriorScoring:
-    """An earlier ``scoring_batch`` record of the same model that shares input snapshots."""
+    """An earlier ``scoring_batch`` record of the same model that shares input snapshots;
+    ``completed``: its ``scoring_done`` record exists (every prediction was written)."""
 
     batch_id: str
     created_at: datetime
     snapshots: list[str]
+    completed: bool
 
 
 def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list[PriorScoring]:
-    """The batches of ``model_name`` that scored any of ``snapshots`` (oldest first).
-
-    Reads only the chain's ``scoring_batch`` records, through the partial index on records
-    that are not predictions."""
+    """The batches of ``model_name`` that scored (or began to score) any of ``snapshots``,
+    oldest first. Reads only the chain's batch records, through the partial index on
+    records that are not predictions."""
     import sqlalchemy as sa
 
     from mlops.audit import NOT_PREDICTION, audit_records
 
     columns = audit_records.c
     rows = conn.execute(
-        sa.select(columns.batch_id, columns.created_at, columns.payload)
-        .where(NOT_PREDICTION, columns.record_type == RECORD_SCORING_BATCH, columns.model_name == model_name)
+        sa.select(columns.record_type, columns.batch_id, columns.created_at, columns.payload)
+        .where(
+            NOT_PREDICTION,
+            columns.record_type.in_([RECORD_SCORING_BATCH, RECORD_SCORING_DONE]),
+            columns.model_name == model_name,
+        )
         .order_by(columns.seq)
-    )
+    ).all()
+    done = {row.batch_id for row in rows if row.record_type == RECORD_SCORING_DONE}
     wanted = set(snapshots)
     found = []
     for row in rows:
+        if row.record_type != RECORD_SCORING_BATCH:
+            continue
         shared = [s for s in (row.payload or {}).get("input_snapshots", []) if s in wanted]
         if shared:
-            found.append(PriorScoring(str(row.batch_id), as_utc(row.created_at), shared))
+            found.append(
+                PriorScoring(str(row.batch_id), as_utc(row.created_at), shared, row.batch_id in done)
+            )
     return found
 
 
 def _already_scored(model_name: str, prior: list[PriorScoring]) -> BatchAlreadyScored:
     last = prior[-1]
-    earlier = f" (and {len(prior) - 1} earlier batch(es))" if len(prior) > 1 else ""
+    when = f"{last.created_at:%Y-%m-%d %H:%M:%S} UTC"
+    what = (
+        f"batch {last.batch_id} scored the same valid rows at {when}"
+        if last.completed
+        else f"batch {last.batch_id} began scoring the same valid rows at {when} and has not finished "
+        "(its run failed part way or is still running; the chunks it wrote stay recorded)"
+    )
+    earlier = f", after {len(prior) - 1} earlier batch(es)" if len(prior) > 1 else ""
     return BatchAlreadyScored(
-        f"these rows were already scored by {model_name}: batch {last.batch_id} at "
-        f"{last.created_at:%Y-%m-%d %H:%M:%S} UTC{earlier} scored the same valid rows (snapshot "
+        f"these rows were already scored by {model_name}: {what}{earlier} (snapshot "
         f"{', '.join(s[:12] for s in last.snapshots)}). Scoring them again records a second decision "
         "for each application and opens new review cases; nothing was scored",
         hint="to score them again on purpose (a run that failed part way, a deliberate re-decision), "
         "pass --rescore (flow parameter rescore=true); the new batch records which batches it repeats",
     )
+
+
+def record_scoring_done(engine: Any, *, batch_id: str, model_name: str, tally: ScoringTally) -> None:
+    """The chain record that closes a batch: every prediction of ``batch_id`` is written."""
+    from mlops.audit import append_event
+
+    payload = {
+        "rows_scored": tally.rows,
+        "audit_records": tally.records_written,
+        "review_cases_opened": tally.review_cases_opened,
+        "first_seq": tally.first_seq,
+        "last_seq": tally.last_seq,
+    }
+    append_event(engine, RECORD_SCORING_DONE, payload, model_name=model_name, batch_id=batch_id)
 
 
 def record_scoring_batch(
@@ -728,7 +759,7 @@ def record_scoring_batch(
     (``rescore_of``). The check and the append hold the chain lock together, so two runs of
     the same batch cannot both pass it.
     """
-    from mlops.audit import append_events_locked, chain_transaction, event_fields
+    from mlops.audit import append_events_locked, chain_transaction, event_fields, lock_head
 
     models = ctx.models
     payload: dict[str, Any] = {
@@ -741,11 +772,13 @@ def record_scoring_batch(
         "input_snapshots": snapshots,
     }
     with chain_transaction(engine) as conn:
-        prior = prior_scorings(conn, model_name, snapshots)
+        lock_head(conn)  # before the check: PostgreSQL locks the head row only when asked
+        # A re-run of the same flow run (same batch id) continues its own batch.
+        prior = [p for p in prior_scorings(conn, model_name, snapshots) if p.batch_id != batch_id]
         if prior and not rescore:
             raise _already_scored(model_name, prior)
         if prior:
-            payload["rescore_of"] = [p.batch_id for p in prior]
+            payload["rescore_of"] = list(dict.fromkeys(p.batch_id for p in prior))
         fields = event_fields(RECORD_SCORING_BATCH, payload, {"model_name": model_name, "batch_id": batch_id})
         _, ((_, record_id, _),) = append_events_locked(conn, [fields])
     return record_id

@@ -45,6 +45,7 @@ from mlops.scoring import (
     check_share,
     load_model_version,
     record_scoring_batch,
+    record_scoring_done,
     resolve_versions,
     score_frames,
     scoring_markdown,
@@ -163,6 +164,7 @@ def score_and_audit_task(
         tally = score_frames(
             frames(), ctx, audit_sink(engine, batch_id), chunk_rows=chunk_rows, timings=timings
         )
+        record_scoring_done(engine, batch_id=batch_id, model_name=plan.spec.name, tally=tally)
     finally:
         engine.dispose()
     done = result.fill_from(tally)

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from mlops import reports
+from mlops.champion_loader import predict_scores
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVENT_MODEL_REGISTERED, model_resource
 from mlops.contracts import Contract, load_contract
 from mlops.evaluation import EvaluationReport, evaluate
@@ -193,7 +194,7 @@ def score_champion_task(
         return None
     model = registry.load_model(spec.name, ALIAS_CHAMPION)
     raw = evaluation.drop(columns=[c for c in LINEAGE_COLUMNS if c in evaluation.columns])
-    scores = np.asarray(model.predict(raw), dtype="float64")
+    scores = predict_scores(model, raw)  # our pyfunc's own scoring, without MLflow's per-value check
     return ChampionScores(version=version, run_id=registry.version_run_id(spec.name, version), scores=scores)
 
 

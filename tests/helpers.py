@@ -125,3 +125,18 @@ def postgres_url() -> str:
         finally:
             eng.dispose()
     pytest.skip("PostgreSQL unreachable: " + " | ".join(problems))
+
+
+def batch_record_context() -> Any:
+    """A scoring context for writing batch records (model "m" v1, a simple policy); the model
+    is never called."""
+    from mlops.model_spec import DecisionPolicy
+    from mlops.scoring import LoadedModel, ScoringContext, ScoringModels
+
+    model = LoadedModel(name="m", version=1, alias="champion", predict=lambda f: f)
+    return ScoringContext(
+        models=ScoringModels(champion=model),
+        policy=DecisionPolicy(threshold=0.5, review_band=(0.4, 0.6)),
+        id_column="id",
+        hash_key="k",
+    )

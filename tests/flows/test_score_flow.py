@@ -33,6 +33,7 @@ from mlops.promotion import bootstrap_champion
 from mlops.registry import TrainingRunLog, make_registry
 from mlops.scoring import (
     RECORD_SCORING_BATCH,
+    RECORD_SCORING_DONE,
     ROLE_CANARY,
     ROLE_CHAMPION,
     ROLE_SHADOW,
@@ -246,8 +247,8 @@ def test_audit_verify_and_reproduce_then_tamper(
     assert data["decision_policy_source"] == "recorded with the batch" and data["decision_matches"]
 
     assert main(["audit", "verify", "--json"]) == 0
-    # The predictions and the batch's one scoring_batch record.
-    assert last_json(capsys.readouterr().out)["records_checked"] == result.audit_records_written + 1
+    # The predictions and the batch's scoring_batch and scoring_done records.
+    assert last_json(capsys.readouterr().out)["records_checked"] == result.audit_records_written + 2
 
     seq = int(records.set_index("record_id").loc[champion_id, "seq"])
     with engine.begin() as conn:  # an attacker with DDL rights edits one score
@@ -300,13 +301,15 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     assert main(["score", str(setup.batch_a), "--json"]) == 1
     captured = capsys.readouterr()
     error = last_json(captured.out)["error"]
-    assert f"already scored by credit-risk: batch {first.batch_id}" in error and "nothing was scored" in error
+    assert f"already scored by credit-risk: batch {first.batch_id} scored the same valid rows" in error
+    assert "nothing was scored" in error
     assert "--rescore" in captured.err
     with engine.connect() as conn:
         kinds = conn.execute(
             sa.select(audit_records.c.record_type, sa.func.count()).group_by(audit_records.c.record_type)
         ).all()
-    assert dict(kinds) == {"prediction": 600, RECORD_SCORING_BATCH: 1}  # the refused run wrote nothing
+    # The refused run wrote nothing: the first batch's records only (opened and closed).
+    assert dict(kinds) == {"prediction": 600, RECORD_SCORING_BATCH: 1, RECORD_SCORING_DONE: 1}
     assert count_open_cases(engine) == cases
 
     # Rows partly seen before are a new batch (entity-level repeats are not refused).

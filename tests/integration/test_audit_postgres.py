@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from mlops import audit
 from mlops.audit_schema import metadata
-from tests.helpers import postgres_url
+from tests.helpers import batch_record_context, postgres_url
 
 pytestmark = pytest.mark.integration
 
@@ -361,3 +361,48 @@ def test_concurrent_appenders_do_not_fork_the_chain(engine: Engine) -> None:
             .where(audit.audit_records.c.record_type == "prediction")
         ).all()
     assert len(batches) == 20 and {count for _b, count in batches} == {10}
+
+
+def test_two_runs_of_the_same_rows_cannot_both_pass_the_check(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the append hold the chain lock together: the second run waits, then sees
+    the first one's record and is refused (without the lock both would write)."""
+    import threading
+    import time
+
+    from mlops import scoring
+
+    ctx = batch_record_context()
+    real = scoring.prior_scorings
+
+    def slow(conn: Any, name: str, snapshots: Any) -> Any:
+        found = real(conn, name, snapshots)
+        time.sleep(0.5)  # a wide window between the check and the append
+        return found
+
+    monkeypatch.setattr(scoring, "prior_scorings", slow)
+    outcome: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        try:
+            scoring.record_scoring_batch(
+                engine, batch_id=f"b{i}", model_name="m", ctx=ctx, spec_sha256="0" * 64, snapshots=["a" * 64]
+            )
+            outcome[i] = "written"
+        except scoring.BatchAlreadyScored:
+            outcome[i] = "refused"
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcome.values()) == ["refused", "written"]
+    with engine.connect() as conn:
+        written = conn.execute(
+            sa.select(sa.func.count()).where(
+                audit.audit_records.c.record_type == scoring.RECORD_SCORING_BATCH
+            )
+        ).scalar()
+    assert written == 1

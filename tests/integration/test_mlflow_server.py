@@ -178,7 +178,7 @@ def test_scoring_in_the_production_profile_is_audited_and_reproducible(
 
     assert main(["audit", "verify", "--json"]) == 0
     verified = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert verified["records_checked"] == result.audit_records_written + 1  # + the batch record
+    assert verified["records_checked"] == result.audit_records_written + 2  # + the batch records
 
     engine = sa.create_engine(settings.resolved_audit_db_url)
     with engine.connect() as conn:

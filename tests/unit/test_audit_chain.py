@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from mlops import audit, audit_hashing
 from mlops.audit_schema import APPEND_ONLY_TABLES, metadata
 from mlops.errors import ChainBroken, InputError
+from tests.helpers import batch_record_context
 
 pytestmark = pytest.mark.unit
 
@@ -734,3 +735,38 @@ def test_records_that_are_not_predictions_have_a_partial_index_queries_use(engin
     with engine.connect() as conn:
         names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars().all()
     assert "ix_audit_records_events" in names
+
+
+def test_a_batch_of_rows_scored_before_is_refused_and_says_whether_that_batch_finished(
+    engine: Engine,
+) -> None:
+    from mlops import scoring
+
+    ctx = batch_record_context()
+
+    def start(batch_id: str, *, rescore: bool = False) -> str:
+        return scoring.record_scoring_batch(
+            engine,
+            batch_id=batch_id,
+            model_name="m",
+            ctx=ctx,
+            spec_sha256="0" * 64,
+            snapshots=["a" * 64],
+            rescore=rescore,
+        )
+
+    start("b0")
+    with pytest.raises(scoring.BatchAlreadyScored, match=r"batch b0 began scoring .* has not finished"):
+        start("b1")
+    start("b0")  # the same batch id (a re-run of the same flow run) continues its own batch
+    scoring.record_scoring_done(engine, batch_id="b0", model_name="m", tally=scoring.ScoringTally(rows=3))
+    with pytest.raises(scoring.BatchAlreadyScored, match="batch b0 scored the same valid rows at") as refused:
+        start("b1")
+    assert refused.value.hint and "--rescore" in refused.value.hint
+    record_id = start("b2", rescore=True)
+    with engine.connect() as conn:
+        payload = conn.execute(
+            sa.select(audit.audit_records.c.payload).where(audit.audit_records.c.record_id == record_id)
+        ).scalar_one()
+    assert payload["rescore_of"] == ["b0"]
+    assert audit.verify_chain(engine).ok
