@@ -284,6 +284,21 @@ def test_vectorised_bootstrap_metric_equals_metric_on_the_resample(metric: Any, 
     np.testing.assert_allclose(bootstrap_metric(metric, y, p, idx), expected, rtol=1e-12)
 
 
+def test_paired_auc_bootstrap_equals_scikit_learn_on_the_same_resamples() -> None:
+    # The paired AUC path counts each resample's rows once for both models; its CI must be
+    # the percentile CI of roc_auc_score differences on the very resamples the seed draws.
+    rng = np.random.default_rng(9)
+    y = rng.binomial(1, 0.2, 400).astype(np.int8)
+    cand = np.round(np.clip(0.3 * y + rng.random(400) * 0.7, 0, 1), 2)  # ties within and across classes
+    champ = np.round(np.clip(0.2 * y + rng.random(400) * 0.8, 0, 1), 2)
+    draws = np.random.default_rng(3).integers(0, 400, size=(60, 400))
+    expected = [roc_auc_score(y[r], cand[r]) - roc_auc_score(y[r], champ[r]) for r in draws]
+    boot = paired_bootstrap(y, cand, champ, metric="auc", n_bootstrap=60, seed=3)
+    assert boot.n_valid == 60
+    low, high = np.quantile(expected, [0.025, 0.975])
+    assert boot.ci_low == pytest.approx(low, rel=1e-12) and boot.ci_high == pytest.approx(high, rel=1e-12)
+
+
 # --- bootstrap promotion (no champion) --------------------------------------------------------
 
 
