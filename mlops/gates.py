@@ -7,8 +7,10 @@ counts as failed, and :meth:`DecisionRecord.raise_if_failed` lists every failure
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -46,6 +48,8 @@ VERDICT_BOOTSTRAP: Final = "bootstrap"
 
 # Share of bootstrap replicates that must have both classes for the CI to count.
 MIN_VALID_REPLICATE_SHARE: Final = 0.9
+# Threads of the paired AUC bootstrap (no other work runs beside the gates in the train flow).
+BOOTSTRAP_THREADS: Final = max(1, min(2, os.cpu_count() or 1))
 # Upper bound on (replicates x rows) held in memory at once by the paired bootstrap.
 _BOOTSTRAP_CELLS_PER_CHUNK: Final = 2_000_000
 
@@ -204,11 +208,12 @@ def _replicate_differences(
     n = y.shape[0]
     if metric == "auc":  # one resample's row counts serve both models
         ranked_cand, ranked_champ = RankedScores.of(y, cand), RankedScores.of(y, champ)
-        diffs = np.empty(n_bootstrap, dtype=np.float64)
-        for r in range(n_bootstrap):  # the same draws as the chunked path below, one row at a time
-            counts = np.bincount(rng.integers(0, n, size=n), minlength=n)
-            diffs[r] = ranked_cand.auc(counts) - ranked_champ.auc(counts)
-        return diffs
+
+        def difference(draw: NDArray[np.int64]) -> float:
+            counts = np.bincount(draw, minlength=n)
+            return ranked_cand.auc(counts) - ranked_champ.auc(counts)
+
+        return _over_draws(rng, n, n_bootstrap, difference)
     chunk = max(1, min(n_bootstrap, _BOOTSTRAP_CELLS_PER_CHUNK // n))
     on_candidate = _metric_on_resamples(metric, y, cand, n_bins)
     on_champion = _metric_on_resamples(metric, y, champ, n_bins)
@@ -217,6 +222,39 @@ def _replicate_differences(
         idx = rng.integers(0, n, size=(min(chunk, n_bootstrap - start), n))  # one resample, both models
         out.append(on_candidate(idx) - on_champion(idx))
     return np.concatenate(out)
+
+
+def _over_draws(
+    rng: np.random.Generator,
+    n: int,
+    n_bootstrap: int,
+    statistic: Callable[[NDArray[np.int64]], float],
+    *,
+    block: int = 8,
+) -> NDArray[np.float64]:
+    """``statistic`` of each of ``n_bootstrap`` resamples of ``n`` rows, the resamples drawn in
+    order from ``rng`` (the same draws as one ``rng.integers(0, n, size=(n_bootstrap, n))``).
+
+    The draws are made here, in order, a wave of blocks at a time (bounded memory); the blocks
+    of a wave are computed on :data:`BOOTSTRAP_THREADS` threads (numpy releases the GIL in
+    most of the work), so the values do not depend on the threads.
+    """
+    out = np.empty(n_bootstrap, dtype=np.float64)
+    wave = block * BOOTSTRAP_THREADS
+    with ThreadPoolExecutor(BOOTSTRAP_THREADS) as pool:
+        for start in range(0, n_bootstrap, wave):
+            stop = min(n_bootstrap, start + wave)
+            draws = [rng.integers(0, n, size=n) for _ in range(start, stop)]
+            blocks = [draws[i : i + block] for i in range(0, len(draws), block)]
+            values = pool.map(_statistics, [statistic] * len(blocks), blocks)  # results in block order
+            out[start:stop] = [value for block_values in values for value in block_values]
+    return out
+
+
+def _statistics(
+    statistic: Callable[[NDArray[np.int64]], float], draws: list[NDArray[np.int64]]
+) -> list[float]:
+    return [statistic(draw) for draw in draws]
 
 
 def bootstrap_metric(
