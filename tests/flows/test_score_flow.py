@@ -316,9 +316,10 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     assert score_batch(source=str(setup.batch_b)).rows_scored == 300
 
     # On purpose: scored again, and the batch record names the batch it repeats.
-    again = score_batch(source=str(setup.batch_a), rescore=True)
-    assert again.rows_scored == 300 and len(records_of(engine, again.batch_id)) == 600
-    assert batch_record_of(engine, again.batch_id)["payload"]["rescore_of"] == [first.batch_id]
+    assert main(["score", str(setup.batch_a), "--rescore", "--json"]) == 0
+    again = last_json(capsys.readouterr().out)
+    assert again["rows_scored"] == 300 and len(records_of(engine, again["batch_id"])) == 600
+    assert batch_record_of(engine, again["batch_id"])["payload"]["rescore_of"] == [first.batch_id]
     assert main(["audit", "verify", "--json"]) == 0
     capsys.readouterr()
 
