@@ -120,12 +120,12 @@ from mlops.audit_review import (
     resolved_cases,
 )
 from mlops.audit_schema import (
-    NOT_PREDICTION,
     audit_anchors,
     audit_chain_head,
     audit_records,
     create_audit_engine,
     create_schema,
+    is_event,
     review_cases,
 )
 from mlops.audit_verify import (
@@ -205,7 +205,6 @@ __all__ = [
     "FORMAT_TAG",
     "GENESIS_HASH",
     "LABEL_BY_DECISION",
-    "NOT_PREDICTION",
     "RECORD_PREDICTION",
     "RECORD_PROMOTION",
     "RECORD_REVIEW",
@@ -241,6 +240,7 @@ __all__ = [
     "explained_store_errors",
     "export_anchor",
     "get_case",
+    "is_event",
     "list_open_cases",
     "load_anchors",
     "lock_head",

@@ -57,6 +57,14 @@ audit_records = sa.Table(
 #: appending predictions never touches it; a query must carry the same term (literally, for
 #: SQLite's planner) to use it.
 NOT_PREDICTION: Final = audit_records.c.record_type != sa.literal_column("'prediction'")
+
+
+def is_event(*record_types: str) -> sa.ColumnElement[bool]:
+    """WHERE clause for records of these (non-prediction) types, with the term that lets SQLite
+    and PostgreSQL search :data:`audit_events_index` instead of scanning every prediction."""
+    return sa.and_(NOT_PREDICTION, audit_records.c.record_type.in_(record_types))
+
+
 audit_events_index = sa.Index(
     "ix_audit_records_events",
     audit_records.c.record_type,

@@ -300,8 +300,8 @@ class RankedScores:
     P(score_default > score_good) + 0.5 P(tie), is a weighted sum over the defaults of the
     good payers' counts below and tied with each score: one cumulative sum in score order,
     read at the defaults' tie-group bounds. Linear per resample, no sort; 500 paired
-    resamples of 200k rows take ~2 s here (counting per distinct score across replicates
-    took 7.4 s, ``roc_auc_score`` per resample far longer).
+    resamples of 200k rows took 2.0-2.3 s here, against 7.4 s counting per distinct score
+    across replicates (the code this replaced).
     """
 
     order: NDArray[np.intp]  # rows by ascending score

@@ -649,11 +649,7 @@ def promotion_audit_records(engine: Engine, promotion_id: str) -> list[dict[str,
     table = audit.audit_records
     stmt = (
         sa.select(table.c.seq, table.c.record_id, table.c.decision, table.c.model_version, table.c.payload)
-        .where(
-            audit.NOT_PREDICTION,  # the partial index's term: an index search, not a table scan
-            table.c.record_type == audit.RECORD_PROMOTION,
-            table.c.batch_id == promotion_id,
-        )
+        .where(audit.is_event(audit.RECORD_PROMOTION), table.c.batch_id == promotion_id)
         .order_by(table.c.seq)
     )
     with engine.connect() as conn:

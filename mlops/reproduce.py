@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from mlops.audit import CANONICAL_FIELDS, NOT_PREDICTION, RECORD_PREDICTION, audit_records, record_hash
+from mlops.audit import CANONICAL_FIELDS, RECORD_PREDICTION, audit_records, is_event, record_hash
 from mlops.audit_hashing import as_utc
 from mlops.constants import KIND_VALID
 from mlops.errors import InputError
@@ -102,9 +102,7 @@ def recorded_decision_policy(engine: Engine, batch_id: str | None) -> DecisionPo
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(audit_records).where(
-                NOT_PREDICTION,
-                audit_records.c.record_type == RECORD_SCORING_BATCH,
-                audit_records.c.batch_id == batch_id,
+                is_event(RECORD_SCORING_BATCH), audit_records.c.batch_id == batch_id
             )
         ).first()
     if row is None:

@@ -680,16 +680,12 @@ def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list
     records that are not predictions."""
     import sqlalchemy as sa
 
-    from mlops.audit import NOT_PREDICTION, audit_records
+    from mlops.audit import audit_records, is_event
 
     columns = audit_records.c
     rows = conn.execute(
         sa.select(columns.record_type, columns.batch_id, columns.created_at, columns.payload)
-        .where(
-            NOT_PREDICTION,
-            columns.record_type.in_([RECORD_SCORING_BATCH, RECORD_SCORING_DONE]),
-            columns.model_name == model_name,
-        )
+        .where(is_event(RECORD_SCORING_BATCH, RECORD_SCORING_DONE), columns.model_name == model_name)
         .order_by(columns.seq)
     ).all()
     done = {row.batch_id for row in rows if row.record_type == RECORD_SCORING_DONE}

@@ -718,9 +718,7 @@ def test_records_that_are_not_predictions_have_a_partial_index_queries_use(engin
         found = prior_scorings(conn, "m", ["a" * 64])
         assert [(p.batch_id, p.snapshots) for p in found] == [("b0", ["a" * 64]), ("b1", ["a" * 64])]
         assert prior_scorings(conn, "m", ["c" * 64]) == []
-        stmt = sa.select(audit.audit_records.c.seq).where(
-            audit.NOT_PREDICTION, audit.audit_records.c.record_type == RECORD_SCORING_BATCH
-        )
+        stmt = sa.select(audit.audit_records.c.seq).where(audit.is_event(RECORD_SCORING_BATCH))
         plan = " ".join(
             str(r[-1])
             for r in conn.exec_driver_sql(

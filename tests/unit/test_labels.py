@@ -77,12 +77,18 @@ def test_join_keeps_lineage_and_only_labelled_rows(
     assert labelled.summary.positives == int(outs0["defaulted"].sum())
 
 
+def _day0_applications_ingested(store: LocalStore, applications: Contract) -> pd.DataFrame:
+    """Ingest day 0's 40 applications; returns their outcomes (not ingested)."""
+    apps0, outs0 = simulated_day(0, 40)
+    ingest(store, apps0, applications, "a0")
+    return outs0
+
+
 def test_an_outcome_batch_ingested_twice_changes_nothing(
     store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
 ) -> None:
     apps_c, outs_c = contracts
-    apps0, outs0 = simulated_day(0, 40)
-    ingest(store, apps0, apps_c, "a0")
+    outs0 = _day0_applications_ingested(store, apps_c)
     first_sha = ingest(store, outs0, outs_c, "o0")
     before = gather_labelled(store, spec, apps_c, outs_c).frame
 
@@ -128,8 +134,7 @@ def test_a_correction_batch_ingested_last_decides_a_tie_even_with_older_data(
     store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
 ) -> None:
     apps_c, outs_c = contracts
-    apps0, outs0 = simulated_day(0, 40)
-    ingest(store, apps0, apps_c, "a0")
+    outs0 = _day0_applications_ingested(store, apps_c)
     ingest(store, outs0, outs_c, "o0")
     # A correction of the earliest-observed outcome: same observation time, the other label.
     # Its data is older than the first batch's, so ordering by data would let the first win.
