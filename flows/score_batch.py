@@ -10,11 +10,13 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+from mlops.errors import InputError
 from mlops.model_spec import DEFAULT_MODEL_NAME
-from mlops.scoring import DEFAULT_CHUNK_ROWS, ScoringModels, ScoringResult
+from mlops.scoring import DEFAULT_CHUNK_ROWS, ModelVersions, ScoringModels, ScoringResult
 from mlops.scoring_input import DEFAULT_VALIDATION_CHUNK_ROWS
 from mlops.settings import flow_settings
 from tasks.scoring import (
+    find_resume_point_task,
     load_model_version_task,
     publish_scoring_report_task,
     resolve_models_task,
@@ -32,6 +34,7 @@ def score_batch(
     chunk_rows: Annotated[int, Field(ge=1)] = DEFAULT_CHUNK_ROWS,
     validation_chunk_rows: Annotated[int, Field(ge=1)] = DEFAULT_VALIDATION_CHUNK_ROWS,
     rescore: bool = False,
+    resume: bool = False,
 ) -> ScoringResult:
     """Score the batch at ``source`` (local path or s3:// URI, CSV or Parquet) with ``model``.
 
@@ -40,8 +43,15 @@ def score_batch(
     decides every row; the challenger, if any, shadow-scores every row and decides for the
     ``canary_share`` of entities whose keyed hash falls in the canary arm. Every prediction
     is an audit record; routed rows open review cases. Rows this model already scored are
-    refused (BatchAlreadyScored, nothing written) unless ``rescore``.
+    refused (BatchAlreadyScored, nothing written) unless ``rescore``. ``resume`` finishes the
+    unfinished batch of these rows instead: only the rows it wrote no records for, under its
+    versions, decision policy and canary share; a retry of this flow run does so by itself.
     """
+    if rescore and resume:
+        raise InputError(
+            "rescore and resume exclude each other",
+            hint="--resume finishes an unfinished batch; --rescore scores every row again",
+        )
     settings = flow_settings()
     plan = resolve_models_task(model, settings)
     run_id = flow_run.get_id()
@@ -74,6 +84,33 @@ def score_batch(
             + ")"
         )
         return result
+    point = find_resume_point_task(model, batch_id, result.snapshots, settings, resume)
+    if point is not None:
+        if point.canary_share != canary_share:
+            print(
+                f"canary share {canary_share:.2%} ignored: the batch was begun with {point.canary_share:.2%}"
+            )
+        batch_id, canary_share = point.batch_id, point.canary_share
+        versions = ModelVersions(model, point.champion_version, point.challenger_version)
+        result = result.model_copy(
+            update={
+                "batch_id": batch_id,
+                "resumed": True,
+                "champion_version": versions.champion,
+                "challenger_version": versions.challenger,
+                "canary_share_requested": canary_share,
+                "canary_active": versions.challenger is not None and canary_share > 0.0,
+            }
+        )
+        print(
+            f"resuming batch {batch_id} (begun {point.began_at:%Y-%m-%d %H:%M:%S} UTC with "
+            f"{model} v{versions.champion}): {point.rows_already_scored} rows already have records"
+            + ("; it is complete, nothing to score" if point.completed else "")
+        )
+        if point.completed:
+            result = result.model_copy(update={"rows_already_scored": point.rows_already_scored})
+            publish_scoring_report_task(result)
+            return result
     if canary_share > 0.0 and versions.challenger is None:
         print(
             f"{model} has no challenger: canary share {canary_share:.2%} ignored, the champion decides every row"
@@ -94,6 +131,7 @@ def score_batch(
         chunk_rows=chunk_rows,
         result=result,
         rescore=rescore,
+        resume_point=point,
     )
     publish_scoring_report_task(result)
     print(

@@ -23,6 +23,11 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 
     check_batch_source(args.path)  # before a flow (and maybe a temporary Prefect server) starts
     check_share(args.canary_share)
+    if args.rescore and args.resume:
+        raise InputError(
+            "--rescore and --resume exclude each other",
+            hint="--resume finishes an unfinished batch; --rescore scores every row again",
+        )
     for name in ("chunk_rows", "validation_chunk_rows"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive")
@@ -33,6 +38,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
         chunk_rows=args.chunk_rows,
         validation_chunk_rows=args.validation_chunk_rows,
         rescore=args.rescore,
+        resume=args.resume,
     )
     v = result.validation
     if not result.accepted:
@@ -49,6 +55,12 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
         + ", ".join(f"{k} {n}" for k, n in result.decisions.items())
         + f"; routed to review {result.routed_to_review} ({result.review_cases_opened} cases opened)",
     ]
+    if result.resumed:
+        lines.insert(
+            0,
+            f"resumed batch {result.batch_id}: {result.rows_already_scored} rows were written by an "
+            "earlier run; the counts below are this run's",
+        )
     if result.canary_share_requested > 0:
         lines.append(
             f"canary: {result.canary_rows} rows decided by the challenger ({result.canary_share_realised:.2%}"
@@ -150,6 +162,12 @@ def register(add: Registrar) -> None:
         action="store_true",
         help="score rows this model already scored (refused by default: a second decision per "
         "application and new review cases)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the unfinished batch of these rows (a run that failed part way): score only the "
+        "rows it wrote no records for, with its model versions, decision policy and canary share",
     )
 
     p = add("audit", cmd_audit, "Audit trail: `mlops audit verify` walks the hash chain.")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -529,11 +529,15 @@ def iter_scored_chunks(
     snapshot_sha256: str,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     timings: Timings | None = None,
+    start_row: int = 0,
 ) -> Iterator[ScoredChunk]:
-    """Score ``frame`` (one whole snapshot) ``chunk_rows`` rows at a time."""
+    """Score ``frame`` (one whole snapshot) ``chunk_rows`` rows at a time, from row
+    ``start_row`` on (the rows before it were scored by an earlier run of the batch)."""
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
-    for start in range(0, len(frame), chunk_rows):
+    if not 0 <= start_row <= len(frame):
+        raise InputError(f"start_row {start_row} is outside the snapshot's {len(frame)} rows")
+    for start in range(start_row, len(frame), chunk_rows):
         yield score_chunk(
             frame.iloc[start : start + chunk_rows],
             ctx,
@@ -622,6 +626,12 @@ class ScoringResult(BaseModel):
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     timings_seconds: dict[str, float] = Field(default_factory=dict)
     flow_run_id: str | None = None
+    resumed: bool = Field(
+        False, description="this run finished a batch that an earlier run began (batch_id is that batch)"
+    )
+    rows_already_scored: int = Field(
+        0, description="rows of a resumed batch written by earlier runs (not in the counts above)"
+    )
 
     def fill_from(self, tally: ScoringTally) -> ScoringResult:
         shadow = tally.shadow_rows
@@ -672,6 +682,8 @@ class PriorScoring:
     created_at: datetime
     snapshots: list[str]
     completed: bool
+    seq: int = 0
+    all_snapshots: tuple[str, ...] = ()
 
 
 def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list[PriorScoring]:
@@ -684,7 +696,7 @@ def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list
 
     columns = audit_records.c
     rows = conn.execute(
-        sa.select(columns.record_type, columns.batch_id, columns.created_at, columns.payload)
+        sa.select(columns.seq, columns.record_type, columns.batch_id, columns.created_at, columns.payload)
         .where(is_event(RECORD_SCORING_BATCH, RECORD_SCORING_DONE), columns.model_name == model_name)
         .order_by(columns.seq)
     ).all()
@@ -694,10 +706,18 @@ def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list
     for row in rows:
         if row.record_type != RECORD_SCORING_BATCH:
             continue
-        shared = [s for s in (row.payload or {}).get("input_snapshots", []) if s in wanted]
+        scored = [str(s) for s in (row.payload or {}).get("input_snapshots", [])]
+        shared = [s for s in scored if s in wanted]
         if shared:
             found.append(
-                PriorScoring(str(row.batch_id), as_utc(row.created_at), shared, row.batch_id in done)
+                PriorScoring(
+                    str(row.batch_id),
+                    as_utc(row.created_at),
+                    shared,
+                    row.batch_id in done,
+                    int(row.seq),
+                    tuple(scored),
+                )
             )
     return found
 
@@ -716,16 +736,27 @@ def _already_scored(model_name: str, prior: list[PriorScoring]) -> BatchAlreadyS
         f"these rows were already scored by {model_name}: {what}{earlier} (snapshot "
         f"{', '.join(s[:12] for s in last.snapshots)}). Scoring them again records a second decision "
         "for each application and opens new review cases; nothing was scored",
-        hint="to score them again on purpose (a run that failed part way, a deliberate re-decision), "
-        "pass --rescore (flow parameter rescore=true); the new batch records which batches it repeats",
+        hint=(
+            "to finish that batch, pass --resume (flow parameter resume=true): only the rows it did not "
+            "write are scored, under its versions and decision policy; "
+            if not last.completed
+            else ""
+        )
+        + "to score them again on purpose (a deliberate re-decision), pass --rescore (flow parameter "
+        "rescore=true); the new batch records which batches it repeats",
     )
 
 
-def record_scoring_done(engine: Any, *, batch_id: str, model_name: str, tally: ScoringTally) -> None:
-    """The chain record that closes a batch: every prediction of ``batch_id`` is written."""
+def record_scoring_done(
+    engine: Any, *, batch_id: str, model_name: str, tally: ScoringTally, rows_written_before: int = 0
+) -> None:
+    """The chain record that closes a batch: every prediction of ``batch_id`` is written.
+    ``tally`` counts this run's rows; ``rows_written_before`` those of earlier runs of a
+    resumed batch."""
     from mlops.audit import append_event
 
     payload = {
+        "rows_written_before": rows_written_before,
         "rows_scored": tally.rows,
         "audit_records": tally.records_written,
         "review_cases_opened": tally.review_cases_opened,
@@ -769,7 +800,8 @@ def record_scoring_batch(
     }
     with chain_transaction(engine) as conn:
         lock_head(conn)  # before the check: PostgreSQL locks the head row only when asked
-        # A re-run of the same flow run (same batch id) continues its own batch.
+        # A re-run of the same flow run (same batch id) resumes its own batch (mlops.scoring_resume)
+        # and does not come here; were it to, its own record would not refuse it.
         prior = [p for p in prior_scorings(conn, model_name, snapshots) if p.batch_id != batch_id]
         if prior and not rescore:
             raise _already_scored(model_name, prior)
@@ -890,17 +922,25 @@ def score_frames(
     timings: Timings | None = None,
     on_chunk: Callable[[ScoredChunk], None] | None = None,
     background_writes: bool = True,
+    rows_done: Mapping[str, int] | None = None,
 ) -> ScoringTally:
     """Score each (snapshot sha256, valid rows) in chunks and hand each chunk to ``sink``
     (in order; with ``background_writes`` the next chunk is scored while one is written,
-    see :class:`OrderedAuditWriter`)."""
+    see :class:`OrderedAuditWriter`). ``rows_done``: per snapshot, the leading rows an
+    earlier run of the batch already wrote (see :mod:`mlops.scoring_resume`); skipped."""
+    rows_done = rows_done or {}
     timings = timings if timings is not None else Timings()
     tally = ScoringTally()
     writer = OrderedAuditWriter(sink, tally, timings, background=background_writes) if sink else None
     with writer or contextlib.nullcontext():
         for sha, frame in frames:
             for chunk in iter_scored_chunks(
-                frame, ctx, snapshot_sha256=sha, chunk_rows=chunk_rows, timings=timings
+                frame,
+                ctx,
+                snapshot_sha256=sha,
+                chunk_rows=chunk_rows,
+                timings=timings,
+                start_row=rows_done.get(sha, 0),
             ):
                 tally.add(chunk)
                 if writer is not None:
@@ -923,6 +963,12 @@ def scoring_markdown(result: ScoringResult) -> str:
     if not result.accepted:
         lines += ["**REJECTED by its contract:** " + "; ".join(result.rejection_reasons), ""]
         return "\n".join(lines)
+    if result.resumed:
+        lines += [
+            f"**Resumed:** {result.rows_already_scored} rows were written by an earlier run of this batch; "
+            "the counts below are this run's.",
+            "",
+        ]
     lines += [
         "| rows scored | approve | decline | routed to review | review cases opened | audit records |",
         "|---|---|---|---|---|---|",

@@ -51,6 +51,7 @@ from mlops.scoring import (
     scoring_markdown,
 )
 from mlops.scoring_input import BatchValidation, iter_batch_chunks, read_valid_snapshot, validate_in_chunks
+from mlops.scoring_resume import ResumePoint, find_resume_point, record_resumption
 from mlops.settings import Settings
 from mlops.storage import make_store, read_snapshot, snapshot_key
 from tasks.retry import retry_unless_bad_input
@@ -116,6 +117,26 @@ def validate_batch_chunks_task(
     )
 
 
+@task(
+    name="find-resume-point",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def find_resume_point_task(
+    model: str, batch_id: str, snapshots: list[str], settings: Settings, resume: bool
+) -> ResumePoint | None:
+    """The unfinished batch this run continues (its own, on a re-run; another, with ``resume``)."""
+    engine = open_audit_store(settings)
+    try:
+        return find_resume_point(
+            engine, model_name=model, batch_id=batch_id, snapshots=snapshots, resume=resume
+        )
+    finally:
+        engine.dispose()
+
+
 @task(name="score-and-audit", cache_policy=NO_CACHE)
 def score_and_audit_task(
     plan: ScoringPlan,
@@ -128,13 +149,17 @@ def score_and_audit_task(
     chunk_rows: int,
     result: ScoringResult,
     rescore: bool = False,
+    resume_point: ResumePoint | None = None,
 ) -> ScoringResult:
     """Read each valid snapshot back (hash-checked), score it in chunks, append the audit records
-    (refused before anything is scored if the model scored these rows before, unless ``rescore``)."""
+    (refused before anything is scored if the model scored these rows before, unless ``rescore``).
+    With ``resume_point``: only the rows the batch has no records for, under its recorded policy."""
     check_share(canary_share)
+    if resume_point is not None and resume_point.completed:
+        return result.model_copy(update={"rows_already_scored": resume_point.rows_already_scored})
     ctx = ScoringContext(
         models=models,
-        policy=plan.spec.decision_policy,
+        policy=plan.spec.decision_policy if resume_point is None else resume_point.policy,
         id_column=plan.contract.id_column,
         hash_key=settings.entity_hash_key,
         canary_share=canary_share,
@@ -152,22 +177,40 @@ def score_and_audit_task(
                 timings.add("read_snapshots", t)
                 yield ref.sha256, frame
 
-        record_scoring_batch(
+        if resume_point is None:
+            record_scoring_batch(
+                engine,
+                batch_id=batch_id,
+                model_name=plan.spec.name,
+                ctx=ctx,
+                spec_sha256=model_spec_hash(plan.spec),
+                snapshots=[ref.sha256 for ref in validation.snapshots],
+                rescore=rescore,
+            )
+        else:
+            resume_point = record_resumption(
+                engine, resume_point, model_name=plan.spec.name, resumed_by=result.flow_run_id or "unknown"
+            )
+        before = resume_point.rows_written if resume_point is not None else {}
+        tally = score_frames(
+            frames(),
+            ctx,
+            audit_sink(engine, batch_id),
+            chunk_rows=chunk_rows,
+            timings=timings,
+            rows_done=before,
+        )
+        record_scoring_done(
             engine,
             batch_id=batch_id,
             model_name=plan.spec.name,
-            ctx=ctx,
-            spec_sha256=model_spec_hash(plan.spec),
-            snapshots=[ref.sha256 for ref in validation.snapshots],
-            rescore=rescore,
+            tally=tally,
+            rows_written_before=sum(before.values()),
         )
-        tally = score_frames(
-            frames(), ctx, audit_sink(engine, batch_id), chunk_rows=chunk_rows, timings=timings
-        )
-        record_scoring_done(engine, batch_id=batch_id, model_name=plan.spec.name, tally=tally)
     finally:
         engine.dispose()
     done = result.fill_from(tally)
+    done.rows_already_scored = sum(before.values())
     done.timings_seconds = {k: round(v, 4) for k, v in timings.seconds.items()}
     return done
 

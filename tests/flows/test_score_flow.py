@@ -42,6 +42,7 @@ from mlops.scoring import (
     decision_policy_hash,
     load_model_version,
 )
+from mlops.scoring_resume import RECORD_SCORING_RESUMED
 from mlops.settings import get_settings
 from mlops.storage import make_store, read_snapshot
 from mlops.training import train_booster
@@ -322,6 +323,116 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     assert batch_record_of(engine, again["batch_id"])["payload"]["rescore_of"] == [first.batch_id]
     assert main(["audit", "verify", "--json"]) == 0
     capsys.readouterr()
+
+
+def fail_once_at_chunk(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[int]:
+    """The audit append of the ``chunk``-th chunk (1-based) fails once, like a full disk or a
+    dropped connection mid-batch; every other append is the real one."""
+    import mlops.audit
+
+    real = mlops.audit.append_encoded
+    calls: list[int] = []
+
+    def append(engine: Engine, encoded: object) -> object:
+        calls.append(1)
+        if len(calls) == chunk:
+            raise OSError("disk I/O error (injected)")
+        return real(engine, encoded)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mlops.audit, "append_encoded", append)
+    return calls
+
+
+def deciding_rows(records: pd.DataFrame) -> pd.Series:
+    deciding = records[records["role"].isin([ROLE_CHAMPION, ROLE_CANARY])]
+    return deciding.groupby(["input_snapshot", "input_row"]).size()
+
+
+def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_per_row(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fail_once_at_chunk(monkeypatch, chunk=2)
+    with pytest.raises(OSError, match="injected"):
+        score_batch(source=str(setup.batch_a), chunk_rows=100, canary_share=CANARY)
+    with engine.connect() as conn:
+        [batch_id] = conn.execute(
+            sa.select(audit_records.c.batch_id).where(audit_records.c.record_type == RECORD_SCORING_BATCH)
+        ).scalars()
+    first = records_of(engine, batch_id)
+    assert len(first) == 200 and sorted(first["input_row"].unique()) == list(range(100))
+    cases_before = count_open_cases(engine)
+
+    # Scoring the file again is refused, and says the batch did not finish and how to finish it.
+    assert main(["score", str(setup.batch_a), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert f"batch {batch_id} began scoring the same valid rows" in last_json(captured.out)["error"]
+    assert "--resume" in captured.err
+
+    # Resumed with another canary share asked: the batch's own share (and versions) are used.
+    assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 0
+    out = capsys.readouterr().out
+    done = last_json(out)
+    assert done["resumed"] and done["batch_id"] == batch_id and done["canary_share_requested"] == CANARY
+    assert (done["rows_already_scored"], done["rows_scored"]) == (100, 200)
+    assert f"resumed batch {batch_id}: 100 rows were written by an earlier run" in out
+
+    records = records_of(engine, batch_id)
+    assert len(records) == 600 and (deciding_rows(records) == 1).all() and len(deciding_rows(records)) == 300
+    # The resumed rows are decided exactly as one uninterrupted run decides them.
+    [sha] = done["snapshots"]
+    keys = entity_key(
+        read_snapshot(make_store(get_settings()), dataset="credit_applications", kind="valid", sha256=sha)[
+            "application_id"
+        ],
+        get_settings().entity_hash_key,
+    )
+    canary_rows = set(np.flatnonzero(canary_mask(keys.tolist(), CANARY)).tolist())
+    canary = records[records["role"] == ROLE_CANARY]
+    assert set(canary["input_row"]) == canary_rows and (canary["model_version"] == "2").all()
+    routed = records[records["review_routed"]]
+    assert count_open_cases(engine) == len(routed) > cases_before
+    assert {c.case_id for c in list_open_cases(engine, MODEL)} == set(routed["record_id"])
+
+    with engine.connect() as conn:
+        kinds = dict(
+            conn.execute(
+                sa.select(audit_records.c.record_type, sa.func.count())
+                .where(audit_records.c.record_type != "prediction")
+                .group_by(audit_records.c.record_type)
+            ).all()
+        )
+        closing = conn.execute(
+            sa.select(audit_records.c.payload).where(audit_records.c.record_type == RECORD_SCORING_DONE)
+        ).scalar_one()
+    assert kinds == {RECORD_SCORING_BATCH: 1, RECORD_SCORING_RESUMED: 1, RECORD_SCORING_DONE: 1}
+    assert (closing["rows_written_before"], closing["rows_scored"]) == (100, 200)
+    assert main(["audit", "verify", "--json"]) == 0
+    resumed_row = records.loc[(records["role"] == ROLE_CHAMPION) & (records["input_row"] >= 100), "record_id"]
+    assert main(["reproduce", str(resumed_row.iloc[0]), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["reproduced"]
+
+    # Finished now: nothing to resume, and nothing written by asking.
+    assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "nothing to resume" in last_json(captured.out)["error"] and "--rescore" in captured.err
+    assert len(records_of(engine, batch_id)) == 600
+    assert main(["score", str(setup.batch_a), "--resume", "--rescore"]) == 2
+
+
+def test_a_prefect_retry_of_a_failed_scoring_run_resumes_its_own_batch(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fail_once_at_chunk(monkeypatch, chunk=2)
+    result = score_batch.with_options(retries=1, retry_delay_seconds=0)(
+        source=str(setup.batch_b), chunk_rows=100
+    )
+    assert len(calls) == 4  # chunks 1 and 2 (failed) of the first try, 2 and 3 of the retry
+    assert result.resumed and (result.rows_already_scored, result.rows_scored) == (100, 200)
+    assert result.batch_id == result.flow_run_id
+    records = records_of(engine, result.batch_id)
+    assert len(records) == 600 and (deciding_rows(records) == 1).all()
+    assert count_open_cases(engine) == int(records["review_routed"].sum())
+    assert batch_record_of(engine, result.batch_id)["payload"]["input_snapshots"] == result.snapshots
 
 
 def test_reproduce_refuses_a_batch_record_edited_after_scoring(

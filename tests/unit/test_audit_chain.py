@@ -768,3 +768,77 @@ def test_a_batch_of_rows_scored_before_is_refused_and_says_whether_that_batch_fi
         ).scalar_one()
     assert payload["rescore_of"] == ["b0"]
     assert audit.verify_chain(engine).ok
+
+
+def test_resume_points_say_what_a_batch_wrote_and_refuse_what_cannot_be_resumed(engine: Engine) -> None:
+    from mlops import scoring
+    from mlops.scoring_resume import (
+        RECORD_SCORING_RESUMED,
+        NothingToResume,
+        find_resume_point,
+        record_resumption,
+    )
+
+    ctx = batch_record_context()
+    other = hashlib.sha256(b"other snapshot").hexdigest()
+
+    def find(batch_id: str, snapshots: list[str] = [SNAPSHOT], resume: bool = True) -> Any:  # noqa: B006
+        return find_resume_point(
+            engine, model_name="m", batch_id=batch_id, snapshots=snapshots, resume=resume
+        )
+
+    with pytest.raises(NothingToResume, match="no batch of m began scoring these rows"):
+        find("b9")
+    scoring.record_scoring_batch(
+        engine, batch_id="b0", model_name="m", ctx=ctx, spec_sha256="0" * 64, snapshots=[SNAPSHOT, other]
+    )
+    audit.append_predictions(engine, batch(6)[:3], batch_id="b0", hash_key=KEY)  # rows 0-2 of 6
+    audit.append_predictions(engine, batch(6)[6:9], batch_id="b0", hash_key=KEY)  # their shadows
+    assert find("b9", resume=False) is None  # a new batch: record_scoring_batch refuses it
+    with pytest.raises(NothingToResume, match="other valid snapshots"):
+        find("b9")
+    point = find("b9", [SNAPSHOT, other])
+    assert (point.batch_id, point.rows_written, point.completed) == ("b0", {SNAPSHOT: 3}, False)
+    assert (point.champion_version, point.challenger_version, point.policy) == (1, None, ctx.policy)
+    assert find("b0", [SNAPSHOT], resume=False) == point  # a re-run of b0's own flow run
+    point = record_resumption(engine, point, model_name="m", resumed_by="run-2")
+    assert point.rows_already_scored == 3
+    with engine.connect() as conn:
+        resumed = conn.execute(
+            sa.select(audit.audit_records.c.batch_id, audit.audit_records.c.payload).where(
+                audit.is_event(RECORD_SCORING_RESUMED)
+            )
+        ).one()
+    assert resumed.batch_id == "b0"
+    assert resumed.payload == {
+        "resumed_by": "run-2",
+        "rows_already_written": 3,
+        "rows_written_by_snapshot": {SNAPSHOT: 3},
+    }
+    scoring.record_scoring_done(
+        engine, batch_id="b0", model_name="m", tally=scoring.ScoringTally(rows=3), rows_written_before=3
+    )
+    with pytest.raises(NothingToResume, match="scored these rows to the end"):
+        find("b9", [SNAPSHOT, other])
+    assert find("b0", [SNAPSHOT, other], resume=False).completed
+    assert audit.verify_chain(engine).ok
+
+    # Decisions that are not the leading rows of a snapshot cannot be resumed row for row.
+    scoring.record_scoring_batch(
+        engine, batch_id="b1", model_name="m", ctx=ctx, spec_sha256="0" * 64, snapshots=[other], rescore=True
+    )
+    gap = batch(6).iloc[[1, 2]].assign(input_snapshot=other)
+    audit.append_predictions(engine, gap, batch_id="b1", hash_key=KEY)
+    with pytest.raises(InputError, match=r"not its leading rows \(rows 1..2\)"):
+        find("b9", [other])
+
+    # A batch record altered after the fact is not trusted to finish its batch.
+    unguard(engine)
+    sql(
+        engine,
+        "UPDATE audit_records SET payload = json_set(payload, '$.decision_policy.threshold', 0.99) "
+        "WHERE batch_id = 'b1' AND record_type = :t",
+        t=scoring.RECORD_SCORING_BATCH,
+    )
+    with pytest.raises(InputError, match="does not match its hash"):
+        find("b1", [other], resume=False)

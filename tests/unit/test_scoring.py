@@ -182,6 +182,22 @@ def test_chunked_scoring_equals_one_shot(contract: Contract, models: ScoringMode
     assert len(one_shot) == 2 * len(frame)
     assert one_shot["input_row"].tolist() == list(range(120)) * 2
 
+    # A resumed batch scores the rows after those written, as the uninterrupted run did.
+    seen: list[pd.DataFrame] = []
+    score_frames(
+        [(SNAPSHOT, frame)],
+        context,
+        None,
+        chunk_rows=13,
+        on_chunk=lambda c: seen.append(c.records),
+        rows_done={SNAPSHOT: 50},
+    )
+    tail = pd.concat(seen, ignore_index=True).sort_values(["model_version", "input_row"], kind="mergesort")
+    expected = one_shot[one_shot["input_row"] >= 50]
+    pd.testing.assert_frame_equal(tail.reset_index(drop=True), expected.reset_index(drop=True))
+    with pytest.raises(InputError, match="start_row 121 is outside the snapshot's 120 rows"):
+        list(iter_scored_chunks(frame, context, snapshot_sha256=SNAPSHOT, start_row=121))
+
 
 def test_shadow_never_changes_a_decision(contract: Contract, models: ScoringModels) -> None:
     frame = typed_rows(contract, 300, seed=6)

@@ -1,0 +1,199 @@
+"""Finishing a scoring batch that stopped part way, without a second decision for any row.
+
+A batch's predictions are appended chunk by chunk, each chunk in its own transaction, in row
+order within a snapshot and snapshot after snapshot (:class:`mlops.scoring.OrderedAuditWriter`
+writes one chunk at a time and stops at the first failure). So what a failed run leaves is,
+for each of its snapshots, a *prefix* of the rows: all of them, some leading rows, or none.
+
+Resuming scores only the rows after that prefix, under the batch's own id and with what its
+``scoring_batch`` record says it was scored under (champion and challenger versions, decision
+policy, canary share), then closes the batch with its ``scoring_done`` record. Every row ends
+with exactly one deciding record and each routed row with one review case. A
+``scoring_resumed`` record in the chain says which run resumed the batch and how many rows
+were already written.
+
+* A re-run of the same flow run (Prefect's retry of a failed run keeps its id, which is the
+  batch id) resumes its own batch without being asked.
+* Another run resumes only when asked (``mlops score PATH --resume``, flow parameter
+  ``resume``), and only a batch of exactly the same valid snapshots whose latest scoring did
+  not finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mlops.audit import (
+    RECORD_PREDICTION,
+    append_events_locked,
+    audit_records,
+    chain_transaction,
+    event_fields,
+    lock_head,
+)
+from mlops.audit_encode import DECIDING_ROLES
+from mlops.errors import InputError, WorkRefused
+from mlops.model_spec import DecisionPolicy
+from mlops.reproduce import record_intact
+from mlops.scoring import PriorScoring, prior_scorings
+
+RECORD_SCORING_RESUMED: Final = "scoring_resumed"
+
+
+class NothingToResume(WorkRefused):
+    """``--resume`` was asked for, and no unfinished batch of these rows exists."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """An unfinished (or, for a re-run of its own flow run, maybe finished) batch to continue.
+
+    ``rows_written``: per snapshot, how many of its leading rows already have their records.
+    """
+
+    batch_id: str
+    began_at: datetime
+    batch_seq: int
+    champion_version: int
+    challenger_version: int | None
+    canary_share: float
+    policy: DecisionPolicy
+    snapshots: tuple[str, ...]
+    completed: bool
+    rows_written: dict[str, int]
+
+    @property
+    def rows_already_scored(self) -> int:
+        return sum(self.rows_written.values())
+
+
+def find_resume_point(
+    engine: Engine, *, model_name: str, batch_id: str, snapshots: list[str], resume: bool
+) -> ResumePoint | None:
+    """The batch this run must continue, or None for a new batch.
+
+    ``batch_id`` has a ``scoring_batch`` record already: this is a re-run of that flow run, and
+    it continues its own batch. Otherwise, with ``resume``, the latest batch of ``model_name``
+    that scored ``snapshots`` must exist, must not have finished and must have scored exactly
+    these snapshots (:class:`NothingToResume` if not).
+    """
+    with engine.connect() as conn:
+        prior = prior_scorings(conn, model_name, snapshots)
+        own = [p for p in prior if p.batch_id == batch_id]
+        if own:
+            return _point(conn, own[0])
+        if not resume:
+            return None
+        if not prior:
+            raise NothingToResume(
+                f"nothing to resume: no batch of {model_name} began scoring these rows",
+                hint="score them without --resume",
+            )
+        last = prior[-1]
+        if last.completed:
+            raise NothingToResume(
+                f"nothing to resume: batch {last.batch_id} of {model_name} scored these rows to the end "
+                f"at {last.created_at:%Y-%m-%d %H:%M:%S} UTC",
+                hint="to score them again on purpose, pass --rescore instead of --resume",
+            )
+        if set(last.all_snapshots) != set(snapshots):
+            raise NothingToResume(
+                f"batch {last.batch_id} of {model_name} did not finish, but it scored other valid "
+                f"snapshots ({len(last.all_snapshots)}) than this batch ({len(snapshots)}): a resume "
+                "needs the same file validated the same way",
+                hint="resume with the source and --validation-chunk-rows of that run, or pass --rescore",
+            )
+        return _point(conn, last)
+
+
+def _point(conn: Connection, prior: PriorScoring) -> ResumePoint:
+    record = _batch_record(conn, prior)
+    payload: Mapping[str, Any] = record["payload"] or {}
+    try:
+        policy = DecisionPolicy.model_validate(payload["decision_policy"])
+        champion = int(payload["champion_version"])
+        challenger = payload.get("challenger_version")
+        share = float(payload.get("canary_share") or 0.0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"the scoring_batch record of batch {prior.batch_id} lacks what a resume needs ({exc})",
+            hint="it predates resumable batches: score the rows with --rescore",
+        ) from exc
+    return ResumePoint(
+        batch_id=prior.batch_id,
+        began_at=prior.created_at,
+        batch_seq=prior.seq,
+        champion_version=champion,
+        challenger_version=None if challenger is None else int(challenger),
+        canary_share=share,
+        policy=policy,
+        snapshots=prior.all_snapshots,
+        completed=prior.completed,
+        rows_written=rows_written(conn, prior.batch_id, after_seq=prior.seq),
+    )
+
+
+def _batch_record(conn: Connection, prior: PriorScoring) -> dict[str, Any]:
+    row = conn.execute(sa.select(audit_records).where(audit_records.c.seq == prior.seq)).one()
+    record = dict(row._mapping)
+    if not record_intact(record):
+        raise InputError(
+            f"the scoring_batch record of batch {prior.batch_id} does not match its hash; "
+            "its versions and decision policy cannot be trusted to finish it",
+            hint="run `mlops audit verify`: the audit chain has been altered",
+        )
+    return record
+
+
+def rows_written(conn: Connection, batch_id: str, *, after_seq: int) -> dict[str, int]:
+    """Per snapshot, how many leading rows of batch ``batch_id`` have a deciding record.
+
+    Reads the batch's predictions after its ``scoring_batch`` record (a range of the primary
+    key). Refuses (InputError) a batch whose written rows are not a prefix of each snapshot,
+    which the ordered writer never leaves.
+    """
+    c = audit_records.c
+    found = conn.execute(
+        sa.select(c.input_snapshot, sa.func.count(), sa.func.max(c.input_row), sa.func.min(c.input_row))
+        .where(
+            c.seq > after_seq,
+            c.batch_id == batch_id,
+            c.record_type == RECORD_PREDICTION,
+            c.role.in_(DECIDING_ROLES),
+        )
+        .group_by(c.input_snapshot)
+    ).all()
+    written: dict[str, int] = {}
+    for snapshot, count, last, first in found:
+        if first != 0 or last != count - 1:
+            raise InputError(
+                f"batch {batch_id} holds {count} decisions for snapshot {str(snapshot)[:12]} that are not "
+                f"its leading rows (rows {first}..{last}); it cannot be resumed row for row",
+                hint="score the rows again with --rescore",
+            )
+        written[str(snapshot)] = int(count)
+    return written
+
+
+def record_resumption(engine: Engine, point: ResumePoint, *, model_name: str, resumed_by: str) -> ResumePoint:
+    """Append the ``scoring_resumed`` record and return the point with its rows counted again
+    under the chain lock (a run of the batch that was still writing has written more since)."""
+    with chain_transaction(engine) as conn:
+        lock_head(conn)
+        point = replace(point, rows_written=rows_written(conn, point.batch_id, after_seq=point.batch_seq))
+        payload = {
+            "resumed_by": resumed_by,
+            "rows_already_written": point.rows_already_scored,
+            "rows_written_by_snapshot": point.rows_written,
+        }
+        fields = event_fields(
+            RECORD_SCORING_RESUMED, payload, {"model_name": model_name, "batch_id": point.batch_id}
+        )
+        append_events_locked(conn, [fields])
+    return point
