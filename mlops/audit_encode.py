@@ -300,6 +300,7 @@ class EncodedChunk:
                 "model_version": version[i],
                 "role": role[i],
                 "score": self.score[i],
+                "entity_key": self.entity_key[i],
             }
             for i in picked
         ]

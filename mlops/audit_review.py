@@ -24,7 +24,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from mlops.audit_hashing import as_utc
-from mlops.audit_schema import audit_records, review_cases
+from mlops.audit_schema import (
+    CASE_OPEN,
+    CASE_RESOLVED,
+    CASE_SUPERSEDED,
+    OPEN_CASE,
+    audit_records,
+    review_cases,
+)
 from mlops.audit_write import (
     RECORD_PREDICTION,
     RECORD_REVIEW,
@@ -37,8 +44,9 @@ from mlops.errors import ChainBroken, InputError
 ReviewDecision = Literal["approve", "decline"]
 DECISIONS: Final = ("approve", "decline")
 LABEL_BY_DECISION: Final = {"decline": 1, "approve": 0}
-STATUS_OPEN: Final = "open"
-STATUS_RESOLVED: Final = "resolved"
+STATUS_OPEN: Final = CASE_OPEN
+STATUS_RESOLVED: Final = CASE_RESOLVED
+STATUS_SUPERSEDED: Final = CASE_SUPERSEDED
 
 
 class ReviewError(InputError):
@@ -55,6 +63,13 @@ class ReviewCaseAlreadyResolved(ReviewError):
     exit_code = 1
 
 
+class ReviewCaseSuperseded(ReviewError):
+    """A later prediction for the same entity opened a case of its own; that one is reviewed
+    (the CLI exits 1: refused)."""
+
+    exit_code = 1
+
+
 class InvalidReviewDecision(ReviewError):
     """The decision is not approve/decline, or reviewer/reason is empty."""
 
@@ -63,7 +78,7 @@ class ReviewCase(BaseModel):
     """One case of the review queue."""
 
     case_id: str
-    status: Literal["open", "resolved"]
+    status: Literal["open", "resolved", "superseded"]
     routing_reason: str
     created_at: datetime
     batch_id: str | None
@@ -76,6 +91,24 @@ class ReviewCase(BaseModel):
     resolution_reason: str | None = None
     resolved_at: datetime | None = None
     review_record_id: str | None = None
+    entity_key: str | None = None
+    superseded_by: str | None = None
+
+
+def refuse_unless_open(case: ReviewCase) -> None:
+    """Raise :class:`ReviewCaseAlreadyResolved` or :class:`ReviewCaseSuperseded` unless open."""
+    if case.status == STATUS_SUPERSEDED:
+        raise ReviewCaseSuperseded(
+            f"review case {case.case_id!r} was superseded by case {case.superseded_by!r}: a later "
+            "prediction for the same application was routed to review, and that one is reviewed",
+            hint=f"resolve case {case.superseded_by} instead (mlops review list shows the open cases)",
+        )
+    if case.status != STATUS_OPEN:
+        raise ReviewCaseAlreadyResolved(
+            f"review case {case.case_id!r} was resolved already ({case.decision} by "
+            f"{case.reviewer} at {case.resolved_at})",
+            hint="a resolution is final; mlops review list shows the open cases",
+        )
 
 
 def _check_case_id(case_id: str) -> str:
@@ -118,6 +151,7 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
                 "model_version": record.model_version,
                 "role": record.role,
                 "score": record.score,
+                "entity_key": record.entity_key,
             }
             conn.execute(review_cases.insert().values(**values))
     except IntegrityError as exc:
@@ -139,7 +173,7 @@ def list_open_cases(
     engine: Engine, model_name: str | None = None, *, limit: int | None = None
 ) -> list[ReviewCase]:
     """Open cases, oldest first (optionally of one model)."""
-    stmt = sa.select(review_cases).where(review_cases.c.status == STATUS_OPEN)
+    stmt = sa.select(review_cases).where(OPEN_CASE)
     if model_name is not None:
         stmt = stmt.where(review_cases.c.model_name == model_name)
     stmt = stmt.order_by(review_cases.c.created_at, review_cases.c.case_id).limit(limit)
@@ -149,7 +183,7 @@ def list_open_cases(
 
 def count_open_cases(engine: Engine, model_name: str | None = None) -> int:
     """How many cases are open (optionally of one model)."""
-    stmt = sa.select(sa.func.count()).select_from(review_cases).where(review_cases.c.status == STATUS_OPEN)
+    stmt = sa.select(sa.func.count()).select_from(review_cases).where(OPEN_CASE)
     if model_name is not None:
         stmt = stmt.where(review_cases.c.model_name == model_name)
     with engine.connect() as conn:
@@ -180,12 +214,7 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
         row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
         if row is None:
             raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
-        if row.status != STATUS_OPEN:
-            raise ReviewCaseAlreadyResolved(
-                f"review case {case_id!r} was resolved already ({row.decision} by "
-                f"{row.reviewer} at {row.resolved_at})",
-                hint="a resolution is final; mlops review list shows the open cases",
-            )
+        refuse_unless_open(_case(row))
         key = conn.execute(
             sa.select(audit_records.c.entity_key).where(audit_records.c.record_id == case_id)
         ).scalar()

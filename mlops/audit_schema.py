@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.schema import CreateIndex
 
 from mlops.audit_hashing import GENESIS_HASH
@@ -92,11 +92,15 @@ audit_anchors = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+CASE_OPEN: Final = "open"
+CASE_RESOLVED: Final = "resolved"
+CASE_SUPERSEDED: Final = "superseded"  # a later prediction for the same entity opened a case
+
 review_cases = sa.Table(
     "review_cases",
     metadata,
     sa.Column("case_id", _UUID, primary_key=True),  # = the prediction's record_id
-    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("routing_reason", sa.String(), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("batch_id", sa.String()),
@@ -109,6 +113,26 @@ review_cases = sa.Table(
     sa.Column("resolution_reason", sa.String()),
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
     sa.Column("review_record_id", _UUID),
+    # Added after the first release: create_schema adds them to older stores (NULL there).
+    sa.Column("entity_key", _HEX),
+    sa.Column("superseded_by", _UUID),
+)
+_ADDED_COLUMNS: Final = {"review_cases": ("entity_key", "superseded_by")}
+
+#: Open cases: what the queue lists and what a new case for the same entity supersedes. The
+#: index below is partial on this term (literal, as for :data:`NOT_PREDICTION`). It replaces
+#: the plain index on ``status`` of the first release, which :func:`create_schema` drops:
+#: SQLite's planner preferred that one for a lookup of many entity keys and then read every
+#: open case.
+OPEN_CASE: Final = review_cases.c.status == sa.literal_column(f"'{CASE_OPEN}'")
+_DROPPED_INDEXES: Final = ("ix_review_cases_status",)
+
+open_cases_index = sa.Index(
+    "ix_review_cases_open_entity",
+    review_cases.c.model_name,
+    review_cases.c.entity_key,
+    sqlite_where=OPEN_CASE,
+    postgresql_where=OPEN_CASE,
 )
 
 APPEND_ONLY_TABLES: Final = ("audit_records", "audit_anchors")
@@ -139,20 +163,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def qualified(conn: Connection, table: sa.Table) -> str:
     """The table name for raw SQL, honouring a ``schema_translate_map`` on the connection."""
-    schema = table.schema
+    return _qualified_name(conn, table.name, table.schema)
+
+
+def _qualified_name(conn: Connection, name: str, schema: str | None = None) -> str:
+    """A table's or index's name for raw SQL, in the connection's (translated) schema."""
     translate = conn.get_execution_options().get("schema_translate_map") or {}
     schema = translate.get(schema, schema)
     quote = conn.dialect.identifier_preparer.quote
-    return f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+    return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
 def create_schema(engine: Engine) -> None:
     """Create the tables, the chain head row and the append-only triggers (idempotent)."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
-        # Stores made before the index existed get it here; IF NOT EXISTS, so two processes
+        _add_columns(conn)
+        # Stores made before the indexes existed get them here; IF NOT EXISTS, so two processes
         # opening such a store at once do not collide (see README: large PostgreSQL stores).
-        conn.execute(CreateIndex(audit_events_index, if_not_exists=True))
+        for index in (audit_events_index, open_cases_index):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+        for name in _DROPPED_INDEXES:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_qualified_name(conn, name)}")
         _install_guards(conn)
     try:
         with engine.begin() as conn:
@@ -161,6 +193,28 @@ def create_schema(engine: Engine) -> None:
                 conn.execute(audit_chain_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
     except IntegrityError:  # another process created it at the same moment
         pass
+
+
+def _add_columns(conn: Connection) -> None:
+    """Add the columns of :data:`_ADDED_COLUMNS` that a store made before them lacks."""
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    for name, columns in _ADDED_COLUMNS.items():
+        table = metadata.tables[name]
+        present = {c["name"] for c in sa.inspect(conn).get_columns(name, schema=translate.get(table.schema))}
+        for column in columns:
+            if column in present:
+                continue
+            kind = table.c[column].type.compile(dialect=conn.dialect)
+            exists = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+            statement = f"ALTER TABLE {qualified(conn, table)} ADD COLUMN {exists}{column} {kind}"
+            if conn.dialect.name == "sqlite":
+                try:  # SQLite has no IF NOT EXISTS here; another process may have added it
+                    conn.exec_driver_sql(statement)
+                except OperationalError as exc:
+                    if "duplicate column" not in str(exc.orig):
+                        raise
+            else:
+                conn.exec_driver_sql(statement)
 
 
 def _install_guards(conn: Connection) -> None:

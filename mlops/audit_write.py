@@ -36,7 +36,14 @@ from mlops.audit_encode import (
     validate_predictions,
 )
 from mlops.audit_hashing import chain_hashes, check_hex64, normalise_payload, record_hash
-from mlops.audit_schema import audit_chain_head, audit_records, qualified, review_cases
+from mlops.audit_schema import (
+    CASE_SUPERSEDED,
+    OPEN_CASE,
+    audit_chain_head,
+    audit_records,
+    qualified,
+    review_cases,
+)
 from mlops.errors import InputError, MlopsError
 
 __all__ = [
@@ -82,6 +89,7 @@ class AppendResult:
     head_hash: str
     created_at: datetime
     cases_opened: int = 0
+    cases_superseded: int = 0
 
     @property
     def count(self) -> int:
@@ -393,11 +401,50 @@ def append_encoded(engine: Engine, encoded: EncodedPredictions) -> AppendResult:
             seq += len(hashes)
             head_hash = hashes[-1]
             all_ids.extend(chunk.record_ids)
+        superseded = 0
         if case_rows:
+            superseded = supersede_open_cases(conn, case_rows)
             conn.execute(review_cases.insert(), case_rows)
         _set_head(conn, seq, head_hash)
     record_ids = pd.Series(all_ids, index=encoded.index, dtype=object, name="record_id")
-    return AppendResult(head_seq + 1, seq, record_ids, head_hash, created_at, len(case_rows))
+    return AppendResult(head_seq + 1, seq, record_ids, head_hash, created_at, len(case_rows), superseded)
+
+
+_KEYS_PER_LOOKUP: Final = 500
+
+
+def supersede_open_cases(conn: Connection, new_cases: Sequence[Mapping[str, Any]]) -> int:
+    """Mark the open cases of the same model and entity as the ``new_cases`` superseded by them.
+
+    A person reviews the latest prediction for an application, not each one: an application
+    scored again (a re-submitted or re-scored batch) would otherwise sit in the queue twice.
+    The superseded case keeps its row and points at its successor (``superseded_by``); its
+    prediction record is untouched. Looks the keys up through the partial index of open cases
+    (a few hundred at a time) and updates only the cases found. Returns how many.
+    """
+    wanted: dict[str, dict[str, str]] = {}  # model -> entity key -> the new case id
+    for case in new_cases:
+        if case.get("entity_key") is not None:
+            wanted.setdefault(str(case["model_name"]), {})[str(case["entity_key"])] = str(case["case_id"])
+    c = review_cases.c
+    updates: list[dict[str, str]] = []
+    for model, successors in wanted.items():
+        keys = list(successors)
+        for start in range(0, len(keys), _KEYS_PER_LOOKUP):
+            found = conn.execute(
+                sa.select(c.case_id, c.entity_key).where(
+                    OPEN_CASE, c.model_name == model, c.entity_key.in_(keys[start : start + _KEYS_PER_LOOKUP])
+                )
+            ).all()
+            updates += [{"old": row.case_id, "new": successors[row.entity_key]} for row in found]
+    if updates:
+        conn.execute(
+            review_cases.update()
+            .where(c.case_id == sa.bindparam("old"))
+            .values(status=CASE_SUPERSEDED, superseded_by=sa.bindparam("new")),
+            updates,
+        )
+    return len(updates)
 
 
 def append_predictions(

@@ -4,8 +4,8 @@ The review commands work on the audit store directly (a resolution is one transa
 also appends the ``review`` audit record), so they need no Prefect server; the Prefect door to
 the same queue is the ``review-case`` flow (``flows/review.py``).
 
-Exit codes: 0 ok; 2 for an unknown case id, an already resolved case, or a bad decision /
-empty reviewer or reason (nothing is written then).
+Exit codes: 0 ok; 1 for a case resolved already or superseded by a later prediction's case;
+2 for an unknown case id or a bad decision / empty reviewer or reason (nothing is written then).
 """
 
 from __future__ import annotations

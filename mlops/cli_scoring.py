@@ -53,7 +53,12 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
         + (f" with challenger v{result.challenger_version}" if result.challenger_version else ""),
         "decisions: "
         + ", ".join(f"{k} {n}" for k, n in result.decisions.items())
-        + f"; routed to review {result.routed_to_review} ({result.review_cases_opened} cases opened)",
+        + f"; routed to review {result.routed_to_review} ({result.review_cases_opened} cases opened"
+        + (
+            f", {result.review_cases_superseded} earlier open cases of the same applications superseded)"
+            if result.review_cases_superseded
+            else ")"
+        ),
     ]
     if result.resumed:
         lines.insert(

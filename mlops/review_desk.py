@@ -115,15 +115,11 @@ def read_input_row(
 def case_view(engine: Engine, store: ObjectStore, case_id: str, contract: Contract | None) -> CaseView:
     """An OPEN case with its input reference and (sensitive columns removed) its input row.
 
-    Raises :class:`~mlops.audit.ReviewCaseNotFound` or
-    :class:`~mlops.audit.ReviewCaseAlreadyResolved`.
+    Raises :class:`~mlops.audit.ReviewCaseNotFound`,
+    :class:`~mlops.audit.ReviewCaseAlreadyResolved` or :class:`~mlops.audit.ReviewCaseSuperseded`.
     """
     case = audit.get_case(engine, case_id)
-    if case.status != "open":
-        raise audit.ReviewCaseAlreadyResolved(
-            f"review case {case_id!r} was resolved already ({case.decision} by {case.reviewer} "
-            f"at {case.resolved_at})"
-        )
+    audit.refuse_unless_open(case)
     reference = input_references(engine, [case_id]).get(case_id)
     if reference is None:
         raise audit.ReviewCaseNotFound(f"review case {case_id!r} has no prediction record")

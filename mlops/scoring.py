@@ -564,6 +564,7 @@ class ScoringTally:
     shadow_abs_diff_sum: float = 0.0
     records_written: int = 0
     review_cases_opened: int = 0
+    review_cases_superseded: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
 
@@ -585,11 +586,12 @@ class ScoringTally:
             self.shadow_same_decision += int((chunk.challenger_decision == chunk.champion_decision).sum())
             self.shadow_abs_diff_sum += float(np.abs(chunk.challenger_scores - chunk.champion_scores).sum())
 
-    def wrote(self, first_seq: int, last_seq: int, cases: int) -> None:
+    def wrote(self, first_seq: int, last_seq: int, cases: int, superseded: int = 0) -> None:
         self.first_seq = first_seq if self.first_seq is None else self.first_seq
         self.last_seq = last_seq
         self.records_written += last_seq - first_seq + 1
         self.review_cases_opened += cases
+        self.review_cases_superseded += superseded
 
 
 class ScoringResult(BaseModel):
@@ -612,6 +614,9 @@ class ScoringResult(BaseModel):
     decisions_by_role: dict[str, dict[str, int]] = Field(default_factory=dict)
     routed_to_review: int = 0
     review_cases_opened: int = 0
+    review_cases_superseded: int = Field(
+        0, description="earlier open cases of the same applications, superseded by this batch's cases"
+    )
     canary_rows: int = 0
     canary_share_realised: float = 0.0
     shadow_rows: int = 0
@@ -644,6 +649,7 @@ class ScoringResult(BaseModel):
                 },
                 "routed_to_review": tally.routed,
                 "review_cases_opened": tally.review_cases_opened,
+                "review_cases_superseded": tally.review_cases_superseded,
                 "canary_rows": tally.canary_rows,
                 "canary_share_realised": tally.canary_rows / tally.rows if tally.rows else 0.0,
                 "shadow_rows": shadow,
@@ -656,10 +662,15 @@ class ScoringResult(BaseModel):
         )
 
 
-class AuditSink(Protocol):
-    """Where a chunk's audit rows go; returns (first_seq, last_seq, review cases opened)."""
+#: What an audit sink wrote for one chunk: (first_seq, last_seq, review cases opened[, earlier
+#: open cases superseded]).
+WriteCounts = tuple[int, ...]
 
-    def __call__(self, records: pd.DataFrame) -> tuple[int, int, int]: ...
+
+class AuditSink(Protocol):
+    """Where a chunk's audit rows go; returns its :data:`WriteCounts`."""
+
+    def __call__(self, records: pd.DataFrame) -> WriteCounts: ...
 
 
 RECORD_SCORING_BATCH: Final = "scoring_batch"
@@ -760,6 +771,7 @@ def record_scoring_done(
         "rows_scored": tally.rows,
         "audit_records": tally.records_written,
         "review_cases_opened": tally.review_cases_opened,
+        "review_cases_superseded": tally.review_cases_superseded,
         "first_seq": tally.first_seq,
         "last_seq": tally.last_seq,
     }
@@ -820,9 +832,9 @@ class StagedAuditSink:
     must run in order (the chain) carries no work that could run beside it."""
 
     prepare: Callable[[pd.DataFrame], Any]
-    write: Callable[[Any], tuple[int, int, int]]
+    write: Callable[[Any], WriteCounts]
 
-    def __call__(self, records: pd.DataFrame) -> tuple[int, int, int]:
+    def __call__(self, records: pd.DataFrame) -> WriteCounts:
         return self.write(self.prepare(records))
 
 
@@ -836,9 +848,9 @@ def audit_sink(engine: Any, batch_id: str) -> StagedAuditSink:
     def prepare(records: pd.DataFrame) -> EncodedPredictions:
         return encode_predictions(records, batch_id=batch_id, dialect=dialect, open_cases=True)
 
-    def write(encoded: EncodedPredictions) -> tuple[int, int, int]:
+    def write(encoded: EncodedPredictions) -> WriteCounts:
         done = append_encoded(engine, encoded)
-        return done.first_seq, done.last_seq, done.cases_opened
+        return done.first_seq, done.last_seq, done.cases_opened, done.cases_superseded
 
     return StagedAuditSink(prepare, write)
 
@@ -863,16 +875,14 @@ class OrderedAuditWriter:
     def __init__(self, sink: AuditSink, tally: ScoringTally, timings: Timings, *, background: bool) -> None:
         self._sink, self._tally, self._timings = sink, tally, timings
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer") if background else None
-        self._pending: Future[tuple[tuple[int, int, int], float]] | None = None
+        self._pending: Future[tuple[WriteCounts, float]] | None = None
 
-    def _write(
-        self, write: Callable[[Any], tuple[int, int, int]], item: Any
-    ) -> tuple[tuple[int, int, int], float]:
+    def _write(self, write: Callable[[Any], WriteCounts], item: Any) -> tuple[WriteCounts, float]:
         started = time.perf_counter()
         done = write(item)
         return done, time.perf_counter() - started
 
-    def _collect(self, done: tuple[int, int, int], seconds: float) -> None:
+    def _collect(self, done: WriteCounts, seconds: float) -> None:
         self._tally.wrote(*done)
         self._timings.seconds["audit_append"] = self._timings.seconds.get("audit_append", 0.0) + seconds
 
@@ -890,7 +900,7 @@ class OrderedAuditWriter:
         if self._pool is None:
             self._collect(*self._write(self._sink, records))
             return
-        write: Callable[[Any], tuple[int, int, int]] = self._sink
+        write: Callable[[Any], WriteCounts] = self._sink
         item: Any = records
         if isinstance(self._sink, StagedAuditSink):
             started = time.perf_counter()
@@ -976,6 +986,14 @@ def scoring_markdown(result: ScoringResult) -> str:
         f"| {result.decisions.get(DECISION_DECLINE, 0)} | {result.routed_to_review} "
         f"| {result.review_cases_opened} | {result.audit_records_written} |",
         "",
+    ]
+    if result.review_cases_superseded:
+        lines += [
+            f"{result.review_cases_superseded} earlier open review case(s) of the same applications were "
+            "superseded by this batch's cases (a person reviews the latest prediction).",
+            "",
+        ]
+    lines += [
         "| canary share requested | canary rows | canary share realised |",
         "|---|---|---|",
         f"| {result.canary_share_requested:.2%} | {result.canary_rows} | {result.canary_share_realised:.2%} |",

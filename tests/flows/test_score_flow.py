@@ -291,6 +291,20 @@ def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.Captu
     assert main(["reproduce", "not-a-uuid", "--json"]) == 2
 
 
+def open_case_keys(engine: Engine) -> set[str]:
+    return {str(c.entity_key) for c in list_open_cases(engine, MODEL)}
+
+
+def routed_keys(engine: Engine, batch_id: str) -> set[str]:
+    records = records_of(engine, batch_id)
+    return set(records.loc[records["review_routed"].astype(bool), "entity_key"])
+
+
+def assert_one_open_case_per_application(engine: Engine) -> None:
+    keys = [c.entity_key for c in list_open_cases(engine, MODEL)]
+    assert None not in keys and len(keys) == len(set(keys))
+
+
 def test_the_same_rows_are_not_scored_twice_without_rescore(
     setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -313,14 +327,24 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     assert dict(kinds) == {"prediction": 600, RECORD_SCORING_BATCH: 1, RECORD_SCORING_DONE: 1}
     assert count_open_cases(engine) == cases
 
-    # Rows partly seen before are a new batch (entity-level repeats are not refused).
-    assert score_batch(source=str(setup.batch_b)).rows_scored == 300
+    # Rows partly seen before are a new batch (entity-level repeats are not refused); a repeated
+    # application routed again has one open case, the new one.
+    open_before = open_case_keys(engine)
+    partly = score_batch(source=str(setup.batch_b))
+    assert partly.rows_scored == 300
+    routed_again = routed_keys(engine, partly.batch_id)
+    assert partly.review_cases_superseded == len(open_before & routed_again) > 0
+    assert_one_open_case_per_application(engine)
 
     # On purpose: scored again, and the batch record names the batch it repeats.
+    open_before = open_case_keys(engine)
     assert main(["score", str(setup.batch_a), "--rescore", "--json"]) == 0
     again = last_json(capsys.readouterr().out)
     assert again["rows_scored"] == 300 and len(records_of(engine, again["batch_id"])) == 600
     assert batch_record_of(engine, again["batch_id"])["payload"]["rescore_of"] == [first.batch_id]
+    superseded = open_before & routed_keys(engine, again["batch_id"])
+    assert again["review_cases_superseded"] == len(superseded) > 0
+    assert_one_open_case_per_application(engine)
     assert main(["audit", "verify", "--json"]) == 0
     capsys.readouterr()
 

@@ -179,6 +179,44 @@ def test_schema_translate_map_works_too(pg_url: str) -> None:
         assert index is not None and "WHERE" in index and "prediction" in index
 
 
+@pytest.mark.parametrize("translate", [False, True])
+def test_an_older_store_gets_case_entities_and_later_cases_supersede(pg_url: str, translate: bool) -> None:
+    with fresh_schema(pg_url, translate=translate) as (eng, schema):
+        first = audit.append_predictions(eng, batch(3, routed=(1,)), batch_id="b1", hash_key=KEY)
+        with eng.begin() as conn:  # the store as the first release made it
+            table = f'"{schema}".review_cases'
+            conn.exec_driver_sql(f'DROP INDEX "{schema}".ix_review_cases_open_entity')
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN entity_key, DROP COLUMN superseded_by")
+            conn.exec_driver_sql(f"CREATE INDEX ix_review_cases_status ON {table} (status)")
+        audit.create_schema(eng)
+        with eng.connect() as conn:
+            indexes = set(
+                conn.execute(
+                    sa.text("SELECT indexname FROM pg_indexes WHERE schemaname = :s"), {"s": schema}
+                ).scalars()
+            )
+            kinds = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_schema = :s AND table_name = 'review_cases'"
+                    ),
+                    {"s": schema},
+                ).all()
+            )
+        assert "ix_review_cases_open_entity" in indexes and "ix_review_cases_status" not in indexes
+        assert (kinds["entity_key"], kinds["superseded_by"]) == ("character varying", "uuid")
+        assert audit.get_case(eng, first.record_ids[1]).entity_key is None
+        second = audit.append_predictions(eng, batch(3, routed=(1,)), batch_id="b2", hash_key=KEY)
+        third = audit.append_predictions(eng, batch(3, routed=(1,)), batch_id="b3", hash_key=KEY)
+        assert (second.cases_superseded, third.cases_superseded) == (0, 1)
+        case = audit.get_case(eng, second.record_ids[1])
+        assert (case.status, case.superseded_by) == ("superseded", third.record_ids[1])
+        with pytest.raises(audit.ReviewCaseSuperseded):
+            audit.resolve_case(eng, second.record_ids[1], "alice", "approve", "ok")
+        assert audit.count_open_cases(eng) == 2 and audit.verify_chain(eng).ok
+
+
 def test_earlier_scorings_of_the_same_rows_are_found(engine: Engine) -> None:
     from mlops.scoring import RECORD_SCORING_BATCH, prior_scorings
 

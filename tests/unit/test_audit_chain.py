@@ -680,6 +680,72 @@ def test_case_opened_after_the_fact(engine: Engine) -> None:
         audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction")
 
 
+def test_a_later_routed_prediction_for_the_same_application_supersedes_its_open_case(
+    engine: Engine,
+) -> None:
+    first = audit.append_predictions(engine, batch(4, routed=(0, 1, 2)), batch_id="b1", hash_key=KEY)
+    audit.resolve_case(engine, first.record_ids[0], "alice", "approve", "ok")  # resolved: kept as is
+    # APP-1..3 again (rows 1, 2 of the new batch are APP-2, APP-3; APP-1 is not routed this time),
+    # and APP-4, APP-5 new.
+    again = batch(5, routed=(1, 2, 3), start=1)
+    second = audit.append_predictions(engine, again, batch_id="b2", hash_key=KEY)
+    assert (second.cases_opened, second.cases_superseded) == (3, 1)  # APP-2's case; APP-3 had none
+    old, new = first.record_ids[2], second.record_ids[1]
+    superseded = audit.get_case(engine, old)
+    assert (superseded.status, superseded.superseded_by) == ("superseded", new)
+    assert superseded.entity_key == audit.entity_key("APP-000002", KEY)
+    assert audit.get_case(engine, first.record_ids[0]).status == "resolved"
+    assert audit.get_case(engine, first.record_ids[1]).status == "open"  # APP-1: not routed again
+    open_keys = [c.entity_key for c in audit.list_open_cases(engine)]
+    assert len(open_keys) == len(set(open_keys)) == 4
+
+    head = audit.verify_chain(engine).last_seq
+    with pytest.raises(audit.ReviewCaseSuperseded, match=f"superseded by case '{new}'") as refused:
+        audit.resolve_case(engine, old, "bob", "decline", "late")
+    assert refused.value.exit_code == 1 and refused.value.hint and new in refused.value.hint
+    assert audit.verify_chain(engine).last_seq == head  # the refusal wrote nothing
+    audit.resolve_case(engine, new, "bob", "decline", "income unverified")
+    assert audit.resolved_cases(engine)["case_id"].tolist() == [first.record_ids[0], new]
+
+    # Another model's cases for the same application are its own queue.
+    other = batch(3, routed=(1,), start=1).assign(model_name="other-model")
+    assert audit.append_predictions(engine, other, batch_id="b3", hash_key=KEY).cases_superseded == 0
+    assert audit.get_case(engine, first.record_ids[1]).status == "open"
+    with engine.connect() as conn:
+        plan = " ".join(
+            str(r[-1])
+            for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT case_id FROM review_cases "
+                "WHERE status = 'open' AND model_name = 'm' AND entity_key IN ('a', 'b')"
+            )
+        )
+    assert "ix_review_cases_open_entity" in plan
+
+
+def test_a_store_made_before_case_entities_gets_the_columns_and_keeps_its_cases(engine: Engine) -> None:
+    first = audit.append_predictions(engine, batch(3, routed=(1,)), batch_id="b1", hash_key=KEY)
+    sql(
+        engine,
+        "DROP INDEX ix_review_cases_open_entity",
+        "ALTER TABLE review_cases DROP COLUMN superseded_by",
+        "ALTER TABLE review_cases DROP COLUMN entity_key",
+        "CREATE INDEX ix_review_cases_status ON review_cases (status)",  # the first release's
+    )
+    audit.create_schema(engine)
+    audit.create_schema(engine)  # twice: nothing to add the second time
+    with engine.connect() as conn:
+        names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars().all()
+    assert "ix_review_cases_open_entity" in names and "ix_review_cases_status" not in names
+    case = audit.get_case(engine, first.record_ids[1])
+    assert (case.status, case.entity_key, case.superseded_by) == ("open", None, None)
+    # A case without an entity key (opened before) is not superseded; new cases have keys.
+    second = audit.append_predictions(engine, batch(3, routed=(1,)), batch_id="b2", hash_key=KEY)
+    assert second.cases_superseded == 0 and audit.count_open_cases(engine) == 2
+    third = audit.append_predictions(engine, batch(3, routed=(1,)), batch_id="b3", hash_key=KEY)
+    assert third.cases_superseded == 1
+    assert audit.get_case(engine, second.record_ids[1]).superseded_by == third.record_ids[1]
+
+
 def test_review_errors_write_nothing(engine: Engine) -> None:
     result = audit.append_predictions(engine, batch(2, routed=(0,)), batch_id="b", hash_key=KEY)
     case_id = result.record_ids[0]

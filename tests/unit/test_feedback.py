@@ -112,8 +112,9 @@ def test_an_id_reviewed_twice_keeps_the_latest_decision(engine: Engine, store: L
     sha, frame = application_snapshot(store, apps, 1, seed=4)
     ids = frame["application_id"].tolist()
     first = append(engine, predictions(sha, ids, [0.3], routed=(0,)), "b1")[0]
-    second = append(engine, predictions(sha, ids, [0.3], routed=(0,), version="4"), "b2")[0]
     audit.resolve_case(engine, first, "alice", "decline", "first look")
+    # Scored again later (resolved cases are not superseded) and reviewed again.
+    second = append(engine, predictions(sha, ids, [0.3], routed=(0,), version="4"), "b2")[0]
     audit.resolve_case(engine, second, "bob", "approve", "documents arrived")
 
     result = review_labelled_rows(engine, store, apps, target="defaulted", hash_key=KEY)
