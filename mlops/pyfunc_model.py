@@ -13,7 +13,9 @@ schema enforcement, which would refuse int64 -> double), and casting is ours.
 
 The model is self-contained: the few product modules it needs (this one, ``features``,
 ``errors``) are copied into the model's ``code/`` folder, so loading it needs only the pinned
-``pip_requirements`` (mlflow, xgboost, pandas, numpy, pydantic), not this product.
+``pip_requirements`` (mlflow, xgboost, pandas, numpy, pydantic), not this product. It is logged
+as code (MLflow "models from code", :data:`MODEL_CODE`), not as a pickled object: its state is
+the booster and feature-schema JSON, and loading it unpickles nothing.
 """
 
 from __future__ import annotations
@@ -192,6 +194,19 @@ def _ship_code(workdir: Path) -> Path:
     return package
 
 
+# The model as code (MLflow "models from code"): MLflow runs this file when it logs and when it
+# loads the model, and keeps it in the model's code/ folder. The model's state is only its two
+# JSON artifacts (booster, feature schema), read by load_context: no pickled Python object is
+# logged, so loading a model never unpickles anything.
+MODEL_CODE_FILE: Final = "mlops_xgboost_model.py"
+MODEL_CODE: Final = (
+    '"""MLflow models-from-code entry of an mlops XGBoost model (written by mlops.pyfunc_model)."""\n'
+    "from mlflow.models import set_model\n\n"
+    "from mlops.pyfunc_model import XGBoostPyfuncModel\n\n"
+    "set_model(XGBoostPyfuncModel())\n"
+)
+
+
 def log_pyfunc_model(
     booster_json: bytes,
     schema: FeatureSchema,
@@ -208,6 +223,8 @@ def log_pyfunc_model(
         schema_path = work / SCHEMA_FILE
         booster_path.write_bytes(booster_json)
         schema_path.write_text(schema.to_json())
+        code_path = work / MODEL_CODE_FILE
+        code_path.write_text(MODEL_CODE)
         with warnings.catch_warnings(), pinned_requirement_checks():
             # No input_example on purpose (PITFALLS: ~6 s slower); the explicit signature is enough.
             warnings.filterwarnings(
@@ -215,7 +232,7 @@ def log_pyfunc_model(
             )
             return mlflow.pyfunc.log_model(
                 name=name,
-                python_model=XGBoostPyfuncModel(),
+                python_model=str(code_path),
                 artifacts={BOOSTER_ARTIFACT: str(booster_path), SCHEMA_ARTIFACT: str(schema_path)},
                 signature=model_signature(schema, passthrough),
                 pip_requirements=pip_requirements(),

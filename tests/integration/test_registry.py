@@ -45,7 +45,7 @@ from mlops.lineage import (
 )
 from mlops.model_spec import load_model_spec, model_spec_hash
 from mlops.promotion import bootstrap_champion, read_registry_state
-from mlops.pyfunc_model import pip_requirements
+from mlops.pyfunc_model import MODEL_CODE, MODEL_CODE_FILE, pip_requirements
 from mlops.registry import MlflowRegistry, RegistryUnavailable, make_registry
 from mlops.settings import PROJECT_ROOT
 from tests.training_helpers import (
@@ -213,7 +213,8 @@ def _mlflow_warnings(call: Callable[[], object]) -> list[str]:
 def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
     registry: MlflowRegistry, mlflow_uri: str, tmp_path: Path
 ) -> None:
-    run_train_tasks(MODEL)
+    logging_warned = _mlflow_warnings(lambda: run_train_tasks(MODEL))
+    assert not [w for w in logging_warned if "CloudPickle" in w], logging_warned  # logged as code
     bootstrap_champion(registry, MODEL, approved_by="alice")
     raw, _ = simulated_day(30, 40)
     csv = tmp_path / "raw.csv"
@@ -238,6 +239,9 @@ def test_pyfunc_round_trip_by_alias_in_a_fresh_process(
         mlflow.artifacts.download_artifacts(f"models:/{MODEL}@{ALIAS_CHAMPION}", dst_path=str(tmp_path / "m"))
     )
     assert (local / "code" / "mlops" / "features.py").is_file()
+    # The model is its code and two JSON artifacts: nothing pickled to load.
+    assert (local / MODEL_CODE_FILE).read_text() == MODEL_CODE
+    assert not list(local.rglob("*.pkl"))
     requirements = (local / "requirements.txt").read_text().split()
     assert requirements == pip_requirements()  # exactly our pins, in order
     assert any(r.startswith("xgboost==") for r in requirements)
