@@ -65,7 +65,16 @@ def review_case(
             hint=f"run review-case again, or: mlops review resolve {case_id} --reviewer WHO "
             "--decision approve|decline --reason TEXT",
         ) from exc
-    resolved = resolve_review_case_task(case_id, answer.reviewer, answer.decision, answer.reason, settings)
+    try:
+        resolved = resolve_review_case_task(
+            case_id, answer.reviewer, answer.decision, answer.reason, settings
+        )
+    except audit.ReviewCaseSuperseded as exc:  # a later prediction's case arrived during the pause
+        raise audit.ReviewCaseSuperseded(
+            f"{exc.message}; the answer given ({answer.decision} by {answer.reviewer}: "
+            f"{answer.reason!r}) was not recorded",
+            hint=exc.hint,
+        ) from exc
     print(
         f"review case {case_id}: {resolved.decision} by {resolved.reviewer} "
         f"(audit record {resolved.review_record_id})"

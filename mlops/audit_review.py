@@ -38,6 +38,7 @@ from mlops.audit_write import (
     append_events_locked,
     chain_transaction,
     event_fields,
+    lock_head,
 )
 from mlops.errors import ChainBroken, InputError
 
@@ -95,13 +96,25 @@ class ReviewCase(BaseModel):
     superseded_by: str | None = None
 
 
-def refuse_unless_open(case: ReviewCase) -> None:
-    """Raise :class:`ReviewCaseAlreadyResolved` or :class:`ReviewCaseSuperseded` unless open."""
+def refuse_unless_open(case: ReviewCase, latest: ReviewCase | None = None) -> None:
+    """Raise :class:`ReviewCaseAlreadyResolved` or :class:`ReviewCaseSuperseded` unless open.
+
+    ``latest``: for a superseded case, the newest case of its chain (:func:`latest_case`)."""
     if case.status == STATUS_SUPERSEDED:
+        newest = latest if latest is not None else case
+        now = (
+            f"case {newest.case_id} is {newest.status}"
+            if newest.case_id != case.superseded_by
+            else f"that case is {newest.status}"
+        )
         raise ReviewCaseSuperseded(
             f"review case {case.case_id!r} was superseded by case {case.superseded_by!r}: a later "
-            "prediction for the same application was routed to review, and that one is reviewed",
-            hint=f"resolve case {case.superseded_by} instead (mlops review list shows the open cases)",
+            f"prediction for the same application was routed to review ({now})",
+            hint=(
+                f"resolve case {newest.case_id} instead"
+                if newest.status == STATUS_OPEN
+                else "nothing to resolve: mlops review list shows the open cases"
+            ),
         )
     if case.status != STATUS_OPEN:
         raise ReviewCaseAlreadyResolved(
@@ -135,12 +148,26 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
     if not reason.strip():
         raise ReviewError("a review case needs a routing reason")
     try:
-        with engine.begin() as conn:
+        with chain_transaction(engine) as conn:
+            lock_head(conn)  # the writers that open and supersede cases hold it too
             record = conn.execute(
                 sa.select(audit_records).where(audit_records.c.record_id == case_id)
             ).first()
             if record is None or record.record_type != RECORD_PREDICTION:
                 raise ReviewCaseNotFound(f"no prediction record with id {case_id!r}")
+            already = conn.execute(
+                sa.select(review_cases.c.case_id).where(
+                    OPEN_CASE,
+                    review_cases.c.model_name == record.model_name,
+                    review_cases.c.entity_key == record.entity_key,
+                )
+            ).first()
+            if already is not None and already.case_id != case_id:
+                raise ReviewError(
+                    f"the application of prediction {case_id!r} has an open review case already "
+                    f"({already.case_id}); one case per application is reviewed",
+                    hint=f"resolve case {already.case_id}",
+                )
             values = {
                 "case_id": case_id,
                 "status": STATUS_OPEN,
@@ -157,6 +184,25 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
     except IntegrityError as exc:
         raise ReviewError(f"review case {case_id!r} exists already") from exc
     return ReviewCase(**values)
+
+
+def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:
+    """The newest case of ``case``'s supersession chain (``case`` itself unless superseded)."""
+    seen = {case.case_id}
+    while case.status == STATUS_SUPERSEDED and case.superseded_by is not None:
+        row = conn.execute(
+            sa.select(review_cases).where(review_cases.c.case_id == case.superseded_by)
+        ).first()
+        if row is None or row.case_id in seen:
+            break
+        case = _case(row)
+        seen.add(case.case_id)
+    return case
+
+
+def check_open(conn: Any, case: ReviewCase) -> None:
+    """:func:`refuse_unless_open`, naming the newest case of a superseded one's chain."""
+    refuse_unless_open(case, latest_case(conn, case) if case.status == STATUS_SUPERSEDED else None)
 
 
 def get_case(engine: Engine, case_id: str) -> ReviewCase:
@@ -211,10 +257,11 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
     _check_resolution(reviewer, decision, reason)
     case_id = _check_case_id(case_id)
     with chain_transaction(engine) as conn:
+        lock_head(conn)  # first: a batch superseding this case meanwhile waits, or went first
         row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
         if row is None:
             raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
-        refuse_unless_open(_case(row))
+        check_open(conn, _case(row))
         key = conn.execute(
             sa.select(audit_records.c.entity_key).where(audit_records.c.record_id == case_id)
         ).scalar()

@@ -215,6 +215,13 @@ def _add_columns(conn: Connection) -> None:
                         raise
             else:
                 conn.exec_driver_sql(statement)
+            if (name, column) == ("review_cases", "entity_key"):
+                # The cases' entity keys are on their predictions (case id = record id).
+                records = qualified(conn, audit_records)
+                conn.exec_driver_sql(
+                    f"UPDATE {qualified(conn, table)} SET entity_key = (SELECT r.entity_key FROM "
+                    f"{records} r WHERE r.record_id = case_id) WHERE entity_key IS NULL"
+                )
 
 
 def _install_guards(conn: Connection) -> None:

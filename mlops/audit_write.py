@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -381,16 +381,21 @@ def _sqlite_insert_grid(dbapi: Any, insert: str, grid: np.ndarray) -> None:
         cursor.close()
 
 
-def append_encoded(engine: Engine, encoded: EncodedPredictions) -> AppendResult:
+def append_encoded(
+    engine: Engine, encoded: EncodedPredictions, *, guard: Callable[[Connection], None] | None = None
+) -> AppendResult:
     """Link an encoded batch to the chain and write it, as one transaction (see
     :func:`append_predictions`). A batch is appended once: a second append of it fails on
     its record ids (unique in the store) and writes nothing. A failed append (rolled back)
-    can be retried with the same encoded batch."""
+    can be retried with the same encoded batch. ``guard`` runs first, with the chain locked;
+    an error it raises writes nothing."""
     if encoded.dialect != engine.dialect.name:
         raise ValueError(f"the batch was encoded for {encoded.dialect}, the store is {engine.dialect.name}")
     all_ids: list[str] = []
     with chain_transaction(engine) as conn:
         head_seq, head_hash = lock_head(conn)
+        if guard is not None:
+            guard(conn)
         created_at = _now()
         seq = head_seq
         case_rows: list[dict[str, Any]] = []
@@ -413,19 +418,29 @@ def append_encoded(engine: Engine, encoded: EncodedPredictions) -> AppendResult:
 _KEYS_PER_LOOKUP: Final = 500
 
 
-def supersede_open_cases(conn: Connection, new_cases: Sequence[Mapping[str, Any]]) -> int:
+def supersede_open_cases(conn: Connection, new_cases: list[dict[str, Any]]) -> int:
     """Mark the open cases of the same model and entity as the ``new_cases`` superseded by them.
 
     A person reviews the latest prediction for an application, not each one: an application
     scored again (a re-submitted or re-scored batch) would otherwise sit in the queue twice.
     The superseded case keeps its row and points at its successor (``superseded_by``); its
     prediction record is untouched. Looks the keys up through the partial index of open cases
-    (a few hundred at a time) and updates only the cases found. Returns how many.
+    (a few hundred at a time) and updates only the cases found. Two new cases of one entity
+    (rows of one append; batch scoring refuses duplicate ids before) leave the later one open:
+    ``new_cases`` are edited in place. Returns how many cases were superseded.
     """
-    wanted: dict[str, dict[str, str]] = {}  # model -> entity key -> the new case id
-    for case in new_cases:
-        if case.get("entity_key") is not None:
-            wanted.setdefault(str(case["model_name"]), {})[str(case["entity_key"])] = str(case["case_id"])
+    wanted: dict[str, dict[str, str]] = {}  # model -> entity key -> the latest new case id
+    for case in reversed(new_cases):
+        case.setdefault("superseded_by", None)
+        if case.get("entity_key") is None:
+            continue
+        latest = wanted.setdefault(str(case["model_name"]), {})
+        key = str(case["entity_key"])
+        if key in latest:  # a later row of this append routes the same entity
+            case["status"], case["superseded_by"] = CASE_SUPERSEDED, latest[key]
+        else:
+            latest[key] = str(case["case_id"])
+    within = sum(case["superseded_by"] is not None for case in new_cases)
     c = review_cases.c
     updates: list[dict[str, str]] = []
     for model, successors in wanted.items():
@@ -444,7 +459,7 @@ def supersede_open_cases(conn: Connection, new_cases: Sequence[Mapping[str, Any]
             .values(status=CASE_SUPERSEDED, superseded_by=sa.bindparam("new")),
             updates,
         )
-    return len(updates)
+    return len(updates) + within
 
 
 def append_predictions(

@@ -53,6 +53,7 @@ PINNED_PACKAGES: Final = ("mlflow", "xgboost", "pandas", "numpy", "pydantic")
 # Callers inside pinned_requirement_checks() while it supplies MLflow's package map.
 _PINNED_MAP_LOCK: Final = threading.Lock()
 _PINNED_MAP_USERS = 0
+_MODEL_CODE_LOCK: Final = threading.Lock()
 
 
 class XGBoostPyfuncModel(PythonModel):
@@ -178,9 +179,26 @@ def pinned_requirement_checks() -> Iterator[None]:
                     ru._PACKAGES_TO_MODULES = None
 
 
+@contextmanager
+def model_code_runs() -> Iterator[None]:
+    """Run MLflow's models-from-code step one thread at a time.
+
+    Logging and loading a model logged as code run its file, whose ``set_model`` puts the
+    model in one process-wide slot (``mlflow.models.model.__mlflow_model__``) that MLflow reads
+    right after: two threads loading two versions at once could both get one object, and both
+    load their artifacts into it. The slot is emptied after, so it keeps no model alive.
+    """
+    with _MODEL_CODE_LOCK:
+        try:
+            yield
+        finally:
+            mlflow.models.model.__mlflow_model__ = None
+
+
 def load_pyfunc(model_uri: str) -> PyFuncModel:
-    """``mlflow.pyfunc.load_model(model_uri)`` with :func:`pinned_requirement_checks`."""
-    with pinned_requirement_checks():
+    """``mlflow.pyfunc.load_model(model_uri)`` with :func:`pinned_requirement_checks`, one
+    load at a time (:func:`model_code_runs`)."""
+    with pinned_requirement_checks(), model_code_runs():
         return mlflow.pyfunc.load_model(model_uri)
 
 
@@ -225,7 +243,7 @@ def log_pyfunc_model(
         schema_path.write_text(schema.to_json())
         code_path = work / MODEL_CODE_FILE
         code_path.write_text(MODEL_CODE)
-        with warnings.catch_warnings(), pinned_requirement_checks():
+        with warnings.catch_warnings(), pinned_requirement_checks(), model_code_runs():
             # No input_example on purpose (PITFALLS: ~6 s slower); the explicit signature is enough.
             warnings.filterwarnings(
                 "ignore", message=".*input example was not provided", category=UserWarning

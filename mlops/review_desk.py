@@ -119,7 +119,8 @@ def case_view(engine: Engine, store: ObjectStore, case_id: str, contract: Contra
     :class:`~mlops.audit.ReviewCaseAlreadyResolved` or :class:`~mlops.audit.ReviewCaseSuperseded`.
     """
     case = audit.get_case(engine, case_id)
-    audit.refuse_unless_open(case)
+    with engine.connect() as conn:
+        audit.check_open(conn, case)
     reference = input_references(engine, [case_id]).get(case_id)
     if reference is None:
         raise audit.ReviewCaseNotFound(f"review case {case_id!r} has no prediction record")

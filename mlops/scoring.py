@@ -26,6 +26,7 @@ the row number in that snapshot, and the row's own input hash (:func:`input_hash
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -675,6 +676,41 @@ class AuditSink(Protocol):
 
 RECORD_SCORING_BATCH: Final = "scoring_batch"
 RECORD_SCORING_DONE: Final = "scoring_done"  # the batch's predictions are all written
+RECORD_SCORING_RESUMED: Final = "scoring_resumed"  # another run took the batch over (resume)
+_CLAIMS: Final = (RECORD_SCORING_BATCH, RECORD_SCORING_RESUMED)
+
+
+class BatchTakenOver(WorkRefused):
+    """Another run resumed this batch after this run began: this run stops writing to it."""
+
+
+def check_claim(conn: Any, batch_id: str, claim: str) -> None:
+    """Inside a chain transaction (head locked): refuse unless ``claim`` (the record id of this
+    run's ``scoring_batch`` or ``scoring_resumed`` record) is the batch's latest claim.
+
+    A batch is written by one run at a time: the run that began it until another run resumes
+    it (``mlops score --resume``), and then only the resuming run. The earlier run, if still
+    alive, stops at its next chunk with nothing of that chunk written, so no row is decided
+    twice."""
+    import sqlalchemy as sa
+
+    from mlops.audit import audit_records, is_event
+
+    c = audit_records.c
+    latest = conn.execute(
+        sa.select(c.record_id, c.created_at, c.payload)
+        .where(is_event(*_CLAIMS), c.batch_id == batch_id)
+        .order_by(c.seq.desc())
+        .limit(1)
+    ).first()
+    if latest is None or str(latest.record_id) != claim:
+        by = (latest.payload or {}).get("resumed_by", "another run") if latest is not None else "no run"
+        when = f" at {as_utc(latest.created_at):%Y-%m-%d %H:%M:%S} UTC" if latest is not None else ""
+        raise BatchTakenOver(
+            f"batch {batch_id} was resumed by {by}{when} after this run began; this run stops writing "
+            "to it so that no row is decided twice (nothing of this chunk was written)",
+            hint="the resuming run finishes the batch; see its scoring_done record",
+        )
 
 
 def decision_policy_hash(policy: DecisionPolicy) -> str:
@@ -697,20 +733,30 @@ class PriorScoring:
     all_snapshots: tuple[str, ...] = ()
 
 
-def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list[PriorScoring]:
-    """The batches of ``model_name`` that scored (or began to score) any of ``snapshots``,
-    oldest first. Reads only the chain's batch records, through the partial index on
-    records that are not predictions."""
+def batch_events(conn: Any, where: Any) -> list[Any]:
+    """The ``scoring_batch`` and ``scoring_done`` records matching ``where``, in chain order
+    (seq, record_type, batch_id, model_name, created_at, payload), read through the partial
+    index of records that are not predictions."""
     import sqlalchemy as sa
 
     from mlops.audit import audit_records, is_event
 
-    columns = audit_records.c
-    rows = conn.execute(
-        sa.select(columns.seq, columns.record_type, columns.batch_id, columns.created_at, columns.payload)
-        .where(is_event(RECORD_SCORING_BATCH, RECORD_SCORING_DONE), columns.model_name == model_name)
-        .order_by(columns.seq)
+    c = audit_records.c
+    rows: list[Any] = conn.execute(
+        sa.select(c.seq, c.record_type, c.batch_id, c.model_name, c.created_at, c.payload)
+        .where(is_event(RECORD_SCORING_BATCH, RECORD_SCORING_DONE), where)
+        .order_by(c.seq)
     ).all()
+    return rows
+
+
+def prior_scorings(conn: Any, model_name: str, snapshots: Sequence[str]) -> list[PriorScoring]:
+    """The batches of ``model_name`` that scored (or began to score) any of ``snapshots``,
+    oldest first. Reads only the chain's batch records, through the partial index on
+    records that are not predictions."""
+    from mlops.audit import audit_records
+
+    rows = batch_events(conn, audit_records.c.model_name == model_name)
     done = {row.batch_id for row in rows if row.record_type == RECORD_SCORING_DONE}
     wanted = set(snapshots)
     found = []
@@ -759,12 +805,19 @@ def _already_scored(model_name: str, prior: list[PriorScoring]) -> BatchAlreadyS
 
 
 def record_scoring_done(
-    engine: Any, *, batch_id: str, model_name: str, tally: ScoringTally, rows_written_before: int = 0
+    engine: Any,
+    *,
+    batch_id: str,
+    model_name: str,
+    tally: ScoringTally,
+    rows_written_before: int = 0,
+    claim: str | None = None,
 ) -> None:
     """The chain record that closes a batch: every prediction of ``batch_id`` is written.
     ``tally`` counts this run's rows; ``rows_written_before`` those of earlier runs of a
-    resumed batch."""
-    from mlops.audit import append_event
+    resumed batch. With ``claim``, refused (:class:`BatchTakenOver`) unless this run still
+    holds the batch (:func:`check_claim`)."""
+    from mlops.audit import append_events_locked, chain_transaction, event_fields, lock_head
 
     payload = {
         "rows_written_before": rows_written_before,
@@ -775,7 +828,12 @@ def record_scoring_done(
         "first_seq": tally.first_seq,
         "last_seq": tally.last_seq,
     }
-    append_event(engine, RECORD_SCORING_DONE, payload, model_name=model_name, batch_id=batch_id)
+    fields = event_fields(RECORD_SCORING_DONE, payload, {"model_name": model_name, "batch_id": batch_id})
+    with chain_transaction(engine) as conn:
+        lock_head(conn)
+        if claim is not None:
+            check_claim(conn, batch_id, claim)
+        append_events_locked(conn, [fields])
 
 
 def record_scoring_batch(
@@ -838,18 +896,21 @@ class StagedAuditSink:
         return self.write(self.prepare(records))
 
 
-def audit_sink(engine: Any, batch_id: str) -> StagedAuditSink:
+def audit_sink(engine: Any, batch_id: str, claim: str | None = None) -> StagedAuditSink:
     """Append each chunk to the audit store (one transaction per chunk; routed deciding rows
-    open review cases in the same transaction)."""
+    open review cases in the same transaction). With ``claim`` (this run's batch or resume
+    record id), each chunk is refused if another run has resumed the batch since
+    (:func:`check_claim`)."""
     from mlops.audit import EncodedPredictions, append_encoded, encode_predictions
 
     dialect = engine.dialect.name
+    guard = None if claim is None else functools.partial(check_claim, batch_id=batch_id, claim=claim)
 
     def prepare(records: pd.DataFrame) -> EncodedPredictions:
         return encode_predictions(records, batch_id=batch_id, dialect=dialect, open_cases=True)
 
     def write(encoded: EncodedPredictions) -> WriteCounts:
-        done = append_encoded(engine, encoded)
+        done = append_encoded(engine, encoded, guard=guard)
         return done.first_seq, done.last_seq, done.cases_opened, done.cases_superseded
 
     return StagedAuditSink(prepare, write)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -38,16 +38,36 @@ from mlops.audit import (
     lock_head,
 )
 from mlops.audit_encode import DECIDING_ROLES
+from mlops.audit_hashing import as_utc
 from mlops.errors import InputError, WorkRefused
 from mlops.model_spec import DecisionPolicy
 from mlops.reproduce import record_intact
-from mlops.scoring import PriorScoring, prior_scorings
+from mlops.scoring import (
+    RECORD_SCORING_BATCH,
+    RECORD_SCORING_DONE,
+    RECORD_SCORING_RESUMED,
+    PriorScoring,
+    batch_events,
+    prior_scorings,
+)
 
-RECORD_SCORING_RESUMED: Final = "scoring_resumed"
+__all__ = [
+    "RECORD_SCORING_RESUMED",
+    "BatchSourceChanged",
+    "NothingToResume",
+    "ResumePoint",
+    "find_resume_point",
+    "record_resumption",
+    "rows_written",
+]
 
 
 class NothingToResume(WorkRefused):
     """``--resume`` was asked for, and no unfinished batch of these rows exists."""
+
+
+class BatchSourceChanged(WorkRefused):
+    """A re-run of a flow run found other valid rows than its batch began with."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class ResumePoint:
     snapshots: tuple[str, ...]
     completed: bool
     rows_written: dict[str, int]
+    claim: str | None = None  # the scoring_resumed record of this run, once recorded
 
     @property
     def rows_already_scored(self) -> int:
@@ -84,10 +105,18 @@ def find_resume_point(
     these snapshots (:class:`NothingToResume` if not).
     """
     with engine.connect() as conn:
+        own = _own_batch(conn, model_name, batch_id)
+        if own is not None:
+            if set(own.all_snapshots) != set(snapshots):
+                raise BatchSourceChanged(
+                    f"batch {batch_id} (this flow run) began at {own.created_at:%Y-%m-%d %H:%M:%S} UTC "
+                    f"with other valid rows ({len(own.all_snapshots)} snapshot(s)) than its source gives "
+                    f"now ({len(snapshots)}): the source changed between attempts; nothing more was written",
+                    hint="score the source as it is now in a new run (mlops score PATH); "
+                    "resume the old batch from its original file",
+                )
+            return _point(conn, own)
         prior = prior_scorings(conn, model_name, snapshots)
-        own = [p for p in prior if p.batch_id == batch_id]
-        if own:
-            return _point(conn, own[0])
         if not resume:
             return None
         if not prior:
@@ -110,6 +139,23 @@ def find_resume_point(
                 hint="resume with the source and --validation-chunk-rows of that run, or pass --rescore",
             )
         return _point(conn, last)
+
+
+def _own_batch(conn: Connection, model_name: str, batch_id: str) -> PriorScoring | None:
+    """The ``scoring_batch`` record of ``batch_id`` (whatever snapshots it holds), if any."""
+    rows = batch_events(conn, audit_records.c.batch_id == batch_id)
+    began = [r for r in rows if r.record_type == RECORD_SCORING_BATCH]
+    if not began:
+        return None
+    first = began[0]
+    if len(began) > 1 or first.model_name != model_name:
+        raise InputError(
+            f"batch id {batch_id} is not one batch of {model_name} in the audit chain",
+            hint="run `mlops audit verify`; score the rows in a new run",
+        )
+    snapshots = tuple(str(x) for x in (first.payload or {}).get("input_snapshots", []))
+    done = any(r.record_type == RECORD_SCORING_DONE for r in rows)
+    return PriorScoring(batch_id, as_utc(first.created_at), list(snapshots), done, int(first.seq), snapshots)
 
 
 def _point(conn: Connection, prior: PriorScoring) -> ResumePoint:
@@ -183,7 +229,8 @@ def rows_written(conn: Connection, batch_id: str, *, after_seq: int) -> dict[str
 
 def record_resumption(engine: Engine, point: ResumePoint, *, model_name: str, resumed_by: str) -> ResumePoint:
     """Append the ``scoring_resumed`` record and return the point with its rows counted again
-    under the chain lock (a run of the batch that was still writing has written more since)."""
+    under the chain lock and its ``claim``: from this record on, only this run writes the batch
+    (a run of it still alive stops at its next chunk, see :func:`mlops.scoring.check_claim`)."""
     with chain_transaction(engine) as conn:
         lock_head(conn)
         point = replace(point, rows_written=rows_written(conn, point.batch_id, after_seq=point.batch_seq))
@@ -195,5 +242,6 @@ def record_resumption(engine: Engine, point: ResumePoint, *, model_name: str, re
         fields = event_fields(
             RECORD_SCORING_RESUMED, payload, {"model_name": model_name, "batch_id": point.batch_id}
         )
-        append_events_locked(conn, [fields])
-    return point
+        _, ((_, record_id, _),) = append_events_locked(conn, [fields])
+    # From here on the batch is this run's: a run still writing it stops (scoring.check_claim).
+    return replace(point, claim=record_id)

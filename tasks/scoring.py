@@ -177,8 +177,9 @@ def score_and_audit_task(
                 timings.add("read_snapshots", t)
                 yield ref.sha256, frame
 
+        claim: str | None
         if resume_point is None:
-            record_scoring_batch(
+            claim = record_scoring_batch(
                 engine,
                 batch_id=batch_id,
                 model_name=plan.spec.name,
@@ -191,11 +192,12 @@ def score_and_audit_task(
             resume_point = record_resumption(
                 engine, resume_point, model_name=plan.spec.name, resumed_by=result.flow_run_id or "unknown"
             )
+            claim = resume_point.claim
         before = resume_point.rows_written if resume_point is not None else {}
         tally = score_frames(
             frames(),
             ctx,
-            audit_sink(engine, batch_id),
+            audit_sink(engine, batch_id, claim),
             chunk_rows=chunk_rows,
             timings=timings,
             rows_done=before,
@@ -206,6 +208,7 @@ def score_and_audit_task(
             model_name=plan.spec.name,
             tally=tally,
             rows_written_before=sum(before.values()),
+            claim=claim,
         )
     finally:
         engine.dispose()

@@ -9,6 +9,7 @@ real ``validate_data`` flow.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -179,6 +180,8 @@ def fresh_process_scores(
         print(json.dumps([float(s) for s in scores]))
         """
     )
+    child = dict(os.environ if env is None else env)
+    child.pop("PYTHONPATH", None)  # a plain MLflow user's interpreter: no path to this checkout
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
@@ -186,7 +189,7 @@ def fresh_process_scores(
         text=True,
         timeout=240,
         check=False,
-        env=env,
+        env=child,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

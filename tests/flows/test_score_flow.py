@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -357,11 +358,11 @@ def fail_once_at_chunk(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[int]
     real = mlops.audit.append_encoded
     calls: list[int] = []
 
-    def append(engine: Engine, encoded: object) -> object:
+    def append(engine: Engine, encoded: object, **kwargs: Any) -> object:
         calls.append(1)
         if len(calls) == chunk:
             raise OSError("disk I/O error (injected)")
-        return real(engine, encoded)  # type: ignore[arg-type]
+        return real(engine, encoded, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(mlops.audit, "append_encoded", append)
     return calls

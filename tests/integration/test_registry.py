@@ -270,3 +270,60 @@ def test_an_unreadable_registry_is_an_error_not_no_champion(
     assert caught.value.hint and "MLOPS_MLFLOW_TRACKING_URI" in caught.value.hint
     with pytest.raises(RegistryUnavailable):
         bootstrap_champion(dead, MODEL, approved_by="test")
+
+
+def test_two_versions_loaded_at_once_each_get_their_own_model(
+    mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Models logged as code meet in MLflow's one process-wide set_model slot while loading;
+    load_pyfunc serialises that step, so concurrent loads never swap models."""
+    import threading
+    import time
+
+    import mlflow
+    import mlflow.models
+    import xgboost as xgb
+
+    from mlops.features import FeatureColumn, FeatureSchema
+    from mlops.pyfunc_model import load_pyfunc, log_pyfunc_model
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    schema = FeatureSchema(columns=(FeatureColumn(name="x", kind="numeric"),))
+    rows = pd.DataFrame({"x": np.arange(100, dtype=float)})
+    local: list[str] = []
+    for flip in (False, True):
+        labels = (rows["x"] > 50) if flip else (rows["x"] < 50)
+        booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(rows, label=labels.astype(int)), 3)
+        with mlflow.start_run():
+            info = log_pyfunc_model(bytes(booster.save_raw("json")), schema)
+        local.append(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / str(flip))))
+    probe = pd.DataFrame({"x": [10.0]})
+    expected = [float(load_pyfunc(uri).unwrap_python_model().score(probe)[0]) for uri in local]
+    assert expected[0] != expected[1]
+    # Widen the window between a model file's set_model and MLflow reading the slot (a real
+    # race, rarely hit): without the lock, each load below then gets the other's model.
+    real_set_model = mlflow.models.set_model
+
+    def slow_set_model(model: object) -> None:
+        real_set_model(model)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(mlflow.models, "set_model", slow_set_model)
+    wrong = 0
+    for _ in range(5):
+        loaded: list[object] = [None, None]
+        start = threading.Barrier(2)
+
+        def load(i: int, out: list[object] = loaded, barrier: threading.Barrier = start) -> None:
+            barrier.wait()
+            out[i] = load_pyfunc(local[i]).unwrap_python_model()
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = [float(m.score(probe)[0]) for m in loaded]  # type: ignore[attr-defined]
+        wrong += loaded[0] is loaded[1] or got != expected
+    assert wrong == 0
+    assert mlflow.models.model.__mlflow_model__ is None  # the slot keeps no model alive

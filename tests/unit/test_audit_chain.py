@@ -722,6 +722,36 @@ def test_a_later_routed_prediction_for_the_same_application_supersedes_its_open_
     assert "ix_review_cases_open_entity" in plan
 
 
+def test_one_open_case_per_application_within_one_append_and_after_the_fact(engine: Engine) -> None:
+    twice = pd.concat([batch(2, routed=(1,))[:2], batch(2, routed=(1,))[:2]], ignore_index=True)
+    result = audit.append_predictions(engine, twice, batch_id="b1", hash_key=KEY)  # APP-1 routed twice
+    assert (result.cases_opened, result.cases_superseded) == (2, 1)
+    [open_case] = audit.list_open_cases(engine)
+    assert open_case.case_id == result.record_ids[3]  # the later row's
+    assert audit.get_case(engine, result.record_ids[1]).superseded_by == result.record_ids[3]
+
+    # Routing another prediction of that application by hand is refused: it has a case.
+    plain = audit.append_predictions(engine, batch(2)[:2], batch_id="b1b", hash_key=KEY)
+    with pytest.raises(
+        audit.ReviewError, match=f"has an open review case already \\({result.record_ids[3]}\\)"
+    ):
+        audit.open_review_case(engine, plain.record_ids[1], "second look")
+    assert audit.open_review_case(engine, plain.record_ids[0], "high stakes").status == "open"  # APP-0
+
+    # A chain of supersessions: the refusal names the newest case, not the next one.
+    later = audit.append_predictions(engine, batch(2, routed=(1,)), batch_id="b2", hash_key=KEY)
+    with pytest.raises(audit.ReviewCaseSuperseded) as refused:
+        audit.resolve_case(engine, result.record_ids[1], "alice", "approve", "ok")
+    newest = later.record_ids[1]
+    assert f"case {newest} is open" in refused.value.message
+    assert refused.value.hint == f"resolve case {newest} instead"
+    audit.resolve_case(engine, newest, "alice", "approve", "ok")
+    with pytest.raises(audit.ReviewCaseSuperseded) as refused:
+        audit.resolve_case(engine, result.record_ids[3], "bob", "approve", "ok")
+    assert "is resolved" in refused.value.message and refused.value.hint
+    assert "nothing to resolve" in refused.value.hint
+
+
 def test_a_store_made_before_case_entities_gets_the_columns_and_keeps_its_cases(engine: Engine) -> None:
     first = audit.append_predictions(engine, batch(3, routed=(1,)), batch_id="b1", hash_key=KEY)
     sql(
@@ -736,14 +766,13 @@ def test_a_store_made_before_case_entities_gets_the_columns_and_keeps_its_cases(
     with engine.connect() as conn:
         names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars().all()
     assert "ix_review_cases_open_entity" in names and "ix_review_cases_status" not in names
+    # The cases opened before get their entity keys from their predictions.
     case = audit.get_case(engine, first.record_ids[1])
-    assert (case.status, case.entity_key, case.superseded_by) == ("open", None, None)
-    # A case without an entity key (opened before) is not superseded; new cases have keys.
+    assert (case.status, case.superseded_by) == ("open", None)
+    assert case.entity_key == audit.entity_key("APP-000001", KEY)
     second = audit.append_predictions(engine, batch(3, routed=(1,)), batch_id="b2", hash_key=KEY)
-    assert second.cases_superseded == 0 and audit.count_open_cases(engine) == 2
-    third = audit.append_predictions(engine, batch(3, routed=(1,)), batch_id="b3", hash_key=KEY)
-    assert third.cases_superseded == 1
-    assert audit.get_case(engine, second.record_ids[1]).superseded_by == third.record_ids[1]
+    assert second.cases_superseded == 1 and audit.count_open_cases(engine) == 1
+    assert audit.get_case(engine, first.record_ids[1]).superseded_by == second.record_ids[1]
 
 
 def test_review_errors_write_nothing(engine: Engine) -> None:
@@ -866,7 +895,7 @@ def test_resume_points_say_what_a_batch_wrote_and_refuse_what_cannot_be_resumed(
     point = find("b9", [SNAPSHOT, other])
     assert (point.batch_id, point.rows_written, point.completed) == ("b0", {SNAPSHOT: 3}, False)
     assert (point.champion_version, point.challenger_version, point.policy) == (1, None, ctx.policy)
-    assert find("b0", [SNAPSHOT], resume=False) == point  # a re-run of b0's own flow run
+    assert find("b0", [SNAPSHOT, other], resume=False) == point  # a re-run of b0's own flow run
     point = record_resumption(engine, point, model_name="m", resumed_by="run-2")
     assert point.rows_already_scored == 3
     with engine.connect() as conn:
@@ -908,3 +937,58 @@ def test_resume_points_say_what_a_batch_wrote_and_refuse_what_cannot_be_resumed(
     )
     with pytest.raises(InputError, match="does not match its hash"):
         find("b1", [other], resume=False)
+
+
+def test_a_resumed_batch_is_written_by_the_resuming_run_only(engine: Engine) -> None:
+    from mlops import scoring
+    from mlops.scoring_resume import BatchSourceChanged, find_resume_point, record_resumption
+
+    ctx = batch_record_context()
+    rows = batch(6).assign(entity_key=lambda f: [audit.entity_key(i, KEY) for i in f["entity_id"]])
+    rows = rows.drop(columns=["entity_id"])
+    began = scoring.record_scoring_batch(
+        engine, batch_id="b0", model_name="m", ctx=ctx, spec_sha256="0" * 64, snapshots=[SNAPSHOT]
+    )
+    first_run = scoring.audit_sink(engine, "b0", began)
+    first_run(rows.iloc[[0, 1, 6, 7]])  # rows 0-1 and their shadows: then the worker looks dead
+
+    def resume(by: str) -> Any:
+        point = find_resume_point(engine, model_name="m", batch_id=by, snapshots=[SNAPSHOT], resume=True)
+        return record_resumption(engine, point, model_name="m", resumed_by=by)
+
+    second = resume("run-2")
+    assert second.rows_written == {SNAPSHOT: 2} and second.claim
+    head = audit.verify_chain(engine).last_seq
+    # The first run was alive after all: its next chunk is refused, nothing of it written.
+    with pytest.raises(
+        scoring.BatchTakenOver, match=r"batch b0 was resumed by run-2 at .* no row is decided twice"
+    ):
+        first_run(rows.iloc[[2, 8]])
+    assert audit.verify_chain(engine).last_seq == head
+    scoring.audit_sink(engine, "b0", second.claim)(rows.iloc[[2, 3, 8, 9]])
+
+    third = resume("run-3")  # a second resume (two operators) takes over from the second
+    assert third.rows_written == {SNAPSHOT: 4}
+    with pytest.raises(scoring.BatchTakenOver, match="resumed by run-3"):
+        scoring.audit_sink(engine, "b0", second.claim)(rows.iloc[[4, 10]])
+    with pytest.raises(scoring.BatchTakenOver):
+        scoring.record_scoring_done(
+            engine, batch_id="b0", model_name="m", tally=scoring.ScoringTally(), claim=second.claim
+        )
+    scoring.audit_sink(engine, "b0", third.claim)(rows.iloc[[4, 5, 10, 11]])
+    scoring.record_scoring_done(
+        engine, batch_id="b0", model_name="m", tally=scoring.ScoringTally(rows=2), claim=third.claim
+    )
+    with engine.connect() as conn:
+        deciding = conn.execute(
+            sa.select(audit.audit_records.c.input_row).where(
+                audit.audit_records.c.batch_id == "b0", audit.audit_records.c.role == "champion"
+            )
+        ).scalars()
+        assert sorted(deciding) == list(range(6))  # each row decided once
+    assert audit.verify_chain(engine).ok
+
+    # A re-run of b0's own flow run whose source now gives other rows is refused.
+    other = hashlib.sha256(b"changed source").hexdigest()
+    with pytest.raises(BatchSourceChanged, match="the source changed between attempts"):
+        find_resume_point(engine, model_name="m", batch_id="b0", snapshots=[other], resume=False)
