@@ -116,9 +116,9 @@ def find_resume_point(
                     "resume the old batch from its original file",
                 )
             return _point(conn, own)
-        prior = prior_scorings(conn, model_name, snapshots)
         if not resume:
-            return None
+            return None  # a new batch: record_scoring_batch refuses rows scored before
+        prior = prior_scorings(conn, model_name, snapshots)
         if not prior:
             raise NothingToResume(
                 f"nothing to resume: no batch of {model_name} began scoring these rows",

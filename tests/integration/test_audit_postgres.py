@@ -232,18 +232,28 @@ def test_earlier_scorings_of_the_same_rows_are_found(engine: Engine) -> None:
 
 
 def test_an_unfinished_batch_is_resumed_from_its_written_rows(engine: Engine) -> None:
-    from mlops.scoring import record_scoring_batch
+    from mlops.scoring import BatchTakenOver, audit_sink, record_scoring_batch
     from mlops.scoring_resume import find_resume_point, record_resumption
 
     ctx = batch_record_context()
-    record_scoring_batch(
+    began = record_scoring_batch(
         engine, batch_id="b0", model_name="m", ctx=ctx, spec_sha256="0" * 64, snapshots=[SNAPSHOT]
     )
     audit.append_predictions(engine, batch(6)[:4], batch_id="b0", hash_key=KEY)  # rows 0-3 decided
     point = find_resume_point(engine, model_name="m", batch_id="b1", snapshots=[SNAPSHOT], resume=True)
     assert point is not None and point.batch_id == "b0" and point.rows_written == {SNAPSHOT: 4}
     assert (point.policy, point.champion_version, point.completed) == (ctx.policy, 1, False)
-    assert record_resumption(engine, point, model_name="m", resumed_by="b1").rows_already_scored == 4
+    resumed = record_resumption(engine, point, model_name="m", resumed_by="b1")
+    assert resumed.rows_already_scored == 4 and resumed.claim
+    # The run that began the batch lost it: its next chunk is refused; the resuming run writes.
+    rows = batch(6).assign(entity_key=lambda f: [audit.entity_key(i, KEY) for i in f["entity_id"]])
+    rows = rows.drop(columns=["entity_id"])
+    with pytest.raises(BatchTakenOver, match="resumed by b1"):
+        audit_sink(engine, "b0", began)(rows.iloc[[4, 10]])
+    audit_sink(engine, "b0", resumed.claim)(rows.iloc[[4, 5, 10, 11]])
+    assert find_resume_point(
+        engine, model_name="m", batch_id="b0", snapshots=[SNAPSHOT], resume=False
+    ).rows_written == {SNAPSHOT: 6}
     assert audit.verify_chain(engine).ok
 
 
