@@ -16,8 +16,9 @@ written), keyed by the prediction's record id. Joining again inserts only new ma
 updates a match only when its outcome changed (a correction); the same outcomes twice change
 nothing. Metrics are computed from that table, so they are a deterministic function of it.
 
-Metrics per (model, version, role): ``n`` matched predictions, ``label_rate`` (observed
-default rate), ``mean_score``, ``auc`` (None with one class), ``brier``, and
+Metrics per (model, version, role), over each application's latest prediction in the group
+(an application scored again counts once): ``n`` applications with an outcome,
+``matched_predictions`` the prediction records matched, ``label_rate`` (observed default rate), ``mean_score``, ``auc`` (None with one class), ``brier``, and
 ``decision_accuracy`` (``decline`` read as predicting default, ``approve`` as not; other
 decisions are left out and ``n_decisions`` says how many counted). ``predictions`` and
 ``coverage`` say how many of the group's predictions have an outcome yet.
@@ -116,7 +117,8 @@ class PerformanceRow(BaseModel):
     model_version: str
     role: str
     predictions: int | None = None
-    n: int
+    n: int = Field(description="applications with an outcome (an application scored again counts once)")
+    matched_predictions: int = Field(0, description="prediction records with an outcome (re-scores included)")
     coverage: float | None = None
     label_rate: float | None
     mean_score: float | None
@@ -153,7 +155,8 @@ class PerformanceReport(BaseModel):
 
         lines = [
             f"performance of {self.model_name or 'all models'}: {j.matched_predictions} prediction(s) "
-            f"with outcomes ({j.inserted} new, {j.updated} corrected), "
+            f"with outcomes ({j.inserted} new, {j.updated} corrected; matches are per prediction "
+            "record), "
             f"{j.unmatched_outcomes} outcome id(s) without a prediction"
         ]
         lines += [
@@ -380,7 +383,16 @@ def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
 
-def _row(key: tuple[str, str, str], g: pd.DataFrame, total: int | None) -> PerformanceRow:
+def latest_per_application(matches: pd.DataFrame) -> pd.DataFrame:
+    """One match per application: its latest prediction (by time, then record id, which
+    rises within a batch). A batch scored again (``--rescore``, a resubmitted application)
+    would otherwise count the application once per scoring."""
+    ordered = matches.sort_values(["predicted_at", "prediction_record_id"], kind="mergesort")
+    return ordered.drop_duplicates("entity_key", keep="last")
+
+
+def _row(key: tuple[str, str, str], matched: pd.DataFrame, total: int | None) -> PerformanceRow:
+    g = latest_per_application(matched)
     y = g["label"].to_numpy(dtype="int64")
     scores = g["score"].to_numpy(dtype="float64", na_value=np.nan)
     scored = ~np.isnan(scores)
@@ -393,7 +405,8 @@ def _row(key: tuple[str, str, str], g: pd.DataFrame, total: int | None) -> Perfo
         role=key[2],
         predictions=total,
         n=len(g),
-        coverage=len(g) / total if total else None,
+        matched_predictions=len(matched),
+        coverage=len(matched) / total if total else None,
         label_rate=float(y.mean()) if len(y) else None,
         mean_score=float(p.mean()) if len(p) else None,
         auc=float(roc_auc_score(ys, p)) if len(set(ys.tolist())) == 2 else None,

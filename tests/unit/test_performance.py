@@ -154,6 +154,23 @@ def test_another_key_matches_nothing_and_no_outcomes_is_fine(engine: Engine, sto
     assert wrong.join.matched_outcomes == 0 and wrong.join.unmatched_outcomes == 6
 
 
+def test_an_application_scored_again_counts_once_with_its_latest_prediction(
+    engine: Engine, store: LocalStore
+) -> None:
+    append(engine, predictions(SNAPSHOT, ["APP-0", "APP-1"], [0.1, 0.2]), "day-1")
+    append(engine, predictions(SNAPSHOT, ["APP-0"], [0.9]), "day-1-rescored")  # --rescore, same v3
+    _, outcomes = contracts()
+    outcome_snapshot(store, outcomes, {"APP-0": 1, "APP-1": 0})
+
+    report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)
+
+    champion = row(report, "3", "champion")
+    assert (champion.n, champion.matched_predictions, champion.predictions) == (2, 3, 3)
+    assert champion.mean_score == pytest.approx((0.9 + 0.2) / 2)  # APP-0's latest score, once
+    assert champion.auc == 1.0 and champion.coverage == 1.0
+    assert report.join.matched_predictions == 3
+
+
 @pytest.mark.parametrize(
     ("decisions", "expected"),
     [(["approve", "decline"], 1.0), (["decline", "approve"], 0.0), (["approve", "review"], 1.0)],
@@ -167,6 +184,9 @@ def test_decision_accuracy_reads_decline_as_predicted_default(decisions: list[st
             "score": [0.2, 0.8],
             "decision": decisions,
             "label": [0, 1],
+            "entity_key": ["a" * 64, "b" * 64],
+            "predicted_at": pd.Timestamp("2026-01-01", tz="UTC"),
+            "prediction_record_id": ["r1", "r2"],
         }
     )
     [result] = group_metrics(matches)
