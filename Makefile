@@ -19,6 +19,7 @@ help:
 	@echo "make bench  - performance benchmarks; results in benchmarks/results/"
 	@echo "make up     - start a local Prefect server (UI :$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT))"
 	@echo "make down   - stop them"
+	@echo "make clean  - remove .venv, the demo's and the default home's state, caches"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

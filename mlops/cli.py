@@ -185,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contract", default="credit_applications")
 
     contract = sub.add_parser("contract", help="Data contract tools.")
+    contract.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     csub = contract.add_subparsers(dest="contract_command", required=True)
     p = csub.add_parser("compile", help="Compile contracts to the GX suites kept beside them.")
     p.add_argument("names", nargs="*", help="contract names (default: all)")
-    p.add_argument("--json", action="store_true")
+    # SUPPRESS: `mlops contract --json compile` keeps the parent's --json.
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_contract_compile)
 
     p = add("demo", cmd_demo, "Run the lifecycle on simulated data with embedded defaults.")

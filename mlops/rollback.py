@@ -153,8 +153,10 @@ def resolve_target(
         found = previous_champion(tags, champion)
         if found is None:
             raise WorkRefused(
-                f"{name} has no previous champion to roll back to (champion is version {champion})",
-                hint="give --to VERSION, a version that was champion before",
+                f"{name} has no previous champion to roll back to: no version before {champion} (the "
+                "champion) was champion, or each was rolled back from",
+                hint="to replace the champion, train a challenger and promote it; --to VERSION names "
+                "another version to restore on purpose",
             )
         target, source = found, "promotion_history"
     if target == champion:
