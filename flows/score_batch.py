@@ -10,9 +10,14 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
-from mlops.errors import InputError
 from mlops.model_spec import DEFAULT_MODEL_NAME
-from mlops.scoring import DEFAULT_CHUNK_ROWS, ModelVersions, ScoringModels, ScoringResult
+from mlops.scoring import (
+    DEFAULT_CHUNK_ROWS,
+    ModelVersions,
+    ScoringModels,
+    ScoringResult,
+    check_rescore_resume,
+)
 from mlops.scoring_input import DEFAULT_VALIDATION_CHUNK_ROWS
 from mlops.settings import flow_settings
 from tasks.scoring import (
@@ -47,11 +52,7 @@ def score_batch(
     unfinished batch of these rows instead: only the rows it wrote no records for, under its
     versions, decision policy and canary share; a retry of this flow run does so by itself.
     """
-    if rescore and resume:
-        raise InputError(
-            "rescore and resume exclude each other",
-            hint="--resume finishes an unfinished batch; --rescore scores every row again",
-        )
+    check_rescore_resume(rescore, resume)
     settings = flow_settings()
     plan = resolve_models_task(model, settings)
     run_id = flow_run.get_id()

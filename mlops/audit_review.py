@@ -45,9 +45,6 @@ from mlops.errors import ChainBroken, InputError
 ReviewDecision = Literal["approve", "decline"]
 DECISIONS: Final = ("approve", "decline")
 LABEL_BY_DECISION: Final = {"decline": 1, "approve": 0}
-STATUS_OPEN: Final = CASE_OPEN
-STATUS_RESOLVED: Final = CASE_RESOLVED
-STATUS_SUPERSEDED: Final = CASE_SUPERSEDED
 
 
 class ReviewError(InputError):
@@ -96,34 +93,6 @@ class ReviewCase(BaseModel):
     superseded_by: str | None = None
 
 
-def refuse_unless_open(case: ReviewCase, latest: ReviewCase | None = None) -> None:
-    """Raise :class:`ReviewCaseAlreadyResolved` or :class:`ReviewCaseSuperseded` unless open.
-
-    ``latest``: for a superseded case, the newest case of its chain (:func:`latest_case`)."""
-    if case.status == STATUS_SUPERSEDED:
-        newest = latest if latest is not None else case
-        now = (
-            f"case {newest.case_id} is {newest.status}"
-            if newest.case_id != case.superseded_by
-            else f"that case is {newest.status}"
-        )
-        raise ReviewCaseSuperseded(
-            f"review case {case.case_id!r} was superseded by case {case.superseded_by!r}: a later "
-            f"prediction for the same application was routed to review ({now})",
-            hint=(
-                f"resolve case {newest.case_id} instead"
-                if newest.status == STATUS_OPEN
-                else "nothing to resolve: mlops review list shows the open cases"
-            ),
-        )
-    if case.status != STATUS_OPEN:
-        raise ReviewCaseAlreadyResolved(
-            f"review case {case.case_id!r} was resolved already ({case.decision} by "
-            f"{case.reviewer} at {case.resolved_at})",
-            hint="a resolution is final; mlops review list shows the open cases",
-        )
-
-
 def _check_case_id(case_id: str) -> str:
     """The id in the stored form (lowercase, hyphenated); ReviewCaseNotFound if not a UUID."""
     try:
@@ -170,7 +139,7 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
                 )
             values = {
                 "case_id": case_id,
-                "status": STATUS_OPEN,
+                "status": CASE_OPEN,
                 "routing_reason": reason,
                 "created_at": as_utc(record.created_at),
                 "batch_id": record.batch_id,
@@ -189,7 +158,7 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
 def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:
     """The newest case of ``case``'s supersession chain (``case`` itself unless superseded)."""
     seen = {case.case_id}
-    while case.status == STATUS_SUPERSEDED and case.superseded_by is not None:
+    while case.status == CASE_SUPERSEDED and case.superseded_by is not None:
         row = conn.execute(
             sa.select(review_cases).where(review_cases.c.case_id == case.superseded_by)
         ).first()
@@ -201,8 +170,30 @@ def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:
 
 
 def check_open(conn: Any, case: ReviewCase) -> None:
-    """:func:`refuse_unless_open`, naming the newest case of a superseded one's chain."""
-    refuse_unless_open(case, latest_case(conn, case) if case.status == STATUS_SUPERSEDED else None)
+    """Raise :class:`ReviewCaseAlreadyResolved` or :class:`ReviewCaseSuperseded` (naming the
+    newest case of its chain) unless ``case`` is open."""
+    if case.status == CASE_SUPERSEDED:
+        newest = latest_case(conn, case)
+        now = (
+            f"case {newest.case_id} is {newest.status}"
+            if newest.case_id != case.superseded_by
+            else f"that case is {newest.status}"
+        )
+        raise ReviewCaseSuperseded(
+            f"review case {case.case_id!r} was superseded by case {case.superseded_by!r}: a later "
+            f"prediction for the same application was routed to review ({now})",
+            hint=(
+                f"resolve case {newest.case_id} instead"
+                if newest.status == CASE_OPEN
+                else "nothing to resolve: mlops review list shows the open cases"
+            ),
+        )
+    if case.status != CASE_OPEN:
+        raise ReviewCaseAlreadyResolved(
+            f"review case {case.case_id!r} was resolved already ({case.decision} by "
+            f"{case.reviewer} at {case.resolved_at})",
+            hint="a resolution is final; mlops review list shows the open cases",
+        )
 
 
 def get_case(engine: Engine, case_id: str) -> ReviewCase:
@@ -286,9 +277,9 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
         created_at, ((_seq, record_id, _hash),) = append_events_locked(conn, [fields])
         done = conn.execute(
             review_cases.update()
-            .where(review_cases.c.case_id == case_id, review_cases.c.status == STATUS_OPEN)
+            .where(review_cases.c.case_id == case_id, review_cases.c.status == CASE_OPEN)
             .values(
-                status=STATUS_RESOLVED,
+                status=CASE_RESOLVED,
                 reviewer=reviewer,
                 decision=decision,
                 resolution_reason=reason,
@@ -300,7 +291,7 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
             raise ReviewCaseAlreadyResolved(f"review case {case_id!r} was resolved meanwhile")
     resolved = _case(row).model_copy(
         update={
-            "status": STATUS_RESOLVED,
+            "status": CASE_RESOLVED,
             "reviewer": reviewer,
             "decision": decision,
             "resolution_reason": reason,
@@ -350,7 +341,7 @@ def resolved_cases(engine: Engine, model_name: str | None = None) -> pd.DataFram
             preds.c.record_id.label("prediction_record_id"),
         )
         .select_from(cases.outerjoin(preds, preds.c.record_id == cases.c.case_id))
-        .where(cases.c.status == STATUS_RESOLVED)
+        .where(cases.c.status == CASE_RESOLVED)
         .order_by(cases.c.resolved_at, cases.c.case_id)
     )
     if model_name is not None:

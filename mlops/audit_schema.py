@@ -65,12 +65,14 @@ def is_event(*record_types: str) -> sa.ColumnElement[bool]:
     return sa.and_(NOT_PREDICTION, audit_records.c.record_type.in_(record_types))
 
 
-audit_events_index = sa.Index(
-    "ix_audit_records_events",
-    audit_records.c.record_type,
-    audit_records.c.batch_id,
-    sqlite_where=NOT_PREDICTION,
-    postgresql_where=NOT_PREDICTION,
+def _partial_index(name: str, *columns: sa.Column[Any], where: sa.ColumnElement[bool]) -> sa.Index:
+    """An index of the rows matching ``where`` (SQLite and PostgreSQL); queries must carry the
+    same literal term for the planner to use it."""
+    return sa.Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
+audit_events_index = _partial_index(
+    "ix_audit_records_events", audit_records.c.record_type, audit_records.c.batch_id, where=NOT_PREDICTION
 )
 
 # One row (id = 1): the seq and hash of the newest record. Writers lock it (FOR UPDATE on
@@ -113,11 +115,18 @@ review_cases = sa.Table(
     sa.Column("resolution_reason", sa.String()),
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
     sa.Column("review_record_id", _UUID),
-    # Added after the first release: create_schema adds them to older stores (NULL there).
+    # Added after the first release: create_schema adds them to older stores.
     sa.Column("entity_key", _HEX),
     sa.Column("superseded_by", _UUID),
 )
-_ADDED_COLUMNS: Final = {"review_cases": ("entity_key", "superseded_by")}
+#: Columns added after the first release: (table, column) -> the statement that fills them in
+#: on a store made before them (``{table}``, ``{records}``: qualified names), or None.
+_ADDED_COLUMNS: Final[dict[tuple[str, str], str | None]] = {
+    # A case's id is its prediction's record id, which carries the entity key.
+    ("review_cases", "entity_key"): "UPDATE {table} SET entity_key = (SELECT r.entity_key FROM "
+    "{records} r WHERE r.record_id = case_id) WHERE entity_key IS NULL",
+    ("review_cases", "superseded_by"): None,
+}
 
 #: Open cases: what the queue lists and what a new case for the same entity supersedes. The
 #: index below is partial on this term (literal, as for :data:`NOT_PREDICTION`). It replaces
@@ -127,12 +136,8 @@ _ADDED_COLUMNS: Final = {"review_cases": ("entity_key", "superseded_by")}
 OPEN_CASE: Final = review_cases.c.status == sa.literal_column(f"'{CASE_OPEN}'")
 _DROPPED_INDEXES: Final = ("ix_review_cases_status",)
 
-open_cases_index = sa.Index(
-    "ix_review_cases_open_entity",
-    review_cases.c.model_name,
-    review_cases.c.entity_key,
-    sqlite_where=OPEN_CASE,
-    postgresql_where=OPEN_CASE,
+open_cases_index = _partial_index(
+    "ix_review_cases_open_entity", review_cases.c.model_name, review_cases.c.entity_key, where=OPEN_CASE
 )
 
 APPEND_ONLY_TABLES: Final = ("audit_records", "audit_anchors")
@@ -196,32 +201,25 @@ def create_schema(engine: Engine) -> None:
 
 
 def _add_columns(conn: Connection) -> None:
-    """Add the columns of :data:`_ADDED_COLUMNS` that a store made before them lacks."""
+    """Add (and fill in) the columns of :data:`_ADDED_COLUMNS` that a store made before them lacks."""
     translate = conn.get_execution_options().get("schema_translate_map") or {}
-    for name, columns in _ADDED_COLUMNS.items():
+    inspector = sa.inspect(conn)
+    for (name, column), backfill in _ADDED_COLUMNS.items():
         table = metadata.tables[name]
-        present = {c["name"] for c in sa.inspect(conn).get_columns(name, schema=translate.get(table.schema))}
-        for column in columns:
-            if column in present:
-                continue
-            kind = table.c[column].type.compile(dialect=conn.dialect)
-            exists = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
-            statement = f"ALTER TABLE {qualified(conn, table)} ADD COLUMN {exists}{column} {kind}"
-            if conn.dialect.name == "sqlite":
-                try:  # SQLite has no IF NOT EXISTS here; another process may have added it
-                    conn.exec_driver_sql(statement)
-                except OperationalError as exc:
-                    if "duplicate column" not in str(exc.orig):
-                        raise
-            else:
-                conn.exec_driver_sql(statement)
-            if (name, column) == ("review_cases", "entity_key"):
-                # The cases' entity keys are on their predictions (case id = record id).
-                records = qualified(conn, audit_records)
-                conn.exec_driver_sql(
-                    f"UPDATE {qualified(conn, table)} SET entity_key = (SELECT r.entity_key FROM "
-                    f"{records} r WHERE r.record_id = case_id) WHERE entity_key IS NULL"
-                )
+        if column in {c["name"] for c in inspector.get_columns(name, schema=translate.get(table.schema))}:
+            continue
+        kind = table.c[column].type.compile(dialect=conn.dialect)
+        exists = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+        statement = f"ALTER TABLE {qualified(conn, table)} ADD COLUMN {exists}{column} {kind}"
+        try:  # SQLite has no IF NOT EXISTS here; another process may have added it
+            conn.exec_driver_sql(statement)
+        except OperationalError as exc:
+            if conn.dialect.name != "sqlite" or "duplicate column" not in str(exc.orig):
+                raise
+        if backfill is not None:
+            conn.exec_driver_sql(
+                backfill.format(table=qualified(conn, table), records=qualified(conn, audit_records))
+            )
 
 
 def _install_guards(conn: Connection) -> None:

@@ -213,11 +213,14 @@ def append_event(
     model_alias: str | None = None,
     batch_id: str | None = None,
     decision: str | None = None,
+    guard: Callable[[Connection], None] | None = None,
 ) -> AppendResult:
     """Append one non-prediction record (review, promotion, rollback, ...) to the chain.
 
     ``payload`` is a JSON object (reviewer, decision, reason / promotion evidence, ...);
     floats must be finite. It is stored in the ``payload`` JSON column and hashed canonically.
+    ``guard`` runs first, with the chain locked (as for :func:`append_encoded`); an error it
+    raises writes nothing.
     """
     _check_record_type(record_type)
     fields = event_fields(
@@ -232,6 +235,9 @@ def append_event(
         },
     )
     with chain_transaction(engine) as conn:
+        if guard is not None:
+            lock_head(conn)
+            guard(conn)
         created_at, ((seq, record_id, digest),) = append_events_locked(conn, [fields])
     return AppendResult(seq, seq, pd.Series([record_id], dtype=object), digest, created_at)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.errors import InputError
 from mlops.model_spec import DEFAULT_MODEL_NAME
-from mlops.scoring import DEFAULT_CHUNK_ROWS, check_share
+from mlops.scoring import DEFAULT_CHUNK_ROWS, check_rescore_resume, check_share
 from mlops.scoring_input import DEFAULT_VALIDATION_CHUNK_ROWS
 
 if TYPE_CHECKING:
@@ -23,11 +23,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 
     check_batch_source(args.path)  # before a flow (and maybe a temporary Prefect server) starts
     check_share(args.canary_share)
-    if args.rescore and args.resume:
-        raise InputError(
-            "--rescore and --resume exclude each other",
-            hint="--resume finishes an unfinished batch; --rescore scores every row again",
-        )
+    check_rescore_resume(args.rescore, args.resume)
     for name in ("chunk_rows", "validation_chunk_rows"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive")

@@ -18,7 +18,8 @@ nothing. Metrics are computed from that table, so they are a deterministic funct
 
 Metrics per (model, version, role), over each application's latest prediction in the group
 (an application scored again counts once): ``n`` applications with an outcome,
-``matched_predictions`` the prediction records matched, ``label_rate`` (observed default rate), ``mean_score``, ``auc`` (None with one class), ``brier``, and
+``matched_predictions`` the prediction records matched, ``label_rate`` (observed default
+rate), ``mean_score``, ``auc`` (None with one class), ``brier``, and
 ``decision_accuracy`` (``decline`` read as predicting default, ``approve`` as not; other
 decisions are left out and ``n_decisions`` says how many counted). ``predictions`` and
 ``coverage`` say how many of the group's predictions have an outcome yet.

@@ -213,7 +213,7 @@ def _ship_code(workdir: Path) -> Path:
 
 
 # The model as code (MLflow "models from code"): MLflow runs this file when it logs and when it
-# loads the model, and keeps it in the model's code/ folder. The model's state is only its two
+# loads the model, and keeps it in the model's folder. The model's state is only its two
 # JSON artifacts (booster, feature schema), read by load_context: no pickled Python object is
 # logged, so loading a model never unpickles anything.
 MODEL_CODE_FILE: Final = "mlops_xgboost_model.py"

@@ -272,6 +272,14 @@ def check_share(share: float) -> None:
         raise InputError(f"canary share must be in [0, 1], got {share}", hint="--canary-share 0.05")
 
 
+def check_rescore_resume(rescore: bool, resume: bool) -> None:
+    if rescore and resume:
+        raise InputError(
+            "rescore and resume exclude each other",
+            hint="--resume finishes an unfinished batch; --rescore scores every row again",
+        )
+
+
 # --- input hashes ------------------------------------------------------------------------
 
 
@@ -729,8 +737,8 @@ class PriorScoring:
     created_at: datetime
     snapshots: list[str]
     completed: bool
-    seq: int = 0
-    all_snapshots: tuple[str, ...] = ()
+    seq: int
+    all_snapshots: tuple[str, ...]
 
 
 def batch_events(conn: Any, where: Any) -> list[Any]:
@@ -817,7 +825,7 @@ def record_scoring_done(
     ``tally`` counts this run's rows; ``rows_written_before`` those of earlier runs of a
     resumed batch. With ``claim``, refused (:class:`BatchTakenOver`) unless this run still
     holds the batch (:func:`check_claim`)."""
-    from mlops.audit import append_events_locked, chain_transaction, event_fields, lock_head
+    from mlops.audit import append_event
 
     payload = {
         "rows_written_before": rows_written_before,
@@ -828,12 +836,8 @@ def record_scoring_done(
         "first_seq": tally.first_seq,
         "last_seq": tally.last_seq,
     }
-    fields = event_fields(RECORD_SCORING_DONE, payload, {"model_name": model_name, "batch_id": batch_id})
-    with chain_transaction(engine) as conn:
-        lock_head(conn)
-        if claim is not None:
-            check_claim(conn, batch_id, claim)
-        append_events_locked(conn, [fields])
+    guard = None if claim is None else functools.partial(check_claim, batch_id=batch_id, claim=claim)
+    append_event(engine, RECORD_SCORING_DONE, payload, model_name=model_name, batch_id=batch_id, guard=guard)
 
 
 def record_scoring_batch(

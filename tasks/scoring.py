@@ -155,8 +155,6 @@ def score_and_audit_task(
     (refused before anything is scored if the model scored these rows before, unless ``rescore``).
     With ``resume_point``: only the rows the batch has no records for, under its recorded policy."""
     check_share(canary_share)
-    if resume_point is not None and resume_point.completed:
-        return result.model_copy(update={"rows_already_scored": resume_point.rows_already_scored})
     ctx = ScoringContext(
         models=models,
         policy=plan.spec.decision_policy if resume_point is None else resume_point.policy,
@@ -194,6 +192,7 @@ def score_and_audit_task(
             )
             claim = resume_point.claim
         before = resume_point.rows_written if resume_point is not None else {}
+        already = sum(before.values())
         tally = score_frames(
             frames(),
             ctx,
@@ -207,13 +206,13 @@ def score_and_audit_task(
             batch_id=batch_id,
             model_name=plan.spec.name,
             tally=tally,
-            rows_written_before=sum(before.values()),
+            rows_written_before=already,
             claim=claim,
         )
     finally:
         engine.dispose()
     done = result.fill_from(tally)
-    done.rows_already_scored = sum(before.values())
+    done.rows_already_scored = already
     done.timings_seconds = {k: round(v, 4) for k, v in timings.seconds.items()}
     return done
 
