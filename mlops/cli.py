@@ -153,6 +153,28 @@ def cmd_demo(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 # --- parser -----------------------------------------------------------------------------------
 
 
+def child_commands(
+    parent: argparse.ArgumentParser, dest: str, names: Sequence[str]
+) -> Callable[[str, Handler, str], argparse.ArgumentParser]:
+    """``mlops PARENT CHILD`` commands (``review list``, ``audit find``): returns
+    ``child(name, handler, help)``; ``--json`` works before or after the child's name."""
+    sub = parent.add_subparsers(dest=dest, required=True, metavar="{" + ",".join(names) + "}")
+
+    def child(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # SUPPRESS: `mlops PARENT --json CHILD` keeps the parent's --json.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+        p.set_defaults(handler=handler)
+        return p
+
+    return child
+
+
+def needs_child_command(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    """The handler of a parent command (argparse requires a child before it gets here)."""
+    return 2, {"error": f"mlops {args.command} needs a subcommand (see mlops {args.command} --help)"}, ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,14 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet batch")
     p.add_argument("--contract", default="credit_applications")
 
-    contract = sub.add_parser("contract", help="Data contract tools.")
-    contract.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    csub = contract.add_subparsers(dest="contract_command", required=True)
-    p = csub.add_parser("compile", help="Compile contracts to the GX suites kept beside them.")
+    child = child_commands(
+        add("contract", needs_child_command, "Data contract tools."), "contract_command", ["compile"]
+    )
+    p = child("compile", cmd_contract_compile, "Compile contracts to the GX suites kept beside them.")
     p.add_argument("names", nargs="*", help="contract names (default: all)")
-    # SUPPRESS: `mlops contract --json compile` keeps the parent's --json.
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    p.set_defaults(handler=cmd_contract_compile)
 
     p = add("demo", cmd_demo, "Run the lifecycle on simulated data with embedded defaults.")
     p.add_argument("--workdir", default=".demo")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from mlops.cli import child_commands, needs_child_command
+
 if TYPE_CHECKING:
     from mlops.cli import Registrar
 
@@ -62,29 +64,17 @@ def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], s
     return 0, {"case": case.model_dump(mode="json")}, text
 
 
-def _needs_subcommand(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
-    return 2, {"error": "use mlops review list | mlops review resolve ID ..."}, ""
-
-
 def register(add: Registrar) -> None:
     """Add ``review list`` and ``review resolve`` to the ``mlops`` command."""
-    review = add("review", _needs_subcommand, "The review queue: list open cases, resolve one.")
-    sub = review.add_subparsers(dest="review_command", required=True, metavar="{list,resolve}")
+    review = add("review", needs_child_command, "The review queue: list open cases, resolve one.")
+    child = child_commands(review, "review_command", ["list", "resolve"])
 
-    def child(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        # SUPPRESS: `mlops review --json list` keeps the parent's --json.
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
-        return p
-
-    p = child("list", "List open review cases, oldest first.")
+    p = child("list", cmd_review_list, "List open review cases, oldest first.")
     p.add_argument("--model", default=None, help="only cases of this model")
     p.add_argument("--limit", type=int, default=None, help="at most this many cases")
-    p.set_defaults(handler=cmd_review_list)
 
-    p = child("resolve", "Resolve an open case (final; writes a review audit record).")
+    p = child("resolve", cmd_review_resolve, "Resolve an open case (final; writes a review audit record).")
     p.add_argument("case_id", metavar="ID", help="the case id (= the prediction's record id)")
     p.add_argument("--reviewer", required=True, help="who decides")
     p.add_argument("--decision", required=True, help="approve or decline")
     p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
-    p.set_defaults(handler=cmd_review_resolve)

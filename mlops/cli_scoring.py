@@ -1,4 +1,4 @@
-"""``mlops score``, ``mlops audit verify`` and ``mlops reproduce`` (registered by :mod:`mlops.cli`)."""
+"""``mlops score``, ``mlops audit verify|find`` and ``mlops reproduce`` (registered by :mod:`mlops.cli`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops.cli import child_commands, needs_child_command
 from mlops.errors import InputError
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.scoring import DEFAULT_CHUNK_ROWS, check_rescore_resume, check_share
@@ -126,6 +127,19 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
     return 1, data, text
 
 
+def cmd_audit_find(args: argparse.Namespace) -> Outcome:
+    from mlops.audit_lookup import find_entity, history_text
+    from mlops.settings import get_settings
+
+    engine = _audit_engine()
+    try:
+        history = find_entity(engine, args.entity_id, get_settings().entity_hash_key, model_name=args.model)
+    finally:
+        engine.dispose()
+    data = {**history.model_dump(mode="json"), "found": len(history.records)}
+    return (0 if history.records else 1), data, history_text(args.entity_id, history)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> Outcome:
     from flows.reproduce import reproduce
     from mlops.reproduce import reproduce_text
@@ -171,8 +185,12 @@ def register(add: Registrar) -> None:
         "rows it wrote no records for, with its model versions, decision policy and canary share",
     )
 
-    p = add("audit", cmd_audit, "Audit trail: `mlops audit verify` walks the hash chain.")
-    p.add_argument("action", choices=["verify"])
+    audit_parser = add(
+        "audit", needs_child_command, "The audit trail: verify the chain, find an application."
+    )
+    child = child_commands(audit_parser, "audit_command", ["verify", "find"])
+
+    p = child("verify", cmd_audit, "Walk the hash chain; exit 1 names the first broken record and the kind.")
     p.add_argument(
         "--anchor-file",
         action="append",
@@ -181,6 +199,15 @@ def register(add: Registrar) -> None:
         help="an anchor exported off the database (repeatable); checked besides the stored anchors",
     )
     p.add_argument("--anchor", action="store_true", help="after a clean walk, record the head as an anchor")
+
+    p = child(
+        "find",
+        cmd_audit_find,
+        "Every audit record of one application (by its own id, keyed as scoring keyed it), with "
+        "review case states and the prediction ids `mlops reproduce` takes.",
+    )
+    p.add_argument("entity_id", metavar="APPLICATION_ID", help="the application's id as in the batches")
+    p.add_argument("--model", default=None, help="only records of this model")
 
     p = add("reproduce", cmd_reproduce, "Recompute a past prediction from its audit record, bit for bit.")
     p.add_argument("prediction_id", help="the prediction's audit record id")

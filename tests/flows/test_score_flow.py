@@ -350,6 +350,66 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     capsys.readouterr()
 
 
+def test_audit_find_goes_from_an_application_id_to_its_predictions_and_review(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = score_batch(source=str(setup.batch_a), canary_share=CANARY)
+    again = score_batch(source=str(setup.batch_a), canary_share=CANARY, rescore=True)
+    ids = pd.read_parquet(setup.batch_a)["application_id"].astype(str)
+    keys = entity_key(ids, get_settings().entity_hash_key)
+    before = records_of(engine, first.batch_id).set_index("entity_key")
+    after = records_of(engine, again.batch_id).set_index("entity_key")
+    deciding_before = before[before["role"] != ROLE_SHADOW]
+    routed = deciding_before.index[deciding_before["review_routed"].astype(bool)]
+    position = int(np.flatnonzero(keys.isin(routed))[0])
+    app_id, key = ids.iloc[position], keys.iloc[position]
+    old_case = str(deciding_before.loc[key, "record_id"])
+    new_case = str(after.loc[(after.index == key) & (after["role"] != ROLE_SHADOW), "record_id"].iloc[0])
+    assert (
+        main(["review", "resolve", new_case, "--reviewer", "ana", "--decision", "decline", "--reason", "r"])
+        == 0
+    )
+    capsys.readouterr()
+
+    assert main(["audit", "find", app_id, "--json"]) == 0
+    out = capsys.readouterr().out
+    data = last_json(out)
+    records = {r["record_id"]: r for r in data["records"]}
+    expected = {str(i) for i in pd.concat([before.loc[[key], "record_id"], after.loc[[key], "record_id"]])}
+    predictions = {i for i, r in records.items() if r["record_type"] == "prediction"}
+    assert predictions == expected and len(expected) == 4  # deciding + shadow, in both batches
+    assert [r["seq"] for r in data["records"]] == sorted(r["seq"] for r in data["records"])
+    assert records[old_case]["case_status"] == "superseded"
+    assert records[old_case]["case_superseded_by"] == new_case
+    assert records[new_case]["case_status"] == "resolved" and records[new_case]["reviewer"] == "ana"
+    assert records[new_case]["outcome"] == "decided by a reviewer"
+    [review] = [r for r in data["records"] if r["record_type"] == "review"]
+    assert review["decision"] == "decline" and review["seq"] > records[new_case]["seq"]
+    assert data["current"][MODEL]["record_id"] == new_case
+    assert all(
+        r["outcome"] == "shadow: decided nothing" for r in records.values() if r["role"] == ROLE_SHADOW
+    )
+    assert f"mlops reproduce {new_case}" in out and "decline (decided by a reviewer, ana)" in out
+
+    # An application routed in no batch: decided by the model, the latest batch's record current.
+    plain = int(
+        np.flatnonzero(~keys.isin(routed) & ~keys.isin(after.index[after["review_routed"].astype(bool)]))[0]
+    )
+    assert main(["audit", "find", ids.iloc[plain], "--model", MODEL, "--json"]) == 0
+    current = last_json(capsys.readouterr().out)["current"][MODEL]
+    assert current["batch_id"] == again.batch_id and current["outcome"] == "decided by the model"
+
+    # Not found: another model, an unknown id, the right id under another hash key (exit 1).
+    assert main(["audit", "find", app_id, "--model", "credit-risk-new", "--json"]) == 1
+    assert last_json(capsys.readouterr().out)["found"] == 0
+    assert main(["audit", "find", "no-such-application"]) == 1
+    assert "MLOPS_ENTITY_HASH_KEY" in capsys.readouterr().out
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "another-key")
+    assert main(["audit", "find", app_id, "--json"]) == 1
+    assert main(["audit", "find", " ", "--json"]) == 2
+    capsys.readouterr()
+
+
 def fail_once_at_chunk(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[int]:
     """The audit append of the ``chunk``-th chunk (1-based) fails once, like a full disk or a
     dropped connection mid-batch; every other append is the real one."""

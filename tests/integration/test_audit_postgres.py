@@ -394,6 +394,31 @@ def test_review_round_trip_and_errors(engine: Engine) -> None:
     assert report.ok and report.records_checked == 10
 
 
+def test_an_application_is_found_by_its_own_id(engine: Engine) -> None:
+    from mlops.audit_lookup import find_entity
+
+    first = audit.append_predictions(engine, batch(4, routed=(1,)), batch_id="b-1", hash_key=KEY)
+    later = audit.append_predictions(engine, batch(4, routed=(1,)), batch_id="b-2", hash_key=KEY)
+    audit.resolve_case(engine, later.record_ids[1], "alice", "decline", "income unverified")
+
+    history = find_entity(engine, "APP-000001", KEY)
+    kinds = [(r.batch_id, r.record_type, r.role) for r in history.records]
+    assert kinds == [
+        ("b-1", "prediction", "champion"),
+        ("b-1", "prediction", "shadow"),
+        ("b-2", "prediction", "champion"),
+        ("b-2", "prediction", "shadow"),
+        ("b-2", "review", None),  # the review record names the batch of its case
+    ]
+    old, _, new, _, review = history.records
+    assert old.record_id == first.record_ids[1] and old.case_status == "superseded"
+    assert old.case_superseded_by == new.record_id == later.record_ids[1]
+    assert (new.case_status, new.reviewer, new.reviewed_decision) == ("resolved", "alice", "decline")
+    assert review.decision == "decline" and history.current["credit-risk"].record_id == new.record_id
+    assert find_entity(engine, "APP-000001", "another-key").records == []
+    assert find_entity(engine, "APP-000001", KEY, model_name="other").records == []
+
+
 def test_concurrent_appenders_do_not_fork_the_chain(engine: Engine) -> None:
     start = threading.Barrier(2)
     errors: list[BaseException] = []
