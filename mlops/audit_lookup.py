@@ -4,7 +4,14 @@
 never holds: records carry its keyed hash (:func:`~mlops.audit_hashing.entity_key`). This
 module keys the id with the same secret and lists every record of it (each prediction of
 every role and batch, and the review records), each prediction with the state of its review
-case, so the question ends at ``mlops reproduce RECORD_ID``.
+case, and per model the current decision, so the question ends at ``mlops reproduce RECORD_ID``.
+
+The current decision of a model is the latest decision the trail holds for the application: a
+deciding (champion or canary) prediction the model decided, or a reviewer's resolution of one
+of its cases, whichever came later; a routed prediction after them leaves it pending until its
+case is resolved. A later prediction that is not routed does not supersede an open case (only a
+routed one does, see :func:`mlops.audit_write.supersede_open_cases`): such cases stay in the
+queue and are listed beside the current decision.
 
 ``entity_key`` has no index: one would cost every bulk append a random B-tree insert per
 record (2M per million scored rows). The lookup reads the table once (0.04 s for 200k
@@ -16,7 +23,7 @@ the index (README).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, SecretStr
@@ -25,18 +32,25 @@ from sqlalchemy.engine import Engine
 from mlops.audit_encode import DECIDING_ROLES, RECORD_PREDICTION
 from mlops.audit_hashing import as_utc, entity_key
 from mlops.audit_schema import CASE_OPEN, CASE_RESOLVED, CASE_SUPERSEDED, audit_records, review_cases
+from mlops.audit_write import RECORD_REVIEW
+from mlops.contracts import Contract
 from mlops.errors import InputError
 
-#: What a deciding prediction amounts to today, in :attr:`EntityRecord.outcome`.
+#: What a prediction amounts to today, in :attr:`EntityRecord.outcome`.
 OUTCOME_DECIDED: Final = "decided by the model"
 OUTCOME_PENDING: Final = "waiting for review"
 OUTCOME_REVIEWED: Final = "decided by a reviewer"
 OUTCOME_SUPERSEDED: Final = "superseded by a later prediction"
 OUTCOME_SHADOW: Final = "shadow: decided nothing"
+_CASE_OUTCOMES: Final = {
+    CASE_OPEN: OUTCOME_PENDING,
+    CASE_RESOLVED: OUTCOME_REVIEWED,
+    CASE_SUPERSEDED: OUTCOME_SUPERSEDED,
+}
 
 
 class EntityRecord(BaseModel):
-    """One audit record of the application, with its review case if it opened one."""
+    """One audit record of the application; a prediction with its review case if it has one."""
 
     seq: int
     record_id: str = Field(description="for a prediction: the id `mlops reproduce` takes")
@@ -48,16 +62,31 @@ class EntityRecord(BaseModel):
     model_alias: str | None
     role: str | None
     score: float | None
-    decision: str | None = Field(description="the model's decision (a review record: the reviewer's)")
+    decision: str | None = Field(description="a prediction: the model's; a review record: the reviewer's")
     review_routed: bool | None
     review_reason: str | None
     input_snapshot: str | None
     input_row: int | None
-    case_status: str | None = None
+    case_status: str | None = Field(None, description="a prediction's review case: open/resolved/superseded")
     case_superseded_by: str | None = None
-    reviewer: str | None = None
+    case_id: str | None = Field(None, description="a review record: the case (= prediction id) it resolved")
+    reviewer: str | None = Field(None, description="who resolved the prediction's case / the review")
     reviewed_decision: str | None = None
-    outcome: str | None = Field(None, description="for a prediction: what it amounts to today")
+    outcome: str | None = Field(None, description="a prediction: what it amounts to today")
+
+
+class CurrentDecision(BaseModel):
+    """A model's current decision on the application (see the module docstring)."""
+
+    model_name: str
+    decision: str | None = Field(description="approve/decline; None while the latest case waits for review")
+    decided_by: Literal["model", "reviewer"] | None
+    reviewer: str | None = None
+    prediction: EntityRecord = Field(description="the deciding prediction (reviewed, if a reviewer decided)")
+    review_record_id: str | None = None
+    open_cases: list[str] = Field(
+        default_factory=list, description="this model's cases of the application still open in the queue"
+    )
 
 
 class EntityHistory(BaseModel):
@@ -66,9 +95,7 @@ class EntityHistory(BaseModel):
     entity_key: str
     model_name: str | None = Field(description="the --model filter, if any")
     records: list[EntityRecord]
-    current: dict[str, EntityRecord] = Field(
-        description="per model: the latest deciding (champion or canary) prediction"
-    )
+    current: dict[str, CurrentDecision]
 
     @property
     def predictions(self) -> list[EntityRecord]:
@@ -76,29 +103,35 @@ class EntityHistory(BaseModel):
 
 
 def _outcome(role: str | None, routed: bool | None, status: str | None) -> str:
+    """A case decides (also one opened by hand on an unrouted prediction); then routing."""
     if role not in DECIDING_ROLES:
         return OUTCOME_SHADOW
-    if not routed:
-        return OUTCOME_DECIDED
-    return {
-        CASE_OPEN: OUTCOME_PENDING,
-        CASE_RESOLVED: OUTCOME_REVIEWED,
-        CASE_SUPERSEDED: OUTCOME_SUPERSEDED,
-    }.get(status or "", OUTCOME_PENDING)
+    if status is not None:
+        return _CASE_OUTCOMES.get(status, OUTCOME_PENDING)
+    return OUTCOME_PENDING if routed else OUTCOME_DECIDED
 
 
-def find_entity(
-    engine: Engine,
-    entity_id: str,
-    hash_key: SecretStr | str | bytes,
-    *,
-    model_name: str | None = None,
-) -> EntityHistory:
-    """Every audit record of the application ``entity_id`` (keyed with ``hash_key``)."""
-    text = entity_id.strip()
-    if not text:
+def entity_id_text(entity_id: str | int) -> str:
+    """The id to key; a blank id is refused (an id with spaces around it is keyed as given)."""
+    if isinstance(entity_id, str) and not entity_id.strip():
         raise InputError("give the application id to look up", hint="mlops audit find APPLICATION_ID")
-    key = entity_key(text, hash_key)
+    return str(entity_id)
+
+
+def application_id(text: str, contract: Contract | None) -> str | int:
+    """The id as scoring keyed it: under a contract with integer ids, its value ("007" is 7)."""
+    entity_id_text(text)  # a blank id is refused
+    if contract is None or contract.column(contract.id_column).dtype != "int":
+        return text
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InputError(
+            f"{contract.name} ids are integers, got {text!r}", hint="give the application id as digits"
+        ) from None
+
+
+def _stmt(key: str, model_name: str | None) -> sa.Select[Any]:
     a, c = audit_records.c, review_cases.c
     stmt = (
         sa.select(
@@ -117,6 +150,7 @@ def find_entity(
             a.review_reason,
             a.input_snapshot,
             a.input_row,
+            a.payload,
             c.status.label("case_status"),
             c.superseded_by.label("case_superseded_by"),
             c.reviewer,
@@ -126,33 +160,83 @@ def find_entity(
         .where(a.entity_key == key)
         .order_by(a.seq)
     )
-    if model_name is not None:
-        stmt = stmt.where(a.model_name == model_name)
+    return stmt if model_name is None else stmt.where(a.model_name == model_name)
+
+
+def _record(row: Any) -> EntityRecord:
+    values = dict(row)
+    payload = values.pop("payload") or {}
+    values["record_id"] = str(row.record_id)
+    values["case_superseded_by"] = None if row.case_superseded_by is None else str(row.case_superseded_by)
+    values["created_at"] = as_utc(row.created_at)
+    values["input_row"] = None if row.input_row is None else int(row.input_row)
+    if row.record_type == RECORD_PREDICTION:
+        values["outcome"] = _outcome(row.role, row.review_routed, row.case_status)
+    elif row.record_type == RECORD_REVIEW:
+        values["case_id"] = payload.get("case_id")
+        values["reviewer"] = payload.get("reviewer")
+    return EntityRecord.model_validate(values)
+
+
+def current_decisions(records: list[EntityRecord]) -> dict[str, CurrentDecision]:
+    """Per model, the latest decision in ``records`` (ordered by seq), with the open cases."""
+    by_id = {r.record_id: r for r in records}
+    current: dict[str, CurrentDecision] = {}
+    for r in records:
+        if r.model_name is None:
+            continue
+        if r.record_type == RECORD_PREDICTION and r.role in DECIDING_ROLES:
+            decided = r.outcome == OUTCOME_DECIDED
+            current[r.model_name] = CurrentDecision(
+                model_name=r.model_name,
+                decision=r.decision if decided else None,
+                decided_by="model" if decided else None,
+                prediction=r,
+            )
+        elif r.record_type == RECORD_REVIEW and r.case_id in by_id:
+            current[r.model_name] = CurrentDecision(
+                model_name=r.model_name,
+                decision=r.decision,
+                decided_by="reviewer",
+                reviewer=r.reviewer,
+                prediction=by_id[r.case_id],
+                review_record_id=r.record_id,
+            )
+    for model, now in current.items():
+        now.open_cases = [
+            r.record_id
+            for r in records
+            if r.model_name == model and r.record_type == RECORD_PREDICTION and r.case_status == CASE_OPEN
+        ]
+    return current
+
+
+def find_entity(
+    engine: Engine,
+    entity_id: str | int,
+    hash_key: SecretStr | str | bytes,
+    *,
+    model_name: str | None = None,
+) -> EntityHistory:
+    """Every audit record of the application ``entity_id`` (keyed with ``hash_key`` as scoring
+    keys it: an int id by its decimal digits), oldest first, and the current decisions."""
+    key = entity_key(entity_id_text(entity_id), hash_key)
     with engine.connect() as conn:
-        rows = conn.execute(stmt).mappings().all()
-    records = []
-    for row in rows:
-        values = dict(row)
-        values["record_id"] = str(values["record_id"])
-        values["case_superseded_by"] = None if row.case_superseded_by is None else str(row.case_superseded_by)
-        values["created_at"] = as_utc(row.created_at)
-        values["input_row"] = None if row.input_row is None else int(row.input_row)
-        if row.record_type == RECORD_PREDICTION:
-            values["outcome"] = _outcome(row.role, row.review_routed, row.case_status)
-        records.append(EntityRecord.model_validate(values))
-    current = {
-        str(r.model_name): r
-        for r in records
-        if r.record_type == RECORD_PREDICTION and r.role in DECIDING_ROLES and r.model_name is not None
-    }  # ordered by seq: the latest deciding prediction of each model wins
-    return EntityHistory(entity_key=key, model_name=model_name, records=records, current=current)
+        records = [_record(row) for row in conn.execute(_stmt(key, model_name)).mappings()]
+    return EntityHistory(
+        entity_key=key, model_name=model_name, records=records, current=current_decisions(records)
+    )
 
 
 def _line(record: EntityRecord) -> str:
     when = f"{record.created_at:%Y-%m-%d %H:%M:%S}"
     if record.record_type != RECORD_PREDICTION:
         who = f" by {record.reviewer}" if record.reviewer else ""
-        return f"  seq {record.seq}  {when}  {record.record_type}{who}: {record.decision or '-'}  ({record.record_id})"
+        case = f" of case {record.case_id}" if record.case_id else ""
+        return (
+            f"  seq {record.seq}  {when}  {record.record_type}{case}{who}: {record.decision or '-'}  "
+            f"(record {record.record_id})"
+        )
     score = "n/a" if record.score is None else f"{record.score:.4f}"
     routed = f", routed: {record.review_reason}" if record.review_routed else ""
     review = ""
@@ -160,6 +244,8 @@ def _line(record: EntityRecord) -> str:
         review = f" -> reviewer {record.reviewer}: {record.reviewed_decision}"
     elif record.case_status == CASE_SUPERSEDED:
         review = f" -> case superseded by {record.case_superseded_by}"
+    elif record.case_status == CASE_OPEN:
+        review = " -> case open"
     return (
         f"  seq {record.seq}  {when}  {record.model_name} v{record.model_version} {record.role}  "
         f"score {score}  {record.decision}{routed}{review}  [{record.outcome}]\n"
@@ -168,30 +254,43 @@ def _line(record: EntityRecord) -> str:
     )
 
 
-def history_text(entity_id: str, history: EntityHistory) -> str:
+def _current_line(now: CurrentDecision) -> list[str]:
+    p = now.prediction
+    made = f"v{p.model_version} {p.role}, {p.created_at:%Y-%m-%d %H:%M:%S}"
+    if now.decided_by == "reviewer":
+        what = f"{now.decision}, by reviewer {now.reviewer} (case {p.record_id}: {made}; the model proposed {p.decision})"
+    elif now.decided_by == "model":
+        what = f"{now.decision}, by the model ({made})"
+    else:
+        what = f"none yet: case {p.record_id} waits for review (the model proposed {p.decision}; {made})"
+    lines = [
+        f"current decision of {now.model_name}: {what}",
+        f"  the model's score and proposal, recomputed: mlops reproduce {p.record_id}",
+    ]
+    older = [case for case in now.open_cases if case != p.record_id]
+    if older:
+        lines.append(
+            f"  still open in the review queue from earlier predictions: {', '.join(older)} "
+            "(a later decision does not close them; resolving one makes it the current decision)"
+        )
+    return lines
+
+
+def history_text(entity_id: str | int, history: EntityHistory) -> str:
     """What ``mlops audit find`` prints."""
     scope = f" of {history.model_name}" if history.model_name else ""
     if not history.records:
         return (
-            f"no audit records{scope} for application {entity_id!r} (entity key {history.entity_key[:16]}...).\n"
+            f"no audit records{scope} for application {str(entity_id)!r} (entity key {history.entity_key[:16]}...).\n"
             "  Ids are looked up by their keyed hash: the same MLOPS_ENTITY_HASH_KEY as at scoring "
-            "time is needed, and the id exactly as in the batch."
+            "time is needed, and the id as the batch held it (an integer id by its digits)."
         )
+    others = len(history.records) - len(history.predictions)
     lines = [
-        f"application {entity_id!r} (entity key {history.entity_key[:16]}...): "
-        f"{len(history.predictions)} prediction(s), {len(history.records) - len(history.predictions)} "
-        f"other record(s){scope}, oldest first"
+        f"application {str(entity_id)!r} (entity key {history.entity_key[:16]}...): "
+        f"{len(history.predictions)} prediction(s), {others} other record(s){scope}, oldest first"
     ]
     lines += [_line(r) for r in history.records]
-    for model, record in history.current.items():
-        if record.outcome == OUTCOME_PENDING:
-            now = f"none yet, waiting for review (the model proposed {record.decision})"
-        elif record.case_status == CASE_RESOLVED:
-            now = f"{record.reviewed_decision} ({record.outcome}, {record.reviewer})"
-        else:
-            now = f"{record.decision} ({record.outcome})"
-        lines.append(
-            f"current decision of {model}: {now}; v{record.model_version} {record.role}, "
-            f"{record.created_at:%Y-%m-%d %H:%M:%S}; recompute it: mlops reproduce {record.record_id}"
-        )
+    for now in history.current.values():
+        lines += _current_line(now)
     return "\n".join(lines)

@@ -128,16 +128,22 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
 
 
 def cmd_audit_find(args: argparse.Namespace) -> Outcome:
-    from mlops.audit_lookup import find_entity, history_text
+    from mlops.audit import create_schema, explained_store_errors
+    from mlops.audit_lookup import application_id, find_entity, history_text
+    from mlops.review_desk import applications_contract_for
     from mlops.settings import get_settings
 
+    contract = applications_contract_for(args.model or DEFAULT_MODEL_NAME, get_settings())
+    entity_id = application_id(args.entity_id, contract)
     engine = _audit_engine()
     try:
-        history = find_entity(engine, args.entity_id, get_settings().entity_hash_key, model_name=args.model)
+        with explained_store_errors(str(engine.url)):
+            create_schema(engine)  # a store made by an earlier release gets the review columns
+        history = find_entity(engine, entity_id, get_settings().entity_hash_key, model_name=args.model)
     finally:
         engine.dispose()
     data = {**history.model_dump(mode="json"), "found": len(history.records)}
-    return (0 if history.records else 1), data, history_text(args.entity_id, history)
+    return (0 if history.records else 1), data, history_text(entity_id, history)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> Outcome:

@@ -10,7 +10,7 @@ Invariant: ``rows_valid + rows_quarantined == rows_read``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from mlops.contracts import ColumnSpec, Contract
 from mlops.errors import InputError
 
 SOURCE_ROW_COLUMN = "_source_row"
+_EXACT_INT: Final = 2.0**53  # int columns: larger magnitudes are refused as wrong_type
 
 # Kinds of row-level failure (the part after ``column:`` in a reason).
 NULL_REQUIRED = "null_required"
@@ -120,8 +121,10 @@ def type_column(raw: pd.Series, col: ColumnSpec) -> tuple[pd.Series, np.ndarray]
         values = typed.to_numpy()
         wrong = present & np.isnan(values)
         if col.dtype == "int":
+            # Ints pass through float64, which holds whole numbers exactly only below 2**53:
+            # a larger id would silently become its neighbour (two applications, one key).
             with np.errstate(invalid="ignore"):
-                wrong |= ~np.isnan(values) & (np.floor(values) != values)
+                wrong |= ~np.isnan(values) & ((np.floor(values) != values) | (np.abs(values) >= _EXACT_INT))
         return typed, wrong
     if col.dtype == "datetime":
         if pd.api.types.is_datetime64_any_dtype(raw.dtype):

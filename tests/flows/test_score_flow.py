@@ -385,11 +385,14 @@ def test_audit_find_goes_from_an_application_id_to_its_predictions_and_review(
     assert records[new_case]["outcome"] == "decided by a reviewer"
     [review] = [r for r in data["records"] if r["record_type"] == "review"]
     assert review["decision"] == "decline" and review["seq"] > records[new_case]["seq"]
-    assert data["current"][MODEL]["record_id"] == new_case
+    now = data["current"][MODEL]
+    assert (now["decision"], now["decided_by"], now["reviewer"]) == ("decline", "reviewer", "ana")
+    assert now["prediction"]["record_id"] == new_case and now["review_record_id"] == review["record_id"]
+    assert review["case_id"] == new_case and review["reviewer"] == "ana"
     assert all(
         r["outcome"] == "shadow: decided nothing" for r in records.values() if r["role"] == ROLE_SHADOW
     )
-    assert f"mlops reproduce {new_case}" in out and "decline (decided by a reviewer, ana)" in out
+    assert f"mlops reproduce {new_case}" in out and "decline, by reviewer ana" in out
 
     # An application routed in no batch: decided by the model, the latest batch's record current.
     plain = int(
@@ -397,7 +400,8 @@ def test_audit_find_goes_from_an_application_id_to_its_predictions_and_review(
     )
     assert main(["audit", "find", ids.iloc[plain], "--model", MODEL, "--json"]) == 0
     current = last_json(capsys.readouterr().out)["current"][MODEL]
-    assert current["batch_id"] == again.batch_id and current["outcome"] == "decided by the model"
+    assert current["decided_by"] == "model" and current["decision"] in ("approve", "decline")
+    assert current["prediction"]["batch_id"] == again.batch_id and current["open_cases"] == []
 
     # Not found: another model, an unknown id, the right id under another hash key (exit 1).
     assert main(["audit", "find", app_id, "--model", "credit-risk-new", "--json"]) == 1

@@ -414,7 +414,9 @@ def test_an_application_is_found_by_its_own_id(engine: Engine) -> None:
     assert old.record_id == first.record_ids[1] and old.case_status == "superseded"
     assert old.case_superseded_by == new.record_id == later.record_ids[1]
     assert (new.case_status, new.reviewer, new.reviewed_decision) == ("resolved", "alice", "decline")
-    assert review.decision == "decline" and history.current["credit-risk"].record_id == new.record_id
+    assert (review.decision, review.case_id, review.reviewer) == ("decline", new.record_id, "alice")
+    now = history.current["credit-risk"]
+    assert (now.decision, now.decided_by, now.prediction.record_id) == ("decline", "reviewer", new.record_id)
     assert find_entity(engine, "APP-000001", "another-key").records == []
     assert find_entity(engine, "APP-000001", KEY, model_name="other").records == []
 

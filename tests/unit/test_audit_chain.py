@@ -9,7 +9,6 @@ import sqlite3
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ SNAPSHOT = hashlib.sha256(b"snapshot").hexdigest()
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = audit.create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    audit.create_schema(eng)
-    yield eng
-    eng.dispose()
 
 
 def batch(n: int = 4, *, routed: tuple[int, ...] = (), start: int = 0) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -17,14 +16,6 @@ from mlops.storage import LocalStore
 from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = audit.create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    audit.create_schema(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,6 @@ CHAMPION = [0.9, 0.2, 0.4, 0.6]  # APP-0..3, model v3
 SHADOW = [0.8, 0.1, 0.7, 0.3]  # APP-0..3, model v4 shadow-scored on the same rows
 CANARY = [0.55, 0.35]  # APP-4..5, model v4 deciding for the canary share
 SNAPSHOT = "a" * 64
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = audit.create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    audit.create_schema(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

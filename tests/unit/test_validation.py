@@ -11,7 +11,7 @@ import pytest
 
 from mlops.batch_io import read_batch
 from mlops.constants import QUARANTINE_REASONS_COLUMN
-from mlops.contracts import Contract, load_contract
+from mlops.contracts import ColumnSpec, Contract, load_contract
 from mlops.errors import InputError
 from mlops.gx_suite import GXRunner
 from mlops.scoring_input import iter_batch_chunks
@@ -24,6 +24,7 @@ from mlops.validation import (
     expectation_outcomes,
     gx_view,
     type_batch,
+    type_column,
     validate_frame,
 )
 from tests.helpers import clean_frame
@@ -95,6 +96,16 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(
     row = vb.quarantine.iloc[0]
     assert row[SOURCE_ROW_COLUMN] == 7 and row[QUARANTINE_REASONS_COLUMN] == reason
     assert vb.summary.accepted  # 1% is within the 5% limit
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_int_columns_refuse_whole_numbers_float64_cannot_hold(as_text: bool) -> None:
+    """Ints pass through float64: 2**53 + 1 would become 2**53, two ids one key."""
+    values = [2**53 - 1, 2**53 + 1, -(2**53), 12]
+    raw = pd.Series([str(v) for v in values] if as_text else values)
+    typed, wrong = type_column(raw, ColumnSpec(name="customer_id", role="id", dtype="int", unique=True))
+    assert wrong.tolist() == [False, True, True, False]
+    assert typed[0] == 2**53 - 1 and typed[3] == 12
 
 
 def test_nullable_columns_accept_missing_values(contract: Contract, runner: GXRunner) -> None:

@@ -1,0 +1,100 @@
+"""``mlops audit find``'s answer on a real SQLite store: records, cases and current decisions."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from mlops import audit
+from mlops.audit_hashing import entity_key
+from mlops.audit_lookup import (
+    OUTCOME_DECIDED,
+    OUTCOME_PENDING,
+    OUTCOME_REVIEWED,
+    application_id,
+    find_entity,
+    history_text,
+)
+from mlops.contracts import load_contract
+from mlops.errors import InputError
+from mlops.settings import PROJECT_ROOT
+from tests.unit.test_audit_chain import KEY, batch
+
+pytestmark = pytest.mark.unit
+
+APP = "APP-000001"  # row 1 of every batch(): the champion row routed by routed=(1,)
+
+
+def test_a_later_automatic_decision_is_current_and_the_earlier_open_case_is_named(engine: Engine) -> None:
+    routed = audit.append_predictions(engine, batch(4, routed=(1,)), batch_id="b-1", hash_key=KEY)
+    later = audit.append_predictions(engine, batch(4), batch_id="b-2", hash_key=KEY)
+    case, decided = routed.record_ids[1], later.record_ids[1]
+
+    now = find_entity(engine, APP, KEY).current["credit-risk"]
+    assert (now.decided_by, now.decision, now.prediction.record_id) == ("model", "approve", decided)
+    assert now.prediction.outcome == OUTCOME_DECIDED and now.open_cases == [case]
+    assert f"still open in the review queue from earlier predictions: {case}" in history_text(
+        APP, find_entity(engine, APP, KEY)
+    )
+
+    # The old case resolved afterwards: the reviewer's decision is the latest one.
+    audit.resolve_case(engine, case, "carol", "decline", "income unverified")
+    history = find_entity(engine, APP, KEY)
+    now = history.current["credit-risk"]
+    assert (now.decided_by, now.decision, now.reviewer) == ("reviewer", "decline", "carol")
+    assert now.prediction.record_id == case and now.open_cases == []
+    review = history.records[-1]
+    assert (review.record_type, review.case_id, review.reviewer) == ("review", case, "carol")
+    assert now.review_record_id == review.record_id
+    assert "decline, by reviewer carol" in history_text(APP, history)
+
+
+def test_a_routed_latest_prediction_leaves_the_decision_pending(engine: Engine) -> None:
+    audit.append_predictions(engine, batch(4), batch_id="b-1", hash_key=KEY)
+    routed = audit.append_predictions(engine, batch(4, routed=(1,)), batch_id="b-2", hash_key=KEY)
+    history = find_entity(engine, APP, KEY)
+    now = history.current["credit-risk"]
+    assert (now.decision, now.decided_by) == (None, None)
+    assert now.prediction.record_id == routed.record_ids[1] and now.prediction.outcome == OUTCOME_PENDING
+    assert now.open_cases == [routed.record_ids[1]]
+    assert f"none yet: case {routed.record_ids[1]} waits for review" in history_text(APP, history)
+
+
+def test_a_case_opened_by_hand_on_an_unrouted_prediction_decides_its_outcome(engine: Engine) -> None:
+    result = audit.append_predictions(engine, batch(4), batch_id="b-1", hash_key=KEY)
+    rid = result.record_ids[1]
+    audit.open_review_case(engine, rid, "complaint by the applicant")
+    assert find_entity(engine, APP, KEY).current["credit-risk"].decided_by is None  # pending now
+    audit.resolve_case(engine, rid, "bob", "decline", "checked by phone")
+    history = find_entity(engine, APP, KEY)
+    [prediction] = [r for r in history.predictions if r.record_id == rid]
+    assert not prediction.review_routed and prediction.outcome == OUTCOME_REVIEWED
+    now = history.current["credit-risk"]
+    assert (now.decision, now.decided_by, now.reviewer) == ("decline", "reviewer", "bob")
+
+
+def test_ids_are_keyed_as_given_and_blank_ids_refused(engine: Engine) -> None:
+    audit.append_predictions(engine, batch(4), batch_id="b-1", hash_key=KEY)
+    assert len(find_entity(engine, APP, KEY).predictions) == 2  # champion + shadow
+    assert find_entity(engine, f" {APP}", KEY).records == []  # not stripped: another id
+    with pytest.raises(InputError, match="application id"):
+        find_entity(engine, "  ", KEY)
+
+
+def test_integer_ids_are_keyed_by_their_value_as_scoring_keys_them() -> None:
+    contract = load_contract(PROJECT_ROOT / "data_contracts", "credit_applications")
+    assert application_id("007", contract) == "007"  # a string id stays as given
+    numbered = contract.model_copy(
+        update={
+            "columns": [
+                c.model_copy(update={"dtype": "int"}) if c.name == contract.id_column else c
+                for c in contract.columns
+            ]
+        }
+    )
+    assert application_id("007", numbered) == 7 and application_id(" 12 ", numbered) == 12
+    assert entity_key(application_id("007", numbered), KEY) == entity_key(pd.Series([7]), KEY)[0]
+    with pytest.raises(InputError, match="ids are integers"):
+        application_id("APP-7", numbered)
+    assert application_id("x", None) == "x"
