@@ -281,6 +281,17 @@ class EncodedChunk:
             grid[:, j] = column
         return grid
 
+    def deciding_rows(self) -> list[tuple[str, str, str]]:
+        """(model_name, entity_key, record_id) of each deciding (champion, canary) row, in order:
+        the predictions that supersede their application's open case."""
+        role = self.coded["role"].values()
+        model = self.coded["model_name"].values()
+        return [
+            (model[i], self.entity_key[i], self.record_id[i])
+            for i in range(len(self))
+            if role[i] in DECIDING_ROLES
+        ]
+
     def case_stubs(self) -> list[dict[str, Any]]:
         """Review cases to open (routed rows of a deciding role), without ``created_at``."""
         role = self.coded["role"].values()

@@ -9,9 +9,9 @@ case, and per model the current decision, so the question ends at ``mlops reprod
 The current decision of a model is the latest decision the trail holds for the application: a
 deciding (champion or canary) prediction the model decided, or a reviewer's resolution of one
 of its cases, whichever came later; a routed prediction after them leaves it pending until its
-case is resolved. A later prediction that is not routed does not supersede an open case (only a
-routed one does, see :func:`mlops.audit_write.supersede_open_cases`): such cases stay in the
-queue and are listed beside the current decision.
+case is resolved. A later deciding prediction supersedes the application's open case
+(:func:`mlops.audit_write.supersede_open_cases`); a case still open behind a later decision
+(predictions appended without cases) is listed beside the current decision.
 
 ``entity_key`` has no index: one would cost every bulk append a random B-tree insert per
 record (2M per million scored rows). The lookup reads the table once (0.04 s for 200k

@@ -33,6 +33,7 @@ from mlops.audit_schema import (
     review_cases,
 )
 from mlops.audit_write import (
+    DECIDING_ROLES,
     RECORD_PREDICTION,
     RECORD_REVIEW,
     append_events_locked,
@@ -62,8 +63,8 @@ class ReviewCaseAlreadyResolved(ReviewError):
 
 
 class ReviewCaseSuperseded(ReviewError):
-    """A later prediction for the same entity opened a case of its own; that one is reviewed
-    (the CLI exits 1: refused)."""
+    """A later prediction decided the same entity (opening a case of its own, which is the one
+    reviewed, or deciding without review); the CLI exits 1: refused."""
 
     exit_code = 1
 
@@ -131,6 +132,24 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
                     review_cases.c.entity_key == record.entity_key,
                 )
             ).first()
+            later = conn.execute(
+                sa.select(audit_records.c.record_id)
+                .where(
+                    audit_records.c.seq > record.seq,
+                    audit_records.c.record_type == RECORD_PREDICTION,
+                    audit_records.c.entity_key == record.entity_key,
+                    audit_records.c.model_name == record.model_name,
+                    audit_records.c.role.in_(DECIDING_ROLES),
+                )
+                .order_by(audit_records.c.seq.desc())
+                .limit(1)
+            ).first()
+            if later is not None and record.entity_key is not None:
+                raise ReviewError(
+                    f"prediction {case_id!r} is not its application's latest decision: prediction "
+                    f"{later.record_id} decided it later, and a case on the earlier one would be superseded",
+                    hint=f"open the case on prediction {later.record_id}",
+                )
             if already is not None and already.case_id != case_id:
                 raise ReviewError(
                     f"the application of prediction {case_id!r} has an open review case already "
@@ -162,7 +181,7 @@ def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:
         row = conn.execute(
             sa.select(review_cases).where(review_cases.c.case_id == case.superseded_by)
         ).first()
-        if row is None or row.case_id in seen:
+        if row is None or row.case_id in seen:  # superseded by a prediction that opened no case
             break
         case = _case(row)
         seen.add(case.case_id)
@@ -171,9 +190,16 @@ def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:
 
 def check_open(conn: Any, case: ReviewCase) -> None:
     """Raise :class:`ReviewCaseAlreadyResolved` or :class:`ReviewCaseSuperseded` (naming the
-    newest case of its chain) unless ``case`` is open."""
+    newest case of its chain, or the later prediction that decided without review) unless
+    ``case`` is open."""
     if case.status == CASE_SUPERSEDED:
         newest = latest_case(conn, case)
+        if newest.status == CASE_SUPERSEDED:  # the chain ends at a prediction that opened no case
+            raise ReviewCaseSuperseded(
+                f"review case {case.case_id!r} was superseded: a later prediction for the same "
+                f"application ({newest.superseded_by}) decided it without review",
+                hint=f"nothing to resolve; the later decision stands (mlops reproduce {newest.superseded_by})",
+            )
         now = (
             f"case {newest.case_id} is {newest.status}"
             if newest.case_id != case.superseded_by

@@ -96,7 +96,7 @@ audit_anchors = sa.Table(
 
 CASE_OPEN: Final = "open"
 CASE_RESOLVED: Final = "resolved"
-CASE_SUPERSEDED: Final = "superseded"  # a later prediction for the same entity opened a case
+CASE_SUPERSEDED: Final = "superseded"  # a later prediction decided the same entity (superseded_by)
 
 review_cases = sa.Table(
     "review_cases",

@@ -624,7 +624,7 @@ class ScoringResult(BaseModel):
     routed_to_review: int = 0
     review_cases_opened: int = 0
     review_cases_superseded: int = Field(
-        0, description="earlier open cases of the same applications, superseded by this batch's cases"
+        0, description="earlier open cases of the same applications, superseded by this batch's decisions"
     )
     canary_rows: int = 0
     canary_share_realised: float = 0.0
@@ -1055,7 +1055,7 @@ def scoring_markdown(result: ScoringResult) -> str:
     if result.review_cases_superseded:
         lines += [
             f"{result.review_cases_superseded} earlier open review case(s) of the same applications were "
-            "superseded by this batch's cases (a person reviews the latest prediction).",
+            "superseded by this batch's decisions (a person reviews only an application's latest decision).",
             "",
         ]
     lines += [

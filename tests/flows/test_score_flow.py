@@ -296,9 +296,9 @@ def open_case_keys(engine: Engine) -> set[str]:
     return {str(c.entity_key) for c in list_open_cases(engine, MODEL)}
 
 
-def routed_keys(engine: Engine, batch_id: str) -> set[str]:
+def decided_keys(engine: Engine, batch_id: str) -> set[str]:
     records = records_of(engine, batch_id)
-    return set(records.loc[records["review_routed"].astype(bool), "entity_key"])
+    return set(records.loc[records["role"] != ROLE_SHADOW, "entity_key"])
 
 
 def assert_one_open_case_per_application(engine: Engine) -> None:
@@ -333,8 +333,8 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     open_before = open_case_keys(engine)
     partly = score_batch(source=str(setup.batch_b))
     assert partly.rows_scored == 300
-    routed_again = routed_keys(engine, partly.batch_id)
-    assert partly.review_cases_superseded == len(open_before & routed_again) > 0
+    decided_again = decided_keys(engine, partly.batch_id)  # routed again or not: the latest decision
+    assert partly.review_cases_superseded == len(open_before & decided_again) > 0
     assert_one_open_case_per_application(engine)
 
     # On purpose: scored again, and the batch record names the batch it repeats.
@@ -343,7 +343,7 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     again = last_json(capsys.readouterr().out)
     assert again["rows_scored"] == 300 and len(records_of(engine, again["batch_id"])) == 600
     assert batch_record_of(engine, again["batch_id"])["payload"]["rescore_of"] == [first.batch_id]
-    superseded = open_before & routed_keys(engine, again["batch_id"])
+    superseded = open_before & decided_keys(engine, again["batch_id"])
     assert again["review_cases_superseded"] == len(superseded) > 0
     assert_one_open_case_per_application(engine)
     assert main(["audit", "verify", "--json"]) == 0

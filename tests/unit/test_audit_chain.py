@@ -671,24 +671,27 @@ def test_case_opened_after_the_fact(engine: Engine) -> None:
         audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction")
 
 
-def test_a_later_routed_prediction_for_the_same_application_supersedes_its_open_case(
-    engine: Engine,
-) -> None:
+def test_a_later_prediction_for_the_same_application_supersedes_its_open_case(engine: Engine) -> None:
     first = audit.append_predictions(engine, batch(4, routed=(0, 1, 2)), batch_id="b1", hash_key=KEY)
     audit.resolve_case(engine, first.record_ids[0], "alice", "approve", "ok")  # resolved: kept as is
     # APP-1..3 again (rows 1, 2 of the new batch are APP-2, APP-3; APP-1 is not routed this time),
     # and APP-4, APP-5 new.
     again = batch(5, routed=(1, 2, 3), start=1)
     second = audit.append_predictions(engine, again, batch_id="b2", hash_key=KEY)
-    assert (second.cases_opened, second.cases_superseded) == (3, 1)  # APP-2's case; APP-3 had none
+    assert (second.cases_opened, second.cases_superseded) == (3, 2)  # APP-1's, APP-2's; APP-3 had none
     old, new = first.record_ids[2], second.record_ids[1]
     superseded = audit.get_case(engine, old)
     assert (superseded.status, superseded.superseded_by) == ("superseded", new)
     assert superseded.entity_key == audit.entity_key("APP-000002", KEY)
     assert audit.get_case(engine, first.record_ids[0]).status == "resolved"
-    assert audit.get_case(engine, first.record_ids[1]).status == "open"  # APP-1: not routed again
+    # APP-1 decided again without review: its case waits for nothing any more.
+    moot = audit.get_case(engine, first.record_ids[1])
+    assert (moot.status, moot.superseded_by) == ("superseded", second.record_ids[0])
+    with pytest.raises(audit.ReviewCaseSuperseded, match="decided it without review") as refused:
+        audit.resolve_case(engine, moot.case_id, "bob", "decline", "late")
+    assert refused.value.hint and f"mlops reproduce {second.record_ids[0]}" in refused.value.hint
     open_keys = [c.entity_key for c in audit.list_open_cases(engine)]
-    assert len(open_keys) == len(set(open_keys)) == 4
+    assert len(open_keys) == len(set(open_keys)) == 3  # APP-2, APP-3, APP-4 of the second batch
 
     head = audit.verify_chain(engine).last_seq
     with pytest.raises(audit.ReviewCaseSuperseded, match=f"superseded by case '{new}'") as refused:
@@ -701,7 +704,7 @@ def test_a_later_routed_prediction_for_the_same_application_supersedes_its_open_
     # Another model's cases for the same application are its own queue.
     other = batch(3, routed=(1,), start=1).assign(model_name="other-model")
     assert audit.append_predictions(engine, other, batch_id="b3", hash_key=KEY).cases_superseded == 0
-    assert audit.get_case(engine, first.record_ids[1]).status == "open"
+    assert audit.get_case(engine, second.record_ids[2]).status == "open"  # credit-risk's APP-3
     with engine.connect() as conn:
         plan = " ".join(
             str(r[-1])
@@ -721,13 +724,19 @@ def test_one_open_case_per_application_within_one_append_and_after_the_fact(engi
     assert open_case.case_id == result.record_ids[3]  # the later row's
     assert audit.get_case(engine, result.record_ids[1]).superseded_by == result.record_ids[3]
 
-    # Routing another prediction of that application by hand is refused: it has a case.
-    plain = audit.append_predictions(engine, batch(2)[:2], batch_id="b1b", hash_key=KEY)
+    # Routing by hand: refused while the application has an open case (predictions appended
+    # without cases leave it open) and on a prediction that is not the application's latest.
+    plain = audit.append_predictions(engine, batch(2)[:2], batch_id="b1b", hash_key=KEY, open_cases=False)
+    assert audit.get_case(engine, result.record_ids[3]).status == "open"
     with pytest.raises(
         audit.ReviewError, match=f"has an open review case already \\({result.record_ids[3]}\\)"
     ):
         audit.open_review_case(engine, plain.record_ids[1], "second look")
-    assert audit.open_review_case(engine, plain.record_ids[0], "high stakes").status == "open"  # APP-0
+    with pytest.raises(audit.ReviewError, match="not its application's latest decision") as stale:
+        audit.open_review_case(engine, result.record_ids[0], "second look")  # APP-0's first
+    assert stale.value.hint == f"open the case on prediction {plain.record_ids[0]}"
+    by_hand = audit.open_review_case(engine, plain.record_ids[0], "high stakes")  # APP-0's latest
+    assert by_hand.status == "open"
 
     # A chain of supersessions: the refusal names the newest case, not the next one.
     later = audit.append_predictions(engine, batch(2, routed=(1,)), batch_id="b2", hash_key=KEY)
@@ -741,6 +750,8 @@ def test_one_open_case_per_application_within_one_append_and_after_the_fact(engi
         audit.resolve_case(engine, result.record_ids[3], "bob", "approve", "ok")
     assert "is resolved" in refused.value.message and refused.value.hint
     assert "nothing to resolve" in refused.value.hint
+    # The case opened by hand: superseded by APP-0's unrouted prediction in the later batch.
+    assert audit.get_case(engine, by_hand.case_id).superseded_by == later.record_ids[0]
 
 
 def test_a_store_made_before_case_entities_gets_the_columns_and_keeps_its_cases(engine: Engine) -> None:
@@ -983,3 +994,17 @@ def test_a_resumed_batch_is_written_by_the_resuming_run_only(engine: Engine) -> 
     other = hashlib.sha256(b"changed source").hexdigest()
     with pytest.raises(BatchSourceChanged, match="the source changed between attempts"):
         find_resume_point(engine, model_name="m", batch_id="b0", snapshots=[other], resume=False)
+
+
+def test_open_cases_are_found_the_same_way_whatever_the_queue_length(engine: Engine) -> None:
+    from mlops.audit_write import _open_cases_of
+
+    result = audit.append_predictions(engine, batch(8, routed=(0, 2, 3, 5, 7)), batch_id="b", hash_key=KEY)
+    app = {i: audit.entity_key(f"APP-{i:06d}", KEY) for i in range(8)}
+    keys = {app[i]: f"successor-{i}" for i in (2, 4, 5)}  # APP-4 has no case
+    with engine.connect() as conn:
+        few = _open_cases_of(conn, "credit-risk", {app[2]: "successor-2"})  # 5 open > 2 x 1: by key
+        many = _open_cases_of(conn, "credit-risk", keys)  # 5 open <= 2 x 3 keys: the queue is read
+        other = _open_cases_of(conn, "other-model", keys)
+    assert few == [(result.record_ids[2], app[2])] and other == []
+    assert sorted(many) == sorted([(result.record_ids[2], app[2]), (result.record_ids[5], app[5])])

@@ -12,6 +12,7 @@ from mlops.audit_lookup import (
     OUTCOME_DECIDED,
     OUTCOME_PENDING,
     OUTCOME_REVIEWED,
+    OUTCOME_SUPERSEDED,
     application_id,
     find_entity,
     history_text,
@@ -26,17 +27,32 @@ pytestmark = pytest.mark.unit
 APP = "APP-000001"  # row 1 of every batch(): the champion row routed by routed=(1,)
 
 
-def test_a_later_automatic_decision_is_current_and_the_earlier_open_case_is_named(engine: Engine) -> None:
+def test_a_later_automatic_decision_supersedes_the_open_case_and_is_current(engine: Engine) -> None:
     routed = audit.append_predictions(engine, batch(4, routed=(1,)), batch_id="b-1", hash_key=KEY)
     later = audit.append_predictions(engine, batch(4), batch_id="b-2", hash_key=KEY)
     case, decided = routed.record_ids[1], later.record_ids[1]
-
-    now = find_entity(engine, APP, KEY).current["credit-risk"]
+    history = find_entity(engine, APP, KEY)
+    now = history.current["credit-risk"]
     assert (now.decided_by, now.decision, now.prediction.record_id) == ("model", "approve", decided)
-    assert now.prediction.outcome == OUTCOME_DECIDED and now.open_cases == [case]
-    assert f"still open in the review queue from earlier predictions: {case}" in history_text(
-        APP, find_entity(engine, APP, KEY)
+    assert now.prediction.outcome == OUTCOME_DECIDED and now.open_cases == []
+    [old] = [r for r in history.predictions if r.record_id == case]
+    assert (old.case_status, old.case_superseded_by, old.outcome) == (
+        "superseded",
+        decided,
+        OUTCOME_SUPERSEDED,
     )
+
+
+def test_a_case_left_open_by_an_append_without_cases_is_named_and_its_review_becomes_current(
+    engine: Engine,
+) -> None:
+    routed = audit.append_predictions(engine, batch(4, routed=(1,)), batch_id="b-1", hash_key=KEY)
+    later = audit.append_predictions(engine, batch(4), batch_id="b-2", hash_key=KEY, open_cases=False)
+    case, decided = routed.record_ids[1], later.record_ids[1]
+    history = find_entity(engine, APP, KEY)
+    now = history.current["credit-risk"]
+    assert (now.decided_by, now.prediction.record_id, now.open_cases) == ("model", decided, [case])
+    assert f"still open in the review queue from earlier predictions: {case}" in history_text(APP, history)
 
     # The old case resolved afterwards: the reviewer's decision is the latest one.
     audit.resolve_case(engine, case, "carol", "decline", "income unverified")
