@@ -15,7 +15,7 @@ case is resolved. A later deciding prediction supersedes the application's open 
 
 ``entity_key`` has no index: one would cost every bulk append a random B-tree insert per
 record (2M per million scored rows). The lookup reads the table once (0.04 s for 200k
-records on SQLite and PostgreSQL, 0.49 s for 2M on SQLite: ``benchmarks/results``); ``model_name``
+records on SQLite and PostgreSQL, 0.33-0.49 s for 2M on SQLite: ``benchmarks/results``); ``model_name``
 narrows what is returned, not what is read. A large PostgreSQL store searched often can add
 the index (README).
 """

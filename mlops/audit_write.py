@@ -37,6 +37,7 @@ from mlops.audit_encode import (
 )
 from mlops.audit_hashing import chain_hashes, check_hex64, normalise_payload, record_hash
 from mlops.audit_schema import (
+    CASE_OPEN,
     CASE_SUPERSEDED,
     OPEN_CASE,
     audit_chain_head,
@@ -474,9 +475,9 @@ def _open_cases_of(conn: Connection, model: str, keys: Mapping[str, str]) -> lis
     """(case id, entity key) of the open cases of ``model`` for these entity keys.
 
     Through the partial index of open cases, either way: when the queue is shorter than about
-    twice the keys, it reads the model's open cases and matches them here (0.18 s for 100k open
-    cases against 1M keys); otherwise it looks the keys up a few hundred at a time (about 3 s
-    per million keys, so not for a large batch against a short queue).
+    twice the keys, it reads the queue's entity keys and matches them here (a chunk of 50k
+    applications against 80k open cases: 0.05 s); otherwise it looks the keys up a few hundred
+    at a time (about 3 s per million keys, so not for a large batch against a short queue).
     """
     c = review_cases.c
     in_queue = conn.execute(
@@ -484,10 +485,9 @@ def _open_cases_of(conn: Connection, model: str, keys: Mapping[str, str]) -> lis
     ).scalar_one()
     if not in_queue:
         return []
-    if in_queue <= 2 * len(keys):
-        rows = conn.execute(sa.select(c.case_id, c.entity_key).where(OPEN_CASE, c.model_name == model))
-        return [(str(r.case_id), r.entity_key) for r in rows if r.entity_key in keys]
     wanted = list(keys)
+    if in_queue <= 2 * len(keys):
+        wanted = [key for key in _open_case_keys(conn, model) if key in keys]
     found: list[tuple[str, str]] = []
     for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
         rows = conn.execute(
@@ -497,6 +497,26 @@ def _open_cases_of(conn: Connection, model: str, keys: Mapping[str, str]) -> lis
         )
         found += [(str(r.case_id), r.entity_key) for r in rows]
     return found
+
+
+def _open_case_keys(conn: Connection, model: str) -> list[str]:
+    """The entity keys of ``model``'s open cases. Our own read through the DB-API cursor on
+    SQLite and PostgreSQL: SQLAlchemy's row handling took 3-4x as long (80k keys: 0.17 s
+    against 0.04 s), and this runs for every chunk a scoring run writes."""
+    where = f"FROM {qualified(conn, review_cases)} WHERE status = '{CASE_OPEN}' AND model_name = "
+    if conn.dialect.name == "sqlite":
+        sql, params = f"SELECT entity_key {where}?", (model,)
+    elif conn.dialect.name == "postgresql":
+        sql, params = f"SELECT entity_key {where}%(model)s", {"model": model}  # type: ignore[assignment]
+    else:
+        c = review_cases.c
+        return list(conn.execute(sa.select(c.entity_key).where(OPEN_CASE, c.model_name == model)).scalars())
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return [key for (key,) in cursor.fetchall()]
+    finally:
+        cursor.close()
 
 
 def append_predictions(
