@@ -139,6 +139,18 @@ _DROPPED_INDEXES: Final = ("ix_review_cases_status",)
 open_cases_index = _partial_index(
     "ix_review_cases_open_entity", review_cases.c.model_name, review_cases.c.entity_key, where=OPEN_CASE
 )
+# The same cases by batch: a scoring chunk reads the entity keys of the OTHER batches' open
+# cases from this index alone (a large batch's own cases, which it never decides again, would
+# otherwise be read for every chunk it writes). ``status`` last: SQLite reads an index alone
+# only if it holds every column the query names, the partial index's own term included.
+open_cases_by_batch_index = _partial_index(
+    "ix_review_cases_open_batch",
+    review_cases.c.model_name,
+    review_cases.c.batch_id,
+    review_cases.c.entity_key,
+    review_cases.c.status,
+    where=OPEN_CASE,
+)
 
 APPEND_ONLY_TABLES: Final = ("audit_records", "audit_anchors")
 SQLITE_PAGE_SIZE: Final = 16_384
@@ -186,7 +198,7 @@ def create_schema(engine: Engine) -> None:
         _add_columns(conn)
         # Stores made before the indexes existed get them here; IF NOT EXISTS, so two processes
         # opening such a store at once do not collide (see README: large PostgreSQL stores).
-        for index in (audit_events_index, open_cases_index):
+        for index in (audit_events_index, open_cases_index, open_cases_by_batch_index):
             conn.execute(CreateIndex(index, if_not_exists=True))
         for name in _DROPPED_INDEXES:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_qualified_name(conn, name)}")

@@ -274,6 +274,7 @@ class EncodedPredictions:
     dialect: str
     index: pd.Index
     chunks: tuple[PreparedChunk, ...]
+    batch_id: str
 
 
 def _prepare_chunk(chunk: EncodedChunk, dialect: str, open_cases: bool) -> PreparedChunk:
@@ -317,7 +318,7 @@ def encode_predictions(
         )
         for s in range(0, len(frame), chunk_rows)
     )
-    return EncodedPredictions(dialect, frame.index, chunks)
+    return EncodedPredictions(dialect, frame.index, chunks, batch_id)
 
 
 def _write_chunk(
@@ -418,7 +419,7 @@ def append_encoded(
             seq += len(hashes)
             head_hash = hashes[-1]
             all_ids.extend(chunk.record_ids)
-        superseded = supersede_open_cases(conn, case_rows, deciding) if deciding else 0
+        superseded = supersede_open_cases(conn, case_rows, deciding, encoded.batch_id) if deciding else 0
         if case_rows:
             conn.execute(review_cases.insert(), case_rows)
         _set_head(conn, seq, head_hash)
@@ -430,7 +431,7 @@ _KEYS_PER_LOOKUP: Final = 500
 
 
 def supersede_open_cases(
-    conn: Connection, new_cases: list[dict[str, Any]], deciding: list[tuple[str, str, str]]
+    conn: Connection, new_cases: list[dict[str, Any]], deciding: list[tuple[str, str, str]], batch_id: str
 ) -> int:
     """Mark the open cases of the applications decided again in this append superseded.
 
@@ -441,8 +442,11 @@ def supersede_open_cases(
     row of an application supersedes its open case: ``superseded_by`` is that prediction's id,
     which is a case id too when it was routed. The superseded case keeps its row; its
     prediction record is untouched. Among ``new_cases`` (edited in place), a case whose
-    application is decided again later in the same append is superseded at once. Resolved cases
-    are never superseded. Returns how many cases were superseded.
+    application is decided again later in the same append is superseded at once. Open cases of
+    the same ``batch_id`` from earlier appends are left alone: a batch decides each application
+    once (scoring refuses repeated ids; a resume writes only rows not written), and a large
+    batch's own cases would otherwise be read again for every chunk. Resolved cases are never
+    superseded. Returns how many cases were superseded.
     """
     latest: dict[str, dict[str, str]] = {}  # model -> entity key -> its last deciding row
     for model, key, record_id in deciding:
@@ -458,7 +462,7 @@ def supersede_open_cases(
     updates = [
         {"old": case_id, "new": successors[key]}
         for model, successors in latest.items()
-        for case_id, key in _open_cases_of(conn, model, successors)
+        for case_id, key in _open_cases_of(conn, model, successors, batch_id)
     ]
     if updates:
         c = review_cases.c
@@ -471,46 +475,60 @@ def supersede_open_cases(
     return len(updates) + within
 
 
-def _open_cases_of(conn: Connection, model: str, keys: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(case id, entity key) of the open cases of ``model`` for these entity keys.
+def _open_cases_of(
+    conn: Connection, model: str, keys: Mapping[str, str], batch_id: str
+) -> list[tuple[str, str]]:
+    """(case id, entity key) of the open cases of ``model`` for these entity keys, except those of
+    ``batch_id``.
 
-    Through the partial index of open cases, either way: when the queue is shorter than about
-    twice the keys, it reads the queue's entity keys and matches them here (a chunk of 50k
-    applications against 80k open cases: 0.05 s); otherwise it looks the keys up a few hundred
-    at a time (about 3 s per million keys, so not for a large batch against a short queue).
+    Through the partial index of open cases, whichever way is cheaper: when the queue is
+    shorter than four times the keys, it reads the queue's entity keys and matches them here
+    (0.7 us per open case: 80k open cases 0.05 s); otherwise it looks the keys up a few hundred
+    at a time (3 us per key).
     """
     c = review_cases.c
+    other_batches = c.batch_id.is_distinct_from(batch_id)
     in_queue = conn.execute(
-        sa.select(sa.func.count()).select_from(review_cases).where(OPEN_CASE, c.model_name == model)
+        sa.select(sa.func.count())
+        .select_from(review_cases)
+        .where(OPEN_CASE, c.model_name == model, other_batches)
     ).scalar_one()
     if not in_queue:
         return []
     wanted = list(keys)
-    if in_queue <= 2 * len(keys):
-        wanted = [key for key in _open_case_keys(conn, model) if key in keys]
+    if in_queue <= 4 * len(keys):
+        wanted = [key for key in _open_case_keys(conn, model, batch_id) if key in keys]
     found: list[tuple[str, str]] = []
     for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
         rows = conn.execute(
             sa.select(c.case_id, c.entity_key).where(
-                OPEN_CASE, c.model_name == model, c.entity_key.in_(wanted[start : start + _KEYS_PER_LOOKUP])
+                OPEN_CASE,
+                c.model_name == model,
+                c.entity_key.in_(wanted[start : start + _KEYS_PER_LOOKUP]),
+                other_batches,
             )
         )
         found += [(str(r.case_id), r.entity_key) for r in rows]
     return found
 
 
-def _open_case_keys(conn: Connection, model: str) -> list[str]:
-    """The entity keys of ``model``'s open cases. Our own read through the DB-API cursor on
+def _open_case_keys(conn: Connection, model: str, batch_id: str) -> list[str]:
+    """The entity keys of ``model``'s open cases of other batches than ``batch_id`` (from
+    ``ix_review_cases_open_batch`` alone). Our own read through the DB-API cursor on
     SQLite and PostgreSQL: SQLAlchemy's row handling took 3-4x as long (80k keys: 0.17 s
     against 0.04 s), and this runs for every chunk a scoring run writes."""
-    where = f"FROM {qualified(conn, review_cases)} WHERE status = '{CASE_OPEN}' AND model_name = "
+    where = f"SELECT entity_key FROM {qualified(conn, review_cases)} WHERE status = '{CASE_OPEN}' AND "
     if conn.dialect.name == "sqlite":
-        sql, params = f"SELECT entity_key {where}?", (model,)
+        sql, params = f"{where}model_name = ? AND batch_id IS NOT ?", (model, batch_id)
     elif conn.dialect.name == "postgresql":
-        sql, params = f"SELECT entity_key {where}%(model)s", {"model": model}  # type: ignore[assignment]
+        sql = f"{where}model_name = %(model)s AND batch_id IS DISTINCT FROM %(batch)s"
+        params = {"model": model, "batch": batch_id}  # type: ignore[assignment]
     else:
         c = review_cases.c
-        return list(conn.execute(sa.select(c.entity_key).where(OPEN_CASE, c.model_name == model)).scalars())
+        stmt = sa.select(c.entity_key).where(
+            OPEN_CASE, c.model_name == model, c.batch_id.is_distinct_from(batch_id)
+        )
+        return list(conn.execute(stmt).scalars())
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)

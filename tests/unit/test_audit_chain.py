@@ -759,6 +759,7 @@ def test_a_store_made_before_case_entities_gets_the_columns_and_keeps_its_cases(
     sql(
         engine,
         "DROP INDEX ix_review_cases_open_entity",
+        "DROP INDEX ix_review_cases_open_batch",
         "ALTER TABLE review_cases DROP COLUMN superseded_by",
         "ALTER TABLE review_cases DROP COLUMN entity_key",
         "CREATE INDEX ix_review_cases_status ON review_cases (status)",  # the first release's
@@ -767,7 +768,8 @@ def test_a_store_made_before_case_entities_gets_the_columns_and_keeps_its_cases(
     audit.create_schema(engine)  # twice: nothing to add the second time
     with engine.connect() as conn:
         names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars().all()
-    assert "ix_review_cases_open_entity" in names and "ix_review_cases_status" not in names
+    assert {"ix_review_cases_open_entity", "ix_review_cases_open_batch"} <= set(names)
+    assert "ix_review_cases_status" not in names
     # The cases opened before get their entity keys from their predictions.
     case = audit.get_case(engine, first.record_ids[1])
     assert (case.status, case.superseded_by) == ("open", None)
@@ -999,12 +1001,22 @@ def test_a_resumed_batch_is_written_by_the_resuming_run_only(engine: Engine) -> 
 def test_open_cases_are_found_the_same_way_whatever_the_queue_length(engine: Engine) -> None:
     from mlops.audit_write import _open_cases_of
 
-    result = audit.append_predictions(engine, batch(8, routed=(0, 2, 3, 5, 7)), batch_id="b", hash_key=KEY)
+    result = audit.append_predictions(engine, batch(8, routed=(0, 2, 3, 5, 6, 7)), batch_id="b", hash_key=KEY)
     app = {i: audit.entity_key(f"APP-{i:06d}", KEY) for i in range(8)}
     keys = {app[i]: f"successor-{i}" for i in (2, 4, 5)}  # APP-4 has no case
     with engine.connect() as conn:
-        few = _open_cases_of(conn, "credit-risk", {app[2]: "successor-2"})  # 5 open > 2 x 1: by key
-        many = _open_cases_of(conn, "credit-risk", keys)  # 5 open <= 2 x 3 keys: the queue is read
-        other = _open_cases_of(conn, "other-model", keys)
-    assert few == [(result.record_ids[2], app[2])] and other == []
+        few = _open_cases_of(conn, "credit-risk", {app[2]: "successor-2"}, "next")  # 6 open > 4 x 1: by key
+        many = _open_cases_of(conn, "credit-risk", keys, "next")  # 6 open <= 4 x 3 keys: the queue is read
+        other = _open_cases_of(conn, "other-model", keys, "next")
+        # A batch's own earlier cases are not looked at (it decides each application once).
+        own = [_open_cases_of(conn, "credit-risk", k, "b") for k in ({app[2]: "s"}, keys)]
+        plans = [
+            " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            for sql in (
+                "SELECT count(*) FROM review_cases WHERE status = 'open' AND model_name = 'm' AND batch_id IS NOT 'b'",
+                "SELECT entity_key FROM review_cases WHERE status = 'open' AND model_name = 'm' AND batch_id IS NOT 'b'",
+            )
+        ]
+    assert few == [(result.record_ids[2], app[2])] and other == [] and own == [[], []]
     assert sorted(many) == sorted([(result.record_ids[2], app[2]), (result.record_ids[5], app[5])])
+    assert all("COVERING INDEX ix_review_cases_open_batch" in plan for plan in plans), plans
