@@ -243,7 +243,7 @@ def _line(record: EntityRecord) -> str:
     if record.case_status == CASE_RESOLVED:
         review = f" -> reviewer {record.reviewer}: {record.reviewed_decision}"
     elif record.case_status == CASE_SUPERSEDED:
-        review = f" -> case superseded by {record.case_superseded_by}"
+        review = f" -> case superseded by prediction {record.case_superseded_by}"
     elif record.case_status == CASE_OPEN:
         review = " -> case open"
     return (
