@@ -281,16 +281,14 @@ class EncodedChunk:
             grid[:, j] = column
         return grid
 
-    def deciding_rows(self) -> list[tuple[str, str, str]]:
-        """(model_name, entity_key, record_id) of each deciding (champion, canary) row, in order:
-        the predictions that supersede their application's open case."""
-        role = self.coded["role"].values()
-        model = self.coded["model_name"].values()
-        return [
-            (model[i], self.entity_key[i], self.record_id[i])
-            for i in range(len(self))
-            if role[i] in DECIDING_ROLES
-        ]
+    def deciding_rows(self) -> DecidingRows:
+        """Its deciding (champion, canary) rows: the predictions that supersede their
+        applications' open cases."""
+        role = self.coded["role"]
+        deciding = [i for i, r in enumerate(role.uniques) if r in DECIDING_ROLES]
+        return DecidingRows(
+            np.isin(role.codes, deciding), self.coded["model_name"], self.entity_key, self.record_id
+        )
 
     def case_stubs(self) -> list[dict[str, Any]]:
         """Review cases to open (routed rows of a deciding role), without ``created_at``."""
@@ -315,6 +313,31 @@ class EncodedChunk:
             }
             for i in picked
         ]
+
+
+@dataclass(frozen=True)
+class DecidingRows:
+    """A chunk's deciding rows as arrays over its rows (the lists are the chunk's own, not
+    copies): the supersede check turns them into (model -> entity key -> record id) only for
+    the models whose open cases it has to look at."""
+
+    mask: np.ndarray
+    model: Coded
+    entity_key: list[str]
+    record_id: list[str]
+
+    def models(self) -> set[str]:
+        return {str(self.model.uniques[code]) for code in np.unique(self.model.codes[self.mask])}
+
+    def latest(self, model: str, into: dict[str, str]) -> None:
+        """Add ``entity key -> record id`` of the model's deciding rows to ``into``, in row order
+        (a later row of the same key wins)."""
+        code = self.model.uniques.index(model) if model in self.model.uniques else -2
+        rows = np.flatnonzero(self.mask & (self.model.codes == code))
+        if len(rows):
+            keys = np.asarray(self.entity_key, dtype=object)[rows].tolist()
+            ids = np.asarray(self.record_id, dtype=object)[rows].tolist()
+            into.update(zip(keys, ids, strict=True))
 
 
 def _strings(column: pd.Series) -> list[str]:

@@ -30,6 +30,7 @@ from mlops.audit_encode import (
     RECORD_PREDICTION,
     REQUIRED_PREDICTION_COLUMNS,
     ROLES,
+    DecidingRows,
     EncodedChunk,
     RecordIds,
     encode_chunk,
@@ -253,15 +254,15 @@ class PreparedChunk:
     ``tails`` are the records' canonical bytes after ``created_at``; ``body`` their rows for
     the store's dialect (an object grid on SQLite, COPY text on PostgreSQL, column lists
     elsewhere) without seq, created_at and the two hashes; ``cases`` the review cases the
-    chunk opens, without ``created_at``; ``deciding`` (model, entity key, record id) of its
-    deciding rows, which supersede their applications' open cases.
+    chunk opens, without ``created_at``; ``deciding`` its deciding rows, which supersede their
+    applications' open cases (None: the append opens no cases).
     """
 
     record_ids: list[str]
     tails: list[bytes]
     body: Any
     cases: list[dict[str, Any]]
-    deciding: list[tuple[str, str, str]]
+    deciding: DecidingRows | None
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -286,7 +287,7 @@ def _prepare_chunk(chunk: EncodedChunk, dialect: str, open_cases: bool) -> Prepa
     else:
         body = chunk.db_columns()
     cases = chunk.case_stubs() if open_cases else []
-    deciding = chunk.deciding_rows() if open_cases else []
+    deciding = chunk.deciding_rows() if open_cases else None
     return PreparedChunk(chunk.record_id, chunk.hash_tails(), body, cases, deciding)
 
 
@@ -410,12 +411,13 @@ def append_encoded(
         created_at = _now()
         seq = head_seq
         case_rows: list[dict[str, Any]] = []
-        deciding: list[tuple[str, str, str]] = []
+        deciding: list[DecidingRows] = []
         for chunk in encoded.chunks:
             hashes = chain_hashes(head_hash, created_at, chunk.tails)
             _write_chunk(conn, seq + 1, created_at, chunk, [head_hash, *hashes[:-1]], hashes)
             case_rows.extend({**case, "created_at": created_at} for case in chunk.cases)
-            deciding += chunk.deciding
+            if chunk.deciding is not None:
+                deciding.append(chunk.deciding)
             seq += len(hashes)
             head_hash = hashes[-1]
             all_ids.extend(chunk.record_ids)
@@ -431,26 +433,31 @@ _KEYS_PER_LOOKUP: Final = 500
 
 
 def supersede_open_cases(
-    conn: Connection, new_cases: list[dict[str, Any]], deciding: list[tuple[str, str, str]], batch_id: str
+    conn: Connection, new_cases: list[dict[str, Any]], deciding: list[DecidingRows], batch_id: str
 ) -> int:
     """Mark the open cases of the applications decided again in this append superseded.
 
     A person reviews the application's latest decision, not an earlier one: an application
     scored again (a re-submitted or re-scored batch) would otherwise sit in the queue twice, or
-    wait for a review its later automatic decision made moot. ``deciding`` lists (model, entity
-    key, record id) of every deciding (champion, canary) row of the append, in order; the last
-    row of an application supersedes its open case: ``superseded_by`` is that prediction's id,
-    which is a case id too when it was routed. The superseded case keeps its row; its
-    prediction record is untouched. Among ``new_cases`` (edited in place), a case whose
-    application is decided again later in the same append is superseded at once. Open cases of
-    the same ``batch_id`` from earlier appends are left alone: a batch decides each application
-    once (scoring refuses repeated ids; a resume writes only rows not written), and a large
-    batch's own cases would otherwise be read again for every chunk. Resolved cases are never
-    superseded. Returns how many cases were superseded.
+    wait for a review its later automatic decision made moot. ``deciding`` holds every deciding
+    (champion, canary) row of the append, chunk by chunk in order; the last row of an
+    application supersedes its open case: ``superseded_by`` is that prediction's id, which is a
+    case id too when it was routed. The superseded case keeps its row; its prediction record is
+    untouched. Among ``new_cases`` (edited in place), a case whose application is decided again
+    later in the same append is superseded at once. Open cases of the same ``batch_id`` from
+    earlier appends are left alone: a batch decides each application once (scoring refuses
+    repeated ids; a resume writes only rows not written), and a large batch's own cases would
+    otherwise be read again for every chunk. Resolved cases are never superseded. Returns how
+    many cases were superseded.
     """
+    models = set().union(*(rows.models() for rows in deciding))
+    queued = {model: _other_open_cases(conn, model, batch_id) for model in models}
+    with_cases = {str(case["model_name"]) for case in new_cases}
     latest: dict[str, dict[str, str]] = {}  # model -> entity key -> its last deciding row
-    for model, key, record_id in deciding:
-        latest.setdefault(model, {})[key] = record_id
+    for model in models:
+        if queued[model] or model in with_cases:
+            for rows in deciding:
+                rows.latest(model, latest.setdefault(model, {}))
     within = 0
     for case in new_cases:
         successor = latest.get(str(case["model_name"]), {}).get(str(case["entity_key"]))
@@ -460,9 +467,10 @@ def supersede_open_cases(
         else:
             case["superseded_by"] = None
     updates = [
-        {"old": case_id, "new": successors[key]}
-        for model, successors in latest.items()
-        for case_id, key in _open_cases_of(conn, model, successors, batch_id)
+        {"old": case_id, "new": latest[model][key]}
+        for model in models
+        if queued[model]
+        for case_id, key in _open_cases_of(conn, model, latest[model], batch_id, queued[model])
     ]
     if updates:
         c = review_cases.c
@@ -475,26 +483,34 @@ def supersede_open_cases(
     return len(updates) + within
 
 
+def _other_batches(batch_id: str) -> sa.ColumnElement[bool]:
+    """Cases of other batches than ``batch_id``: two ranges of ``ix_review_cases_open_batch``
+    (``IS NOT`` would read the batch's own entries too)."""
+    c = review_cases.c
+    return sa.or_(c.batch_id < batch_id, c.batch_id > batch_id, c.batch_id.is_(None))
+
+
+def _other_open_cases(conn: Connection, model: str, batch_id: str) -> int:
+    """How many open cases ``model`` has from other batches than ``batch_id``."""
+    c = review_cases.c
+    stmt = sa.select(sa.func.count()).select_from(review_cases)
+    return int(
+        conn.execute(stmt.where(OPEN_CASE, c.model_name == model, _other_batches(batch_id))).scalar_one()
+    )
+
+
 def _open_cases_of(
-    conn: Connection, model: str, keys: Mapping[str, str], batch_id: str
+    conn: Connection, model: str, keys: Mapping[str, str], batch_id: str, in_queue: int
 ) -> list[tuple[str, str]]:
     """(case id, entity key) of the open cases of ``model`` for these entity keys, except those of
-    ``batch_id``.
+    ``batch_id`` (``in_queue`` of them: :func:`_other_open_cases`).
 
-    Through the partial index of open cases, whichever way is cheaper: when the queue is
+    Through the partial indexes of open cases, whichever way is cheaper: when the queue is
     shorter than four times the keys, it reads the queue's entity keys and matches them here
     (0.7 us per open case: 80k open cases 0.05 s); otherwise it looks the keys up a few hundred
     at a time (3 us per key).
     """
     c = review_cases.c
-    other_batches = c.batch_id.is_distinct_from(batch_id)
-    in_queue = conn.execute(
-        sa.select(sa.func.count())
-        .select_from(review_cases)
-        .where(OPEN_CASE, c.model_name == model, other_batches)
-    ).scalar_one()
-    if not in_queue:
-        return []
     wanted = list(keys)
     if in_queue <= 4 * len(keys):
         wanted = [key for key in _open_case_keys(conn, model, batch_id) if key in keys]
@@ -505,7 +521,7 @@ def _open_cases_of(
                 OPEN_CASE,
                 c.model_name == model,
                 c.entity_key.in_(wanted[start : start + _KEYS_PER_LOOKUP]),
-                other_batches,
+                _other_batches(batch_id),
             )
         )
         found += [(str(r.case_id), r.entity_key) for r in rows]
@@ -518,16 +534,16 @@ def _open_case_keys(conn: Connection, model: str, batch_id: str) -> list[str]:
     SQLite and PostgreSQL: SQLAlchemy's row handling took 3-4x as long (80k keys: 0.17 s
     against 0.04 s), and this runs for every chunk a scoring run writes."""
     where = f"SELECT entity_key FROM {qualified(conn, review_cases)} WHERE status = '{CASE_OPEN}' AND "
+    others = "(batch_id < {b} OR batch_id > {b} OR batch_id IS NULL)"
+    params: Any
     if conn.dialect.name == "sqlite":
-        sql, params = f"{where}model_name = ? AND batch_id IS NOT ?", (model, batch_id)
+        sql, params = f"{where}model_name = ?1 AND {others.format(b='?2')}", (model, batch_id)
     elif conn.dialect.name == "postgresql":
-        sql = f"{where}model_name = %(model)s AND batch_id IS DISTINCT FROM %(batch)s"
-        params = {"model": model, "batch": batch_id}  # type: ignore[assignment]
+        sql = f"{where}model_name = %(model)s AND {others.format(b='%(batch)s')}"
+        params = {"model": model, "batch": batch_id}
     else:
         c = review_cases.c
-        stmt = sa.select(c.entity_key).where(
-            OPEN_CASE, c.model_name == model, c.batch_id.is_distinct_from(batch_id)
-        )
+        stmt = sa.select(c.entity_key).where(OPEN_CASE, c.model_name == model, _other_batches(batch_id))
         return list(conn.execute(stmt).scalars())
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:

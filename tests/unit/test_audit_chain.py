@@ -999,24 +999,32 @@ def test_a_resumed_batch_is_written_by_the_resuming_run_only(engine: Engine) -> 
 
 
 def test_open_cases_are_found_the_same_way_whatever_the_queue_length(engine: Engine) -> None:
-    from mlops.audit_write import _open_cases_of
+    from mlops.audit_write import _open_cases_of, _other_open_cases
 
     result = audit.append_predictions(engine, batch(8, routed=(0, 2, 3, 5, 6, 7)), batch_id="b", hash_key=KEY)
     app = {i: audit.entity_key(f"APP-{i:06d}", KEY) for i in range(8)}
     keys = {app[i]: f"successor-{i}" for i in (2, 4, 5)}  # APP-4 has no case
+
+    def found(model: str, keys: dict[str, str], batch_id: str) -> list[tuple[str, str]]:
+        queued = _other_open_cases(conn, model, batch_id)
+        return _open_cases_of(conn, model, keys, batch_id, queued) if queued else []
+
+    others = "(batch_id < 'b' OR batch_id > 'b' OR batch_id IS NULL)"
     with engine.connect() as conn:
-        few = _open_cases_of(conn, "credit-risk", {app[2]: "successor-2"}, "next")  # 6 open > 4 x 1: by key
-        many = _open_cases_of(conn, "credit-risk", keys, "next")  # 6 open <= 4 x 3 keys: the queue is read
-        other = _open_cases_of(conn, "other-model", keys, "next")
+        few = found("credit-risk", {app[2]: "successor-2"}, "next")  # 6 open > 4 x 1 key: by key
+        many = found("credit-risk", keys, "next")  # 6 open <= 4 x 3 keys: the queue is read
+        other = found("other-model", keys, "next")
         # A batch's own earlier cases are not looked at (it decides each application once).
-        own = [_open_cases_of(conn, "credit-risk", k, "b") for k in ({app[2]: "s"}, keys)]
+        own = [(_other_open_cases(conn, "credit-risk", "b"), found("credit-risk", k, "b")) for k in (keys,)]
         plans = [
             " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
             for sql in (
-                "SELECT count(*) FROM review_cases WHERE status = 'open' AND model_name = 'm' AND batch_id IS NOT 'b'",
-                "SELECT entity_key FROM review_cases WHERE status = 'open' AND model_name = 'm' AND batch_id IS NOT 'b'",
+                f"SELECT count(*) FROM review_cases WHERE status = 'open' AND model_name = 'm' AND {others}",
+                f"SELECT entity_key FROM review_cases WHERE status = 'open' AND model_name = 'm' AND {others}",
             )
         ]
-    assert few == [(result.record_ids[2], app[2])] and other == [] and own == [[], []]
+    assert few == [(result.record_ids[2], app[2])] and other == [] and own == [(0, [])]
     assert sorted(many) == sorted([(result.record_ids[2], app[2]), (result.record_ids[5], app[5])])
-    assert all("COVERING INDEX ix_review_cases_open_batch" in plan for plan in plans), plans
+    assert all("ix_review_cases_open_batch" in plan and "SCAN review_cases" not in plan for plan in plans), (
+        plans
+    )
