@@ -132,23 +132,12 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
                     review_cases.c.entity_key == record.entity_key,
                 )
             ).first()
-            later = conn.execute(
-                sa.select(audit_records.c.record_id)
-                .where(
-                    audit_records.c.seq > record.seq,
-                    audit_records.c.record_type == RECORD_PREDICTION,
-                    audit_records.c.entity_key == record.entity_key,
-                    audit_records.c.model_name == record.model_name,
-                    audit_records.c.role.in_(DECIDING_ROLES),
-                )
-                .order_by(audit_records.c.seq.desc())
-                .limit(1)
-            ).first()
-            if later is not None and record.entity_key is not None:
+            later = None if record.entity_key is None else _later_decision(conn, record)
+            if later is not None:
                 raise ReviewError(
                     f"prediction {case_id!r} is not its application's latest decision: prediction "
-                    f"{later.record_id} decided it later, and a case on the earlier one would be superseded",
-                    hint=f"open the case on prediction {later.record_id}",
+                    f"{later} decided it later, and a case on the earlier one would be superseded",
+                    hint=f"open the case on prediction {later}",
                 )
             if already is not None and already.case_id != case_id:
                 raise ReviewError(
@@ -172,6 +161,25 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
     except IntegrityError as exc:
         raise ReviewError(f"review case {case_id!r} exists already") from exc
     return ReviewCase(**values)
+
+
+def _later_decision(conn: Any, record: Any) -> str | None:
+    """The id of the latest deciding prediction of ``record``'s application and model after it
+    (a range of the primary key from the record's seq: a by-hand action, not a hot path)."""
+    a = audit_records.c
+    later = conn.execute(
+        sa.select(a.record_id)
+        .where(
+            a.seq > record.seq,
+            a.record_type == RECORD_PREDICTION,
+            a.entity_key == record.entity_key,
+            a.model_name == record.model_name,
+            a.role.in_(DECIDING_ROLES),
+        )
+        .order_by(a.seq.desc())
+        .limit(1)
+    ).scalar()
+    return None if later is None else str(later)
 
 
 def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:

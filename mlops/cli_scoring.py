@@ -133,13 +133,15 @@ def cmd_audit_find(args: argparse.Namespace) -> Outcome:
     from mlops.review_desk import applications_contract_for
     from mlops.settings import get_settings
 
-    contract = applications_contract_for(args.model or DEFAULT_MODEL_NAME, get_settings())
-    entity_id = application_id(args.entity_id, contract)
+    settings = get_settings()
+    entity_id = application_id(
+        args.entity_id, applications_contract_for(args.model or DEFAULT_MODEL_NAME, settings)
+    )
     engine = _audit_engine()
     try:
         with explained_store_errors(str(engine.url)):
             create_schema(engine)  # a store made by an earlier release gets the review columns
-        history = find_entity(engine, entity_id, get_settings().entity_hash_key, model_name=args.model)
+        history = find_entity(engine, entity_id, settings.entity_hash_key, model_name=args.model)
     finally:
         engine.dispose()
     data = {**history.model_dump(mode="json"), "found": len(history.records)}
