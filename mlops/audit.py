@@ -13,7 +13,7 @@ Public API (all take a SQLAlchemy ``Engine``; :func:`create_audit_engine` makes 
                  model_alias=None, batch_id=None, decision=None) -> AppendResult
     verify_chain(engine, *, anchors=(), page_size=10_000, anchor=False) -> ChainReport
     anchor_head(engine) -> Anchor; export_anchor(anchor, path); load_anchors(*paths)
-    open_review_case(engine, case_id, reason) -> ReviewCase
+    open_review_case(engine, case_id, reason, *, opened_by) -> ReviewCase
     list_open_cases(engine, model_name=None, *, limit=None) -> list[ReviewCase]
     count_open_cases(engine, model_name=None) -> int
     resolve_case(engine, case_id, reviewer, decision, reason) -> ReviewCase
@@ -111,6 +111,7 @@ from mlops.audit_review import (
     ReviewCase,
     ReviewCaseAlreadyResolved,
     ReviewCaseNotFound,
+    ReviewCaseRefused,
     ReviewCaseSuperseded,
     ReviewError,
     check_open,
@@ -143,6 +144,7 @@ from mlops.audit_write import (
     RECORD_PREDICTION,
     RECORD_PROMOTION,
     RECORD_REVIEW,
+    RECORD_REVIEW_OPENED,
     RECORD_ROLLBACK,
     ROLES,
     AppendResult,
@@ -210,6 +212,7 @@ __all__ = [
     "RECORD_PREDICTION",
     "RECORD_PROMOTION",
     "RECORD_REVIEW",
+    "RECORD_REVIEW_OPENED",
     "RECORD_ROLLBACK",
     "ROLES",
     "Anchor",
@@ -222,6 +225,7 @@ __all__ = [
     "ReviewCase",
     "ReviewCaseAlreadyResolved",
     "ReviewCaseNotFound",
+    "ReviewCaseRefused",
     "ReviewCaseSuperseded",
     "ReviewError",
     "anchor_head",

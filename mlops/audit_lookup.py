@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from mlops.audit_encode import DECIDING_ROLES, RECORD_PREDICTION
 from mlops.audit_hashing import as_utc, entity_key
 from mlops.audit_schema import CASE_OPEN, CASE_RESOLVED, CASE_SUPERSEDED, audit_records, review_cases
-from mlops.audit_write import RECORD_REVIEW
+from mlops.audit_write import RECORD_REVIEW, RECORD_REVIEW_OPENED
 from mlops.contracts import Contract
 from mlops.errors import InputError
 
@@ -69,8 +69,11 @@ class EntityRecord(BaseModel):
     input_row: int | None
     case_status: str | None = Field(None, description="a prediction's review case: open/resolved/superseded")
     case_superseded_by: str | None = None
-    case_id: str | None = Field(None, description="a review record: the case (= prediction id) it resolved")
+    case_id: str | None = Field(
+        None, description="a review / review_opened record: the case (= prediction id) it resolved / opened"
+    )
     reviewer: str | None = Field(None, description="who resolved the prediction's case / the review")
+    opened_by: str | None = Field(None, description="a review_opened record: who routed the case by hand")
     reviewed_decision: str | None = None
     outcome: str | None = Field(None, description="a prediction: what it amounts to today")
 
@@ -175,6 +178,10 @@ def _record(row: Any) -> EntityRecord:
     elif row.record_type == RECORD_REVIEW:
         values["case_id"] = payload.get("case_id")
         values["reviewer"] = payload.get("reviewer")
+    elif row.record_type == RECORD_REVIEW_OPENED:
+        values["case_id"] = payload.get("case_id")
+        values["opened_by"] = payload.get("opened_by")
+        values["review_reason"] = payload.get("reason")
     return EntityRecord.model_validate(values)
 
 
@@ -231,11 +238,12 @@ def find_entity(
 def _line(record: EntityRecord) -> str:
     when = f"{record.created_at:%Y-%m-%d %H:%M:%S}"
     if record.record_type != RECORD_PREDICTION:
-        who = f" by {record.reviewer}" if record.reviewer else ""
+        who = record.reviewer or record.opened_by
+        by = f" by {who}" if who else ""
         case = f" of case {record.case_id}" if record.case_id else ""
+        what = f"routed to review: {record.review_reason}" if record.opened_by else record.decision or "-"
         return (
-            f"  seq {record.seq}  {when}  {record.record_type}{case}{who}: {record.decision or '-'}  "
-            f"(record {record.record_id})"
+            f"  seq {record.seq}  {when}  {record.record_type}{case}{by}: {what}  (record {record.record_id})"
         )
     score = "n/a" if record.score is None else f"{record.score:.4f}"
     routed = f", routed: {record.review_reason}" if record.review_routed else ""

@@ -2,8 +2,8 @@
 
 A case's id is the record_id of the prediction it reviews. Cases are opened by
 :func:`~mlops.audit_write.append_predictions` (routed rows of a deciding role) or by
-:func:`open_review_case`. Resolving a case updates it and appends a ``review`` record to the
-audit chain in the same transaction.
+:func:`open_review_case` (routed by hand, appending a ``review_opened`` record). Resolving a
+case updates it and appends a ``review`` record to the audit chain in the same transaction.
 
 Labels for training (:func:`resolved_cases`): the reviewer's decision is read as a judgement
 of default risk: ``decline`` -> label 1 (the person judged the applicant likely to default),
@@ -36,6 +36,7 @@ from mlops.audit_write import (
     DECIDING_ROLES,
     RECORD_PREDICTION,
     RECORD_REVIEW,
+    RECORD_REVIEW_OPENED,
     append_events_locked,
     chain_transaction,
     event_fields,
@@ -65,6 +66,12 @@ class ReviewCaseAlreadyResolved(ReviewError):
 class ReviewCaseSuperseded(ReviewError):
     """A later prediction decided the same entity (opening a case of its own, which is the one
     reviewed, or deciding without review); the CLI exits 1: refused."""
+
+    exit_code = 1
+
+
+class ReviewCaseRefused(ReviewError):
+    """A case cannot be opened on this prediction as things stand (the CLI exits 1: refused)."""
 
     exit_code = 1
 
@@ -112,11 +119,21 @@ def _case(row: Any) -> ReviewCase:
     return ReviewCase(**data)
 
 
-def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
-    """Open a case for the prediction record ``case_id`` (routed after the fact)."""
+def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: str) -> ReviewCase:
+    """Route the prediction ``case_id`` to review after the fact (a complaint, a second look).
+
+    The case opens now (its ``created_at``), and a ``review_opened`` record (who, why, which
+    case) is appended to the audit chain in the same transaction, so the trail shows who sent
+    a decision to a person and when. Refused (:class:`ReviewCaseRefused`, nothing written) on
+    a shadow prediction (it decided nothing), on a prediction a later one decided again, and
+    while the application has an open case of the model; :class:`ReviewCaseNotFound` for an
+    id that is no prediction.
+    """
     case_id = _check_case_id(case_id)
+    if not opened_by.strip():
+        raise InvalidReviewDecision("who routes the case to review is required", hint="--by WHO")
     if not reason.strip():
-        raise ReviewError("a review case needs a routing reason")
+        raise InvalidReviewDecision("a review case needs a routing reason", hint="--reason TEXT")
     try:
         with chain_transaction(engine) as conn:
             lock_head(conn)  # the writers that open and supersede cases hold it too
@@ -124,32 +141,28 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
                 sa.select(audit_records).where(audit_records.c.record_id == case_id)
             ).first()
             if record is None or record.record_type != RECORD_PREDICTION:
-                raise ReviewCaseNotFound(f"no prediction record with id {case_id!r}")
-            already = conn.execute(
-                sa.select(review_cases.c.case_id).where(
-                    OPEN_CASE,
-                    review_cases.c.model_name == record.model_name,
-                    review_cases.c.entity_key == record.entity_key,
+                raise ReviewCaseNotFound(
+                    f"no prediction record with id {case_id!r}",
+                    hint="mlops audit find APPLICATION_ID lists an application's prediction ids",
                 )
-            ).first()
-            later = None if record.entity_key is None else _later_decision(conn, record)
-            if later is not None:
-                raise ReviewError(
-                    f"prediction {case_id!r} is not its application's latest decision: prediction "
-                    f"{later} decided it later, and a case on the earlier one would be superseded",
-                    hint=f"open the case on prediction {later}",
-                )
-            if already is not None and already.case_id != case_id:
-                raise ReviewError(
-                    f"the application of prediction {case_id!r} has an open review case already "
-                    f"({already.case_id}); one case per application is reviewed",
-                    hint=f"resolve case {already.case_id}",
-                )
+            _check_routable(conn, record)
+            payload = {"case_id": case_id, "opened_by": opened_by, "reason": reason}
+            fields = event_fields(
+                RECORD_REVIEW_OPENED,
+                payload,
+                {
+                    "batch_id": record.batch_id,
+                    "entity_key": record.entity_key,
+                    "model_name": record.model_name,
+                    "model_version": record.model_version,
+                },
+            )
+            created_at, _written = append_events_locked(conn, [fields])
             values = {
                 "case_id": case_id,
                 "status": CASE_OPEN,
                 "routing_reason": reason,
-                "created_at": as_utc(record.created_at),
+                "created_at": created_at,
                 "batch_id": record.batch_id,
                 "model_name": record.model_name,
                 "model_version": record.model_version,
@@ -159,27 +172,71 @@ def open_review_case(engine: Engine, case_id: str, reason: str) -> ReviewCase:
             }
             conn.execute(review_cases.insert().values(**values))
     except IntegrityError as exc:
-        raise ReviewError(f"review case {case_id!r} exists already") from exc
+        raise ReviewCaseRefused(
+            f"review case {case_id!r} exists already", hint=f"mlops review resolve {case_id} ..."
+        ) from exc
     return ReviewCase(**values)
 
 
-def _later_decision(conn: Any, record: Any) -> str | None:
-    """The id of the latest deciding prediction of ``record``'s application and model after it
-    (a range of the primary key from the record's seq: a by-hand action, not a hot path)."""
-    a = audit_records.c
-    later = conn.execute(
-        sa.select(a.record_id)
-        .where(
-            a.seq > record.seq,
-            a.record_type == RECORD_PREDICTION,
-            a.entity_key == record.entity_key,
-            a.model_name == record.model_name,
-            a.role.in_(DECIDING_ROLES),
+def _check_routable(conn: Any, record: Any) -> None:
+    """Raise :class:`ReviewCaseRefused` unless a case may be opened on the prediction ``record``."""
+    case_id = str(record.record_id)
+    existing = conn.execute(
+        sa.select(review_cases.c.case_id, review_cases.c.status).where(review_cases.c.case_id == case_id)
+    ).first()
+    if existing is not None:
+        raise ReviewCaseRefused(
+            f"prediction {case_id!r} has a review case already ({existing.status})",
+            hint="mlops review list shows the open cases",
         )
-        .order_by(a.seq.desc())
-        .limit(1)
-    ).scalar()
-    return None if later is None else str(later)
+    if record.role not in DECIDING_ROLES:
+        decider = None if record.entity_key is None else _deciding_prediction(conn, record)
+        raise ReviewCaseRefused(
+            f"prediction {case_id!r} is a {record.role} prediction: it decided nothing, so there "
+            "is no decision to review",
+            hint=(
+                f"open the case on the deciding prediction {decider}"
+                if decider is not None
+                else "open the case on the application's champion or canary prediction (mlops audit find)"
+            ),
+        )
+    later = None if record.entity_key is None else _deciding_prediction(conn, record, later=True)
+    if later is not None:
+        raise ReviewCaseRefused(
+            f"prediction {case_id!r} is not its application's latest decision: prediction "
+            f"{later} decided it later, and a case on the earlier one would be superseded",
+            hint=f"open the case on prediction {later}",
+        )
+    already = conn.execute(
+        sa.select(review_cases.c.case_id).where(
+            OPEN_CASE,
+            review_cases.c.model_name == record.model_name,
+            review_cases.c.entity_key == record.entity_key,
+        )
+    ).first()
+    if already is not None:
+        raise ReviewCaseRefused(
+            f"the application of prediction {case_id!r} has an open review case already "
+            f"({already.case_id}); one case per application is reviewed",
+            hint=f"resolve case {already.case_id}",
+        )
+
+
+def _deciding_prediction(conn: Any, record: Any, *, later: bool = False) -> str | None:
+    """The id of the latest deciding prediction of ``record``'s application and model (with
+    ``later``: only one after ``record``, a range of the primary key from its seq). Reads the
+    table without an entity index: a by-hand action, not a hot path."""
+    a = audit_records.c
+    stmt = sa.select(a.record_id).where(
+        a.record_type == RECORD_PREDICTION,
+        a.entity_key == record.entity_key,
+        a.model_name == record.model_name,
+        a.role.in_(DECIDING_ROLES),
+    )
+    if later:
+        stmt = stmt.where(a.seq > record.seq)
+    found = conn.execute(stmt.order_by(a.seq.desc()).limit(1)).scalar()
+    return None if found is None else str(found)
 
 
 def latest_case(conn: Any, case: ReviewCase) -> ReviewCase:

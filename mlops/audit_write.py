@@ -52,6 +52,7 @@ __all__ = [
     "RECORD_PREDICTION",
     "RECORD_PROMOTION",
     "RECORD_REVIEW",
+    "RECORD_REVIEW_OPENED",
     "RECORD_ROLLBACK",
     "REQUIRED_PREDICTION_COLUMNS",
     "ROLES",
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 RECORD_REVIEW: Final = "review"
+RECORD_REVIEW_OPENED: Final = "review_opened"
 RECORD_PROMOTION: Final = "promotion"
 RECORD_ROLLBACK: Final = "rollback"
 CHUNK_ROWS: Final = 50_000

@@ -1,11 +1,13 @@
-"""``mlops review list|resolve``: the review queue from the command line.
+"""``mlops review list|open|resolve``: the review queue from the command line.
 
 The review commands work on the audit store directly (a resolution is one transaction that
 also appends the ``review`` audit record), so they need no Prefect server; the Prefect door to
 the same queue is the ``review-case`` flow (``flows/review.py``).
 
-Exit codes: 0 ok; 1 for a case resolved already or superseded by a later prediction's case;
-2 for an unknown case id or a bad decision / empty reviewer or reason (nothing is written then).
+Exit codes: 0 ok; 1 refused: a case resolved already or superseded by a later prediction's
+case, or a case that cannot be opened on that prediction (a shadow prediction, one decided again
+later, an application with an open case); 2 for an unknown id or a bad decision / empty
+reviewer, routing person or reason (nothing is written then).
 """
 
 from __future__ import annotations
@@ -64,14 +66,46 @@ def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], s
     return 0, {"case": case.model_dump(mode="json")}, text
 
 
+def cmd_review_open(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops import audit
+    from mlops.audit import open_audit_store
+    from mlops.settings import get_settings
+
+    engine = open_audit_store(get_settings())
+    try:
+        case = audit.open_review_case(engine, args.prediction_id, args.reason, opened_by=args.by)
+    finally:
+        engine.dispose()
+    text = (
+        f"review case {case.case_id} opened by {args.by}: {case.model_name} v{case.model_version} "
+        f"{case.role}, score {_score(case.score)} ({case.routing_reason}); recorded in the audit trail.\n"
+        f"  resolve it: mlops review resolve {case.case_id} --reviewer WHO --decision approve|decline "
+        "--reason TEXT"
+    )
+    return 0, {"case": case.model_dump(mode="json"), "opened_by": args.by}, text
+
+
 def register(add: Registrar) -> None:
-    """Add ``review list`` and ``review resolve`` to the ``mlops`` command."""
-    review = add("review", needs_child_command, "The review queue: list open cases, resolve one.")
-    child = child_commands(review, "review_command", ["list", "resolve"])
+    """Add ``review list``, ``review open`` and ``review resolve`` to the ``mlops`` command."""
+    review = add(
+        "review", needs_child_command, "The review queue: list open cases, open one by hand, resolve one."
+    )
+    child = child_commands(review, "review_command", ["list", "open", "resolve"])
 
     p = child("list", cmd_review_list, "List open review cases, oldest first.")
     p.add_argument("--model", default=None, help="only cases of this model")
     p.add_argument("--limit", type=int, default=None, help="at most this many cases")
+
+    p = child(
+        "open",
+        cmd_review_open,
+        "Route a prediction to review after the fact (a complaint, a second look); recorded in the audit trail.",
+    )
+    p.add_argument(
+        "prediction_id", metavar="PREDICTION_ID", help="the deciding prediction's id (mlops audit find)"
+    )
+    p.add_argument("--by", required=True, help="who routes it to review")
+    p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
 
     p = child("resolve", cmd_review_resolve, "Resolve an open case (final; writes a review audit record).")
     p.add_argument("case_id", metavar="ID", help="the case id (= the prediction's record id)")

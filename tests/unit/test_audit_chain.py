@@ -663,12 +663,27 @@ def test_review_round_trip(engine: Engine) -> None:
 
 def test_case_opened_after_the_fact(engine: Engine) -> None:
     result = audit.append_predictions(engine, batch(2), batch_id="b", hash_key=KEY)
-    case = audit.open_review_case(engine, result.record_ids[0], "high stakes")
+    head = audit.verify_chain(engine).last_seq
+    with pytest.raises(audit.ReviewCaseRefused, match="shadow prediction") as shadow:
+        audit.open_review_case(engine, result.record_ids[2], "high stakes", opened_by="dana")
+    assert shadow.value.exit_code == 1
+    assert shadow.value.hint == f"open the case on the deciding prediction {result.record_ids[0]}"
+    with pytest.raises(audit.InvalidReviewDecision, match="who routes"):
+        audit.open_review_case(engine, result.record_ids[0], "high stakes", opened_by=" ")
+    assert audit.verify_chain(engine).last_seq == head and audit.list_open_cases(engine) == []
+
+    before = datetime.now(UTC)
+    case = audit.open_review_case(engine, result.record_ids[0], "high stakes", opened_by="dana")
     assert case.score == pytest.approx(0.05) and case.status == "open"
-    with pytest.raises(audit.ReviewError, match="exists"):
-        audit.open_review_case(engine, result.record_ids[0], "again")
+    assert case.created_at >= before  # when it was routed, not when it was predicted
+    opened = row(engine, head + 1)
+    assert (opened["record_type"], opened["entity_key"]) == ("review_opened", row(engine, 1)["entity_key"])
+    assert opened["payload"] == {"case_id": case.case_id, "opened_by": "dana", "reason": "high stakes"}
+    assert audit.verify_chain(engine).ok
+    with pytest.raises(audit.ReviewCaseRefused, match="has a review case already"):
+        audit.open_review_case(engine, result.record_ids[0], "again", opened_by="dana")
     with pytest.raises(audit.ReviewCaseNotFound):
-        audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction")
+        audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction", opened_by="dana")
 
 
 def test_a_later_prediction_for_the_same_application_supersedes_its_open_case(engine: Engine) -> None:
@@ -731,11 +746,13 @@ def test_one_open_case_per_application_within_one_append_and_after_the_fact(engi
     with pytest.raises(
         audit.ReviewError, match=f"has an open review case already \\({result.record_ids[3]}\\)"
     ):
-        audit.open_review_case(engine, plain.record_ids[1], "second look")
+        audit.open_review_case(engine, plain.record_ids[1], "second look", opened_by="dana")
     with pytest.raises(audit.ReviewError, match="not its application's latest decision") as stale:
-        audit.open_review_case(engine, result.record_ids[0], "second look")  # APP-0's first
+        audit.open_review_case(engine, result.record_ids[0], "second look", opened_by="dana")  # APP-0's first
     assert stale.value.hint == f"open the case on prediction {plain.record_ids[0]}"
-    by_hand = audit.open_review_case(engine, plain.record_ids[0], "high stakes")  # APP-0's latest
+    by_hand = audit.open_review_case(
+        engine, plain.record_ids[0], "high stakes", opened_by="dana"
+    )  # APP-0's latest
     assert by_hand.status == "open"
 
     # A chain of supersessions: the refusal names the newest case, not the next one.

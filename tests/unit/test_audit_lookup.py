@@ -80,7 +80,7 @@ def test_a_routed_latest_prediction_leaves_the_decision_pending(engine: Engine) 
 def test_a_case_opened_by_hand_on_an_unrouted_prediction_decides_its_outcome(engine: Engine) -> None:
     result = audit.append_predictions(engine, batch(4), batch_id="b-1", hash_key=KEY)
     rid = result.record_ids[1]
-    audit.open_review_case(engine, rid, "complaint by the applicant")
+    audit.open_review_case(engine, rid, "complaint by the applicant", opened_by="dana")
     assert find_entity(engine, APP, KEY).current["credit-risk"].decided_by is None  # pending now
     audit.resolve_case(engine, rid, "bob", "decline", "checked by phone")
     history = find_entity(engine, APP, KEY)

@@ -14,7 +14,7 @@ from mlops.audit import open_audit_store
 from mlops.cli import main
 from mlops.settings import get_settings
 from mlops.storage import make_store
-from tests.review_helpers import MODEL, append, application_snapshot, contracts, predictions
+from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
 
 pytestmark = pytest.mark.unit
 
@@ -150,3 +150,57 @@ def test_a_bad_audit_store_url_is_a_clear_error_not_a_traceback(
         code == 2 and message in data["error"] and "MLOPS_AUDIT_DB_URL" in data["error"] + str(data["hint"])
     )
     assert "Traceback" not in err
+
+
+def test_a_prediction_routed_by_hand_is_reviewed_and_the_trail_says_who_routed_it(
+    mlops_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", KEY)
+    settings = get_settings()
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    sha, frame = application_snapshot(make_store(settings), apps, 2, seed=5)
+    ids = frame["application_id"].tolist()
+    champion = append(engine, predictions(sha, ids, [0.1, 0.7]), "b1")
+    shadow = append(engine, predictions(sha, ids, [0.2, 0.6], version="4", role="shadow"), "b1")
+    engine.dispose()
+    opening = ["review", "open", "--by", "dana", "--reason", "complaint by the applicant"]
+
+    code, data, err = run(capsys, *opening, shadow[0])
+    assert code == 1 and "shadow prediction" in data["error"] and "decided nothing" in err
+    assert data["hint"] == f"open the case on the deciding prediction {champion[0]}"
+    code, data, _ = run(capsys, "review", "open", champion[0], "--by", " ", "--reason", "x")
+    assert code == 2 and "who routes the case" in data["error"]
+    assert run(capsys, *opening, str(uuid.uuid4()))[0] == 2
+    assert run(capsys, "review", "list")[1]["count"] == 0  # the refusals wrote nothing
+
+    code, data, _ = run(capsys, *opening, champion[0])
+    assert code == 0 and data["opened_by"] == "dana"
+    case = data["case"]
+    assert (case["case_id"], case["status"], case["role"]) == (champion[0], "open", "champion")
+    assert case["routing_reason"] == "complaint by the applicant"
+    assert [c["case_id"] for c in run(capsys, "review", "list")[1]["cases"]] == [champion[0]]
+    code, data, _ = run(capsys, *opening, champion[0])
+    assert code == 1 and "has a review case already (open)" in data["error"]
+
+    # The trail: a review_opened record says who routed which case and why; until a reviewer
+    # decides, the application has no current decision.
+    code, data, _ = run(capsys, "audit", "find", str(ids[0]))
+    [opened] = [r for r in data["records"] if r["record_type"] == "review_opened"]
+    assert (opened["case_id"], opened["opened_by"]) == (champion[0], "dana")
+    assert opened["review_reason"] == "complaint by the applicant"
+    assert data["current"][MODEL]["decided_by"] is None
+    assert main(["audit", "find", str(ids[0])]) == 0
+    assert f"review_opened of case {champion[0]} by dana: routed to review" in capsys.readouterr().out
+    code, data, _ = run(
+        capsys, "review", "resolve", champion[0], "--reviewer", "erin", "--decision", "decline",
+        "--reason", "income not verifiable",
+    )  # fmt: skip
+    assert code == 0
+    now = run(capsys, "audit", "find", str(ids[0]))[1]["current"][MODEL]
+    assert (now["decision"], now["decided_by"], now["reviewer"]) == ("decline", "reviewer", "erin")
+    engine = open_audit_store(get_settings())
+    try:
+        assert audit.verify_chain(engine).ok
+    finally:
+        engine.dispose()
