@@ -641,6 +641,13 @@ def test_review_round_trip(engine: Engine) -> None:
     assert audit.list_open_cases(engine, model_name="other") == []
     case = open_cases[0]
     assert (case.status, case.routing_reason, case.model_version) == ("open", "low confidence", "3")
+    assert (case.created_at, case.batch_id, case.role, case.superseded_by) == (
+        result.created_at,
+        "b",
+        "champion",
+        None,
+    )
+    assert case.score == pytest.approx(0.35) and case.entity_key == audit.entity_key("APP-000001", KEY)
 
     resolved = audit.resolve_case(engine, case.case_id, "alice", "decline", "income unverified")
     assert resolved.status == "resolved" and audit.get_case(engine, case.case_id) == resolved
