@@ -1,5 +1,10 @@
 """review_case: show one open review case in the Prefect UI and wait for a person's decision.
 
+With ``route_by`` and ``route_reason`` the id may be any deciding prediction's (from ``mlops
+audit find``): the flow first routes it to review by hand, as ``mlops review open`` does (the
+case opens and a ``review_opened`` record names who routed it and why), so a decision can be
+sent to a person from the Prefect UI too.
+
 The flow publishes the case (model, version, role, score, routing reason, input reference and
 the input row without sensitive columns) as a Markdown artifact, then pauses with a form
 (:class:`ReviewForm`: reviewer, decision approve|decline, reason). Resuming the run with that
@@ -24,9 +29,15 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from mlops import audit
+from mlops.errors import InputError
 from mlops.review_desk import ReviewNotGiven
 from mlops.settings import flow_settings
-from tasks.review import load_review_case_task, publish_review_case_task, resolve_review_case_task
+from tasks.review import (
+    load_review_case_task,
+    publish_review_case_task,
+    resolve_review_case_task,
+    route_to_review_task,
+)
 
 DEFAULT_TIMEOUT_SECONDS: Final = 3600
 DEFAULT_POLL_SECONDS: Final = 10
@@ -45,11 +56,24 @@ def review_case(
     case_id: str,
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
     poll_seconds: int = DEFAULT_POLL_SECONDS,
+    route_by: str | None = None,
+    route_reason: str | None = None,
 ) -> audit.ReviewCase:
-    """Show review case ``case_id``, wait up to ``timeout_seconds`` for a decision, record it."""
+    """Show review case ``case_id``, wait up to ``timeout_seconds`` for a decision, record it.
+
+    ``route_by`` + ``route_reason``: ``case_id`` may be a prediction without a case; it is
+    routed to review first (who routes it and why go to the audit trail).
+    """
     if timeout_seconds < 1 or poll_seconds < 1:
         raise ValueError("timeout_seconds and poll_seconds must be at least 1")
+    if (route_by is None) != (route_reason is None):
+        raise InputError(
+            "routing a prediction to review needs both route_by and route_reason",
+            hint="give both (who routes it, why), or neither to review an open case",
+        )
     settings = flow_settings()
+    if route_by is not None and route_reason is not None:
+        route_to_review_task(case_id, route_by, route_reason, settings)
     view = load_review_case_task(case_id, settings)
     description = publish_review_case_task(view)
     try:

@@ -59,6 +59,33 @@ def publish_review_case_task(view: CaseView) -> str:
 
 
 @task(
+    name="route-to-review",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def route_to_review_task(
+    prediction_id: str, opened_by: str, reason: str, settings: Settings
+) -> audit.ReviewCase:
+    """Open a case on the prediction by hand (appends the ``review_opened`` record), unless it
+    has one already: a run retried after the case opened reviews that case (an earlier run's
+    resolved or superseded case is then refused by the load that follows)."""
+    engine = open_audit_store(settings)
+    try:
+        try:
+            case = audit.get_case(engine, prediction_id)
+        except audit.ReviewCaseNotFound:
+            return audit.open_review_case(engine, prediction_id, reason, opened_by=opened_by)
+    finally:
+        engine.dispose()
+    get_run_logger().info(
+        "prediction %s has a review case already (%s): reviewing it", case.case_id, case.status
+    )
+    return case
+
+
+@task(
     name="resolve-review-case",
     retries=2,
     retry_delay_seconds=2,

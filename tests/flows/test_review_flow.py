@@ -17,6 +17,7 @@ from uuid import UUID
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -77,7 +78,8 @@ def run_named(name: str, wanted: StateType | None = None) -> FlowRun:
     while True:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
-        if runs and (wanted is None or (runs[0].state is not None and runs[0].state.type == wanted)):
+        runs = [r for r in runs if wanted is None or (r.state is not None and r.state.type == wanted)]
+        if runs:  # a name can have several runs (a refused one, then the real one)
             return runs[0]
         assert time.monotonic() < deadline, f"no flow run {name!r} in state {wanted}"
         time.sleep(0.2)
@@ -184,3 +186,44 @@ def test_resolved_reviews_feed_the_next_training_run(open_case: tuple[str, str])
     assert isinstance(rows, pd.DataFrame)
     assert rows["application_id"].tolist() == [application_id]
     assert rows["defaulted"].tolist() == [0] and rows["_reviewer"].tolist() == ["carol"]
+
+
+def test_a_prediction_is_routed_to_review_from_the_prefect_ui_and_resolved(
+    open_case: tuple[str, str],
+) -> None:
+    engine = open_audit_store(get_settings())
+    try:
+        rows = audit.verify_chain(engine).records_checked
+        with engine.connect() as conn:  # row 0: decided by the model, no case
+            prediction = str(
+                conn.execute(
+                    sa.select(audit.audit_records.c.record_id).where(audit.audit_records.c.seq == 1)
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+    assert prediction != open_case[0]
+    half = start(prediction, timeout_seconds=30, route_by="dana").state()  # reason missing
+    assert half.is_failed()
+    with pytest.raises(InputError, match="needs both route_by and route_reason"):
+        half.result()
+
+    background = start(prediction, timeout_seconds=120, route_by="dana", route_reason="applicant complaint")
+    paused = run_named(f"review-{prediction}", StateType.PAUSED)
+    assert "applicant complaint" in artifact_markdown(case_artifact_key(prediction))
+    resume_flow_run(paused.id, run_input={"reviewer": "erin", "decision": "approve", "reason": "checked"})
+    resolved: audit.ReviewCase = background.state().result()
+    assert (resolved.case_id, resolved.status, resolved.reviewer) == (prediction, "resolved", "erin")
+    engine = open_audit_store(get_settings())
+    try:
+        report = audit.verify_chain(engine)
+        assert report.ok and report.records_checked == rows + 2  # review_opened + review
+        with engine.connect() as conn:
+            opened = conn.execute(
+                sa.select(audit.audit_records.c.payload).where(
+                    audit.audit_records.c.record_type == audit.RECORD_REVIEW_OPENED
+                )
+            ).scalar_one()
+        assert opened == {"case_id": prediction, "opened_by": "dana", "reason": "applicant complaint"}
+    finally:
+        engine.dispose()
