@@ -71,6 +71,9 @@ def review_case(
             "routing a prediction to review needs both route_by and route_reason",
             hint="give both (who routes it, why), or neither to review an open case",
         )
+    for name, value in (("route_by", route_by), ("route_reason", route_reason)):
+        if value is not None and not value.strip():
+            raise InputError(f"{name} is blank", hint="route_by: who routes it to review; route_reason: why")
     settings = flow_settings()
     if route_by is not None and route_reason is not None:
         route_to_review_task(case_id, route_by, route_reason, settings)

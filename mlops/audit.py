@@ -14,6 +14,7 @@ Public API (all take a SQLAlchemy ``Engine``; :func:`create_audit_engine` makes 
     verify_chain(engine, *, anchors=(), page_size=10_000, anchor=False) -> ChainReport
     anchor_head(engine) -> Anchor; export_anchor(anchor, path); load_anchors(*paths)
     open_review_case(engine, case_id, reason, *, opened_by) -> ReviewCase
+    routed_by_hand(engine, case) -> (who, why) | None
     list_open_cases(engine, model_name=None, *, limit=None) -> list[ReviewCase]
     count_open_cases(engine, model_name=None) -> int
     resolve_case(engine, case_id, reviewer, decision, reason) -> ReviewCase
@@ -121,6 +122,7 @@ from mlops.audit_review import (
     open_review_case,
     resolve_case,
     resolved_cases,
+    routed_by_hand,
 )
 from mlops.audit_schema import (
     audit_anchors,
@@ -258,5 +260,6 @@ __all__ = [
     "resolve_case",
     "resolved_cases",
     "review_cases",
+    "routed_by_hand",
     "verify_chain",
 ]

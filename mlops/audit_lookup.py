@@ -9,7 +9,8 @@ case, and per model the current decision, so the question ends at ``mlops reprod
 The current decision of a model is the latest decision the trail holds for the application: a
 deciding (champion or canary) prediction the model decided, or a reviewer's resolution of one
 of its cases, whichever came later; a routed prediction after them leaves it pending until its
-case is resolved. A later deciding prediction supersedes the application's open case
+case is resolved. A case opened by hand on a decided prediction (``mlops review open``) leaves
+the model's decision standing, "under review", until the reviewer decides. A later deciding prediction supersedes the application's open case
 (:func:`mlops.audit_write.supersede_open_cases`); a case still open behind a later decision
 (predictions appended without cases) is listed beside the current decision.
 
@@ -38,6 +39,7 @@ from mlops.errors import InputError
 
 #: What a prediction amounts to today, in :attr:`EntityRecord.outcome`.
 OUTCOME_DECIDED: Final = "decided by the model"
+OUTCOME_UNDER_REVIEW: Final = "decided by the model, under review"  # a case opened by hand
 OUTCOME_PENDING: Final = "waiting for review"
 OUTCOME_REVIEWED: Final = "decided by a reviewer"
 OUTCOME_SUPERSEDED: Final = "superseded by a later prediction"
@@ -64,7 +66,9 @@ class EntityRecord(BaseModel):
     score: float | None
     decision: str | None = Field(description="a prediction: the model's; a review record: the reviewer's")
     review_routed: bool | None
-    review_reason: str | None
+    review_reason: str | None = Field(
+        description="a prediction: why it was routed to review; a review_opened record: why it was routed by hand"
+    )
     input_snapshot: str | None
     input_row: int | None
     case_status: str | None = Field(None, description="a prediction's review case: open/resolved/superseded")
@@ -82,7 +86,9 @@ class CurrentDecision(BaseModel):
     """A model's current decision on the application (see the module docstring)."""
 
     model_name: str
-    decision: str | None = Field(description="approve/decline; None while the latest case waits for review")
+    decision: str | None = Field(
+        description="approve/decline; None while the latest routed prediction's case waits for review"
+    )
     decided_by: Literal["model", "reviewer"] | None
     reviewer: str | None = None
     prediction: EntityRecord = Field(description="the deciding prediction (reviewed, if a reviewer decided)")
@@ -106,9 +112,13 @@ class EntityHistory(BaseModel):
 
 
 def _outcome(role: str | None, routed: bool | None, status: str | None) -> str:
-    """A case decides (also one opened by hand on an unrouted prediction); then routing."""
+    """A resolved or superseded case decides; an open case on an unrouted prediction (opened by
+    hand: a complaint, a second look) leaves the model's decision standing until the reviewer
+    decides; a routed prediction waits for its case."""
     if role not in DECIDING_ROLES:
         return OUTCOME_SHADOW
+    if status == CASE_OPEN and not routed:
+        return OUTCOME_UNDER_REVIEW
     if status is not None:
         return _CASE_OUTCOMES.get(status, OUTCOME_PENDING)
     return OUTCOME_PENDING if routed else OUTCOME_DECIDED
@@ -193,7 +203,7 @@ def current_decisions(records: list[EntityRecord]) -> dict[str, CurrentDecision]
         if r.model_name is None:
             continue
         if r.record_type == RECORD_PREDICTION and r.role in DECIDING_ROLES:
-            decided = r.outcome == OUTCOME_DECIDED
+            decided = r.outcome in (OUTCOME_DECIDED, OUTCOME_UNDER_REVIEW)
             current[r.model_name] = CurrentDecision(
                 model_name=r.model_name,
                 decision=r.decision if decided else None,
@@ -267,6 +277,8 @@ def _current_line(now: CurrentDecision) -> list[str]:
     made = f"v{p.model_version} {p.role}, {p.created_at:%Y-%m-%d %H:%M:%S}"
     if now.decided_by == "reviewer":
         what = f"{now.decision}, by reviewer {now.reviewer} (case {p.record_id}: {made}; the model proposed {p.decision})"
+    elif now.decided_by == "model" and p.outcome == OUTCOME_UNDER_REVIEW:
+        what = f"{now.decision}, by the model ({made}), under review: case {p.record_id} (routed by hand)"
     elif now.decided_by == "model":
         what = f"{now.decision}, by the model ({made})"
     else:

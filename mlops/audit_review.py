@@ -21,7 +21,6 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from mlops.audit_hashing import as_utc
 from mlops.audit_schema import (
@@ -29,7 +28,9 @@ from mlops.audit_schema import (
     CASE_RESOLVED,
     CASE_SUPERSEDED,
     OPEN_CASE,
+    audit_chain_head,
     audit_records,
+    is_event,
     review_cases,
 )
 from mlops.audit_write import (
@@ -101,14 +102,12 @@ class ReviewCase(BaseModel):
     superseded_by: str | None = None
 
 
-def _check_case_id(case_id: str) -> str:
+def _check_case_id(case_id: str, *, what: str = "review case", hint: str = "mlops review list") -> str:
     """The id in the stored form (lowercase, hyphenated); ReviewCaseNotFound if not a UUID."""
     try:
         return str(uuid.UUID(case_id))
     except (TypeError, ValueError, AttributeError) as exc:
-        raise ReviewCaseNotFound(
-            f"no review case {case_id!r} (not a record id)", hint="mlops review list"
-        ) from exc
+        raise ReviewCaseNotFound(f"no {what} {case_id!r} (not a record id)", hint=hint) from exc
 
 
 def _case(row: Any) -> ReviewCase:
@@ -119,76 +118,79 @@ def _case(row: Any) -> ReviewCase:
     return ReviewCase(**data)
 
 
+_FIND_HINT: Final = "mlops audit find APPLICATION_ID lists an application's prediction ids"
+
+
 def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: str) -> ReviewCase:
     """Route the prediction ``case_id`` to review after the fact (a complaint, a second look).
 
     The case opens now (its ``created_at``), and a ``review_opened`` record (who, why, which
     case) is appended to the audit chain in the same transaction, so the trail shows who sent
     a decision to a person and when. Refused (:class:`ReviewCaseRefused`, nothing written) on
-    a shadow prediction (it decided nothing), on a prediction a later one decided again, and
-    while the application has an open case of the model; :class:`ReviewCaseNotFound` for an
-    id that is no prediction.
+    a shadow prediction (it decided nothing), on a prediction a later one decided again, on a
+    prediction with a case already and while the application has an open case of the model;
+    :class:`ReviewCaseNotFound` for an id that is no prediction.
+
+    The checks run first without the chain lock (finding a later decision reads the records
+    after the prediction, which in a large store takes seconds), then again under it for what
+    was appended meanwhile only, so scoring appends never wait behind that search.
     """
-    case_id = _check_case_id(case_id)
+    case_id = _check_case_id(case_id, what="prediction", hint=_FIND_HINT)
     if not opened_by.strip():
         raise InvalidReviewDecision("who routes the case to review is required", hint="--by WHO")
     if not reason.strip():
         raise InvalidReviewDecision("a review case needs a routing reason", hint="--reason TEXT")
-    try:
-        with chain_transaction(engine) as conn:
-            lock_head(conn)  # the writers that open and supersede cases hold it too
-            record = conn.execute(
-                sa.select(audit_records).where(audit_records.c.record_id == case_id)
-            ).first()
-            if record is None or record.record_type != RECORD_PREDICTION:
-                raise ReviewCaseNotFound(
-                    f"no prediction record with id {case_id!r}",
-                    hint="mlops audit find APPLICATION_ID lists an application's prediction ids",
-                )
-            _check_routable(conn, record)
-            payload = {"case_id": case_id, "opened_by": opened_by, "reason": reason}
-            fields = event_fields(
-                RECORD_REVIEW_OPENED,
-                payload,
-                {
-                    "batch_id": record.batch_id,
-                    "entity_key": record.entity_key,
-                    "model_name": record.model_name,
-                    "model_version": record.model_version,
-                },
-            )
-            created_at, _written = append_events_locked(conn, [fields])
-            values = {
-                "case_id": case_id,
-                "status": CASE_OPEN,
-                "routing_reason": reason,
-                "created_at": created_at,
+    with engine.connect() as conn:
+        head = int(conn.execute(sa.select(audit_chain_head.c.seq)).scalar_one())
+        record = _prediction(conn, case_id)
+        _check_routable(conn, record, after=record.seq)
+    with chain_transaction(engine) as conn:
+        lock_head(conn)  # the writers that open and supersede cases hold it too
+        _check_routable(conn, record, after=max(head, record.seq))
+        payload = {"case_id": case_id, "opened_by": opened_by, "reason": reason}
+        fields = event_fields(
+            RECORD_REVIEW_OPENED,
+            payload,
+            {
                 "batch_id": record.batch_id,
+                "entity_key": record.entity_key,
                 "model_name": record.model_name,
                 "model_version": record.model_version,
-                "role": record.role,
-                "score": record.score,
-                "entity_key": record.entity_key,
-            }
-            conn.execute(review_cases.insert().values(**values))
-    except IntegrityError as exc:
-        raise ReviewCaseRefused(
-            f"review case {case_id!r} exists already", hint=f"mlops review resolve {case_id} ..."
-        ) from exc
+            },
+        )
+        created_at, _written = append_events_locked(conn, [fields])
+        values = {
+            "case_id": case_id,
+            "status": CASE_OPEN,
+            "routing_reason": reason,
+            "created_at": created_at,
+            "batch_id": record.batch_id,
+            "model_name": record.model_name,
+            "model_version": record.model_version,
+            "role": record.role,
+            "score": record.score,
+            "entity_key": record.entity_key,
+        }
+        conn.execute(review_cases.insert().values(**values))
     return ReviewCase(**values)
 
 
-def _check_routable(conn: Any, record: Any) -> None:
-    """Raise :class:`ReviewCaseRefused` unless a case may be opened on the prediction ``record``."""
-    case_id = str(record.record_id)
-    existing = conn.execute(
-        sa.select(review_cases.c.case_id, review_cases.c.status).where(review_cases.c.case_id == case_id)
-    ).first()
-    if existing is not None:
-        raise ReviewCaseRefused(
-            f"prediction {case_id!r} has a review case already ({existing.status})",
-            hint="mlops review list shows the open cases",
+def _prediction(conn: Any, record_id: str) -> Any:
+    """The prediction record ``record_id`` (:class:`ReviewCaseNotFound` if it is none)."""
+    record = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
+    if record is None:
+        raise ReviewCaseNotFound(f"no prediction record with id {record_id!r}", hint=_FIND_HINT)
+    if record.record_type != RECORD_PREDICTION:
+        raise ReviewCaseNotFound(
+            f"record {record_id!r} is a {record.record_type} record, not a prediction", hint=_FIND_HINT
         )
+    return record
+
+
+def _check_routable(conn: Any, record: Any, *, after: int) -> None:
+    """Raise :class:`ReviewCaseRefused` unless a case may be opened on the prediction ``record``
+    (deciding predictions of its application are looked for after seq ``after`` only)."""
+    case_id = str(record.record_id)
     if record.role not in DECIDING_ROLES:
         decider = None if record.entity_key is None else _deciding_prediction(conn, record)
         raise ReviewCaseRefused(
@@ -200,13 +202,34 @@ def _check_routable(conn: Any, record: Any) -> None:
                 else "open the case on the application's champion or canary prediction (mlops audit find)"
             ),
         )
-    later = None if record.entity_key is None else _deciding_prediction(conn, record, later=True)
+    later = None if record.entity_key is None else _deciding_prediction(conn, record, after=after)
     if later is not None:
         raise ReviewCaseRefused(
             f"prediction {case_id!r} is not its application's latest decision: prediction "
             f"{later} decided it later, and a case on the earlier one would be superseded",
             hint=f"open the case on prediction {later}",
         )
+    row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
+    if row is not None:
+        existing = _case(row)
+        if existing.status == CASE_OPEN:
+            raise ReviewCaseRefused(
+                f"prediction {case_id!r} is in review already (case open since {existing.created_at:%Y-%m-%d %H:%M} UTC)",
+                hint=f"mlops review resolve {case_id} --reviewer WHO --decision approve|decline --reason TEXT",
+            )
+        if existing.status == CASE_RESOLVED:
+            raise ReviewCaseRefused(
+                f"prediction {case_id!r} was reviewed already: {existing.decision} by {existing.reviewer} "
+                f"at {existing.resolved_at:%Y-%m-%d %H:%M} UTC; a resolution is final and a prediction "
+                "is reviewed once",
+                hint="mlops audit find APPLICATION_ID shows the review",
+            )
+        raise ReviewCaseRefused(  # superseded: a later prediction decided again (caught above)
+            f"prediction {case_id!r} had a review case, superseded by {existing.superseded_by}",
+            hint=f"open the case on prediction {existing.superseded_by}",
+        )
+    if record.entity_key is None:
+        return
     already = conn.execute(
         sa.select(review_cases.c.case_id).where(
             OPEN_CASE,
@@ -222,10 +245,22 @@ def _check_routable(conn: Any, record: Any) -> None:
         )
 
 
-def _deciding_prediction(conn: Any, record: Any, *, later: bool = False) -> str | None:
+def routed_by_hand(engine: Engine, case: ReviewCase) -> tuple[str, str] | None:
+    """(who, why) of the ``review_opened`` record that opened ``case``; None if the batch that
+    scored its prediction routed it (through the index of non-prediction records)."""
+    a = audit_records.c
+    stmt = sa.select(a.payload).where(is_event(RECORD_REVIEW_OPENED), a.batch_id == case.batch_id)
+    with engine.connect() as conn:
+        for (payload,) in conn.execute(stmt):
+            if payload and payload.get("case_id") == case.case_id:
+                return str(payload["opened_by"]), str(payload["reason"])
+    return None
+
+
+def _deciding_prediction(conn: Any, record: Any, *, after: int | None = None) -> str | None:
     """The id of the latest deciding prediction of ``record``'s application and model (with
-    ``later``: only one after ``record``, a range of the primary key from its seq). Reads the
-    table without an entity index: a by-hand action, not a hot path."""
+    ``after``: only one after that seq, a range of the primary key). Reads the records without
+    an entity index: a by-hand action, not a hot path."""
     a = audit_records.c
     stmt = sa.select(a.record_id).where(
         a.record_type == RECORD_PREDICTION,
@@ -233,8 +268,8 @@ def _deciding_prediction(conn: Any, record: Any, *, later: bool = False) -> str 
         a.model_name == record.model_name,
         a.role.in_(DECIDING_ROLES),
     )
-    if later:
-        stmt = stmt.where(a.seq > record.seq)
+    if after is not None:
+        stmt = stmt.where(a.seq > after)
     found = conn.execute(stmt.order_by(a.seq.desc()).limit(1)).scalar()
     return None if found is None else str(found)
 

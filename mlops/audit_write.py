@@ -462,7 +462,7 @@ def _insert_cases(conn: Connection, cases: list[dict[str, Any]], created_at: dat
         if name == "created_at":
             grid[:, j] = created_at.strftime(_SQLITE_DATETIME)
         else:
-            grid[:, j] = [case[name] for case in cases]
+            grid[:, j] = [case.get(name) for case in cases]
     table = qualified(conn, review_cases)
     _sqlite_insert_grid(
         conn.connection.dbapi_connection, f"INSERT INTO {table} ({', '.join(_CASE_COLUMNS)}) VALUES", grid

@@ -6,8 +6,8 @@ the same queue is the ``review-case`` flow (``flows/review.py``).
 
 Exit codes: 0 ok; 1 refused: a case resolved already or superseded by a later prediction's
 case, or a case that cannot be opened on that prediction (a shadow prediction, one decided again
-later, an application with an open case); 2 for an unknown id or a bad decision / empty
-reviewer, routing person or reason (nothing is written then).
+later, a prediction with a case already, an application with an open case); 2 for an unknown id
+or a bad decision / empty reviewer, routing person or reason (nothing is written then).
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def register(add: Registrar) -> None:
     p.add_argument(
         "prediction_id", metavar="PREDICTION_ID", help="the deciding prediction's id (mlops audit find)"
     )
-    p.add_argument("--by", required=True, help="who routes it to review")
-    p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    p.add_argument("--by", required=True, metavar="WHO", help="who routes it to review")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the audit trail)")
 
     p = child("resolve", cmd_review_resolve, "Resolve an open case (final; writes a review audit record).")
     p.add_argument("case_id", metavar="ID", help="the case id (= the prediction's record id)")

@@ -68,19 +68,21 @@ def publish_review_case_task(view: CaseView) -> str:
 def route_to_review_task(
     prediction_id: str, opened_by: str, reason: str, settings: Settings
 ) -> audit.ReviewCase:
-    """Open a case on the prediction by hand (appends the ``review_opened`` record), unless it
-    has one already: a run retried after the case opened reviews that case (an earlier run's
-    resolved or superseded case is then refused by the load that follows)."""
+    """Open a case on the prediction by hand (appends the ``review_opened`` record). A run
+    retried after it opened the case (the same person and reason on record) reviews that case;
+    any other case on the prediction is refused, as ``mlops review open`` refuses it."""
     engine = open_audit_store(settings)
     try:
         try:
             case = audit.get_case(engine, prediction_id)
         except audit.ReviewCaseNotFound:
             return audit.open_review_case(engine, prediction_id, reason, opened_by=opened_by)
+        if audit.routed_by_hand(engine, case) != (opened_by, reason):
+            return audit.open_review_case(engine, prediction_id, reason, opened_by=opened_by)  # refused
     finally:
         engine.dispose()
     get_run_logger().info(
-        "prediction %s has a review case already (%s): reviewing it", case.case_id, case.status
+        "prediction %s was routed to review by this request already: reviewing it", case.case_id
     )
     return case
 

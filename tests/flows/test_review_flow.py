@@ -203,6 +203,11 @@ def test_a_prediction_is_routed_to_review_from_the_prefect_ui_and_resolved(
     finally:
         engine.dispose()
     assert prediction != open_case[0]
+    # A case the batch routed is not taken over by a routing request: refused, as by the CLI.
+    taken = start(open_case[0], timeout_seconds=30, route_by="mallory", route_reason="complaint").state()
+    assert taken.is_failed()
+    with pytest.raises(audit.ReviewCaseRefused, match="in review already"):
+        taken.result()
     half = start(prediction, timeout_seconds=30, route_by="dana").state()  # reason missing
     assert half.is_failed()
     with pytest.raises(InputError, match="needs both route_by and route_reason"):

@@ -687,10 +687,21 @@ def test_case_opened_after_the_fact(engine: Engine) -> None:
     assert (opened["record_type"], opened["entity_key"]) == ("review_opened", row(engine, 1)["entity_key"])
     assert opened["payload"] == {"case_id": case.case_id, "opened_by": "dana", "reason": "high stakes"}
     assert audit.verify_chain(engine).ok
-    with pytest.raises(audit.ReviewCaseRefused, match="has a review case already"):
+    with pytest.raises(audit.ReviewCaseRefused, match="is in review already") as twice:
         audit.open_review_case(engine, result.record_ids[0], "again", opened_by="dana")
-    with pytest.raises(audit.ReviewCaseNotFound):
+    assert twice.value.hint and twice.value.hint.startswith(f"mlops review resolve {case.case_id} ")
+    audit.resolve_case(engine, case.case_id, "erin", "approve", "checked")
+    with pytest.raises(audit.ReviewCaseRefused, match="reviewed already: approve by erin") as after:
+        audit.open_review_case(engine, result.record_ids[0], "again", opened_by="dana")
+    assert "a resolution is final" in after.value.message
+    with pytest.raises(audit.ReviewCaseNotFound, match="no prediction record"):
         audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction", opened_by="dana")
+    with pytest.raises(audit.ReviewCaseNotFound, match="is a review_opened record, not a prediction"):
+        audit.open_review_case(engine, opened["record_id"], "not a prediction", opened_by="dana")
+    with pytest.raises(audit.ReviewCaseNotFound, match="no prediction 'APP-1'") as not_an_id:
+        audit.open_review_case(engine, "APP-1", "an application id", opened_by="dana")
+    assert not_an_id.value.hint and "mlops audit find" in not_an_id.value.hint
+    assert audit.routed_by_hand(engine, audit.get_case(engine, case.case_id)) == ("dana", "high stakes")
 
 
 def test_a_later_prediction_for_the_same_application_supersedes_its_open_case(engine: Engine) -> None:

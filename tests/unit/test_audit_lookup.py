@@ -13,6 +13,7 @@ from mlops.audit_lookup import (
     OUTCOME_PENDING,
     OUTCOME_REVIEWED,
     OUTCOME_SUPERSEDED,
+    OUTCOME_UNDER_REVIEW,
     application_id,
     find_entity,
     history_text,
@@ -77,11 +78,19 @@ def test_a_routed_latest_prediction_leaves_the_decision_pending(engine: Engine) 
     assert f"none yet: case {routed.record_ids[1]} waits for review" in history_text(APP, history)
 
 
-def test_a_case_opened_by_hand_on_an_unrouted_prediction_decides_its_outcome(engine: Engine) -> None:
+def test_a_case_opened_by_hand_on_a_decided_prediction_leaves_the_decision_under_review(
+    engine: Engine,
+) -> None:
     result = audit.append_predictions(engine, batch(4), batch_id="b-1", hash_key=KEY)
     rid = result.record_ids[1]
     audit.open_review_case(engine, rid, "complaint by the applicant", opened_by="dana")
-    assert find_entity(engine, APP, KEY).current["credit-risk"].decided_by is None  # pending now
+    history = find_entity(engine, APP, KEY)
+    now = history.current["credit-risk"]
+    assert (now.decision, now.decided_by, now.open_cases) == ("approve", "model", [rid])
+    assert now.prediction.outcome == OUTCOME_UNDER_REVIEW
+    text = history_text(APP, history)
+    assert "approve, by the model" in text and f"under review: case {rid} (routed by hand)" in text
+    assert "review_opened of case" in text and "by dana: routed to review: complaint by the applicant" in text
     audit.resolve_case(engine, rid, "bob", "decline", "checked by phone")
     history = find_entity(engine, APP, KEY)
     [prediction] = [r for r in history.predictions if r.record_id == rid]
