@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from mlops.cli import Registrar
 
 
+DEFAULT_LIST_LIMIT = 50
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _score(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -32,13 +42,14 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
 
     engine = open_audit_store(get_settings())
     try:
-        cases = audit.list_open_cases(engine, model_name=args.model, limit=args.limit)
-        open_total = audit.count_open_cases(engine, model_name=args.model) if args.limit else len(cases)
+        limit = None if args.all else args.limit
+        cases = audit.list_open_cases(engine, model_name=args.model, limit=limit)
+        open_total = audit.count_open_cases(engine, model_name=args.model) if limit else len(cases)
     finally:
         engine.dispose()
     head = f"{open_total} open review case(s)" + (f" of {args.model}" if args.model else "")
     if len(cases) < open_total:
-        head += f", the oldest {len(cases)} shown"
+        head += f", the oldest {len(cases)} shown (--limit N, --all)"
     lines = [head]
     lines += [
         f"{c.case_id}  {c.model_name} v{c.model_version} {c.role or '-'}  score {_score(c.score)}  "
@@ -94,7 +105,15 @@ def register(add: Registrar) -> None:
 
     p = child("list", cmd_review_list, "List open review cases, oldest first.")
     p.add_argument("--model", default=None, help="only cases of this model")
-    p.add_argument("--limit", type=int, default=None, help="at most this many cases")
+    p.add_argument(
+        "--limit",
+        type=_positive,
+        default=DEFAULT_LIST_LIMIT,
+        help=f"at most this many cases (default {DEFAULT_LIST_LIMIT})",
+    )
+    p.add_argument(
+        "--all", action="store_true", help="every open case (a large batch can open tens of thousands)"
+    )
 
     p = child(
         "open",

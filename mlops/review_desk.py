@@ -53,6 +53,8 @@ class CaseView(BaseModel):
     reference: InputReference
     row: dict[str, Any] | None = None
     row_error: str | None = None
+    model_decision: str | None = None  # the prediction's: a proposal if routed, else it stands
+    routed_by_hand: tuple[str, str] | None = None  # (who, why) of a case opened by hand
 
 
 def input_references(engine: Engine, record_ids: Sequence[str]) -> dict[str, InputReference]:
@@ -132,7 +134,17 @@ def case_view(engine: Engine, store: ObjectStore, case_id: str, contract: Contra
     if row is not None and contract is not None:
         hidden = set(contract.sensitive_columns)
         row = {k: v for k, v in row.items() if k not in hidden}
-    return CaseView(case=case, reference=reference, row=row, row_error=error)
+    records = audit.audit_records.c
+    with engine.connect() as conn:
+        decision = conn.execute(sa.select(records.decision).where(records.record_id == case_id)).scalar()
+    return CaseView(
+        case=case,
+        reference=reference,
+        row=row,
+        row_error=error,
+        model_decision=decision,
+        routed_by_hand=audit.routed_by_hand(engine, case),
+    )
 
 
 def _cell(value: Any) -> str:
@@ -143,6 +155,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _routing_line(view: CaseView) -> str:
+    """Who sent the case and what the model's decision is meanwhile."""
+    model = view.model_decision or "n/a"
+    if view.routed_by_hand is not None:
+        who, _why = view.routed_by_hand
+        return (
+            f"Routed to review by hand by **{who}**. The model decided **{model}**; that decision "
+            "stands until this review decides."
+        )
+    return f"Routed by the scoring batch: the model proposed **{model}** and decided nothing."
+
+
 def case_markdown(view: CaseView) -> str:
     """The case as Markdown for the Prefect UI (artifact and the review form's description)."""
     case, ref = view.case, view.reference
@@ -151,6 +175,8 @@ def case_markdown(view: CaseView) -> str:
         f"# Review case `{case.case_id}`",
         "",
         f"**Why a person reviews it:** {case.routing_reason}",
+        "",
+        _routing_line(view),
         "",
         "| model | version | role | score (P default) | batch | opened |",
         "|---|---|---|---|---|---|",

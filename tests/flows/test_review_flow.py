@@ -113,6 +113,7 @@ def test_review_pauses_for_input_and_resume_resolves_the_case(open_case: tuple[s
     shown = artifact_markdown(case_artifact_key(case_id))
     for text in (case_id, "credit-risk", "0.3100", "score in the review band", application_id, "row 1"):
         assert text in shown
+    assert "Routed by the scoring batch: the model proposed **approve** and decided nothing" in shown
     assert "gender" not in shown  # sensitive attributes are not shown to reviewers
 
     with pytest.raises(RuntimeError, match="decision"):  # the form's schema is enforced on resume
@@ -215,7 +216,9 @@ def test_a_prediction_is_routed_to_review_from_the_prefect_ui_and_resolved(
 
     background = start(prediction, timeout_seconds=120, route_by="dana", route_reason="applicant complaint")
     paused = run_named(f"review-{prediction}", StateType.PAUSED)
-    assert "applicant complaint" in artifact_markdown(case_artifact_key(prediction))
+    shown = artifact_markdown(case_artifact_key(prediction))
+    assert "applicant complaint" in shown and "by hand by **dana**" in shown
+    assert "The model decided **approve**; that decision stands" in shown
     resume_flow_run(paused.id, run_input={"reviewer": "erin", "decision": "approve", "reason": "checked"})
     resolved: audit.ReviewCase = background.state().result()
     assert (resolved.case_id, resolved.status, resolved.reviewer) == (prediction, "resolved", "erin")

@@ -47,7 +47,11 @@ def test_list_and_resolve_round_trip(cases: list[str], capsys: pytest.CaptureFix
     code, data, _ = run(capsys, "review", "list", "--model", MODEL, "--limit", "1")
     assert (data["count"], data["open"]) == (1, 2)
     assert main(["review", "list", "--limit", "1"]) == 0
-    assert capsys.readouterr().out.startswith("2 open review case(s), the oldest 1 shown\n")
+    assert capsys.readouterr().out.startswith(
+        "2 open review case(s), the oldest 1 shown (--limit N, --all)\n"
+    )
+    assert run(capsys, "review", "list", "--limit", "1", "--all")[1]["count"] == 2
+    assert main(["review", "list", "--limit", "0"]) == 2
 
     code, data, _ = run(
         capsys, "review", "resolve", cases[0], "--reviewer", "alice", "--decision", "decline",
