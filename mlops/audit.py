@@ -123,6 +123,7 @@ from mlops.audit_review import (
     resolve_case,
     resolved_cases,
     routed_by_hand,
+    routed_by_hand_all,
 )
 from mlops.audit_schema import (
     audit_anchors,
@@ -261,5 +262,6 @@ __all__ = [
     "resolved_cases",
     "review_cases",
     "routed_by_hand",
+    "routed_by_hand_all",
     "verify_chain",
 ]

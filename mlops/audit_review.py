@@ -14,6 +14,7 @@ outcome labels where a training spec asks for it (the ``label_source`` column sa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -245,16 +246,30 @@ def _check_routable(conn: Any, record: Any, *, after: int) -> None:
         )
 
 
+_BATCHES_PER_QUERY: Final = 500
+
+
 def routed_by_hand(engine: Engine, case: ReviewCase) -> tuple[str, str] | None:
     """(who, why) of the ``review_opened`` record that opened ``case``; None if the batch that
-    scored its prediction routed it (through the index of non-prediction records)."""
+    scored its prediction routed it."""
+    return routed_by_hand_all(engine, [case]).get(case.case_id)
+
+
+def routed_by_hand_all(engine: Engine, cases: Sequence[ReviewCase]) -> dict[str, tuple[str, str]]:
+    """case id -> (who, why) for those of ``cases`` opened by hand: the ``review_opened``
+    records of their batches (through the index of non-prediction records, by batch)."""
+    wanted = {case.case_id for case in cases}
+    batches = sorted({case.batch_id for case in cases if case.batch_id is not None})
     a = audit_records.c
-    stmt = sa.select(a.payload).where(is_event(RECORD_REVIEW_OPENED), a.batch_id == case.batch_id)
+    found: dict[str, tuple[str, str]] = {}
     with engine.connect() as conn:
-        for (payload,) in conn.execute(stmt):
-            if payload and payload.get("case_id") == case.case_id:
-                return str(payload["opened_by"]), str(payload["reason"])
-    return None
+        for start in range(0, len(batches), _BATCHES_PER_QUERY):
+            part = batches[start : start + _BATCHES_PER_QUERY]
+            stmt = sa.select(a.payload).where(is_event(RECORD_REVIEW_OPENED), a.batch_id.in_(part))
+            for (payload,) in conn.execute(stmt):
+                if payload and payload.get("case_id") in wanted:
+                    found[payload["case_id"]] = (str(payload["opened_by"]), str(payload["reason"]))
+    return found
 
 
 def _deciding_prediction(conn: Any, record: Any, *, after: int | None = None) -> str | None:

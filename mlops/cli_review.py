@@ -45,6 +45,7 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
         limit = None if args.all else args.limit
         cases = audit.list_open_cases(engine, model_name=args.model, limit=limit)
         open_total = audit.count_open_cases(engine, model_name=args.model) if limit else len(cases)
+        by_hand = audit.routed_by_hand_all(engine, cases)
     finally:
         engine.dispose()
     head = f"{open_total} open review case(s)" + (f" of {args.model}" if args.model else "")
@@ -54,9 +55,14 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
     lines += [
         f"{c.case_id}  {c.model_name} v{c.model_version} {c.role or '-'}  score {_score(c.score)}  "
         f"{c.created_at:%Y-%m-%d %H:%M}  {c.routing_reason}"
+        + (f"  (routed by hand by {by_hand[c.case_id][0]})" if c.case_id in by_hand else "")
         for c in cases
     ]
-    data = {"count": len(cases), "open": open_total, "cases": [c.model_dump(mode="json") for c in cases]}
+    listed = [
+        {**c.model_dump(mode="json"), "opened_by": by_hand[c.case_id][0] if c.case_id in by_hand else None}
+        for c in cases
+    ]
+    data = {"count": len(cases), "open": open_total, "cases": listed}
     return 0, data, "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ def test_list_and_resolve_round_trip(cases: list[str], capsys: pytest.CaptureFix
     assert code == 0 and data["ok"] and data["count"] == 2
     assert [c["case_id"] for c in data["cases"]] == cases
     assert data["cases"][0]["routing_reason"] == "score in the review band"
+    assert data["cases"][0]["opened_by"] is None  # routed by the batch
     assert (data["cases"][0]["model_version"], data["cases"][0]["role"]) == ("3", "champion")
     assert run(capsys, "review", "list", "--model", "other")[1]["count"] == 0
     code, data, _ = run(capsys, "review", "list", "--model", MODEL, "--limit", "1")
@@ -183,7 +184,9 @@ def test_a_prediction_routed_by_hand_is_reviewed_and_the_trail_says_who_routed_i
     case = data["case"]
     assert (case["case_id"], case["status"], case["role"]) == (champion[0], "open", "champion")
     assert case["routing_reason"] == "complaint by the applicant"
-    assert [c["case_id"] for c in run(capsys, "review", "list")[1]["cases"]] == [champion[0]]
+    [listed] = run(capsys, "review", "list")[1]["cases"]
+    assert (listed["case_id"], listed["opened_by"]) == (champion[0], "dana")
+    assert main(["review", "list"]) == 0 and "(routed by hand by dana)" in capsys.readouterr().out
     code, data, _ = run(capsys, *opening, champion[0])
     assert code == 1 and "is in review already" in data["error"]
 
