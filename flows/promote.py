@@ -20,6 +20,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 from prefect.transactions import Transaction, transaction
 from pydantic import Field
 
@@ -39,6 +40,7 @@ from mlops.promotion import (
     crash_seam,
     form_approval,
     no_approvers_refusal,
+    no_form_approval,
     policy_approval,
     refusal_error,
     timed_out_approval,
@@ -119,7 +121,10 @@ def _refuse(promotion: ShadowPromotion, settings: Settings) -> WorkRefused:
 
 
 def _ask_a_person(promotion: ShadowPromotion, settings: Settings) -> Approval:
-    """Pause this flow run until someone answers the approval form (in the flow, not a task)."""
+    """Pause this flow run until someone answers the approval form (in the flow, not a task);
+    refused at once when no Prefect server could show the form (a temporary one)."""
+    if get_current_settings().api.url is None:
+        return no_form_approval(settings, promotion.requested_by)
     form = ApprovalInput.with_initial_data(
         description=evidence_markdown(promotion) + f"\nAllowed approvers: {', '.join(settings.approvers)}.\n"
     )

@@ -111,13 +111,14 @@ def register(add: Registrar) -> None:
 
     p = child("list", cmd_review_list, "List open review cases, oldest first.")
     p.add_argument("--model", default=None, help="only cases of this model")
-    p.add_argument(
+    how_many = p.add_mutually_exclusive_group()
+    how_many.add_argument(
         "--limit",
         type=_positive,
         default=DEFAULT_LIST_LIMIT,
         help=f"at most this many cases (default {DEFAULT_LIST_LIMIT})",
     )
-    p.add_argument(
+    how_many.add_argument(
         "--all", action="store_true", help="every open case (a large batch can open tens of thousands)"
     )
 

@@ -126,7 +126,7 @@ COMMIT_STEPS: Final = (
 )
 
 ApprovalDecision = Literal["approve", "reject"]
-ApprovalChannel = Literal["auto-policy", "cli", "prefect-ui", "timeout", "none"]
+ApprovalChannel = Literal["auto-policy", "cli", "prefect-ui", "timeout", "no-form", "none"]
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -234,6 +234,25 @@ def timed_out_approval(settings: Settings, requested_by: str) -> Approval:
         approver=NONE_VALUE,
         decision="reject",
         reason=f"no approval within {settings.approval_timeout_seconds} s",
+        allowed=False,
+        requested_by=requested_by,
+    )
+
+
+def no_form_approval(settings: Settings, requested_by: str) -> Approval:
+    """Manual policy, no ``--approver``, and no Prefect server whose UI could show the approval
+    form (the command started a temporary one, gone with it): refused at once instead of
+    waiting ``approval_timeout_seconds`` for an answer nobody can give."""
+    return Approval(
+        policy=settings.approval_policy,
+        channel="no-form",
+        approver=NONE_VALUE,
+        decision="reject",
+        reason=(
+            "policy 'manual' needs a person's approval, and no Prefect server can show the approval "
+            "form (no PREFECT_API_URL): give --approver WHO (one of MLOPS_APPROVERS), or start the "
+            "promote deployment from the Prefect UI (make up) and approve in its paused run"
+        ),
         allowed=False,
         requested_by=requested_by,
     )

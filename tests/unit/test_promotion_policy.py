@@ -301,3 +301,23 @@ def test_the_comparison_fails_closed(labels: list[int], min_rows: int, min_days:
     )
     assert not evidence.passed and evidence.decision_record is None
     assert reason in evidence.reasons[0] and reason in evidence.summary()
+
+
+def test_manual_approval_with_no_prefect_server_to_show_the_form_is_refused_at_once(
+    mlops_home: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.promote import _ask_a_person
+    from mlops.settings import get_settings
+
+    monkeypatch.setenv("MLOPS_PROMOTION_APPROVAL", "manual")
+    monkeypatch.setenv("MLOPS_APPROVERS", "alice")
+    settings = get_settings()
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as under a temporary server
+        approval = _ask_a_person(SimpleNamespace(requested_by="ops"), settings)  # type: ignore[arg-type]
+    assert (approval.channel, approval.decision, approval.allowed) == ("no-form", "reject", False)
+    assert "--approver WHO" in approval.reason and "Prefect UI" in approval.reason
+    assert approval.refusal(settings.approvers)  # refused, with its reason, not paused
