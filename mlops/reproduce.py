@@ -75,19 +75,25 @@ class ReproduceResult(BaseModel):
         return self.identical and self.input_hash_ok and self.record_intact
 
 
+_FIND_HINT: Final = "mlops audit find APPLICATION_ID lists an application's prediction ids"
+
+
 def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
     """The audit record of one prediction (InputError if there is none)."""
     try:
         record_id = str(uuid.UUID(record_id))  # the stored form: lowercase, hyphenated
     except ValueError as exc:
-        raise InputError(f"{record_id!r} is not a prediction id (a record UUID)") from exc
+        raise InputError(f"{record_id!r} is not a prediction id (a record UUID)", hint=_FIND_HINT) from exc
     with engine.connect() as conn:
         row = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
     if row is None:
-        raise InputError(f"no audit record {record_id!r}", hint="take the id from the audit store")
+        raise InputError(f"no audit record {record_id!r}", hint=_FIND_HINT)
     record = dict(row._mapping)
     if record["record_type"] != RECORD_PREDICTION:
-        raise InputError(f"audit record {record_id} is a {record['record_type']!r} record, not a prediction")
+        raise InputError(
+            f"audit record {record_id} is a {record['record_type']!r} record, not a prediction",
+            hint=_FIND_HINT,
+        )
     return record
 
 

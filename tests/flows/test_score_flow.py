@@ -290,6 +290,7 @@ def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.Captu
 
     assert main(["score", str(setup.batch_a), "--canary-share", "1.5"]) == 2
     assert main(["reproduce", "not-a-uuid", "--json"]) == 2
+    assert "mlops audit find APPLICATION_ID" in last_json(capsys.readouterr().out)["hint"]
 
 
 def open_case_keys(engine: Engine) -> set[str]:
