@@ -119,7 +119,7 @@ def _case(row: Any) -> ReviewCase:
     return ReviewCase(**data)
 
 
-_FIND_HINT: Final = "mlops audit find APPLICATION_ID lists an application's prediction ids"
+FIND_PREDICTION_HINT: Final = "mlops audit find APPLICATION_ID lists an application's prediction ids"
 
 
 def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: str) -> ReviewCase:
@@ -136,7 +136,7 @@ def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: st
     after the prediction, which in a large store takes seconds), then again under it for what
     was appended meanwhile only, so scoring appends never wait behind that search.
     """
-    case_id = _check_case_id(case_id, what="prediction", hint=_FIND_HINT)
+    case_id = _check_case_id(case_id, what="prediction", hint=FIND_PREDICTION_HINT)
     if not opened_by.strip():
         raise InvalidReviewDecision("who routes the case to review is required", hint="--by WHO")
     if not reason.strip():
@@ -180,10 +180,11 @@ def _prediction(conn: Any, record_id: str) -> Any:
     """The prediction record ``record_id`` (:class:`ReviewCaseNotFound` if it is none)."""
     record = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
     if record is None:
-        raise ReviewCaseNotFound(f"no prediction record with id {record_id!r}", hint=_FIND_HINT)
+        raise ReviewCaseNotFound(f"no prediction record with id {record_id!r}", hint=FIND_PREDICTION_HINT)
     if record.record_type != RECORD_PREDICTION:
         raise ReviewCaseNotFound(
-            f"record {record_id!r} is a {record.record_type} record, not a prediction", hint=_FIND_HINT
+            f"record {record_id!r} is a {record.record_type} record, not a prediction",
+            hint=FIND_PREDICTION_HINT,
         )
     return record
 

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from mlops.audit import CANONICAL_FIELDS, RECORD_PREDICTION, audit_records, is_event, record_hash
 from mlops.audit_hashing import as_utc
+from mlops.audit_review import FIND_PREDICTION_HINT
 from mlops.constants import KIND_VALID
 from mlops.errors import InputError
 from mlops.model_spec import DecisionPolicy
@@ -75,24 +76,23 @@ class ReproduceResult(BaseModel):
         return self.identical and self.input_hash_ok and self.record_intact
 
 
-_FIND_HINT: Final = "mlops audit find APPLICATION_ID lists an application's prediction ids"
-
-
 def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
     """The audit record of one prediction (InputError if there is none)."""
     try:
         record_id = str(uuid.UUID(record_id))  # the stored form: lowercase, hyphenated
     except ValueError as exc:
-        raise InputError(f"{record_id!r} is not a prediction id (a record UUID)", hint=_FIND_HINT) from exc
+        raise InputError(
+            f"{record_id!r} is not a prediction id (a record UUID)", hint=FIND_PREDICTION_HINT
+        ) from exc
     with engine.connect() as conn:
         row = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
     if row is None:
-        raise InputError(f"no audit record {record_id!r}", hint=_FIND_HINT)
+        raise InputError(f"no audit record {record_id!r}", hint=FIND_PREDICTION_HINT)
     record = dict(row._mapping)
     if record["record_type"] != RECORD_PREDICTION:
         raise InputError(
             f"audit record {record_id} is a {record['record_type']!r} record, not a prediction",
-            hint=_FIND_HINT,
+            hint=FIND_PREDICTION_HINT,
         )
     return record
 
