@@ -32,7 +32,14 @@ from sqlalchemy.engine import Engine
 
 from mlops.audit_encode import DECIDING_ROLES, RECORD_PREDICTION
 from mlops.audit_hashing import as_utc, entity_key
-from mlops.audit_schema import CASE_OPEN, CASE_RESOLVED, CASE_SUPERSEDED, audit_records, review_cases
+from mlops.audit_schema import (
+    CASE_OPEN,
+    CASE_RESOLVED,
+    CASE_SUPERSEDED,
+    NOT_PREDICTION,
+    audit_records,
+    review_cases,
+)
 from mlops.audit_write import RECORD_REVIEW, RECORD_REVIEW_OPENED
 from mlops.contracts import Contract
 from mlops.errors import InputError
@@ -314,3 +321,26 @@ def history_text(entity_id: str | int, history: EntityHistory) -> str:
     for now in history.current.values():
         lines += _current_line(now)
     return "\n".join(lines)
+
+
+def audited_models(engine: Engine) -> list[str]:
+    """The models the audit trail holds records of (read from its non-prediction records, a few
+    per batch, through their partial index: every scored batch leaves one)."""
+    c = audit_records.c
+    stmt = sa.select(c.model_name).where(NOT_PREDICTION, c.model_name.is_not(None)).distinct()
+    with engine.connect() as conn:
+        return sorted(str(name) for name in conn.scalars(stmt))
+
+
+def require_known_model(engine: Engine, model_name: str | None, specs: list[str]) -> None:
+    """Refuse a ``--model`` that names neither a model spec nor a model the audit trail holds
+    records of (a typo would otherwise list nothing and look like "no cases", "not found")."""
+    if model_name is None or model_name in specs:
+        return
+    audited = audited_models(engine)
+    if model_name not in audited:
+        known = sorted({*specs, *audited})
+        raise InputError(
+            f"no model named {model_name!r}: no model spec and no audit records of it",
+            hint=f"check --model; known models: {', '.join(known) if known else 'none yet'}",
+        )

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -224,10 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plain(message: str) -> str:
+    """pydantic's message without its "Value error, " / "Assertion failed, " prefix."""
+    return re.sub(r"^(Value error|Assertion failed), ", "", message)
+
+
 def _validation_message(exc: ValidationError) -> str:
     """Name what was wrong the way the user set it: ``MLOPS_<FIELD>`` for a setting."""
     if exc.title != "Settings":
-        return f"invalid arguments:\n{exc}"
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or exc.title}: {_plain(err['msg'])} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        return "invalid arguments: " + "; ".join(problems)
     problems = [
         f"MLOPS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
         for err in exc.errors()

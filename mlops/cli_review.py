@@ -38,10 +38,13 @@ def _score(value: float | None) -> str:
 def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
     from mlops.audit import open_audit_store
+    from mlops.audit_lookup import require_known_model
+    from mlops.model_spec import model_spec_names
     from mlops.settings import get_settings
 
     engine = open_audit_store(get_settings())
     try:
+        require_known_model(engine, args.model, model_spec_names())
         limit = None if args.all else args.limit
         cases = audit.list_open_cases(engine, model_name=args.model, limit=limit)
         open_total = audit.count_open_cases(engine, model_name=args.model) if limit else len(cases)

@@ -129,7 +129,8 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
 
 def cmd_audit_find(args: argparse.Namespace) -> Outcome:
     from mlops.audit import create_schema, explained_store_errors
-    from mlops.audit_lookup import application_id, find_entity, history_text
+    from mlops.audit_lookup import application_id, find_entity, history_text, require_known_model
+    from mlops.model_spec import model_spec_names
     from mlops.review_desk import applications_contract_for
     from mlops.settings import get_settings
 
@@ -141,6 +142,7 @@ def cmd_audit_find(args: argparse.Namespace) -> Outcome:
     try:
         with explained_store_errors(str(engine.url)):
             create_schema(engine)  # a store made by an earlier release gets the review columns
+        require_known_model(engine, args.model, model_spec_names())
         history = find_entity(engine, entity_id, settings.entity_hash_key, model_name=args.model)
     finally:
         engine.dispose()

@@ -266,6 +266,12 @@ def read_model_spec(path: Path) -> ModelSpec:
         ) from exc
 
 
+def model_spec_names(specs_dir: Path | None = None) -> list[str]:
+    """The names of the model specs in ``specs_dir`` (default :func:`model_specs_dir`)."""
+    folder = specs_dir or model_specs_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
 def load_model_spec(
     name: str = DEFAULT_MODEL_NAME, *, specs_dir: Path | None = None, contracts_dir: Path | None = None
 ) -> ModelSpec:
@@ -277,9 +283,9 @@ def load_model_spec(
     folder = specs_dir or model_specs_dir()
     path = folder / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         raise ContractError(
-            f"no model spec named {name!r} at {path}", hint=f"use one of {known} or set {MODEL_SPECS_DIR_ENV}"
+            f"no model spec named {name!r} at {path}",
+            hint=f"use one of {model_spec_names(folder)} or set {MODEL_SPECS_DIR_ENV}",
         )
     spec = read_model_spec(path)
     if spec.name != name:

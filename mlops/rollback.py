@@ -133,6 +133,24 @@ def next_target_after(tags: VersionTags, restored: int, *, rolled_back: int) -> 
     return None if found == rolled_back else found
 
 
+def _no_previous_champion(name: str, tags: VersionTags, champion: int) -> WorkRefused:
+    """The refusal when no earlier champion is left; its hint names what ``--to`` could restore."""
+    former = sorted(v for v, t in tags.items() if v != int(champion) and TAG_PROMOTED_AT in t)
+    replace = "to replace the champion, train a challenger and promote it (mlops train, then mlops promote)"
+    if not former:
+        return WorkRefused(
+            f"{name} has no previous champion to roll back to: version {champion} is the only "
+            "version that was ever champion",
+            hint=replace,
+        )
+    return WorkRefused(
+        f"{name} has no previous champion to roll back to: no version was champion before "
+        f"version {champion} without being rolled back from since",
+        hint=f"{replace}; or restore a former champion on purpose with --to VERSION "
+        f"({', '.join(f'v{v}' for v in former)}; e.g. --to {former[-1]})",
+    )
+
+
 def resolve_target(
     name: str,
     tags: VersionTags,
@@ -152,12 +170,7 @@ def resolve_target(
     else:
         found = previous_champion(tags, champion)
         if found is None:
-            raise WorkRefused(
-                f"{name} has no previous champion to roll back to: no version before {champion} (the "
-                "champion) was champion, or each was rolled back from",
-                hint="to replace the champion, train a challenger and promote it; --to VERSION names "
-                "another version to restore on purpose",
-            )
+            raise _no_previous_champion(name, tags, champion)
         target, source = found, "promotion_history"
     if target == champion:
         raise WorkRefused(f"{name} version {target} already is the champion; nothing to roll back")

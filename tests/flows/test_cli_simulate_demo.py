@@ -41,7 +41,13 @@ def test_simulate_writes_batches_and_manifest(tmp_path: Path, capsys: pytest.Cap
 
 def test_simulate_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--scenario", "nonsense", "--days", "2", "--out", str(tmp_path), "--json"]) == 2
-    assert "nonsense" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    captured = capsys.readouterr()
+    error = json.loads(captured.out.strip().splitlines()[-1])["error"]
+    # One readable line naming the field, the problem and the value, not pydantic's dump.
+    assert error.startswith(
+        "invalid arguments: scenario: unknown scenario 'nonsense'; known scenarios: stable"
+    )
+    assert "Value error" not in error and "errors.pydantic.dev" not in captured.err
     assert main(["simulate", "--days", "x", "--out", str(tmp_path)]) == 2
 
 

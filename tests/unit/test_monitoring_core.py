@@ -275,6 +275,25 @@ def test_a_rollback_without_a_former_champion_to_return_to_is_refused(
         resolve_target("m", HISTORY, champion, to_version=to_version)
 
 
+def test_the_refusal_without_a_previous_champion_names_what_to_do() -> None:
+    first = {1: HISTORY[1], 4: HISTORY[4]}  # v1 is the only version ever champion
+    with pytest.raises(WorkRefused) as only:
+        resolve_target("m", first, 1)
+    assert "version 1 is the only version that was ever champion" in only.value.message
+    assert only.value.hint is not None and "--to" not in only.value.hint  # nothing it could restore
+    assert "mlops train, then mlops promote" in only.value.hint
+    rolled = {
+        **HISTORY,
+        1: {**HISTORY[1], TAG_ROLLED_BACK_AT: _at(6)},
+        2: {**HISTORY[2], TAG_ROLLED_BACK_AT: _at(7)},
+    }
+    with pytest.raises(WorkRefused) as each:  # both earlier champions were rolled back from
+        resolve_target("m", rolled, 3)
+    assert "no version was champion before version 3 without being rolled back from" in each.value.message
+    assert each.value.hint is not None and "(v1, v2; e.g. --to 2)" in each.value.hint
+    assert resolve_target("m", rolled, 3, to_version=2) == (2, "explicit")  # what the hint offers works
+
+
 def test_after_a_rollback_the_next_target_is_the_restored_versions_predecessor() -> None:
     assert next_target_after(HISTORY, 2, rolled_back=3) == 1
     assert next_target_after(HISTORY, 1, rolled_back=3) is None

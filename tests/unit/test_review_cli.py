@@ -44,7 +44,21 @@ def test_list_and_resolve_round_trip(cases: list[str], capsys: pytest.CaptureFix
     assert data["cases"][0]["routing_reason"] == "score in the review band"
     assert data["cases"][0]["opened_by"] is None  # routed by the batch
     assert (data["cases"][0]["model_version"], data["cases"][0]["role"]) == ("3", "champion")
-    assert run(capsys, "review", "list", "--model", "other")[1]["count"] == 0
+    code, data, _ = run(capsys, "review", "list", "--model", "credit-rsik")  # a typo: no spec, no records
+    assert (
+        code == 2
+        and data["error"] == "no model named 'credit-rsik': no model spec and no audit records of it"
+    )
+    assert data["hint"] == "check --model; known models: credit-risk"
+    engine = open_audit_store(get_settings())
+    audit.append_event(engine, "note", {"why": "a retired model"}, model_name="retired")
+    engine.dispose()
+    code, data, _ = run(capsys, "review", "list", "--model", "retired")  # no spec, but audited: its queue
+    assert (code, data["count"]) == (0, 0)
+    assert (
+        "known models: credit-risk, retired"
+        in run(capsys, "audit", "find", "APP-1", "--model", "x")[1]["hint"]
+    )
     code, data, _ = run(capsys, "review", "list", "--model", MODEL, "--limit", "1")
     assert (data["count"], data["open"]) == (1, 2)
     assert main(["review", "list", "--limit", "1"]) == 0
