@@ -53,8 +53,13 @@ class OurErrorsWithoutTraceback(logging.Filter):
     Any other exception keeps its traceback.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: set[str] = set()  # the first line of each of our errors seen
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], MlopsError):
+            self.messages.add(record.exc_info[1].message.splitlines()[0])
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -62,28 +67,58 @@ class OurErrorsWithoutTraceback(logging.Filter):
 RUN_LOGGERS: Final = ("prefect.flow_runs", "prefect.task_runs")
 
 
+class OurErrorsOnceOnConsole(logging.Filter):
+    """Keeps Prefect's lines about one of our errors off the console (they stay in the run's
+    log the Prefect UI shows).
+
+    Prefect logs a refusal four times as the task and the flow fail ("Task run failed with
+    exception", "Finished in state Failed", twice); the CLI then prints it once with its hint.
+    Only lines of the run loggers that quote an error :class:`OurErrorsWithoutTraceback` saw
+    are dropped; every other line, and any other exception, stays.
+    """
+
+    def __init__(self, seen: OurErrorsWithoutTraceback) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.seen.messages or not record.name.startswith(RUN_LOGGERS):
+            return True
+        line = record.getMessage()
+        return not any(message in line for message in self.seen.messages)
+
+
 @contextmanager
 def foreground_flows() -> Iterator[None]:
-    """Flows the CLI runs in the foreground: without Prefect's heartbeat thread, and without
-    tracebacks in the log for our own errors (:class:`OurErrorsWithoutTraceback`).
+    """Flows the CLI runs in the foreground: without Prefect's heartbeat thread, without
+    tracebacks in the log for our own errors (:class:`OurErrorsWithoutTraceback`) and without
+    their repeats on the console (:class:`OurErrorsOnceOnConsole`).
 
     Heartbeats let the server notice an unattended run whose process died; the user of a
     foreground run sees that directly. In Prefect 3.9 a sync flow waits up to 1 s at exit for
     that thread (measured here: a trivial flow 1.2 s with it, 0.3 s without), which is most of
     an instant rollback. Runs of deployments (workers, ``serve``) keep their heartbeats.
     """
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    ensure_logging_setup()  # Prefect's console handler, to filter (set up at most once per process)
     quiet = OurErrorsWithoutTraceback()
     loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
     for logger in loggers:
         logger.addFilter(quiet)
+    once = OurErrorsOnceOnConsole(quiet)
+    consoles = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    for handler in consoles:
+        handler.addFilter(once)
     try:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
     finally:
         for logger in loggers:
             logger.removeFilter(quiet)
+        for handler in consoles:
+            handler.removeFilter(once)
 
 
 def _flow_settings(command: str) -> AbstractContextManager[None]:

@@ -9,7 +9,7 @@ import pytest
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from mlops.cli import RUN_LOGGERS, OurErrorsWithoutTraceback, foreground_flows
+from mlops.cli import RUN_LOGGERS, OurErrorsOnceOnConsole, OurErrorsWithoutTraceback, foreground_flows
 from mlops.errors import InputError
 from tests.helpers import wait_for_events
 
@@ -62,11 +62,22 @@ def test_our_errors_are_logged_without_a_traceback_others_with_it(kind: str) -> 
     for logger in loggers:
         logger.addHandler(keep)
     try:
-        with foreground_flows(), pytest.raises((InputError, RuntimeError)):
-            refusing(kind)
+        with foreground_flows():
+            with pytest.raises((InputError, RuntimeError)):
+                refusing(kind)
+            consoles = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+            on_console = [r for r in keep.records if all(h.filter(r) for h in consoles)]
     finally:
         for logger in loggers:
             logger.removeHandler(keep)
+    assert consoles  # Prefect's console handler, filtered
+    # The run's log (the Prefect UI) keeps every line; the console shows ours only once, as the
+    # CLI prints it with its hint, and keeps every line of an unexpected failure.
+    assert len([r for r in keep.records if "empty file" in r.getMessage()]) == (3 if kind == "ours" else 0)
+    assert [r for r in on_console if "failure" in r.getMessage() or "empty file" in r.getMessage()] == (
+        [] if kind == "ours" else [r for r in keep.records if "an unexpected failure" in r.getMessage()]
+    )
+    assert kind == "ours" or len(on_console) >= 3
     # The lines Prefect logs with the exception (others, like "Finished in state Failed", carry none).
     failures = [
         r for r in keep.records if r.getMessage().startswith(("Encountered exception", "Task run failed"))
@@ -75,3 +86,4 @@ def test_our_errors_are_logged_without_a_traceback_others_with_it(kind: str) -> 
     assert all((r.exc_info is None) == (kind == "ours") for r in failures)
     assert all(("empty file" in r.getMessage()) == (kind == "ours") for r in failures)
     assert not any(isinstance(f, OurErrorsWithoutTraceback) for lg in loggers for f in lg.filters)  # removed
+    assert not any(isinstance(f, OurErrorsOnceOnConsole) for h in consoles for f in h.filters)
