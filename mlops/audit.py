@@ -109,6 +109,7 @@ from mlops.audit_hashing import (
 from mlops.audit_review import (
     LABEL_BY_DECISION,
     InvalidReviewDecision,
+    PredictionNotFound,
     ReviewCase,
     ReviewCaseAlreadyResolved,
     ReviewCaseNotFound,
@@ -225,6 +226,7 @@ __all__ = [
     "ChainReport",
     "EncodedPredictions",
     "InvalidReviewDecision",
+    "PredictionNotFound",
     "ReviewCase",
     "ReviewCaseAlreadyResolved",
     "ReviewCaseNotFound",

@@ -59,6 +59,10 @@ class ReviewCaseNotFound(ReviewError):
     """No review case has this id."""
 
 
+class PredictionNotFound(ReviewCaseNotFound):
+    """No prediction record has this id (for ``mlops review open`` and ``mlops reproduce``)."""
+
+
 class ReviewCaseAlreadyResolved(ReviewError):
     """The case was resolved before; a resolution is final (the CLI exits 1: refused)."""
 
@@ -103,12 +107,14 @@ class ReviewCase(BaseModel):
     superseded_by: str | None = None
 
 
-def _check_case_id(case_id: str, *, what: str = "review case", hint: str = "mlops review list") -> str:
+def _check_case_id(case_id: str) -> str:
     """The id in the stored form (lowercase, hyphenated); ReviewCaseNotFound if not a UUID."""
     try:
         return str(uuid.UUID(case_id))
     except (TypeError, ValueError, AttributeError) as exc:
-        raise ReviewCaseNotFound(f"no {what} {case_id!r} (not a record id)", hint=hint) from exc
+        raise ReviewCaseNotFound(
+            f"no review case {case_id!r} (not a record id)", hint="mlops review list"
+        ) from exc
 
 
 def _case(row: Any) -> ReviewCase:
@@ -130,20 +136,20 @@ def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: st
     a decision to a person and when. Refused (:class:`ReviewCaseRefused`, nothing written) on
     a shadow prediction (it decided nothing), on a prediction a later one decided again, on a
     prediction with a case already and while the application has an open case of the model;
-    :class:`ReviewCaseNotFound` for an id that is no prediction.
+    :class:`PredictionNotFound` for an id that is no prediction.
 
     The checks run first without the chain lock (finding a later decision reads the records
     after the prediction, which in a large store takes seconds), then again under it for what
     was appended meanwhile only, so scoring appends never wait behind that search.
     """
-    case_id = _check_case_id(case_id, what="prediction", hint=FIND_PREDICTION_HINT)
     if not opened_by.strip():
         raise InvalidReviewDecision("who routes the case to review is required", hint="--by WHO")
     if not reason.strip():
         raise InvalidReviewDecision("a review case needs a routing reason", hint="--reason TEXT")
     with engine.connect() as conn:
         head = int(conn.execute(sa.select(audit_chain_head.c.seq)).scalar_one())
-        record = _prediction(conn, case_id)
+        record = prediction_record(conn, case_id)
+        case_id = str(record.record_id)
         _check_routable(conn, record, after=record.seq)
     with chain_transaction(engine) as conn:
         lock_head(conn)  # the writers that open and supersede cases hold it too
@@ -176,13 +182,21 @@ def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: st
     return ReviewCase(**values)
 
 
-def _prediction(conn: Any, record_id: str) -> Any:
-    """The prediction record ``record_id`` (:class:`ReviewCaseNotFound` if it is none)."""
+def prediction_record(conn: Any, record_id: str) -> Any:
+    """The prediction record ``record_id`` (:class:`ReviewCaseNotFound`, an input error, if the
+    id is no UUID, no record or a record of another type); each refusal points to ``mlops audit
+    find``. ``mlops review open`` and ``mlops reproduce`` take their ids through this."""
+    try:
+        record_id = str(uuid.UUID(record_id))  # the stored form: lowercase, hyphenated
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise PredictionNotFound(
+            f"no prediction {record_id!r} (not a record id)", hint=FIND_PREDICTION_HINT
+        ) from exc
     record = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
     if record is None:
-        raise ReviewCaseNotFound(f"no prediction record with id {record_id!r}", hint=FIND_PREDICTION_HINT)
+        raise PredictionNotFound(f"no prediction record with id {record_id!r}", hint=FIND_PREDICTION_HINT)
     if record.record_type != RECORD_PREDICTION:
-        raise ReviewCaseNotFound(
+        raise PredictionNotFound(
             f"record {record_id!r} is a {record.record_type} record, not a prediction",
             hint=FIND_PREDICTION_HINT,
         )

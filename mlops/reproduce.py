@@ -10,7 +10,6 @@ an edited score shows up as an edited record, not as a model that changed.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -20,9 +19,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from mlops.audit import CANONICAL_FIELDS, RECORD_PREDICTION, audit_records, is_event, record_hash
+from mlops.audit import CANONICAL_FIELDS, audit_records, is_event, record_hash
 from mlops.audit_hashing import as_utc
-from mlops.audit_review import FIND_PREDICTION_HINT
+from mlops.audit_review import prediction_record
 from mlops.constants import KIND_VALID
 from mlops.errors import InputError
 from mlops.model_spec import DecisionPolicy
@@ -77,24 +76,10 @@ class ReproduceResult(BaseModel):
 
 
 def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
-    """The audit record of one prediction (InputError if there is none)."""
-    try:
-        record_id = str(uuid.UUID(record_id))  # the stored form: lowercase, hyphenated
-    except ValueError as exc:
-        raise InputError(
-            f"{record_id!r} is not a prediction id (a record UUID)", hint=FIND_PREDICTION_HINT
-        ) from exc
+    """The audit record of one prediction (an input error, pointing to ``mlops audit find``, if
+    there is none: :func:`mlops.audit_review.prediction_record`)."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(audit_records).where(audit_records.c.record_id == record_id)).first()
-    if row is None:
-        raise InputError(f"no audit record {record_id!r}", hint=FIND_PREDICTION_HINT)
-    record = dict(row._mapping)
-    if record["record_type"] != RECORD_PREDICTION:
-        raise InputError(
-            f"audit record {record_id} is a {record['record_type']!r} record, not a prediction",
-            hint=FIND_PREDICTION_HINT,
-        )
-    return record
+        return dict(prediction_record(conn, record_id)._mapping)
 
 
 def recorded_decision_policy(engine: Engine, batch_id: str | None) -> DecisionPolicy | None:

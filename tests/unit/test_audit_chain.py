@@ -694,11 +694,11 @@ def test_case_opened_after_the_fact(engine: Engine) -> None:
     with pytest.raises(audit.ReviewCaseRefused, match="reviewed already: approve by erin") as after:
         audit.open_review_case(engine, result.record_ids[0], "again", opened_by="dana")
     assert "a resolution is final" in after.value.message
-    with pytest.raises(audit.ReviewCaseNotFound, match="no prediction record"):
+    with pytest.raises(audit.PredictionNotFound, match="no prediction record"):
         audit.open_review_case(engine, str(uuid.uuid4()), "no such prediction", opened_by="dana")
-    with pytest.raises(audit.ReviewCaseNotFound, match="is a review_opened record, not a prediction"):
+    with pytest.raises(audit.PredictionNotFound, match="is a review_opened record, not a prediction"):
         audit.open_review_case(engine, opened["record_id"], "not a prediction", opened_by="dana")
-    with pytest.raises(audit.ReviewCaseNotFound, match="no prediction 'APP-1'") as not_an_id:
+    with pytest.raises(audit.PredictionNotFound, match="no prediction 'APP-1'") as not_an_id:
         audit.open_review_case(engine, "APP-1", "an application id", opened_by="dana")
     assert not_an_id.value.hint and "mlops audit find" in not_an_id.value.hint
     assert audit.routed_by_hand(engine, audit.get_case(engine, case.case_id)) == ("dana", "high stakes")
