@@ -179,8 +179,19 @@ def row_masks(typed: pd.DataFrame, wrong: dict[str, np.ndarray], contract: Contr
         if col.categories is not None:
             add(f"{col.name}:{UNSEEN_CATEGORY}", ~missing & ~series.isin(col.categories).to_numpy())
         if col.unique:
-            add(f"{col.name}:{DUPLICATE}", ~missing & series.duplicated(keep="first").to_numpy())
+            add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name]))
     return masks
+
+
+def _duplicates(series: pd.Series, valid: np.ndarray) -> np.ndarray:
+    """Rows repeating an earlier row's value, among the ``valid`` (well-typed, present) values:
+    a value that failed its type (an int beyond 2**53, which float64 rounds onto its neighbour)
+    is quarantined for that alone, not also reported as a duplicate of a row it never equalled."""
+    if valid.all():
+        return np.asarray(series.duplicated(keep="first").to_numpy(), dtype=bool)
+    repeated = np.zeros(len(series), dtype=bool)
+    repeated[valid] = series[valid].duplicated(keep="first").to_numpy()
+    return repeated
 
 
 def reasons_for_rows(masks: dict[str, np.ndarray], n_rows: int) -> tuple[np.ndarray, list[str]]:

@@ -23,6 +23,7 @@ from mlops.validation import (
     as_text,
     expectation_outcomes,
     gx_view,
+    row_masks,
     type_batch,
     type_column,
     validate_frame,
@@ -106,6 +107,18 @@ def test_int_columns_refuse_whole_numbers_float64_cannot_hold(as_text: bool) -> 
     typed, wrong = type_column(raw, ColumnSpec(name="customer_id", role="id", dtype="int", unique=True))
     assert wrong.tolist() == [False, True, True, False]
     assert typed[0] == 2**53 - 1 and typed[3] == 12
+
+
+def test_an_int_float64_cannot_hold_is_quarantined_as_wrong_type_only() -> None:
+    """2**53 + 1 reads as 2**53: both ids fail their type; neither is a duplicate of the other,
+    and a real duplicate among the well-typed ids is still reported."""
+    ids = ColumnSpec(name="customer_id", role="id", dtype="int", unique=True, nullable=False)
+    contract = Contract(name="customers", version="1", columns=(ids,))
+    df = pd.DataFrame({"customer_id": [2**53, 2**53 + 1, 7, 7, 8, 9]})
+    typed, wrong = type_batch(df, contract)
+    masks = row_masks(typed, wrong, contract)
+    assert masks["customer_id:wrong_type"].tolist() == [True, True, False, False, False, False]
+    assert masks["customer_id:duplicate"].tolist() == [False, False, False, True, False, False]
 
 
 def test_nullable_columns_accept_missing_values(contract: Contract, runner: GXRunner) -> None:
