@@ -96,6 +96,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops.audit_hashing import (
@@ -163,12 +164,11 @@ from mlops.audit_write import (
     event_fields,
     lock_head,
 )
-from mlops.errors import SettingsError
+from mlops.errors import InputError, SettingsError
+from mlops.settings import Settings, ensure_home
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-    from mlops.settings import Settings
 
 
 def open_audit_store(settings: Settings) -> Engine:
@@ -178,10 +178,30 @@ def open_audit_store(settings: Settings) -> Engine:
     """
     url = settings.resolved_audit_db_url
     if url.startswith("sqlite:///") and settings.audit_db_url is None:
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        ensure_home(settings)
     with explained_store_errors(url):
         engine = create_audit_engine(url)
         create_schema(engine)
+    return engine
+
+
+def open_existing_audit_store(settings: Settings) -> Engine:
+    """An engine on the audit store the settings name, which must exist already (InputError if
+    not): the commands that read the store, or resolve its cases, never create one, so a
+    mistyped ``MLOPS_HOME`` is named instead of answered with an empty store."""
+    import sqlalchemy as sa
+
+    url = settings.resolved_audit_db_url
+    where = "MLOPS_AUDIT_DB_URL" if settings.audit_db_url is not None else f"MLOPS_HOME ({settings.home_dir})"
+    hint = f"score a batch first (mlops score PATH), or check {where}"
+    with explained_store_errors(url):
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+            raise InputError(f"there is no audit store at {parsed.database}", hint=hint)
+        engine = create_audit_engine(url)
+        if not sa.inspect(engine).has_table("audit_records"):
+            engine.dispose()
+            raise InputError(f"the audit store {parsed.render_as_string()} has no audit tables", hint=hint)
     return engine
 
 

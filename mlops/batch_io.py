@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from mlops.errors import InputError
 from mlops.storage import s3_client, split_s3_uri
@@ -26,6 +27,33 @@ CSV_OPTIONS: Final[dict[str, Any]] = {
 CSV_HEAD_BYTES: Final = 1 << 20
 
 
+def refuse_repeated_columns(names: list[str], source: str) -> None:
+    """InputError if the batch names a column twice (CSV header or Parquet schema): only one of
+    them could be validated, and which one would be an accident of the reader."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"batch {source} names column(s) {repeated} more than once",
+            hint="fix the export so each column appears once",
+        )
+
+
+def unreadable(source: str, suffix: str, exc: Exception) -> InputError:
+    """The error for a batch its reader cannot parse, with the likely fix."""
+    if isinstance(exc, UnicodeDecodeError):
+        return InputError(
+            f"batch {source} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
+            f"offset {exc.start})",
+            hint="export it as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8.csv; "
+            "for UTF-16 use -f utf-16)",
+        )
+    kind = "CSV" if suffix == "csv" else "Parquet"
+    return InputError(
+        f"batch {source} cannot be parsed as {suffix}: {type(exc).__name__}: {str(exc)[:300]}",
+        hint=f"check that the file is complete and really is {kind}",
+    )
+
+
 def check_csv_head(head: bytes, source: str) -> None:
     """Refuse a CSV whose header names a column twice, or whose first row has more fields than
     the header (``head``: the file's first bytes; only its complete lines are read).
@@ -41,12 +69,7 @@ def check_csv_head(head: bytes, source: str) -> None:
     if not rows:
         return
     header = [name.strip() for name in rows[0]]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise InputError(
-            f"batch {source} names column(s) {repeated} more than once in its header",
-            hint="fix the export so each column appears once",
-        )
+    refuse_repeated_columns(header, source)
     if len(rows) > 1 and len(rows[1]) > len(header):
         raise InputError(
             f"batch {source}: its first row has {len(rows[1])} fields, the header {len(header)}",
@@ -102,12 +125,12 @@ def read_batch(source: str, s3_endpoint_url: str | None = None) -> pd.DataFrame:
         if suffix == "csv":
             df = pd.read_csv(io.BytesIO(data), **CSV_OPTIONS)
         else:
+            refuse_repeated_columns(pq.read_schema(io.BytesIO(data)).names, source)
             df = pd.read_parquet(io.BytesIO(data))
+    except InputError:
+        raise
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
-        raise InputError(
-            f"batch {source} cannot be parsed as {suffix}: {type(exc).__name__}: {exc}",
-            hint="check that the file is complete and really is CSV/Parquet",
-        ) from exc
+        raise unreadable(source, suffix, exc) from exc
     if df.empty:
         raise InputError(
             f"batch {source} has no rows", hint="an empty batch is never validated; check the export"

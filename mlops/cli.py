@@ -11,8 +11,8 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from mlops.errors import MlopsError
+from mlops.errors import ContractError, MlopsError, validation_problems
 
 Handler = Callable[[argparse.Namespace], tuple[int, dict[str, Any], str]]
 # add(name, handler, help) -> the subcommand's parser (with --json already on it).
@@ -56,12 +56,28 @@ class OurErrorsWithoutTraceback(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.messages: set[str] = set()  # the first line of each of our errors seen
+        self.once = OurErrorsOnceOnConsole(self)
+        self.consoles: list[logging.Handler] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], MlopsError):
             self.messages.add(record.exc_info[1].message.splitlines()[0])
             record.exc_info, record.exc_text = None, None
+            self._watch_consoles()
         return True
+
+    def _watch_consoles(self) -> None:
+        """Filter the console handlers from now on (Prefect sets them up lazily, so they are
+        looked up when our first error is logged, before this record reaches them)."""
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler not in self.consoles:
+                handler.addFilter(self.once)
+                self.consoles.append(handler)
+
+    def close(self) -> None:
+        for handler in self.consoles:
+            handler.removeFilter(self.once)
+        self.consoles.clear()
 
 
 RUN_LOGGERS: Final = ("prefect.flow_runs", "prefect.task_runs")
@@ -99,26 +115,19 @@ def foreground_flows() -> Iterator[None]:
     that thread (measured here: a trivial flow 1.2 s with it, 0.3 s without), which is most of
     an instant rollback. Runs of deployments (workers, ``serve``) keep their heartbeats.
     """
-    from prefect.logging.configuration import ensure_logging_setup
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    ensure_logging_setup()  # Prefect's console handler, to filter (set up at most once per process)
     quiet = OurErrorsWithoutTraceback()
     loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
     for logger in loggers:
         logger.addFilter(quiet)
-    once = OurErrorsOnceOnConsole(quiet)
-    consoles = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
-    for handler in consoles:
-        handler.addFilter(once)
     try:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
     finally:
         for logger in loggers:
             logger.removeFilter(quiet)
-        for handler in consoles:
-            handler.removeFilter(once)
+        quiet.close()
 
 
 def _flow_settings(command: str) -> AbstractContextManager[None]:
@@ -172,6 +181,11 @@ def cmd_contract_compile(args: argparse.Namespace) -> tuple[int, dict[str, Any],
 
     settings = get_settings()
     names = args.names or sorted(p.stem for p in settings.contracts_dir.glob("*.yaml"))
+    if not names:
+        raise ContractError(
+            f"no data contracts (*.yaml) in {settings.contracts_dir}",
+            hint="check MLOPS_CONTRACTS_DIR (data_contracts/ of the checkout by default)",
+        )
     written = [
         str(write_compiled_suite(load_contract(settings.contracts_dir, n), settings.contracts_dir))
         for n in names
@@ -260,24 +274,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plain(message: str) -> str:
-    """pydantic's message without its "Value error, " / "Assertion failed, " prefix."""
-    return re.sub(r"^(Value error|Assertion failed), ", "", message)
-
-
 def _validation_message(exc: ValidationError) -> str:
     """Name what was wrong the way the user set it: ``MLOPS_<FIELD>`` for a setting."""
     if exc.title != "Settings":
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or exc.title}: {_plain(err['msg'])} (got {err.get('input')!r})"
-            for err in exc.errors()
-        ]
-        return "invalid arguments: " + "; ".join(problems)
+        return "invalid arguments: " + validation_problems(exc)
     problems = [
         f"MLOPS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
         for err in exc.errors()
     ]
     return "invalid setting(s): " + "; ".join(problems)
+
+
+EXIT_UNEXPECTED: Final = 3
+
+
+def _unexpected(exc: Exception, *, traceback_shown: bool) -> tuple[int, dict[str, Any], str]:
+    """An exception none of our checks expected: a bug, or the environment (a disk, a service).
+
+    Exit 3, so scripts can tell it from a refusal (1) or bad input (2). A flow run has logged
+    the traceback already (on the console and in the Prefect UI); otherwise it is printed here.
+    """
+    if not traceback_shown:
+        traceback.print_exception(exc, file=sys.stderr)
+    message = f"unexpected {type(exc).__name__}: {exc}"
+    print(f"error: {message}", file=sys.stderr)
+    hint = (
+        "not a refusal of the input: a bug or a problem of the environment (disk, service); "
+        "the traceback is above" + (" and in the flow run's log" if traceback_shown else "")
+    )
+    print(f"  -> {hint}", file=sys.stderr)
+    return EXIT_UNEXPECTED, {"ok": False, "error": message, "hint": hint, "unexpected": True}, ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,6 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     as_json: bool = getattr(args, "json", False)
     try:
+        if args.command not in _NO_FLOW_COMMANDS:
+            from mlops.settings import get_settings
+
+            get_settings()  # a bad MLOPS_* value: one clear line now, not a traceback from the flow
         with _flow_settings(args.command):
             code, data, text = args.handler(args)
     except MlopsError as exc:
@@ -305,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _validation_message(exc)
         code, data, text = 2, {"ok": False, "error": message}, ""
         print(f"error: {message}", file=sys.stderr)
+    except Exception as exc:  # the last line: still one clear message, exit code and JSON line
+        code, data, text = _unexpected(exc, traceback_shown=args.command not in _NO_FLOW_COMMANDS)
     else:
         data = {"ok": code == 0, **data}
     if text:

@@ -35,14 +35,23 @@ def _score(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
-    from mlops import audit
-    from mlops.audit import open_audit_store
-    from mlops.audit_lookup import require_known_model
-    from mlops.model_spec import model_spec_names
+def _existing_store() -> Any:
+    """The audit store, which must exist (review commands never create one), with the review
+    columns an earlier release's store lacks."""
+    from mlops.audit import create_schema, open_existing_audit_store
     from mlops.settings import get_settings
 
-    engine = open_audit_store(get_settings())
+    engine = open_existing_audit_store(get_settings())
+    create_schema(engine)
+    return engine
+
+
+def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops import audit
+    from mlops.audit_lookup import require_known_model
+    from mlops.model_spec import model_spec_names
+
+    engine = _existing_store()
     try:
         require_known_model(engine, args.model, model_spec_names())
         limit = None if args.all else args.limit
@@ -71,10 +80,8 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
 
 def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
-    from mlops.audit import open_audit_store
-    from mlops.settings import get_settings
 
-    engine = open_audit_store(get_settings())
+    engine = _existing_store()
     try:
         case = audit.resolve_case(engine, args.case_id, args.reviewer, args.decision, args.reason)
     finally:
@@ -88,10 +95,8 @@ def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], s
 
 def cmd_review_open(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
-    from mlops.audit import open_audit_store
-    from mlops.settings import get_settings
 
-    engine = open_audit_store(get_settings())
+    engine = _existing_store()
     try:
         case = audit.open_review_case(engine, args.prediction_id, args.reason, opened_by=args.by)
     finally:

@@ -81,33 +81,12 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
     return 0, result.model_dump(mode="json"), "\n".join(lines)
 
 
-def _audit_engine() -> Any:
-    import sqlalchemy as sa
-
-    from mlops.audit import create_audit_engine, explained_store_errors
+def cmd_audit(args: argparse.Namespace) -> Outcome:
+    from mlops.audit import load_anchors, open_existing_audit_store, verify_chain
     from mlops.settings import get_settings
 
-    url = get_settings().resolved_audit_db_url
-    with explained_store_errors(url):
-        parsed = sa.engine.make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-            raise InputError(
-                f"there is no audit store at {parsed.database}", hint="score a batch first (mlops score PATH)"
-            )
-        engine = create_audit_engine(url)
-        if not sa.inspect(engine).has_table("audit_records"):
-            engine.dispose()
-            raise InputError(
-                f"the audit store {parsed.render_as_string()} has no audit tables", hint="score a batch first"
-            )
-    return engine
-
-
-def cmd_audit(args: argparse.Namespace) -> Outcome:
-    from mlops.audit import load_anchors, verify_chain
-
     anchors = load_anchors(*args.anchor_file)
-    engine = _audit_engine()
+    engine = open_existing_audit_store(get_settings())
     try:
         report = verify_chain(engine, anchors=anchors, anchor=args.anchor)
     finally:
@@ -128,7 +107,7 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
 
 
 def cmd_audit_find(args: argparse.Namespace) -> Outcome:
-    from mlops.audit import create_schema, explained_store_errors
+    from mlops.audit import create_schema, explained_store_errors, open_existing_audit_store
     from mlops.audit_lookup import application_id, find_entity, history_text, require_known_model
     from mlops.model_spec import model_spec_names
     from mlops.review_desk import applications_contract_for
@@ -138,7 +117,7 @@ def cmd_audit_find(args: argparse.Namespace) -> Outcome:
     entity_id = application_id(
         args.entity_id, applications_contract_for(args.model or DEFAULT_MODEL_NAME, settings)
     )
-    engine = _audit_engine()
+    engine = open_existing_audit_store(get_settings())
     try:
         with explained_store_errors(str(engine.url)):
             create_schema(engine)  # a store made by an earlier release gets the review columns

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops.constants import ROLE_FEATURE, ROLE_ID, ROLE_SENSITIVE, ROLE_TARGET, ROLE_TIMESTAMP
-from mlops.errors import ContractError
+from mlops.errors import ContractError, validation_problems
 
 DType = Literal["string", "int", "float", "category", "datetime"]
 Role = Literal["id", "feature", "target", "timestamp", "sensitive"]
@@ -130,7 +130,7 @@ def load_contract(contracts_dir: Path, name: str) -> Contract:
         contract = Contract.model_validate(raw)
     except ValidationError as exc:
         raise ContractError(
-            f"contract file {path} breaks the contract schema:\n{exc}",
+            f"contract file {path} breaks the contract schema: {validation_problems(exc, raw)}",
             hint="fix the listed fields (see data_contracts/credit_applications.yaml for an example)",
         ) from exc
     if contract.name != name:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class MlopsError(Exception):
     """Root of every error this product raises on purpose.
@@ -56,3 +62,35 @@ class GateFailed(WorkRefused):
 
 class ChainBroken(WorkRefused):
     """The audit hash chain does not verify."""
+
+
+def validation_problems(exc: ValidationError, raw: Any = None) -> str:
+    """pydantic's report as one line per problem a person can act on: where (list items named
+    by their ``name`` when ``raw``, the validated input, gives one: ``columns[age].dtype``), what,
+    and the value given; without pydantic's "Value error, " prefixes and documentation links."""
+    return "; ".join(
+        f"{_location(err['loc'], raw) or exc.title}: "
+        f"{re.sub(r'^(Value error|Assertion failed), ', '', err['msg'])}"
+        + ("" if err["type"] == "missing" else f" (got {_short(err.get('input'))})")
+        for err in exc.errors()
+    )
+
+
+def _location(loc: tuple[int | str, ...], raw: Any) -> str:
+    parts: list[str] = []
+    node = raw
+    for step in loc:
+        item = node[step] if isinstance(step, int) and isinstance(node, list) and step < len(node) else None
+        if isinstance(step, int):
+            named = item.get("name") if isinstance(item, dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{named if named is not None else step}]"]
+            node = item
+        else:
+            parts.append(step)
+            node = node.get(step) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -106,6 +106,27 @@ class FairnessSpec(BaseModel):
         return self
 
 
+#: The values each metric can take: a bound outside them can never be met.
+METRIC_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "auc": (0.0, 1.0),
+    "pr_auc": (0.0, 1.0),
+    "ks": (0.0, 1.0),
+    "brier": (0.0, 1.0),
+    "ece": (0.0, 1.0),
+    "log_loss": (0.0, float("inf")),
+}
+
+
+def _unattainable(metric: str, bound: Bound) -> str | None:
+    """Why ``bound`` on ``metric`` can never be met, or None."""
+    low, high = METRIC_RANGES[metric]
+    if bound.min is not None and bound.min > high:
+        return f"min {bound.min} is above the largest possible {metric} ({high})"
+    if bound.max is not None and bound.max < low:
+        return f"max {bound.max} is below the smallest possible {metric} ({low})"
+    return None
+
+
 class GateSpec(BaseModel):
     """The ``gates:`` block of a model spec.
 
@@ -119,6 +140,20 @@ class GateSpec(BaseModel):
     non_inferiority: NonInferioritySpec = Field(default_factory=NonInferioritySpec)
     slice_floors: dict[MetricName, Bound] = Field(default_factory=dict)
     fairness: FairnessSpec | None = None
+
+    @model_validator(mode="after")
+    def _attainable(self) -> GateSpec:
+        """A bound no model can meet (an AUC floor of 1.5) would fail every candidate after a
+        whole training run: refuse it when the spec loads."""
+        problems = [
+            f"{block}.{metric}: {why}"
+            for block, bounds in (("floors", self.floors), ("slice_floors", self.slice_floors))
+            for metric, bound in bounds.items()
+            if (why := _unattainable(metric, bound)) is not None
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def fairness_min_group_rows(self) -> int:

@@ -18,9 +18,9 @@ import numpy.typing as npt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlops.contracts import Contract, load_contract
+from mlops.contracts import ColumnSpec, Contract, load_contract
 from mlops.drift_policy import DriftPolicy
-from mlops.errors import ContractError
+from mlops.errors import ContractError, validation_problems
 from mlops.evaluation import SliceSpec
 from mlops.gates import GateSpec
 from mlops.settings import get_settings
@@ -28,6 +28,11 @@ from mlops.shadow_policy import ShadowPolicy
 
 MODEL_SPECS_DIR_ENV: Final = "MLOPS_MODEL_SPECS_DIR"
 DEFAULT_MODEL_NAME: Final = "credit-risk"
+
+
+#: XGBoost's metrics for a binary:logistic model (an unknown name fails inside XGBoost, after
+#: the data is gathered, with a C++ stack trace).
+EVAL_METRIC_PATTERN: Final = r"^(logloss|auc|aucpr|error(@[0-9.]+)?|rmse|rmsle|mae|mape|mphe|pre(@[0-9]+)?)$"
 
 
 class XGBoostParams(BaseModel):
@@ -48,7 +53,7 @@ class XGBoostParams(BaseModel):
     max_bin: int = Field(256, ge=2)
     max_cat_to_onehot: int = Field(4, ge=1)
     scale_pos_weight: float = Field(1.0, gt=0.0)
-    eval_metric: str = "logloss"
+    eval_metric: str = Field("logloss", pattern=EVAL_METRIC_PATTERN)
 
 
 class TrainingWindow(BaseModel):
@@ -190,6 +195,32 @@ def _spec_error(spec: ModelSpec, problems: list[str]) -> ContractError:
     )
 
 
+NUMERIC_DTYPES: Final = ("int", "float")
+
+
+def _slice_problems(s: SliceSpec, column: ColumnSpec) -> list[str]:
+    """What makes a slice unable to match the rows of its column: a group that can never have
+    a row is reported "skipped" at every evaluation, so its floor would silently gate nothing."""
+    if s.bins is not None and column.dtype not in NUMERIC_DTYPES:
+        return [f"slice {s.name!r} bins column {s.column!r}, a {column.dtype} column; bins need int or float"]
+    if s.values is None:
+        return []
+    if column.categories is not None:
+        unknown = [v for v in s.values if str(v) not in column.categories]
+        if unknown:
+            return [
+                f"slice {s.name!r} lists value(s) {unknown} that column {s.column!r} can never hold "
+                f"(its categories: {list(column.categories)})"
+            ]
+    elif column.dtype in NUMERIC_DTYPES:
+        text = [v for v in s.values if isinstance(v, str | bool)]
+        if text:
+            return [
+                f"slice {s.name!r} lists non-numeric value(s) {text} for the {column.dtype} column {s.column!r}"
+            ]
+    return []
+
+
 def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contract) -> ModelSpec:
     """Check ``spec`` against its contracts and fill the contract-dependent defaults.
 
@@ -239,9 +270,16 @@ def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contra
     for s in spec.slices:
         if s.column not in known:
             problems.append(f"slice {s.name!r} uses column {s.column!r}, not in {applications.name!r}")
+        else:
+            problems += _slice_problems(s, applications.column(s.column))
     rule = spec.decision_policy.high_stakes
     if rule is not None and rule.column not in known:
         problems.append(f"high_stakes column {rule.column!r} is not in {applications.name!r}")
+    elif rule is not None and applications.column(rule.column).dtype not in NUMERIC_DTYPES:
+        problems.append(
+            f"high_stakes column {rule.column!r} is a {applications.column(rule.column).dtype} column; "
+            "the rule compares it with min, so it must be an int or float column"
+        )
     if applications.id_column not in known or outcomes.id_column not in outcomes.column_names:
         problems.append("both contracts need an id column to join on")
     if problems:
@@ -261,7 +299,7 @@ def read_model_spec(path: Path) -> ModelSpec:
         return ModelSpec.model_validate(raw)
     except ValidationError as exc:
         raise ContractError(
-            f"model spec {path} breaks the model-spec schema:\n{exc}",
+            f"model spec {path} breaks the model-spec schema: {validation_problems(exc, raw)}",
             hint="fix the listed fields (see model_specs/credit-risk.yaml for an example)",
         ) from exc
 

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops.batch_io import CSV_HEAD_BYTES, CSV_OPTIONS, check_csv_head
+from mlops.batch_io import CSV_HEAD_BYTES, CSV_OPTIONS, check_csv_head, refuse_repeated_columns, unreadable
 from mlops.catalog import CatalogEntry, record_snapshot
 from mlops.constants import KIND_QUARANTINE, KIND_VALID, QUARANTINE_REASONS_COLUMN
 from mlops.contracts import Contract
@@ -45,6 +45,7 @@ from mlops.validation import (
     SOURCE_ROW_COLUMN,
     ExpectationOutcome,
     ValidationSummary,
+    batch_accepted,
     quarantine_frame,
     validate_frame,
 )
@@ -68,10 +69,8 @@ def _parquet_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.Dat
     try:
         reader = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise InputError(
-            f"batch {source} cannot be parsed as parquet: {type(exc).__name__}: {exc}",
-            hint="check that the file is complete and really is Parquet",
-        ) from exc
+        raise unreadable(source, "parquet", exc) from exc
+    refuse_repeated_columns(reader.schema_arrow.names, source)
     pending: list[pa.RecordBatch] = []
     held = 0
     for batch in reader.iter_batches(batch_size=chunk_rows):
@@ -100,10 +99,7 @@ def _csv_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.DataFra
             f"batch {source} is an empty file", hint="check the export that produced it"
         ) from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"batch {source} cannot be parsed as csv: {type(exc).__name__}: {exc}",
-            hint="check that the file is complete and really is CSV",
-        ) from exc
+        raise unreadable(source, "csv", exc) from exc
 
 
 def iter_batch_chunks(
@@ -260,7 +256,9 @@ class _Merge:
             quarantined_share=share,
             max_quarantine_share=self.limit,
             gx_success=self.gx_success,
-            accepted=self.gx_success and share <= self.limit,
+            accepted=batch_accepted(
+                gx_success=self.gx_success, share=share, limit=self.limit, rows_valid=self.rows_valid
+            ),
             reason_counts=dict(sorted(self.reason_counts.items())),
             failed_expectations=_merge_outcomes(self.failed, self.rows_read),
             expectations_evaluated=self.expectations,

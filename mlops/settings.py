@@ -171,9 +171,13 @@ def get_settings() -> Settings:
 
 
 def flow_settings() -> Settings:
-    """How each flow starts: read the settings and make their process-wide choices."""
+    """How each flow starts: read the settings and make their process-wide choices; in the
+    embedded profile, everything lives under MLOPS_HOME, so a home that cannot be one is
+    named now (:func:`ensure_home`) rather than by the first step that writes into it."""
     settings = get_settings()
     apply_process_settings(settings)
+    if settings.profile == "embedded":
+        ensure_home(settings)
     return settings
 
 
@@ -205,3 +209,22 @@ def apply_process_settings(settings: Settings) -> None:
         pa.set_memory_pool(pools[settings.arrow_memory_pool]())
     except NotImplementedError:  # not built into this pyarrow
         return
+
+
+def ensure_home(settings: Settings) -> Path:
+    """``MLOPS_HOME``, created if missing; SettingsError naming it when it cannot be (a file of
+    that name, a read-only or missing parent) or cannot be written to."""
+    home = settings.home_dir
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"MLOPS_HOME {home} cannot be used as the product's home: {exc.strerror or exc}",
+            hint="point MLOPS_HOME at a folder you can write to (it is created if missing)",
+        ) from exc
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"MLOPS_HOME {home} is not writable",
+            hint="point MLOPS_HOME at a folder you can write to (it is created if missing)",
+        )
+    return home

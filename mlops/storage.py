@@ -9,15 +9,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops.errors import InputError, SettingsError, StorageIntegrityError
+from mlops.errors import InputError, ServiceUnavailable, SettingsError, StorageIntegrityError
+from mlops.settings import ensure_home
 
 if TYPE_CHECKING:
     from mlops.settings import Settings
@@ -108,6 +111,50 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+_ACCESS_CODES: Final = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
+
+
+@contextmanager
+def _s3_errors(what: str) -> Iterator[None]:
+    """botocore's errors that mean the settings or the service, as ours: no or refused
+    credentials and a missing bucket are settings to fix (exit 2); an unreachable endpoint may
+    come back (ServiceUnavailable, which tasks retry). Anything else passes through."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise SettingsError(
+            f"cannot {what}: no S3 credentials ({exc})",
+            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for the bucket of MLOPS_STORE_URL",
+        ) from exc
+    except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
+        raise ServiceUnavailable(
+            f"cannot {what}: the S3 endpoint did not answer ({exc})",
+            hint="check MLOPS_S3_ENDPOINT_URL and that the object store is up",
+        ) from exc
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code == "NoSuchBucket":
+            raise SettingsError(
+                f"cannot {what}: the bucket does not exist", hint="create it, or fix MLOPS_STORE_URL"
+            ) from exc
+        if code in _ACCESS_CODES:
+            raise SettingsError(
+                f"cannot {what}: the object store refused the credentials ({code})",
+                hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's permissions",
+            ) from exc
+        raise
+
+
 class S3Store:
     """An S3 bucket (AWS, MinIO or moto's server) under an optional prefix."""
 
@@ -121,37 +168,43 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with _s3_errors(f"write {self.uri(key)}"):
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
-        try:
-            obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            raise InputError(f"cannot read {self.uri(key)}: {exc}") from exc
-        body: bytes = obj["Body"].read()
+        with _s3_errors(f"read {self.uri(key)}"):
+            try:
+                obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+                raise InputError(f"cannot read {self.uri(key)}: {exc}") from exc
+            body: bytes = obj["Body"].read()
         return body
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        with _s3_errors(f"look up {self.uri(key)}"):
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
         return True
 
     def list_keys(self, prefix: str) -> list[str]:
         full = self._key(prefix)
         keys: list[str] = []
-        paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                key: str = obj["Key"]
-                keys.append(key[len(self.prefix) + 1 :] if self.prefix else key)
+        with _s3_errors(f"list {self.uri(prefix)}"):
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    key: str = obj["Key"]
+                    keys.append(key[len(self.prefix) + 1 :] if self.prefix else key)
         return sorted(keys)
 
     def uri(self, key: str) -> str:
@@ -163,6 +216,8 @@ def make_store(settings: Settings) -> ObjectStore:
     url = settings.resolved_store_url
     if url.startswith("s3://"):
         return S3Store(url, endpoint_url=settings.s3_endpoint_url)
+    if settings.store_url is None:
+        ensure_home(settings)  # the store lives under MLOPS_HOME: name it if it cannot
     return LocalStore(Path(url))
 
 

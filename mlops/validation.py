@@ -77,7 +77,15 @@ class ValidationSummary(BaseModel):
                 f"quarantined share {self.quarantined_share:.2%} is above the limit "
                 f"{self.max_quarantine_share:.2%}"
             )
+        if self.rows_valid == 0:
+            out.append("no valid rows: every row was quarantined")
         return out
+
+
+def batch_accepted(*, gx_success: bool, share: float, limit: float, rows_valid: int) -> bool:
+    """A batch is accepted when GX passes, the quarantined share is within the limit and at
+    least one row is valid (a limit of 1 must not accept a batch of nothing)."""
+    return gx_success and share <= limit and rows_valid > 0
 
 
 @dataclass
@@ -93,11 +101,18 @@ def check_columns(raw: pd.DataFrame, contract: Contract, source: str) -> list[st
     """Raise on missing declared columns; return the extra columns the contract does not know."""
     missing = [c for c in contract.column_names if c not in raw.columns]
     if missing:
+        header = str(raw.columns[0]) if len(raw.columns) == 1 else ""
+        delimiter = next((d for d in (";", "\t", "|") if d in header), None)
         raise InputError(
             f"batch {source} lacks column(s) {missing} required by contract "
             f"{contract.name}@{contract.version}",
-            hint="fix the export, or check the batch is of this dataset "
-            "(mlops validate --contract NAME picks another contract)",
+            hint=(
+                f"its header reads as one column holding {delimiter!r}: export the file "
+                "comma-separated (the delimiter of a CSV batch is ',')"
+                if delimiter
+                else "fix the export, or check the batch is of this dataset "
+                "(mlops validate --contract NAME picks another contract)"
+            ),
         )
     return [c for c in raw.columns if c not in contract.column_names]
 
@@ -309,7 +324,9 @@ def split_batch(
         quarantined_share=share,
         max_quarantine_share=limit,
         gx_success=bool(gx_result.success),
-        accepted=bool(gx_result.success) and share <= limit,
+        accepted=batch_accepted(
+            gx_success=bool(gx_result.success), share=share, limit=limit, rows_valid=len(valid)
+        ),
         reason_counts=dict(sorted(counts.items())),
         failed_expectations=[o for o in outcomes if not o.success],
         expectations_evaluated=len(outcomes),

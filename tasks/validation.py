@@ -22,7 +22,7 @@ from mlops.constants import (
 from mlops.contracts import load_contract
 from mlops.events import emit
 from mlops.gx_suite import GXRunner, data_docs_dir
-from mlops.settings import Settings
+from mlops.settings import Settings, ensure_home
 from mlops.storage import make_store, write_snapshot
 from mlops.validation import ValidatedBatch, ValidationSummary, validate_frame
 from tasks.retry import retry_unless_bad_input
@@ -44,6 +44,7 @@ def validate_batch_task(
     raw: pd.DataFrame, source: str, contract_name: str, settings: Settings, run_name: str
 ) -> ValidatedBatch:
     contract = load_contract(settings.contracts_dir, contract_name)
+    ensure_home(settings)  # the Data Docs go under MLOPS_HOME in every profile
     runner = GXRunner(docs_dir=data_docs_dir(settings.reports_dir, run_name))
     share = settings.max_quarantine_share
     validated = validate_frame(raw, contract, runner, source=source, max_share=share, run_name=run_name)

@@ -9,7 +9,7 @@ import pytest
 from mlops.batch_io import read_batch
 from mlops.catalog import list_snapshots
 from mlops.contracts import load_contract
-from mlops.errors import InputError, StorageIntegrityError
+from mlops.errors import InputError, ServiceUnavailable, SettingsError, StorageIntegrityError
 from mlops.settings import PROJECT_ROOT, get_settings
 from mlops.storage import S3Store, make_store, read_snapshot, s3_client, snapshot_key, write_snapshot
 from tests.helpers import clean_frame
@@ -50,3 +50,29 @@ def test_validate_flow_reads_from_and_writes_to_s3(
 def test_missing_s3_object_is_a_clear_input_error(s3_bucket: str, s3_endpoint: str, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read batch"):
         read_batch(f"s3://{s3_bucket}/nope.csv", s3_endpoint_url=s3_endpoint)
+
+
+def test_a_missing_bucket_is_named_not_raised_by_botocore(s3_endpoint: str) -> None:
+    missing = S3Store("s3://no-such-bucket-here/mlops", endpoint_url=s3_endpoint)
+    with pytest.raises(SettingsError, match="the bucket does not exist") as no_bucket:
+        missing.put_bytes("a/b", b"x")
+    assert no_bucket.value.hint == "create it, or fix MLOPS_STORE_URL"
+
+
+def test_missing_credentials_and_an_unreachable_endpoint_are_named() -> None:
+    """boto3 caches a process's credentials, so these are raised here as botocore raises them."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    from mlops.storage import _s3_errors
+
+    with (
+        pytest.raises(ServiceUnavailable, match="the S3 endpoint did not answer") as down,
+        _s3_errors("write s3://b/k"),
+    ):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert down.value.hint == "check MLOPS_S3_ENDPOINT_URL and that the object store is up"
+    with pytest.raises(SettingsError, match="no S3 credentials") as no_keys, _s3_errors("list s3://b/"):
+        raise NoCredentialsError()
+    assert no_keys.value.hint is not None and "AWS_ACCESS_KEY_ID" in no_keys.value.hint
+    with pytest.raises(KeyError), _s3_errors("write s3://b/k"):  # anything else is not ours to explain
+        raise KeyError("x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,85 @@ def test_slice_and_high_stakes_columns_must_exist() -> None:
         _resolve(decision_policy=policy)
     with pytest.raises(ContractError, match="slice 'x' uses column 'nope'"):
         _resolve(slices=[{"name": "x", "column": "nope", "values": ["a"]}])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (  # a text column compared with min: every scoring batch would crash part way
+            {
+                "decision_policy": {
+                    "threshold": 0.25,
+                    "review_band": [0.18, 0.35],
+                    "high_stakes": {"column": "region", "min": 1},
+                }
+            },
+            "high_stakes column 'region' is a category column; the rule compares it with min",
+        ),
+        (  # misspelled groups would be "skipped" at every evaluation: their floors gate nothing
+            {
+                "slices": [
+                    {"name": "jobs", "column": "employment_type", "values": ["salaried", "Self-Employed"]}
+                ]
+            },
+            "slice 'jobs' lists value(s) ['Self-Employed'] that column 'employment_type' can never hold",
+        ),
+        (
+            {"slices": [{"name": "regions", "column": "region", "bins": [0, 1, 2]}]},
+            "slice 'regions' bins column 'region', a category column; bins need int or float",
+        ),
+        (
+            {"slices": [{"name": "amounts", "column": "loan_amount", "values": ["big"]}]},
+            "slice 'amounts' lists non-numeric value(s) ['big'] for the float column 'loan_amount'",
+        ),
+    ],
+)
+def test_a_spec_its_data_can_never_satisfy_is_refused_when_it_loads(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ContractError) as refused:
+        _resolve(**changes)
+    assert message in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("gates", "message"),
+    [
+        ({"floors": {"auc": {"min": 1.5}}}, "floors.auc: min 1.5 is above the largest possible auc (1.0)"),
+        (
+            {"slice_floors": {"ece": {"max": -0.1}}},
+            "slice_floors.ece: max -0.1 is below the smallest possible ece",
+        ),
+        (
+            {"floors": {"log_loss": {"max": -1}}},
+            "floors.log_loss: max -1.0 is below the smallest possible log_loss",
+        ),
+    ],
+)
+def test_a_gate_no_model_can_pass_is_refused(gates: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ModelSpec.model_validate(_raw() | {"gates": gates})
+    ModelSpec.model_validate(_raw() | {"gates": {"floors": {"auc": {"min": 0.99}, "log_loss": {"max": 5}}}})
+
+
+def test_an_unknown_xgboost_metric_is_refused_when_the_spec_is_read(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["xgboost"] = raw["xgboost"] | {"eval_metric": "nosuchmetric"}
+    (tmp_path / "credit-risk.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ContractError) as refused:
+        load_model_spec("credit-risk", specs_dir=tmp_path, contracts_dir=CONTRACTS)
+    # One line per problem, named by its place in the file, without pydantic's report.
+    assert (
+        "breaks the model-spec schema: xgboost.eval_metric: String should match pattern"
+        in refused.value.message
+    )
+    assert "(got 'nosuchmetric')" in refused.value.message and "pydantic.dev" not in refused.value.message
+    raw["xgboost"]["eval_metric"] = "error@0.3"
+    (tmp_path / "credit-risk.yaml").write_text(yaml.safe_dump(raw))
+    assert (
+        load_model_spec("credit-risk", specs_dir=tmp_path, contracts_dir=CONTRACTS).xgboost.eval_metric
+        == "error@0.3"
+    )
 
 
 @pytest.mark.parametrize("band", [(0.3, 0.4), (0.1, 0.2), (0.3, 0.1)])

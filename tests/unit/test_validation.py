@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlops.batch_io import read_batch
 from mlops.constants import QUARANTINE_REASONS_COLUMN
@@ -316,3 +317,22 @@ def test_category_columns_become_each_value_s_text(categories: list[object]) -> 
         pd.testing.assert_series_equal(
             raw.astype("str").where(raw.notna(), None).astype(TEXT_DTYPE), expected
         )
+
+
+def test_a_broken_contract_file_names_each_problem_by_column(tmp_path: Path) -> None:
+    from mlops.contracts import load_contract
+    from mlops.errors import ContractError
+
+    raw = yaml.safe_load((PROJECT_ROOT / "data_contracts" / "credit_outcomes.yaml").read_text())
+    raw["max_quarantine_share"] = 5
+    raw["columns"][1]["dtype"] = "integer"
+    name = raw["columns"][1]["name"]
+    (tmp_path / "credit_outcomes.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ContractError) as broken:
+        load_contract(tmp_path, "credit_outcomes")
+    message = broken.value.message
+    assert "max_quarantine_share: Input should be less than or equal to 1 (got 5)" in message
+    assert (
+        f"columns[{name}].dtype: Input should be 'string', 'int'" in message and "(got 'integer')" in message
+    )
+    assert "pydantic.dev" not in message and "\n" not in message
