@@ -34,9 +34,11 @@ from mlops.promotion import (
     STEP_TAG_VERSION,
     Approval,
     PromotionConflict,
+    PromotionRefused,
     PromotionResult,
     RegistryState,
     ShadowPromotion,
+    bootstrap_approval_refusal,
     crash_seam,
     form_approval,
     no_approvers_refusal,
@@ -63,6 +65,7 @@ from tasks.promotion import (
     record_bootstrap_task,
     record_refusal_task,
     record_rollback_target_task,
+    refuse_bootstrap_task,
     result_of,
     stamp_version_task,
     tag_version_task,
@@ -228,6 +231,17 @@ def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> Pro
     requested_by = approver or _default_approver()
     state = read_registry_state_task(model, settings)
     if state.champion is None:
+        refusal = bootstrap_approval_refusal(settings, approver) if state.challenger is not None else None
+        if refusal is not None:
+            promotion_id = refuse_bootstrap_task(
+                model, state.challenger, requested_by, refusal, settings, run_id
+            )
+            print(f"{model}: bootstrap of version {state.challenger} refused: {refusal}")
+            raise PromotionRefused(
+                f"{model}: making version {state.challenger} the first champion was refused: {refusal}",
+                hint=f"recorded in the audit trail (promotion {promotion_id}); nothing was changed",
+                promotion_id=promotion_id,
+            )
         return _bootstrap(model, requested_by, settings, run_id)
     unfinished = find_unfinished_promotion_task(model, settings)
     if unfinished is not None:

@@ -176,7 +176,7 @@ class Approval(BaseModel):
 
     def refusal(self, allowed_names: list[str]) -> str | None:
         """Why this approval does not count, or None when it does."""
-        if self.channel == "timeout":
+        if self.channel in ("timeout", "no-form"):  # nobody answered: the reason says why and what to do
             return self.reason
         if not self.allowed:
             listed = ", ".join(allowed_names) if allowed_names else "nobody (MLOPS_APPROVERS is empty)"
@@ -263,6 +263,60 @@ def no_approvers_refusal(settings: Settings) -> str | None:
     if settings.approval_policy == "manual" and not settings.approvers:
         return "promotion policy is 'manual' but no approvers are configured (MLOPS_APPROVERS)"
     return None
+
+
+def bootstrap_approval_refusal(settings: Settings, approver: str | None) -> str | None:
+    """Why the first champion may not be appointed as asked, or None.
+
+    Under the ``manual`` policy the first champion, too, needs someone of MLOPS_APPROVERS (as
+    ``--approver``, or the promote deployment's ``approver`` parameter): it is the first model
+    to decide anything. Under ``auto`` the bootstrap records who asked, as before."""
+    if settings.approval_policy != "manual":
+        return None
+    nobody = no_approvers_refusal(settings)
+    if nobody is not None:
+        return nobody
+    if approver is None:
+        return (
+            "policy 'manual': the first champion needs a person's approval too: give --approver WHO "
+            "(one of MLOPS_APPROVERS), or the approver parameter of the promote deployment"
+        )
+    if approver not in settings.approvers:
+        return f"{approver!r} is not an allowed approver (allowed: {', '.join(settings.approvers)})"
+    return None
+
+
+def record_bootstrap_refusal(
+    backends: PromotionBackends,
+    name: str,
+    version: int | None,
+    *,
+    requested_by: str,
+    reason: str,
+    flow_run_id: str | None,
+) -> str:
+    """The audit record of a refused bootstrap (nothing else changed); returns its promotion id."""
+    promotion_id = str(uuid.uuid4())
+    audit.append_event(
+        backends.audit,
+        audit.RECORD_PROMOTION,
+        {
+            "promotion_id": promotion_id,
+            "kind": PROMOTION_BOOTSTRAP,
+            "outcome": OUTCOME_REFUSED,
+            "from_version": None,
+            "to_version": version,
+            "requested_by": requested_by,
+            "reason": reason,
+            "flow_run_id": flow_run_id,
+        },
+        model_name=name,
+        model_version=version,
+        model_alias=ALIAS_CHALLENGER,
+        batch_id=promotion_id,
+        decision=OUTCOME_REFUSED,
+    )
+    return promotion_id
 
 
 # --- side effects beyond the ModelRegistry protocol ---------------------------------------------

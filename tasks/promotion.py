@@ -57,6 +57,7 @@ from mlops.promotion import (
     promotion_record_of,
     read_registry_state,
     record_bootstrap,
+    record_bootstrap_refusal,
     record_refusal,
     save_promotion_record,
     step_append_audit_record,
@@ -99,6 +100,26 @@ def bootstrap_champion_task(
 ) -> PromotionResult:
     return bootstrap_champion(
         make_registry(settings), model, approved_by=approved_by, flow_run_id=flow_run_id
+    )
+
+
+@task(name="refuse-bootstrap", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def refuse_bootstrap_task(
+    model: str,
+    version: int | None,
+    requested_by: str,
+    reason: str,
+    settings: Settings,
+    flow_run_id: str | None,
+) -> str:
+    """Record a refused bootstrap in the audit trail; returns its promotion id."""
+    return record_bootstrap_refusal(
+        PromotionBackends.from_settings(settings),
+        model,
+        version,
+        requested_by=requested_by,
+        reason=reason,
+        flow_run_id=flow_run_id,
     )
 
 

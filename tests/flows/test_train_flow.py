@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 from flows.promote import promote
 from flows.train import TrainResult, train
 from flows.validate_data import validate_data
+from mlops.audit import open_audit_store
 from mlops.constants import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
@@ -31,6 +33,7 @@ from mlops.lineage import (
     TAG_PROMOTION_KIND,
     TAG_VERDICT,
 )
+from mlops.promotion import PromotionRefused, promotion_audit_records
 from mlops.registry import make_registry
 from mlops.settings import get_settings
 from mlops.storage import make_store
@@ -102,11 +105,32 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
     assert event.payload["alias"] == ALIAS_CHALLENGER and event.payload["run_id"] == result.run_id
 
 
-def test_promote_flow_bootstraps_the_first_champion_then_refuses(validated_history: str) -> None:
+def test_promote_flow_bootstraps_the_first_champion_then_refuses(
+    validated_history: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(WorkRefused, match="no model named 'credit-risk' is registered") as refused:
         promote(model=MODEL, approver="bob")
     assert refused.value.hint and "mlops train --model credit-risk" in refused.value.hint
     train(model=MODEL)
+    # Under the manual policy the first champion needs an allowed approver too; each refusal is
+    # recorded in the audit trail and changes nothing.
+    monkeypatch.setenv("MLOPS_PROMOTION_APPROVAL", "manual")
+    monkeypatch.setenv("MLOPS_APPROVERS", "bob")
+    engine = open_audit_store(get_settings())
+    for who, why in (
+        (None, "the first champion needs a person's approval too: give --approver WHO"),
+        ("mallory", "'mallory' is not an allowed approver (allowed: bob)"),
+    ):
+        with pytest.raises(PromotionRefused, match=re.escape(why)) as no:
+            promote(model=MODEL, approver=who)
+        [record] = promotion_audit_records(engine, str(no.value.promotion_id))
+        assert (record["decision"], record["payload"]["kind"], record["model_version"]) == (
+            "refused",
+            "bootstrap",
+            "1",
+        )
+        assert make_registry().get_alias_version(MODEL, ALIAS_CHAMPION) is None
+    engine.dispose()
     since = datetime.now(UTC) - timedelta(seconds=5)
     result = promote(model=MODEL, approver="bob")
     assert result.promoted and result.champion_version == 1

@@ -320,4 +320,5 @@ def test_manual_approval_with_no_prefect_server_to_show_the_form_is_refused_at_o
         approval = _ask_a_person(SimpleNamespace(requested_by="ops"), settings)  # type: ignore[arg-type]
     assert (approval.channel, approval.decision, approval.allowed) == ("no-form", "reject", False)
     assert "--approver WHO" in approval.reason and "Prefect UI" in approval.reason
-    assert approval.refusal(settings.approvers)  # refused, with its reason, not paused
+    # Refused with that reason (what to do), not "'none' is not an allowed approver"; not paused.
+    assert approval.refusal(settings.approvers) == approval.reason
