@@ -110,9 +110,18 @@ def retrain(
         return result
 
     from flows.train import train
+    from mlops.registry import IdenticalModel
 
     try:
         trained = train(model=model)
+    except IdenticalModel as exc:  # nothing new to learn from yet: a skip that says why, not a failure
+        finish_retrain_task(
+            model, plan.attempt, "completed", settings, verdict="identical", error=exc.message
+        )
+        result = result.model_copy(update={"ran": False, "reason": f"{exc.message} ({exc.hint})"})
+        print(f"{model}: retrain skipped: {result.reason}")
+        publish_retrain_summary_task(model, _markdown(result))
+        return result
     except Exception as exc:
         finish_retrain_task(
             model, plan.attempt, "failed", settings, error=f"{type(exc).__name__}: {exc}"[:2000]

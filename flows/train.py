@@ -12,6 +12,7 @@ from tasks.review import gather_review_feedback_task
 from tasks.training import (
     build_lineage_task,
     check_gates_task,
+    check_not_a_copy_task,
     digest_datasets_task,
     emit_registered_task,
     evaluate_task,
@@ -75,6 +76,7 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     ready = prepare_training_matrix_task(split.train, bundle.spec, wait_for=[environment])
     reporting = prepare_reports_task.submit(return_state=False)
     candidate = train_candidate_task(ready, bundle.spec)
+    check_not_a_copy_task(bundle.spec, candidate, settings)  # same rows, spec, code: no new version
     digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
     scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)

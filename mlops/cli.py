@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from mlops.errors import ContractError, MlopsError, validation_problems
+from mlops.errors import ContractError, MlopsError, plain_message, validation_problems
 
 Handler = Callable[[argparse.Namespace], tuple[int, dict[str, Any], str]]
 # add(name, handler, help) -> the subcommand's parser (with --json already on it).
@@ -279,7 +279,7 @@ def _validation_message(exc: ValidationError) -> str:
     if exc.title != "Settings":
         return "invalid arguments: " + validation_problems(exc)
     problems = [
-        f"MLOPS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
+        f"MLOPS_{'_'.join(str(p) for p in err['loc']).upper()}: {plain_message(err['msg'])} (got {err.get('input')!r})"
         for err in exc.errors()
     ]
     return "invalid setting(s): " + "; ".join(problems)

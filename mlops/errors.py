@@ -69,11 +69,15 @@ def validation_problems(exc: ValidationError, raw: Any = None) -> str:
     by their ``name`` when ``raw``, the validated input, gives one: ``columns[age].dtype``), what,
     and the value given; without pydantic's "Value error, " prefixes and documentation links."""
     return "; ".join(
-        f"{_location(err['loc'], raw) or exc.title}: "
-        f"{re.sub(r'^(Value error|Assertion failed), ', '', err['msg'])}"
+        f"{_location(err['loc'], raw) or exc.title}: {plain_message(err['msg'])}"
         + ("" if err["type"] == "missing" else f" (got {_short(err.get('input'))})")
         for err in exc.errors()
     )
+
+
+def plain_message(message: str) -> str:
+    """A pydantic error message without its "Value error, " / "Assertion failed, " prefix."""
+    return re.sub(r"^(Value error|Assertion failed), ", "", message)
 
 
 def _location(loc: tuple[int | str, ...], raw: Any) -> str:

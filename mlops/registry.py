@@ -97,10 +97,44 @@ def require_registered_model(registry: ModelRegistry, name: str) -> None:
     (a mistyped ``--model`` would otherwise read as "no champion" / "no challenger")."""
     if registry.has_model(name):
         return
+    from mlops.model_spec import model_spec_names
+
+    if name not in model_spec_names():  # no spec either: a mistyped --model (bad usage, exit 2)
+        raise InputError(
+            unregistered_message(registry, name) + ", and there is no model spec of that name",
+            hint=f"check --model; model specs: {', '.join(model_spec_names()) or 'none'}",
+        )
     raise WorkRefused(
         unregistered_message(registry, name),
-        hint=f"if the name is right, train it first (mlops train --model {name}); if not, check --model",
+        hint=f"train it first (mlops train --model {name})",
     )
+
+
+class IdenticalModel(WorkRefused):
+    """A trained candidate is bit for bit a version the registry holds under an alias already."""
+
+
+def refuse_identical(registry: ModelRegistry, name: str, fingerprint: str, spec_sha256: str) -> None:
+    """Raise :class:`IdenticalModel` when the champion or the challenger has this model
+    fingerprint (sha256 of booster + feature schema, tag ``mlops.lineage.model_fingerprint``)
+    and was trained under the same model spec (a changed spec, say stricter gates, may judge
+    the same booster differently: that candidate is registered and judged).
+
+    Training is deterministic, so the same labelled rows, spec and code give the same model: a
+    retrain set off by drift before any new outcome arrived would register a copy that then
+    shadows for weeks and passes non-inferiority against itself."""
+    from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+    from mlops.lineage import TAG_MODEL_FINGERPRINT, TAG_MODEL_SPEC_SHA256
+
+    for alias in (ALIAS_CHAMPION, ALIAS_CHALLENGER):
+        version = registry.get_alias_version(name, alias)
+        tags = {} if version is None else registry.version_tags(name, version)
+        if tags.get(TAG_MODEL_FINGERPRINT) == fingerprint and tags.get(TAG_MODEL_SPEC_SHA256) == spec_sha256:
+            raise IdenticalModel(
+                f"{name}: the candidate is bit for bit version {version} (the {alias}): the same labelled "
+                "rows, model spec and code; nothing new to register",
+                hint="a new model needs new labels: outcomes (mlops outcomes PATH) or resolved reviews",
+            )
 
 
 def unregistered_message(registry: ModelRegistry, name: str) -> str:

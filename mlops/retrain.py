@@ -16,6 +16,11 @@ store, one file per model, :func:`retrain_state_key`). In order:
 ``force`` (a person starting the retrain) skips 1, 3 and 4, not 2: training is deterministic,
 so a forced run on identical data and spec would only register the same model again. Skipped
 runs complete and say why; they are not failures.
+
+The key covers every validated snapshot, scored application batches included, which bring no
+labels; so the train flow also refuses a model bit for bit the champion or the challenger
+under the same spec (:func:`mlops.registry.refuse_identical`), and the retrain then completes
+as skipped, saying which version it would have copied.
 """
 
 from __future__ import annotations

@@ -97,6 +97,21 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @field_validator("store_url")
+    @classmethod
+    def _store_scheme(cls, value: str | None) -> str | None:
+        """``s3://`` or a local path: another scheme (``S3://``, ``gs://``) would silently
+        become a local folder of that name in the working directory."""
+        if value is not None and "://" in value and not value.startswith("s3://"):
+            scheme = value.split("://", 1)[0]
+            fix = (
+                "write s3:// in lower case"
+                if scheme.lower() == "s3"
+                else "only s3:// and local paths are supported"
+            )
+            raise ValueError(f"unknown scheme {scheme + '://'!r}: {fix}")
+        return value
+
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> Settings:
         if self.profile != "production":

@@ -20,3 +20,12 @@ class ShadowPolicy(BaseModel):
     min_labelled_rows: int = Field(
         500, ge=0, description="Shadow-scored rows whose outcome (label) is known."
     )
+
+
+def effective_shadow_policy(policy: ShadowPolicy, min_labelled_rows: int | None) -> ShadowPolicy:
+    """The spec's policy with ``MLOPS_PROMOTION_MIN_SHADOW_ROWS`` (``min_labelled_rows``) in
+    force when set: the monitor announces a completed shadow by the same count the promotion
+    then requires, or the promote run it triggers is refused, and never triggered again."""
+    if min_labelled_rows is None:
+        return policy
+    return policy.model_copy(update={"min_labelled_rows": min_labelled_rows})

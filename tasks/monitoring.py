@@ -40,6 +40,7 @@ from mlops.monitoring_state import (
 )
 from mlops.registry import make_registry
 from mlops.settings import Settings
+from mlops.shadow_policy import effective_shadow_policy
 from mlops.storage import make_store
 from tasks.retry import retry_unless_bad_input
 
@@ -216,7 +217,7 @@ def check_shadow_task(ctx: MonitorContext, settings: Settings) -> ShadowStatus |
         champion_version=None if ctx.champion is None else ctx.champion.version,
         applications=ctx.applications,
         outcomes=ctx.outcomes,
-        policy=ctx.spec.shadow,
+        policy=effective_shadow_policy(ctx.spec.shadow, settings.promotion_min_shadow_rows),
         hash_key=settings.entity_hash_key,
     )
 

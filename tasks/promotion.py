@@ -79,6 +79,7 @@ from mlops.shadow_comparison import (
     read_version_records,
     shadow_days,
 )
+from mlops.shadow_policy import effective_shadow_policy
 from tasks.retry import retry_unless_bad_input
 
 # Names under which the promote flow stores values on its transaction (read by rollback hooks).
@@ -205,6 +206,7 @@ def compare_on_shadow_task(
     backends = PromotionBackends.from_settings(settings)
     champion_records = read_version_records(backends.audit, model, state.champion)
     challenger_records = read_version_records(backends.audit, model, state.challenger)
+    policy = effective_shadow_policy(spec.shadow, settings.promotion_min_shadow_rows)
     keyed, counts, _ = keyed_outcomes(backends.store, outcomes, settings.entity_hash_key)
     pairs = label_pairs(
         champion_records,
@@ -212,10 +214,10 @@ def compare_on_shadow_task(
         keyed,
         champion_version=state.champion,
         challenger_version=state.challenger,
-        min_rows=settings.promotion_min_shadow_rows or spec.shadow.min_labelled_rows,
+        min_rows=policy.min_labelled_rows,
         outcome_conflicts=counts.conflicting_outcomes,
         days=shadow_days(backends.store, applications.name, challenger_records),
-        min_days=spec.shadow.min_days,
+        min_days=policy.min_days,
     )
     rows, note = None, None
     if pairs.data.labelled >= pairs.data.min_rows:

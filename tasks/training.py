@@ -42,7 +42,14 @@ from mlops.lineage import (
     installed_packages,
 )
 from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
-from mlops.registry import DatasetLog, LoggedRun, TrainingRunLog, frame_digest, make_registry
+from mlops.registry import (
+    DatasetLog,
+    LoggedRun,
+    TrainingRunLog,
+    frame_digest,
+    make_registry,
+    refuse_identical,
+)
 from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
@@ -175,6 +182,18 @@ def prepare_training_matrix_task(train: pd.DataFrame, spec: ModelSpec) -> Traini
 def train_candidate_task(ready: TrainingMatrix, spec: ModelSpec) -> TrainedModel:
     """Train the spec's booster on the prepared matrix (deterministic: same rows, same model)."""
     return train_spec_on(ready, spec)
+
+
+@task(
+    name="check-not-a-copy",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def check_not_a_copy_task(spec: ModelSpec, candidate: TrainedModel, settings: Settings) -> None:
+    """Refuse a candidate identical to the champion or the challenger (IdenticalModel)."""
+    refuse_identical(make_registry(settings), spec.name, candidate.fingerprint(), model_spec_hash(spec))
 
 
 @task(

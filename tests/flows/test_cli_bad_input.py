@@ -135,3 +135,14 @@ def test_compiling_contracts_from_an_empty_folder_is_refused(
     monkeypatch.setenv("MLOPS_CONTRACTS_DIR", str(tmp_path / "nowhere"))
     code, data, _ = _run(capsys, "contract", "compile")
     assert code == 2 and data["error"] == f"no data contracts (*.yaml) in {tmp_path / 'nowhere'}"
+
+
+def test_an_unknown_model_is_bad_usage_for_every_command(
+    mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["rollback", "--by", "a", "--reason", "b"], ["promote"], ["monitor"], ["retrain"]):
+        code, data, _ = _run(capsys, *argv, "--model", "nope")
+        assert code == 2, (argv, data)
+        assert "nope" in data["error"]
+    code, data, _ = _run(capsys, "rollback", "--by", "a", "--reason", "b")  # a spec, nothing trained
+    assert code == 1 and data["hint"] == "train it first (mlops train --model credit-risk)"

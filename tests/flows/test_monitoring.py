@@ -223,6 +223,7 @@ def test_repeated_drift_inside_the_cooldown_skips_the_retrain_and_says_why(home:
     _ingest([DRIFT_DAY, DRIFT_DAY + 1])
     first = monitor_drift(model=MODEL)
     assert first.event_id
+    _ingest([DRIFT_DAY, DRIFT_DAY + 1], with_outcomes=True)  # their outcomes: something new to learn
     ran = retrain(model=MODEL, severity="act", event_id=first.event_id, event=first.event, reason="drift")
     assert ran.ran and ran.train is not None and ran.train.version == 3
     tags = make_registry().version_tags(MODEL, 3)
@@ -280,7 +281,9 @@ def test_drift_after_a_promotion_resets_the_reference_and_does_not_loop(home: Pa
     assert len(_alarms(since, [before, after_promotion, later])) == 1
 
 
-def test_shadow_completed_is_emitted_once_when_the_challenger_shadowed_enough(home: Path) -> None:
+def test_shadow_completed_is_emitted_once_when_the_challenger_shadowed_enough(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)
     shas = _ingest([4, 5], with_outcomes=True)
     make_registry().set_alias(MODEL, ALIAS_CHALLENGER, 2)
@@ -306,6 +309,14 @@ def test_shadow_completed_is_emitted_once_when_the_challenger_shadowed_enough(ho
             batch_id=f"shadow-{day}",
             hash_key=get_settings().entity_hash_key,
         )
+
+    # MLOPS_PROMOTION_MIN_SHADOW_ROWS, the count the promotion requires, holds the announcement
+    # back too (800 labelled rows < 1000): a promote run it triggered would only be refused.
+    monkeypatch.setenv("MLOPS_PROMOTION_MIN_SHADOW_ROWS", "1000")
+    held = monitor_drift(model=MODEL)
+    assert held.shadow is not None and not held.shadow.complete and held.shadow_event_id is None
+    assert held.shadow.min_labelled_rows == 1000 and held.shadow.labelled_rows == 800
+    monkeypatch.delenv("MLOPS_PROMOTION_MIN_SHADOW_ROWS")
 
     first = monitor_drift(model=MODEL)
     second = monitor_drift(model=MODEL)
@@ -370,3 +381,21 @@ def test_a_broken_audit_chain_fails_the_monitor(home: Path) -> None:
     with pytest.raises(ChainBroken, match="seq 2"):
         monitor_drift(model=MODEL)
     assert main(["monitor", "--json"]) == 1
+
+
+def test_a_retrain_with_no_new_labels_registers_no_copy(home: Path) -> None:
+    """Scored batches bring applications without outcomes: the retrain's key changes, its
+    training rows do not, and the model it would train is bit for bit the champion."""
+    registry = make_registry()
+    before = max(int(v.version) for v in registry.client.search_model_versions(f"name='{MODEL}'"))
+    _ingest([DRIFT_DAY + 5])  # a new application snapshot, no outcomes
+    copy = retrain(model=MODEL, severity="manual", reason="drift", force=True)
+    assert not copy.ran and copy.train is None
+    assert "the candidate is bit for bit version 1 (the champion)" in copy.reason
+    assert max(int(v.version) for v in registry.client.search_model_versions(f"name='{MODEL}'")) == before
+    markdown = str(latest_artifact(f"retrain-{MODEL}"))
+    assert "SKIPPED" in markdown and "nothing new to register" in markdown
+
+    _ingest([DRIFT_DAY + 5, DRIFT_DAY + 6], with_outcomes=True)  # new labels: a new model
+    learned = retrain(model=MODEL, severity="manual", reason="labels", force=True)
+    assert learned.ran and learned.train is not None and learned.train.version == before + 1

@@ -34,7 +34,7 @@ from mlops.lineage import (
     TAG_VERDICT,
 )
 from mlops.promotion import PromotionRefused, promotion_audit_records
-from mlops.registry import make_registry
+from mlops.registry import IdenticalModel, make_registry
 from mlops.settings import get_settings
 from mlops.storage import make_store
 from tests.helpers import latest_artifact, wait_for_events
@@ -150,3 +150,9 @@ def test_promote_flow_bootstraps_the_first_champion_then_refuses(
     with pytest.raises(WorkRefused, match=r"already has a champion \(version 1\)"):
         promote(model=MODEL, approver="bob")
     assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
+    # Training again on the same rows and spec gives the champion bit for bit: refused, not registered.
+    with pytest.raises(
+        IdenticalModel, match=re.escape("the candidate is bit for bit version 1 (the champion)")
+    ):
+        train(model=MODEL)
+    assert max(int(v.version) for v in registry.client.search_model_versions(f"name='{MODEL}'")) == 1

@@ -102,3 +102,24 @@ def test_the_cli_names_a_bad_setting_by_its_variable(
     assert main(["review", "list", "--json"]) == 2
     error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
     assert error.startswith("invalid setting(s): MLOPS_MAX_QUARANTINE_SHARE:") and "'7'" in error
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [("S3://bucket/prefix", "write s3:// in lower case"), ("gs://bucket/p", "only s3:// and local paths")],
+)
+def test_a_store_url_of_another_scheme_is_refused_not_made_a_local_folder(url: str, fix: str) -> None:
+    with pytest.raises(ValidationError, match=fix):
+        Settings(store_url=url)
+    assert Settings(store_url="s3://bucket/p").store_url == "s3://bucket/p"
+    assert Settings(store_url="relative/store").store_url == "relative/store"
+
+
+def test_home_that_is_a_file_is_named(tmp_path: Path) -> None:
+    from mlops.errors import SettingsError
+    from mlops.settings import ensure_home
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SettingsError, match="cannot be used as the product's home"):
+        ensure_home(Settings(home=tmp_path / "f"))
+    assert ensure_home(Settings(home=tmp_path / "new" / "home")).is_dir()  # created if missing
