@@ -336,3 +336,16 @@ def test_a_broken_contract_file_names_each_problem_by_column(tmp_path: Path) -> 
         f"columns[{name}].dtype: Input should be 'string', 'int'" in message and "(got 'integer')" in message
     )
     assert "pydantic.dev" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("copies", "accepted"), [(12, True), (24, False)])
+def test_gx_and_the_quarantine_agree_on_duplicated_ids(
+    contract: Contract, runner: GXRunner, copies: int, accepted: bool
+) -> None:
+    """12 of 400 ids repeated (3%, under the 5% limit): GX counts both copies (6%), the
+    quarantine the repeats (3%); the batch is accepted. 24 repeats (6%) are rejected by both."""
+    df = clean_frame(contract, 400, seed=3)
+    df.loc[400 - copies :, "application_id"] = df.loc[: copies - 1, "application_id"].to_numpy()
+    vb = run(df, contract, runner)
+    assert vb.summary.reason_counts == {"application_id:duplicate": copies}
+    assert vb.summary.gx_success is accepted and vb.summary.accepted is accepted
