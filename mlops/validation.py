@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
-from mlops.constants import QUARANTINE_REASONS_COLUMN
+from mlops.constants import QUARANTINE_REASONS_COLUMN, ROLE_ID
 from mlops.contracts import ColumnSpec, Contract
 from mlops.errors import InputError
 
@@ -148,7 +148,21 @@ def type_column(raw: pd.Series, col: ColumnSpec) -> tuple[pd.Series, np.ndarray]
             typed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
         return typed, present & typed.isna().to_numpy()
     # string / category: any present value is text.
-    return as_text(raw), np.zeros(len(raw), dtype=bool)
+    text = as_text(raw)
+    if col.role == ROLE_ID:
+        text = _trimmed_id(text)
+    return text, np.zeros(len(raw), dtype=bool)
+
+
+def _trimmed_id(text: pd.Series) -> pd.Series:
+    """Text ids without surrounding whitespace, and a blank id missing (so a required id column
+    quarantines it as null). An export that pads ``APP-1`` would otherwise make a second
+    application of it, which ``mlops audit find APP-1`` (it trims what it is given) never finds."""
+    trimmed = text.str.strip()
+    blank = trimmed.eq("").fillna(False).to_numpy(dtype=bool)
+    if blank.any():
+        trimmed = trimmed.mask(blank)
+    return trimmed
 
 
 TEXT_DTYPE = pd.StringDtype(na_value=np.nan)

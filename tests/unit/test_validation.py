@@ -349,3 +349,17 @@ def test_gx_and_the_quarantine_agree_on_duplicated_ids(
     vb = run(df, contract, runner)
     assert vb.summary.reason_counts == {"application_id:duplicate": copies}
     assert vb.summary.gx_success is accepted and vb.summary.accepted is accepted
+
+
+def test_text_ids_are_trimmed_and_a_blank_id_is_missing(contract: Contract, runner: GXRunner) -> None:
+    """A padded id is the same application (audit find trims what it is given); a blank one is
+    quarantined as a missing id, not scored under an id nobody can look up."""
+    df = clean_frame(contract, 50, seed=4)
+    first = str(df.loc[0, "application_id"])
+    df.loc[1, "application_id"] = f"  {first} "  # the same application, padded by an export
+    df.loc[2, "application_id"] = "   "
+    df.loc[3, "application_id"] = " X-3\t"
+    vb = run(df, contract, runner)
+    assert vb.summary.reason_counts == {"application_id:duplicate": 1, "application_id:null_required": 1}
+    assert "X-3" in set(vb.valid["application_id"]) and first in set(vb.valid["application_id"])
+    assert vb.quarantine["application_id"].tolist() == [f"  {first} ", "   "]  # raw values kept
