@@ -23,7 +23,8 @@ def cmd_outcomes(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     data: dict[str, Any] = summary.model_dump(mode="json")
     text = (
         f"outcomes: {summary.rows_read} rows read, {summary.rows_valid} valid, "
-        f"{summary.rows_quarantined} quarantined -> {'stored' if summary.accepted else 'rejected'}"
+        f"{summary.rows_quarantined} quarantined -> "
+        + ("stored" if summary.accepted else "rejected: " + "; ".join(summary.rejection_reasons))
     )
     if summary.accepted:
         from mlops.performance import join_outcomes_after_ingest

@@ -146,3 +146,16 @@ def test_an_unknown_model_is_bad_usage_for_every_command(
         assert "nope" in data["error"]
     code, data, _ = _run(capsys, "rollback", "--by", "a", "--reason", "b")  # a spec, nothing trained
     assert code == 1 and data["hint"] == "train it first (mlops train --model credit-risk)"
+
+
+def test_a_rejected_outcomes_batch_says_why(
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcomes = load_contract(PROJECT_ROOT / "data_contracts", "credit_outcomes")
+    frame = clean_frame(outcomes, 20, seed=2)
+    frame["defaulted"] = 5  # above the contract's max: every row quarantined
+    batch = tmp_path / "outcomes.csv"
+    frame.to_csv(batch, index=False)
+    assert main(["outcomes", str(batch)]) == 1
+    out = capsys.readouterr().out
+    assert "-> rejected: 1 GX expectation(s) failed; quarantined share 100.00% is above the limit 5.00%" in out
