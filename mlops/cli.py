@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,10 @@ class OurErrorsWithoutTraceback(logging.Filter):
             self.messages.add(record.exc_info[1].message.splitlines()[0])
             record.exc_info, record.exc_text = None, None
             self._watch_consoles()
+        elif record.levelno >= logging.ERROR and (ours := _quoted_error(record.getMessage())):
+            # A task whose retry condition refused a retry logs only its final state, as text.
+            self.messages.add(ours)
+            self._watch_consoles()
         return True
 
     def _watch_consoles(self) -> None:
@@ -81,6 +86,17 @@ class OurErrorsWithoutTraceback(logging.Filter):
 
 
 RUN_LOGGERS: Final = ("prefect.flow_runs", "prefect.task_runs")
+_QUOTED_FAILURE: Final = re.compile(r"encountered an exception (\w+): (.+?)(?:\\n|\"\)|'\)|$)")
+
+
+def _error_names(cls: type[BaseException] = MlopsError) -> set[str]:
+    return {cls.__name__}.union(*(_error_names(sub) for sub in cls.__subclasses__()))
+
+
+def _quoted_error(line: str) -> str | None:
+    """The message of one of our errors quoted in a "Finished in state Failed(...)" line."""
+    found = _QUOTED_FAILURE.search(line)
+    return found.group(2) if found and found.group(1) in _error_names() else None
 
 
 class OurErrorsOnceOnConsole(logging.Filter):

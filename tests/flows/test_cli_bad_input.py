@@ -158,4 +158,6 @@ def test_a_rejected_outcomes_batch_says_why(
     frame.to_csv(batch, index=False)
     assert main(["outcomes", str(batch)]) == 1
     out = capsys.readouterr().out
-    assert "-> rejected: 1 GX expectation(s) failed; quarantined share 100.00% is above the limit 5.00%" in out
+    assert (
+        "-> rejected: 1 GX expectation(s) failed; quarantined share 100.00% is above the limit 5.00%" in out
+    )

@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 
 from mlops.cli import RUN_LOGGERS, OurErrorsOnceOnConsole, OurErrorsWithoutTraceback, foreground_flows
 from mlops.errors import InputError
+from tasks.retry import retry_unless_bad_input
 from tests.helpers import wait_for_events
 
 pytestmark = pytest.mark.flows
@@ -87,3 +88,31 @@ def test_our_errors_are_logged_without_a_traceback_others_with_it(kind: str) -> 
     assert all(("empty file" in r.getMessage()) == (kind == "ours") for r in failures)
     assert not any(isinstance(f, OurErrorsWithoutTraceback) for lg in loggers for f in lg.filters)  # removed
     assert not any(isinstance(f, OurErrorsOnceOnConsole) for h in consoles for f in h.filters)
+
+
+@task(name="refusing-task-no-retry", retries=2, retry_condition_fn=retry_unless_bad_input)
+def refuse_without_retry() -> None:
+    raise InputError("batch y.csv names column(s) ['age'] more than once", hint="fix the export")
+
+
+@flow(name="refusing-probe-no-retry")
+def refusing_without_retry() -> None:
+    refuse_without_retry()
+
+
+def test_a_refusal_a_retry_condition_stopped_reaches_the_console_once() -> None:
+    """Such a task logs only its final state, as text, before anything carries the exception;
+    a console (a stream handler on the root logger) must not show it, as it happens."""
+    import io
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    console.setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root.addHandler(console)
+    try:
+        with foreground_flows(), pytest.raises(InputError):
+            refusing_without_retry()
+    finally:
+        root.removeHandler(console)
+    assert "more than once" not in stream.getvalue()
