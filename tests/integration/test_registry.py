@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
-from mlops.errors import WorkRefused
+from mlops.errors import InputError, WorkRefused
 from mlops.lineage import (
     DECISION_RECORD_ARTIFACT,
     LINEAGE_TAGS,
@@ -151,10 +151,14 @@ def test_bootstrap_promotion_then_refusal_with_a_champion(registry: MlflowRegist
     with pytest.raises(WorkRefused, match=r"no model named 'credit-risk' is registered .*none yet"):
         bootstrap_champion(registry, MODEL, approved_by="alice")
     run_train_tasks(MODEL)
-    # A mistyped name is named as such, with the models the registry holds, not "no challenger".
-    with pytest.raises(WorkRefused, match=r"no model named 'credit-risc' .*registered: 'credit-risk'"):
+    # A mistyped name (no model spec either) is bad input, named as such with the models the
+    # registry holds, not "no challenger".
+    with pytest.raises(
+        InputError,
+        match=r"no model named 'credit-risc' .*registered: 'credit-risk'\), and there is no model spec",
+    ):
         bootstrap_champion(registry, "credit-risc", approved_by="alice")
-    with pytest.raises(WorkRefused, match=r"no model named 'credit-risc'"):
+    with pytest.raises(InputError, match=r"no model named 'credit-risc'"):
         read_registry_state(registry, "credit-risc")
     assert read_registry_state(registry, MODEL).challenger == 1
     result = bootstrap_champion(registry, MODEL, approved_by="alice")
