@@ -185,10 +185,11 @@ def open_audit_store(settings: Settings) -> Engine:
     return engine
 
 
-def open_existing_audit_store(settings: Settings) -> Engine:
+def open_existing_audit_store(settings: Settings, *, upgrade: bool = False) -> Engine:
     """An engine on the audit store the settings name, which must exist already (InputError if
     not): the commands that read the store, or resolve its cases, never create one, so a
-    mistyped ``MLOPS_HOME`` is named instead of answered with an empty store."""
+    mistyped ``MLOPS_HOME`` is named instead of answered with an empty store. ``upgrade``: give
+    a store of an earlier release the review columns and indexes (:func:`create_schema`)."""
     import sqlalchemy as sa
 
     url = settings.resolved_audit_db_url
@@ -202,6 +203,8 @@ def open_existing_audit_store(settings: Settings) -> Engine:
         if not sa.inspect(engine).has_table("audit_records"):
             engine.dispose()
             raise InputError(f"the audit store {parsed.render_as_string()} has no audit tables", hint=hint)
+        if upgrade:
+            create_schema(engine)
     return engine
 
 

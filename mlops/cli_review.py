@@ -36,14 +36,11 @@ def _score(value: float | None) -> str:
 
 
 def _existing_store() -> Any:
-    """The audit store, which must exist (review commands never create one), with the review
-    columns an earlier release's store lacks."""
-    from mlops.audit import create_schema, open_existing_audit_store
+    """The audit store, which must exist (review commands never create one), upgraded."""
+    from mlops.audit import open_existing_audit_store
     from mlops.settings import get_settings
 
-    engine = open_existing_audit_store(get_settings())
-    create_schema(engine)
-    return engine
+    return open_existing_audit_store(get_settings(), upgrade=True)
 
 
 def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:

@@ -107,7 +107,7 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
 
 
 def cmd_audit_find(args: argparse.Namespace) -> Outcome:
-    from mlops.audit import create_schema, explained_store_errors, open_existing_audit_store
+    from mlops.audit import open_existing_audit_store
     from mlops.audit_lookup import application_id, find_entity, history_text, require_known_model
     from mlops.model_spec import model_spec_names
     from mlops.review_desk import applications_contract_for
@@ -117,10 +117,8 @@ def cmd_audit_find(args: argparse.Namespace) -> Outcome:
     entity_id = application_id(
         args.entity_id, applications_contract_for(args.model or DEFAULT_MODEL_NAME, settings)
     )
-    engine = open_existing_audit_store(get_settings())
+    engine = open_existing_audit_store(settings, upgrade=True)  # an earlier release's store: review columns
     try:
-        with explained_store_errors(str(engine.url)):
-            create_schema(engine)  # a store made by an earlier release gets the review columns
         require_known_model(engine, args.model, model_spec_names())
         history = find_entity(engine, entity_id, settings.entity_hash_key, model_name=args.model)
     finally:

@@ -99,10 +99,11 @@ def require_registered_model(registry: ModelRegistry, name: str) -> None:
         return
     from mlops.model_spec import model_spec_names
 
-    if name not in model_spec_names():  # no spec either: a mistyped --model (bad usage, exit 2)
+    specs = model_spec_names()
+    if name not in specs:  # no spec either: a mistyped --model (bad usage, exit 2)
         raise InputError(
             unregistered_message(registry, name) + ", and there is no model spec of that name",
-            hint=f"check --model; model specs: {', '.join(model_spec_names()) or 'none'}",
+            hint=f"check --model; model specs: {', '.join(specs) or 'none'}",
         )
     raise WorkRefused(
         unregistered_message(registry, name),
