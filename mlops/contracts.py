@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,9 @@ class ColumnSpec(BaseModel):
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] | None = None
+    #: A datetime no later than when the batch is validated (plus the contract's clock skew):
+    #: an event time in the future is a data error (a typo'd year, a wrong time zone).
+    not_in_future: bool = False
     description: str = ""
 
     @model_validator(mode="after")
@@ -40,6 +44,8 @@ class ColumnSpec(BaseModel):
             raise ValueError(f"column {self.name!r}: a category column must list its categories")
         if self.categories is not None and self.dtype != "category":
             raise ValueError(f"column {self.name!r}: categories only apply to category columns")
+        if self.not_in_future and self.dtype != "datetime":
+            raise ValueError(f"column {self.name!r}: not_in_future only applies to datetime columns")
         return self
 
 
@@ -53,6 +59,9 @@ class Contract(BaseModel):
     description: str = ""
     owner: str = ""
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    #: How far ahead of the validating machine's clock a ``not_in_future`` value may be (the
+    #: source system's clock may run a little ahead); at most a day.
+    clock_skew_seconds: float = Field(300.0, ge=0.0, le=86_400.0)
     columns: tuple[ColumnSpec, ...]
 
     @model_validator(mode="after")
@@ -92,6 +101,14 @@ class Contract(BaseModel):
     @property
     def sensitive_columns(self) -> list[str]:
         return [c.name for c in self._by_role(ROLE_SENSITIVE)]
+
+    @property
+    def not_in_future_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.not_in_future]
+
+    def latest_allowed(self, checked_at: datetime) -> datetime:
+        """The latest value a ``not_in_future`` column may hold in a batch checked at ``checked_at``."""
+        return checked_at + timedelta(seconds=self.clock_skew_seconds)
 
     @property
     def column_names(self) -> list[str]:

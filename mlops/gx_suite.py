@@ -23,6 +23,11 @@ import pandas as pd
 from mlops.contracts import Contract, suite_path
 from mlops.errors import ContractError
 
+#: The suite parameter (GX 1.x ``{"$PARAMETER": ...}``) that ``not_in_future`` columns are held
+#: to: the validation time plus the contract's clock skew, given at each run, so the compiled
+#: suite stays the same file from batch to batch.
+LATEST_ALLOWED_PARAMETER = "latest_allowed_time"
+
 
 def _mostly(contract: Contract, max_share: float | None) -> float:
     share = contract.max_quarantine_share if max_share is None else max_share
@@ -79,6 +84,17 @@ def compile_expectations(contract: Contract, max_share: float | None = None) -> 
                 {
                     "type": "expect_column_values_to_be_unique",
                     "kwargs": {"column": col.name, "mostly": _unique_mostly(mostly)},
+                }
+            )
+        if col.not_in_future:
+            out.append(
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {
+                        "column": col.name,
+                        "max_value": {"$PARAMETER": LATEST_ALLOWED_PARAMETER},
+                        "mostly": mostly,
+                    },
                 }
             )
     return out
@@ -203,10 +219,16 @@ class GXRunner:
             )
 
     def validate_contract(
-        self, df: pd.DataFrame, contract: Contract, run_name: str, max_share: float | None = None
+        self,
+        df: pd.DataFrame,
+        contract: Contract,
+        run_name: str,
+        max_share: float | None = None,
+        latest_allowed: datetime | None = None,
     ) -> Any:
         """Validate ``df`` against the contract's suite; returns the GX
-        ``ExpectationSuiteValidationResult`` (BASIC).
+        ``ExpectationSuiteValidationResult`` (BASIC). ``latest_allowed`` (default: now plus the
+        contract's clock skew) is the suite parameter of ``not_in_future`` columns.
 
         Registering a suite, its validation definition and checkpoint in the GX context costs
         about a second (GX compares every expectation with every stored one, through pydantic),
@@ -223,8 +245,12 @@ class GXRunner:
         if registered is None or registered[0] != key:
             registered = (key, self._register(build_suite(contract, max_share)))
             self._registered[name] = registered
+        if latest_allowed is None:
+            latest_allowed = contract.latest_allowed(datetime.now(UTC))
         result = registered[1].run(
-            batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name)
+            batch_parameters={"dataframe": df},
+            expectation_parameters={LATEST_ALLOWED_PARAMETER: latest_allowed.isoformat()},
+            run_id=RunIdentifier(run_name=run_name),
         )
         if self.docs_dir is not None:
             share_static_assets(self.docs_dir)

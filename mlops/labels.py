@@ -9,6 +9,9 @@ catalog entry; and even when the same outcomes arrive in two different files, ea
 one label (the most recently observed; a later correction wins, ties go to the newer
 snapshot). Applications seen twice keep their first (oldest) row.
 
+An outcome observed before its application was submitted is not used (counted as
+``outcomes_before_application``): no real outcome can precede its application.
+
 Hook for human reviews: ``extra_labelled`` rows (application columns, the target, and
 optionally ``_label_source``) are added after the observed outcomes; an id that already has
 an observed outcome keeps the observed outcome (ground truth beats a review).
@@ -63,6 +66,8 @@ class LabelledSummary(BaseModel):
     duplicate_outcomes: int = 0
     conflicting_outcomes: int = 0
     unlabelled_applications: int = 0
+    #: Outcomes observed before their application was submitted (a data error): not used.
+    outcomes_before_application: int = 0
     extra_labelled_rows: int = 0
     positives: int = 0
     min_timestamp: str | None = None
@@ -218,6 +223,12 @@ def join_labels(
     match = np.where(first, outcome_at[app_codes], -1)
     rows = np.flatnonzero(match >= 0)
     labels = kept.iloc[match[rows]]
+    early = 0
+    if observed_column and timestamp_column:
+        before = _observed_before(labels[observed_column], apps[timestamp_column], rows)
+        if before.any():
+            early = int(before.sum())
+            rows, labels = rows[~before], labels.iloc[~before]
     n_labelled = len(rows)
     keys = [timestamp_column, id_column] if timestamp_column else [id_column]
     if extra_labelled is None or not len(extra_labelled):
@@ -234,7 +245,8 @@ def join_labels(
         "duplicate_applications": dup_apps,
         "duplicate_outcomes": dup_outs,
         "conflicting_outcomes": conflicts,
-        "unlabelled_applications": int(first.sum()) - n_labelled,
+        "unlabelled_applications": int(first.sum()) - n_labelled - early,
+        "outcomes_before_application": early,
         "extra_labelled_rows": 0,
     }
     if extra_labelled is not None and len(extra_labelled):
@@ -243,6 +255,20 @@ def join_labels(
         labelled = sort_rows(pd.concat([labelled, extra], ignore_index=True), keys)
     labelled[target] = labelled[target].astype("int64")
     return labelled, counts
+
+
+def _observed_before(
+    observed: pd.Series, applied: pd.Series, rows: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """For each labelled application row (``rows`` of ``applied``): its outcome was observed
+    before it was submitted, which no real outcome can be (a clock or join-key error upstream).
+    Missing times compare False."""
+    with_times = pd.Series(applied.array.take(rows))
+    try:
+        before = pd.Series(observed.array) < with_times
+    except TypeError:  # times of two kinds (a contract's timestamp that is not a datetime): no check
+        return np.zeros(len(rows), dtype=bool)
+    return np.asarray(before.fillna(False).to_numpy(), dtype=bool)
 
 
 def _extra_rows(extra: pd.DataFrame, labelled: pd.DataFrame, *, id_column: str, target: str) -> pd.DataFrame:

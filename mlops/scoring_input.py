@@ -239,6 +239,8 @@ class _Merge:
     extra_columns: list[str] = field(default_factory=list)
     quarantine: list[pd.DataFrame] = field(default_factory=list)
     entries: list[CatalogEntry] = field(default_factory=list)
+    #: One validation time for every chunk (the bound of ``not_in_future`` columns).
+    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def rows_quarantined(self) -> int:
@@ -263,6 +265,10 @@ class _Merge:
             failed_expectations=_merge_outcomes(self.failed, self.rows_read),
             expectations_evaluated=self.expectations,
             extra_columns=self.extra_columns,
+            checked_at=self.checked_at,
+            latest_allowed=(
+                self.contract.latest_allowed(self.checked_at) if self.contract.not_in_future_columns else None
+            ),
         )
 
 
@@ -309,7 +315,13 @@ def _validate_chunk(
     """Validate one chunk into ``merge``; returns its valid rows (the rest dies with this frame)."""
     t = time.perf_counter()
     part = validate_frame(
-        raw, merge.contract, runner, source=merge.source, max_share=max_share, run_name=f"{run_name}-{index}"
+        raw,
+        merge.contract,
+        runner,
+        source=merge.source,
+        max_share=max_share,
+        run_name=f"{run_name}-{index}",
+        checked_at=merge.checked_at,
     )
     t = timings.add("validate", t)
     s = part.summary

@@ -10,6 +10,7 @@ Invariant: ``rows_valid + rows_quarantined == rows_read``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -31,6 +32,7 @@ BELOW_MIN = "below_min"
 ABOVE_MAX = "above_max"
 UNSEEN_CATEGORY = "unseen_category"
 DUPLICATE = "duplicate"
+IN_FUTURE = "in_future"
 
 
 class ExpectationOutcome(BaseModel):
@@ -61,6 +63,10 @@ class ValidationSummary(BaseModel):
     failed_expectations: list[ExpectationOutcome]
     expectations_evaluated: int
     extra_columns: list[str]
+    #: When the batch was checked; ``not_in_future`` columns were held to this plus the
+    #: contract's clock skew (``latest_allowed``).
+    checked_at: datetime | None = None
+    latest_allowed: datetime | None = None
     snapshot_sha256: str | None = None
     snapshot_uri: str | None = None
     quarantine_sha256: str | None = None
@@ -184,9 +190,20 @@ def as_text(raw: pd.Series) -> pd.Series:
     return raw.astype("str").where(raw.notna(), None).astype(TEXT_DTYPE)
 
 
-def row_masks(typed: pd.DataFrame, wrong: dict[str, np.ndarray], contract: Contract) -> dict[str, np.ndarray]:
-    """One boolean mask per ``column:kind`` rule (True = the row breaks it)."""
+def row_masks(
+    typed: pd.DataFrame,
+    wrong: dict[str, np.ndarray],
+    contract: Contract,
+    *,
+    latest_allowed: datetime | None = None,
+) -> dict[str, np.ndarray]:
+    """One boolean mask per ``column:kind`` rule (True = the row breaks it).
+
+    ``not_in_future`` columns are held to ``latest_allowed`` (default: now plus the contract's
+    clock skew)."""
     masks: dict[str, np.ndarray] = {}
+    if latest_allowed is None:
+        latest_allowed = contract.latest_allowed(datetime.now(UTC))
 
     def add(name: str, mask: np.ndarray) -> None:
         if mask.any():
@@ -209,7 +226,14 @@ def row_masks(typed: pd.DataFrame, wrong: dict[str, np.ndarray], contract: Contr
             add(f"{col.name}:{UNSEEN_CATEGORY}", ~missing & ~series.isin(col.categories).to_numpy())
         if col.unique:
             add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name]))
+        if col.not_in_future:
+            add(f"{col.name}:{IN_FUTURE}", _after(series, latest_allowed))
     return masks
+
+
+def _after(series: pd.Series, bound: datetime) -> np.ndarray:
+    """Rows whose (UTC) datetime is later than ``bound``; missing values are not."""
+    return np.asarray((series > pd.Timestamp(bound)).fillna(False).to_numpy(), dtype=bool)
 
 
 def _duplicates(series: pd.Series, valid: np.ndarray) -> np.ndarray:
@@ -313,10 +337,14 @@ def split_batch(
     source: str,
     extra_columns: list[str],
     max_share: float | None = None,
+    checked_at: datetime | None = None,
 ) -> ValidatedBatch:
-    """Combine GX's verdict with the row mask into the validated batch."""
+    """Combine GX's verdict with the row mask into the validated batch (``checked_at``: when
+    it was checked, now by default; the bound of ``not_in_future`` columns)."""
     n = len(raw)
-    bad, reasons = reasons_for_rows(row_masks(typed, wrong, contract), n)
+    checked_at = checked_at or datetime.now(UTC)
+    latest = contract.latest_allowed(checked_at)
+    bad, reasons = reasons_for_rows(row_masks(typed, wrong, contract, latest_allowed=latest), n)
     keep = np.ones(n, dtype=bool)
     keep[bad] = False
     valid = finalise_valid(typed.loc[keep], contract)
@@ -345,6 +373,8 @@ def split_batch(
         failed_expectations=[o for o in outcomes if not o.success],
         expectations_evaluated=len(outcomes),
         extra_columns=extra_columns,
+        checked_at=checked_at,
+        latest_allowed=latest if contract.not_in_future_columns else None,
     )
     assert summary.rows_valid + summary.rows_quarantined == summary.rows_read
     return ValidatedBatch(valid=valid, quarantine=quarantine, summary=summary)
@@ -358,15 +388,32 @@ def validate_frame(
     source: str,
     max_share: float | None = None,
     run_name: str = "validate",
+    checked_at: datetime | None = None,
 ) -> ValidatedBatch:
-    """Validate one raw batch end to end (no storage, no events): the core the flow wraps."""
+    """Validate one raw batch end to end (no storage, no events): the core the flow wraps.
+
+    ``checked_at`` (default now) bounds the ``not_in_future`` columns, in GX and in the
+    quarantine alike; a batch validated in chunks passes the same time for every chunk."""
     if raw.empty:
         raise InputError(f"batch {source} has no rows", hint="an empty batch is never validated")
+    checked_at = checked_at or datetime.now(UTC)
     extra = check_columns(raw, contract, source)
     typed, wrong = type_batch(raw, contract)
     gx_result = runner.validate_contract(
-        gx_view(typed, contract), contract, run_name=run_name, max_share=max_share
+        gx_view(typed, contract),
+        contract,
+        run_name=run_name,
+        max_share=max_share,
+        latest_allowed=contract.latest_allowed(checked_at),
     )
     return split_batch(
-        raw, contract, gx_result, typed, wrong, source=source, extra_columns=extra, max_share=max_share
+        raw,
+        contract,
+        gx_result,
+        typed,
+        wrong,
+        source=source,
+        extra_columns=extra,
+        max_share=max_share,
+        checked_at=checked_at,
     )

@@ -293,7 +293,7 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     assert training["snapshots_sha256"] == tags[TAG_SNAPSHOTS_SHA256]
     used = {c["used_for"] for c in dossier["contracts"]}
     assert used == {"challenger training", "champion training", "shadow inputs", "shadow outcomes"}
-    assert all(c["verdict"] == "accepted" and c["contract_version"] == "1.0.0" for c in dossier["contracts"])
+    assert all(c["verdict"] == "accepted" and c["contract_version"] == "1.1.0" for c in dossier["contracts"])
     assert dossier["trigger"]["source"] == "event" and dossier["trigger"]["event_id"] == drift_event
     assert dossier["lineage"]["previous_champion"]["version"] == 1
     assert dossier["lineage"]["new_champion"]["lineage"][TAG_SNAPSHOTS_SHA256] == tags[TAG_SNAPSHOTS_SHA256]

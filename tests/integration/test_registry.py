@@ -95,7 +95,7 @@ def test_candidate_is_registered_with_lineage_and_decision_record(
     assert tags[TAG_OUTCOME_SNAPSHOTS] == ",".join(history["outcomes"])
     assert tags[TAG_APPLICATIONS_CONTRACT] == "credit_applications"
     assert tags[TAG_OUTCOMES_CONTRACT] == "credit_outcomes"
-    assert tags[TAG_APPLICATIONS_CONTRACT_VERSION] == tags[TAG_OUTCOMES_CONTRACT_VERSION] == "1.0.0"
+    assert tags[TAG_APPLICATIONS_CONTRACT_VERSION] == tags[TAG_OUTCOMES_CONTRACT_VERSION] == "1.1.0"
     assert tags[TAG_GIT_COMMIT] == _git_head() and tags[TAG_GIT_DIRTY] in ("true", "false")
     assert tags[TAG_MODEL_SPEC] == MODEL
     assert tags[TAG_MODEL_SPEC_SHA256] == model_spec_hash(load_model_spec(MODEL))

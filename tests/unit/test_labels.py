@@ -259,6 +259,7 @@ def test_unsorted_and_duplicated_input_joins_as_a_merge_would() -> None:
         "duplicate_outcomes": 1,
         "conflicting_outcomes": 1,
         "unlabelled_applications": 1,
+        "outcomes_before_application": 0,
         "extra_labelled_rows": 0,
     }
 
@@ -274,3 +275,30 @@ def test_an_altered_snapshot_is_refused(
     store.put_bytes(key, store.get_bytes(key) + b"tampered")
     with pytest.raises(StorageIntegrityError, match="hashes to"):
         gather_labelled(store, spec, apps_c, outs_c)
+
+
+def test_an_outcome_observed_before_its_application_is_not_used() -> None:
+    """No real outcome precedes its application: such a row is left out and counted."""
+    day = pd.Timestamp("2026-03-01", tz="UTC")
+    apps = pd.DataFrame(
+        {"id": ["a", "b", "c"], "ts": [day, day, day + timedelta(days=1)], SNAPSHOT_COLUMN: ["s1"] * 3}
+    )
+    outs = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "seen": [day + timedelta(days=30), day - timedelta(days=1), day + timedelta(days=1)],
+            "y": [0, 1, 1],
+            SNAPSHOT_COLUMN: ["o1"] * 3,
+        }
+    )
+    frame, counts = join_labels(
+        apps,
+        outs,
+        id_column="id",
+        outcome_id_column="id",
+        target="y",
+        observed_column="seen",
+        timestamp_column="ts",
+    )
+    assert frame["id"].tolist() == ["a", "c"]  # observed at the very time it was submitted: kept
+    assert counts["outcomes_before_application"] == 1 and counts["unlabelled_applications"] == 0

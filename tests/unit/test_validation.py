@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -363,3 +364,41 @@ def test_text_ids_are_trimmed_and_a_blank_id_is_missing(contract: Contract, runn
     assert vb.summary.reason_counts == {"application_id:duplicate": 1, "application_id:null_required": 1}
     assert "X-3" in set(vb.valid["application_id"]) and first in set(vb.valid["application_id"])
     assert vb.quarantine["application_id"].tolist() == [f"  {first} ", "   "]  # raw values kept
+
+
+def test_a_timestamp_after_validation_is_quarantined_and_gx_agrees(
+    contract: Contract, runner: GXRunner
+) -> None:
+    """An application dated in 2205 (a typo'd year) would make the training window, counted
+    back from the newest row, hold that one row. It is quarantined; a clock a minute ahead
+    (within the contract's clock skew) is not; the bound is recorded in the summary."""
+    checked_at = datetime(2026, 6, 1, tzinfo=UTC)
+    df = clean_frame(contract, 200, seed=5)
+    df.loc[3, "applied_at"] = pd.Timestamp("2205-01-01", tz="UTC")
+    df.loc[4, "applied_at"] = pd.Timestamp(checked_at) + pd.Timedelta(seconds=contract.clock_skew_seconds + 1)
+    df.loc[5, "applied_at"] = pd.Timestamp(checked_at) + pd.Timedelta(seconds=60)
+    vb = run(df, contract, runner, checked_at=checked_at)
+    assert vb.summary.reason_counts == {"applied_at:in_future": 2}
+    assert vb.summary.accepted and vb.summary.gx_success
+    assert vb.quarantine[SOURCE_ROW_COLUMN].tolist() == [3, 4]
+    assert vb.summary.latest_allowed == checked_at + timedelta(seconds=contract.clock_skew_seconds)
+    assert vb.summary.checked_at == checked_at
+
+
+def test_gx_holds_the_timestamp_to_the_validation_time_it_is_given(
+    contract: Contract, runner: GXRunner
+) -> None:
+    """The same batch checked before its own dates: every row is in the future for GX (through
+    the suite parameter) and for the quarantine alike, and the batch is rejected."""
+    df = clean_frame(contract, 100, seed=6)
+    vb = run(df, contract, runner, checked_at=datetime(2025, 12, 1, tzinfo=UTC))
+    assert vb.summary.reason_counts == {"applied_at:in_future": 100}
+    assert not vb.summary.gx_success and not vb.summary.accepted
+    failed = [(o.expectation, o.column, o.unexpected_count) for o in vb.summary.failed_expectations]
+    assert ("expect_column_values_to_be_between", "applied_at", 100) in failed
+    assert run(df, contract, runner).summary.accepted  # checked now, the same rows pass
+
+
+def test_not_in_future_applies_to_datetime_columns_only() -> None:
+    with pytest.raises(ValueError, match="not_in_future only applies to datetime columns"):
+        ColumnSpec(name="age", role="feature", dtype="int", not_in_future=True)
