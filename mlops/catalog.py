@@ -114,10 +114,13 @@ def _snapshot_table(
 
 
 def _repeated(text: str, n: int) -> pa.Array:
-    """``text`` ``n`` times as a large_string array: one-entry dictionary, decoded (a copy in C++;
-    ``fill_null`` on nulls took ~10 ms per 50k rows)."""
-    indices = pa.array(np.zeros(n, dtype=np.int32))
-    return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.large_string())).dictionary_decode()
+    """``text`` ``n`` times as a large_string array, built from its two buffers (offsets and the
+    bytes repeated): half the time of decoding a one-entry dictionary, which ran a ``take``
+    (read_entries at 1M rows: 0.2 s against 0.1 s)."""
+    data = text.encode()
+    width = len(data)
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64) if width else np.zeros(n + 1, np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 def describe(entry: CatalogEntry) -> str:
