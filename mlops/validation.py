@@ -16,6 +16,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from mlops.constants import QUARANTINE_REASONS_COLUMN, ROLE_ID
@@ -157,7 +158,21 @@ def type_column(raw: pd.Series, col: ColumnSpec) -> tuple[pd.Series, np.ndarray]
     text = as_text(raw)
     if col.role == ROLE_ID:
         text = _trimmed_id(text)
+        return text, _invisible_characters(text)
     return text, np.zeros(len(raw), dtype=bool)
+
+
+#: Control and format characters (tab inside an id, zero-width space, byte-order mark, ...).
+_INVISIBLE: Final = r"[\p{Cc}\p{Cf}]"
+
+
+def _invisible_characters(text: pd.Series) -> np.ndarray:
+    """Ids holding a character nobody sees (``APP-1`` + zero-width space): quarantined as
+    ``wrong_type``, or the application would be scored under an id that differs, invisibly, from
+    the one ``mlops audit find APP-1`` and the outcomes use."""
+    arrow = pa.array(text.array, type=pa.large_string(), from_pandas=True)
+    found = pc.match_substring_regex(arrow, _INVISIBLE)
+    return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _trimmed_id(text: pd.Series) -> pd.Series:

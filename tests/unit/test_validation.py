@@ -402,3 +402,18 @@ def test_gx_holds_the_timestamp_to_the_validation_time_it_is_given(
 def test_not_in_future_applies_to_datetime_columns_only() -> None:
     with pytest.raises(ValueError, match="not_in_future only applies to datetime columns"):
         ColumnSpec(name="age", role="feature", dtype="int", not_in_future=True)
+
+
+def test_an_id_holding_an_invisible_character_is_quarantined(contract: Contract, runner: GXRunner) -> None:
+    """``APP-1`` + a zero-width space prints as ``APP-1`` but is another id: scored under it, the
+    application could never be found by ``mlops audit find APP-1`` nor joined to its outcome."""
+    df = clean_frame(contract, 50, seed=7)
+    first = str(df.loc[0, "application_id"])
+    df.loc[1, "application_id"] = f"{first}\u200b"
+    df.loc[2, "application_id"] = f"\ufeff{first}-b"
+    df.loc[3, "application_id"] = "A\tB"  # a tab inside, not around, the id
+    df.loc[4, "application_id"] = "\u00e9l\u00e8ve-4"  # accented letters are visible: kept
+    vb = run(df, contract, runner)
+    assert vb.summary.reason_counts == {"application_id:wrong_type": 3}
+    assert vb.quarantine[SOURCE_ROW_COLUMN].tolist() == [1, 2, 3]
+    assert "\u00e9l\u00e8ve-4" in set(vb.valid["application_id"])
