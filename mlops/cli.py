@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -169,10 +170,19 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
         fields["file_format"] = args.format
     if args.incident_share is not None:
         fields["incident_share"] = args.incident_share
+    if args.start_date is not None:
+        fields["start_date"] = args.start_date
     config = SimulationConfig(**fields)
     manifest = simulate(config, Path(args.out), overwrite=args.overwrite)
     data = _dump(manifest)
     text = f"simulated {args.days} day(s) of scenario {args.scenario!r} into {args.out}"
+    last = config.start_date + timedelta(days=config.days - 1 + config.outcome_delay_days)
+    today = datetime.now(UTC).date()
+    if last > today:
+        text += (
+            f"\nnote: the last outcomes are dated {last}, after today ({today}); validation "
+            "quarantines times in the future (in_future): pass an earlier --start-date"
+        )
     return 0, {"out": str(args.out), **data}, text
 
 
@@ -264,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default=None, help="file format (default csv)")
     p.add_argument(
         "--incident-share", type=float, default=None, help="data_quality_incident: share of damaged rows"
+    )
+    p.add_argument(
+        "--start-date", default=None, help="calendar date of day 0, YYYY-MM-DD (default 2025-01-01)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation in --out")
     p.add_argument("--out", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,21 @@ def test_simulate_writes_batches_and_manifest(tmp_path: Path, capsys: pytest.Cap
         "day_0002.csv",
     ]
     assert json.loads((out / "manifest.json").read_text())["drift_day"] == 1
+
+
+def test_simulate_warns_when_its_dates_run_past_today(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Validation quarantines times after today (in_future): a simulation reaching past today
+    says so and names the way out; one that ends before today says nothing."""
+    today = datetime.now(UTC).date()
+    args = ["simulate", "--days", "2", "--rows-per-day", "20", "--overwrite", "--out", str(tmp_path / "s")]
+    assert main([*args, "--start-date", str(today - timedelta(days=3))]) == 0
+    assert "--start-date" in capsys.readouterr().out  # day 1 + 7 days of outcome delay: the future
+    assert main([*args, "--start-date", str(today - timedelta(days=30))]) == 0
+    assert "note:" not in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["start_date"] == str(today - timedelta(days=30))
 
 
 def test_simulate_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
