@@ -62,6 +62,10 @@ class Contract(BaseModel):
     #: How far ahead of the validating machine's clock a ``not_in_future`` value may be (the
     #: source system's clock may run a little ahead); at most a day.
     clock_skew_seconds: float = Field(300.0, ge=0.0, le=86_400.0)
+    #: Which row of a repeated ``unique`` value a batch keeps (the rest are quarantined as
+    #: duplicates): ``first``, or ``latest`` by the timestamp column (ties: the later row), for
+    #: data whose later rows correct earlier ones, as outcomes do (the labels' own rule).
+    keep_on_duplicate: Literal["first", "latest"] = "first"
     columns: tuple[ColumnSpec, ...]
 
     @model_validator(mode="after")
@@ -73,8 +77,11 @@ class Contract(BaseModel):
         ids = [c for c in self.columns if c.role == ROLE_ID]
         if len(ids) != 1:
             raise ValueError(f"a contract needs exactly one id column, found {len(ids)}")
-        if len([c for c in self.columns if c.role == ROLE_TIMESTAMP]) > 1:
+        timestamps = [c for c in self.columns if c.role == ROLE_TIMESTAMP]
+        if len(timestamps) > 1:
             raise ValueError("a contract may have at most one timestamp column")
+        if self.keep_on_duplicate == "latest" and not timestamps:
+            raise ValueError("keep_on_duplicate: latest needs a timestamp column to say which row is latest")
         return self
 
     def _by_role(self, role: str) -> list[ColumnSpec]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -219,6 +219,7 @@ def row_masks(
     masks: dict[str, np.ndarray] = {}
     if latest_allowed is None:
         latest_allowed = contract.latest_allowed(datetime.now(UTC))
+    order = _latest_last(typed, contract)
 
     def add(name: str, mask: np.ndarray) -> None:
         if mask.any():
@@ -240,7 +241,7 @@ def row_masks(
         if col.categories is not None:
             add(f"{col.name}:{UNSEEN_CATEGORY}", ~missing & ~series.isin(col.categories).to_numpy())
         if col.unique:
-            add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name]))
+            add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name], order))
         if col.not_in_future:
             add(f"{col.name}:{IN_FUTURE}", _after(series, latest_allowed))
     return masks
@@ -251,14 +252,35 @@ def _after(series: pd.Series, bound: datetime) -> np.ndarray:
     return np.asarray((series > pd.Timestamp(bound)).fillna(False).to_numpy(), dtype=bool)
 
 
-def _duplicates(series: pd.Series, valid: np.ndarray) -> np.ndarray:
-    """Rows repeating an earlier row's value, among the ``valid`` (well-typed, present) values:
-    a value that failed its type (an int beyond 2**53, which float64 rounds onto its neighbour)
-    is quarantined for that alone, not also reported as a duplicate of a row it never equalled."""
+def _latest_last(typed: pd.DataFrame, contract: Contract) -> np.ndarray | None:
+    """Under ``keep_on_duplicate: latest``: row positions ordered by the timestamp column (a
+    stable sort, so equal times keep their row order; missing times first), else None."""
+    ts = contract.timestamp_column
+    if contract.keep_on_duplicate != "latest" or ts is None:
+        return None
+    return np.asarray(typed[ts].reset_index(drop=True).sort_values(kind="stable", na_position="first").index)
+
+
+def _duplicates(series: pd.Series, valid: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Rows repeating another row's value, among the ``valid`` (well-typed, present) values: the
+    first row of a value is kept, or, given ``order`` (see :func:`_latest_last`), the last one in
+    that order. A value that failed its type (an int beyond 2**53, which float64 rounds onto its
+    neighbour) is quarantined for that alone, not also reported as a duplicate of a row it never
+    equalled."""
+    if order is not None:
+        ordered = series.iloc[order].reset_index(drop=True)
+        repeated_in_order = _duplicates_kept(ordered, valid[order], keep="last")
+        repeated = np.zeros(len(series), dtype=bool)
+        repeated[order] = repeated_in_order
+        return repeated
+    return _duplicates_kept(series, valid, keep="first")
+
+
+def _duplicates_kept(series: pd.Series, valid: np.ndarray, *, keep: Literal["first", "last"]) -> np.ndarray:
     if valid.all():
-        return np.asarray(series.duplicated(keep="first").to_numpy(), dtype=bool)
+        return np.asarray(series.duplicated(keep=keep).to_numpy(), dtype=bool)
     repeated = np.zeros(len(series), dtype=bool)
-    repeated[valid] = series[valid].duplicated(keep="first").to_numpy()
+    repeated[valid] = series[valid].duplicated(keep=keep).to_numpy()
     return repeated
 
 

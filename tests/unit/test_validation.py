@@ -417,3 +417,38 @@ def test_an_id_holding_an_invisible_character_is_quarantined(contract: Contract,
     assert vb.summary.reason_counts == {"application_id:wrong_type": 3}
     assert vb.quarantine[SOURCE_ROW_COLUMN].tolist() == [1, 2, 3]
     assert "\u00e9l\u00e8ve-4" in set(vb.valid["application_id"])
+
+
+def test_an_outcome_observed_twice_in_one_batch_keeps_the_later_observation(runner: GXRunner) -> None:
+    """Outcomes: a later observation corrects an earlier one, within a batch as across batches
+    (the labels' rule); the earlier row, not the correction, is the quarantined duplicate."""
+    outcomes = load_contract(PROJECT_ROOT / "data_contracts", "credit_outcomes")
+    assert outcomes.keep_on_duplicate == "latest"
+    df = pd.DataFrame(
+        {
+            "application_id": ["A", "B", "A", "C", "C"],
+            "observed_at": [
+                "2026-02-03T00:00:00Z",  # A, corrected by row 2
+                "2026-02-03T00:00:00Z",
+                "2026-02-05T00:00:00Z",  # A's correction
+                "2026-02-09T00:00:00Z",  # C observed later, listed first: kept
+                "2026-02-04T00:00:00Z",
+            ],
+            "defaulted": [0, 0, 1, 1, 0],
+        }
+    )
+    vb = run(df, outcomes, runner, max_share=0.5)
+    assert vb.summary.reason_counts == {"application_id:duplicate": 2}
+    assert vb.quarantine[SOURCE_ROW_COLUMN].tolist() == [0, 4]
+    kept = dict(zip(vb.valid["application_id"], vb.valid["defaulted"], strict=True))
+    assert kept == {"A": 1, "B": 0, "C": 1}
+
+
+def test_keep_latest_needs_a_timestamp_column() -> None:
+    with pytest.raises(ValueError, match="keep_on_duplicate: latest needs a timestamp column"):
+        Contract(
+            name="x",
+            version="1",
+            keep_on_duplicate="latest",
+            columns=(ColumnSpec(name="id", role="id", dtype="string", unique=True),),
+        )
