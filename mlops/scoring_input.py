@@ -363,6 +363,14 @@ def validate_in_chunks(
     ``chunk_rows`` (the size the chunks were read at) lets a short chunk be known as the last
     one, which then skips remembering its unique values.
     """
+    if contract.keep_on_duplicate != "first":
+        # Chunks are written as they are validated: a later chunk cannot take back an id an
+        # earlier one kept, so only "first" holds across a chunked batch.
+        raise InputError(
+            f"contract {contract.name!r} keeps the latest row of a repeated id "
+            "(keep_on_duplicate: latest); a batch scored in chunks can keep only the first",
+            hint="set keep_on_duplicate: first in the applications contract",
+        )
     timings = Timings()
     limit = contract.max_quarantine_share if max_share is None else max_share
     merge = _Merge(contract=contract, source=source, limit=limit)

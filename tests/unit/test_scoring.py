@@ -472,6 +472,17 @@ def test_chunked_validation_matches_whole_batch_and_catches_duplicates_across_ch
     assert sum(r.rows for r in chunked.snapshots) == 58
 
 
+def test_chunked_validation_refuses_a_contract_keeping_the_latest_duplicate(
+    tmp_path: Path, contract: Contract
+) -> None:
+    """A chunk already written cannot take back the id it kept: refused before any row is read."""
+    latest = contract.model_copy(update={"keep_on_duplicate": "latest"})
+    with pytest.raises(InputError, match="can keep only the first") as refused:
+        validate_in_chunks(iter([]), latest, None, LocalStore(tmp_path / "store"), source="b.csv")
+    assert refused.value.hint == "set keep_on_duplicate: first in the applications contract"
+    assert not (tmp_path / "store").exists()
+
+
 def test_a_single_chunk_reads_exactly_like_read_batch(tmp_path: Path, contract: Contract) -> None:
     from mlops.batch_io import read_batch
 
