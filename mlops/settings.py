@@ -24,6 +24,10 @@ DEFAULT_MODEL_SPECS_DIR: Final = PROJECT_ROOT / "model_specs"
 ApprovalPolicy = Literal["auto", "manual"]
 
 
+#: MLflow tracking URIs we accept: its database stores and its server (``scheme+driver`` too).
+_TRACKING_SCHEMES: Final = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
 class Settings(BaseSettings):
     """Where things live and how the product behaves; every field is ``MLOPS_<NAME>``."""
 
@@ -110,6 +114,22 @@ class Settings(BaseSettings):
                 else "only s3:// and local paths are supported"
             )
             raise ValueError(f"unknown scheme {scheme + '://'!r}: {fix}")
+        return value
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking_scheme(cls, value: str | None) -> str | None:
+        """A database URL or an MLflow server: MLflow reads anything else (``mlflow.db``,
+        ``http//host``) as a folder for its file store, which it no longer maintains, and says so
+        only when first used, in words about migrating a file store."""
+        if value is None:
+            return value
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme.split("+", 1)[0] not in _TRACKING_SCHEMES:
+            raise ValueError(
+                "neither a database URL (sqlite:///path/mlflow.db, postgresql://...) "
+                "nor an MLflow server (http://host:5000)"
+            )
         return value
 
     @model_validator(mode="after")

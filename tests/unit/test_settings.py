@@ -115,6 +115,16 @@ def test_a_store_url_of_another_scheme_is_refused_not_made_a_local_folder(url: s
     assert Settings(store_url="relative/store").store_url == "relative/store"
 
 
+@pytest.mark.parametrize("uri", ["mlflow.db", "http//mlflow:5000", "file:///tmp/mlruns", "gs://b/mlflow"])
+def test_a_tracking_uri_mlflow_would_read_as_a_file_store_is_refused(uri: str) -> None:
+    """MLflow reads these as folders of its unmaintained file store and fails on first use with
+    a message about migrating one; the setting is refused up front, naming what it takes."""
+    with pytest.raises(ValidationError, match=r"neither a database URL .* nor an MLflow server"):
+        Settings(mlflow_tracking_uri=uri)
+    for good in ("sqlite:///x/mlflow.db", "postgresql+psycopg2://u@db/m", "HTTPS://mlflow.example.com"):
+        assert Settings(mlflow_tracking_uri=good).mlflow_tracking_uri == good
+
+
 def test_home_that_is_a_file_is_named(tmp_path: Path) -> None:
     from mlops.errors import SettingsError
     from mlops.settings import ensure_home
