@@ -116,6 +116,19 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown scheme {scheme + '://'!r}: {fix}")
         return value
 
+    @field_validator("mlflow_tracking_uri", "audit_db_url")
+    @classmethod
+    def _installed_postgres_driver(cls, value: str | None) -> str | None:
+        """``postgresql://`` (or ``postgres://``) with no driver named means the installed one,
+        psycopg2: SQLAlchemy 2.1 would pick psycopg 3, which is not installed, and fail on first
+        use with ``No module named 'psycopg'``."""
+        if value is None:
+            return value
+        for bare in ("postgresql://", "postgres://"):
+            if value.lower().startswith(bare):
+                return "postgresql+psycopg2://" + value[len(bare) :]
+        return value
+
     @field_validator("mlflow_tracking_uri")
     @classmethod
     def _tracking_scheme(cls, value: str | None) -> str | None:

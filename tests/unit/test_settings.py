@@ -125,6 +125,18 @@ def test_a_tracking_uri_mlflow_would_read_as_a_file_store_is_refused(uri: str) -
         assert Settings(mlflow_tracking_uri=good).mlflow_tracking_uri == good
 
 
+def test_a_postgres_url_without_a_driver_uses_the_installed_one() -> None:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed."""
+    settings = Settings(
+        mlflow_tracking_uri="postgresql://u@db:5432/mlflow", audit_db_url="postgres://u@db/audit"
+    )
+    assert settings.mlflow_tracking_uri == "postgresql+psycopg2://u@db:5432/mlflow"
+    assert settings.audit_db_url == "postgresql+psycopg2://u@db/audit"
+    assert (
+        Settings(audit_db_url="postgresql+psycopg2://u@db/a").audit_db_url == "postgresql+psycopg2://u@db/a"
+    )
+
+
 def test_home_that_is_a_file_is_named(tmp_path: Path) -> None:
     from mlops.errors import SettingsError
     from mlops.settings import ensure_home
