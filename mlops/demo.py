@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.errors import InputError
+from mlops.settings import Settings, get_settings
 
 
 def run_demo(workdir: Path) -> dict[str, Any]:
@@ -19,14 +20,48 @@ def run_demo(workdir: Path) -> dict[str, Any]:
     """
     from flows.demo import lifecycle_demo
 
-    if "MLOPS_HOME" in os.environ:
-        check_fresh_home(Path(os.environ["MLOPS_HOME"]))
+    given = "MLOPS_HOME" in os.environ
+    home = Path(os.environ["MLOPS_HOME"]) if given else workdir / "home"
+    refuse_external_services(get_settings().model_copy(update={"home": home}))
+    if given:
+        check_fresh_home(home)
     else:
-        home = workdir / "home"
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
         os.environ["MLOPS_HOME"] = str(home)
     return lifecycle_demo(workdir=str(workdir))
+
+
+def refuse_external_services(settings: Settings) -> None:
+    """The demo runs on embedded defaults only: with a shell's production settings it would put
+    simulated batches into the store training reads, register demo models in the registry and
+    append demo predictions to the audit chain. Refused, naming what is set: the production
+    profile, a store of its own, or a tracking / audit database other than a SQLite file under
+    ``MLOPS_HOME``."""
+    home = settings.home_dir.resolve()
+    external = {
+        "MLOPS_PROFILE": settings.profile != "embedded",
+        "MLOPS_STORE_URL": settings.store_url is not None,
+        "MLOPS_MLFLOW_TRACKING_URI": not _sqlite_under(settings.mlflow_tracking_uri, home),
+        "MLOPS_AUDIT_DB_URL": not _sqlite_under(settings.audit_db_url, home),
+    }
+    named = [name for name, is_set in external.items() if is_set]
+    if named:
+        raise InputError(
+            f"the demo runs on embedded defaults only, and {', '.join(named)} "
+            f"{'points' if len(named) == 1 else 'point'} elsewhere: it would write simulated batches, "
+            "demo models and demo predictions into the stores, registry and audit chain named there",
+            hint=f"run it in a shell without them (env -u {' -u '.join(named)} mlops demo)",
+        )
+
+
+def _sqlite_under(url: str | None, home: Path) -> bool:
+    """True for no URL (the default under the home) or a SQLite file inside ``home``."""
+    if url is None:
+        return True
+    if not url.startswith("sqlite:///"):
+        return False
+    return Path(url.removeprefix("sqlite:///")).resolve().is_relative_to(home)
 
 
 def check_fresh_home(home: Path) -> None:

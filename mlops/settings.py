@@ -150,10 +150,13 @@ class Settings(BaseSettings):
         if self.profile != "production":
             return self
         problems = []
-        for field in ("mlflow_tracking_uri", "audit_db_url"):
-            value = getattr(self, field)
-            if not value or not value.startswith(("postgresql", "http")):
-                problems.append(f"MLOPS_{field.upper()} must point at PostgreSQL or a server (got {value!r})")
+        tracking, audit = self.mlflow_tracking_uri, self.audit_db_url
+        if not tracking or not tracking.startswith(("postgresql", "http")):
+            problems.append(
+                f"MLOPS_MLFLOW_TRACKING_URI must be an MLflow server (http://...) or PostgreSQL (got {tracking!r})"
+            )
+        if not audit or not audit.startswith("postgresql"):
+            problems.append(f"MLOPS_AUDIT_DB_URL must be PostgreSQL (postgresql://...) (got {audit!r})")
         if not (self.store_url or "").startswith("s3://"):
             problems.append(f"MLOPS_STORE_URL must be s3://bucket[/prefix] (got {self.store_url!r})")
         if self.entity_hash_key.get_secret_value() == "embedded-demo-key-change-me":

@@ -99,6 +99,43 @@ def test_demo_refuses_a_home_with_an_earlier_runs_state(
     assert not (tmp_path / "demo").exists()  # nothing was simulated or written
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MLOPS_PROFILE", "production"),
+        ("MLOPS_STORE_URL", "s3://bank-models/mlops"),
+        ("MLOPS_AUDIT_DB_URL", "postgresql+psycopg2://audit@db/audit"),
+        ("MLOPS_MLFLOW_TRACKING_URI", "http://mlflow:5000"),
+        ("MLOPS_MLFLOW_TRACKING_URI", "sqlite:////var/lib/mlops/mlflow.db"),  # a registry outside the home
+    ],
+)
+def test_demo_refuses_to_write_into_stores_of_a_real_deployment(
+    mlops_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
+    """With a shell's production settings the demo would put simulated batches, demo models and
+    demo predictions into the real store, registry and audit chain: refused before anything."""
+    monkeypatch.setenv(variable, value)
+    if variable == "MLOPS_PROFILE":  # a fully configured production shell
+        for name, setting in (
+            ("MLOPS_STORE_URL", "s3://bank/mlops"),
+            ("MLOPS_AUDIT_DB_URL", "postgresql://a@db/a"),
+            ("MLOPS_MLFLOW_TRACKING_URI", "http://mlflow:5000"),
+            ("MLOPS_ENTITY_HASH_KEY", "a-secret"),
+        ):
+            monkeypatch.setenv(name, setting)
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 2
+    captured = capsys.readouterr()
+    error = json.loads(captured.out.strip().splitlines()[-1])["error"]
+    assert error.startswith("the demo runs on embedded defaults only") and variable in error
+    assert f"env -u {variable}" in captured.err or "env -u MLOPS_PROFILE" in captured.err
+    assert not (tmp_path / "demo").exists() and not any(mlops_home.iterdir())  # nothing written
+
+
 def test_a_usage_error_still_ends_with_a_json_line_under_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["score", "x.csv", "--canary-share", "abc", "--json"]) == 2
     captured = capsys.readouterr()
