@@ -82,7 +82,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 
 
 def cmd_audit(args: argparse.Namespace) -> Outcome:
-    from mlops.audit import load_anchors, open_existing_audit_store, verify_chain
+    from mlops.audit import Anchor, export_anchor, load_anchors, open_existing_audit_store, verify_chain
     from mlops.settings import get_settings
 
     anchors = load_anchors(*args.anchor_file)
@@ -98,6 +98,12 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
             f"audit chain intact: {report.records_checked} records, head seq {report.last_seq} "
             f"({report.last_hash[:16]}...), {report.anchors_checked} anchor(s) checked"
         )
+        if args.export_anchor is not None:
+            head = Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
+            data["exported_anchor"] = str(export_anchor(head, args.export_anchor))
+            text += (
+                f"\nhead written to {args.export_anchor}: keep it where the database's writers cannot edit it"
+            )
         return 0, data, text
     text = (
         f"audit chain BROKEN at seq {brk.seq} ({brk.kind}): record {brk.record_id or '(missing)'}: {brk.detail}\n"
@@ -186,6 +192,13 @@ def register(add: Registrar) -> None:
         help="an anchor exported off the database (repeatable); checked besides the stored anchors",
     )
     p.add_argument("--anchor", action="store_true", help="after a clean walk, record the head as an anchor")
+    p.add_argument(
+        "--export-anchor",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="after a clean walk, write the head as an anchor file (to check later with --anchor-file)",
+    )
 
     p = child(
         "find",

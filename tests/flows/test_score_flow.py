@@ -248,9 +248,15 @@ def test_audit_verify_and_reproduce_then_tamper(
     assert "IDENTICAL" in out and data["model_uri"] == f"models:/{MODEL}/1"
     assert data["decision_policy_source"] == "recorded with the batch" and data["decision_matches"]
 
-    assert main(["audit", "verify", "--json"]) == 0
+    head_file = setup.batch_a.parent / "off-site" / "head.json"
+    assert main(["audit", "verify", "--json", "--export-anchor", str(head_file)]) == 0
     # The predictions and the batch's scoring_batch and scoring_done records.
-    assert last_json(capsys.readouterr().out)["records_checked"] == result.audit_records_written + 2
+    verified = last_json(capsys.readouterr().out)
+    assert verified["records_checked"] == result.audit_records_written + 2
+    assert verified["exported_anchor"] == str(head_file)
+    assert json.loads(head_file.read_text())["seq"] == verified["last_seq"]
+    assert main(["audit", "verify", "--json", "--anchor-file", str(head_file)]) == 0  # the head vouched for
+    assert last_json(capsys.readouterr().out)["anchors_checked"] == 1
 
     seq = int(records.set_index("record_id").loc[champion_id, "seq"])
     with engine.begin() as conn:  # an attacker with DDL rights edits one score
