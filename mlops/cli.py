@@ -240,7 +240,7 @@ def child_commands(
         p = sub.add_parser(name, help=help_text, description=help_text)
         # SUPPRESS: `mlops PARENT --json CHILD` keeps the parent's --json.
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, command_parser=p)
         return p
 
     return child
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, command_parser=p)
         return p
 
     p = add("simulate", cmd_simulate, "Write seeded daily batches of simulated loan applications.")
@@ -339,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_third_parties()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the subcommand's own usage, not the top level's
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse: 2 on bad usage (its message on stderr), 0 on --help
         code = int(exc.code or 0)
         words = sys.argv[1:] if argv is None else list(argv)

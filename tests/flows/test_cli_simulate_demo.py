@@ -136,6 +136,15 @@ def test_demo_refuses_to_write_into_stores_of_a_real_deployment(
     assert not (tmp_path / "demo").exists() and not any(mlops_home.iterdir())  # nothing written
 
 
+def test_an_unknown_option_is_named_with_the_subcommands_own_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["review", "list", "--bogus", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "usage: mlops review list" in captured.err and "unrecognized arguments: --bogus" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["ok"] is False
+
+
 def test_a_usage_error_still_ends_with_a_json_line_under_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["score", "x.csv", "--canary-share", "abc", "--json"]) == 2
     captured = capsys.readouterr()
