@@ -22,6 +22,7 @@ from mlops.scoring_input import DEFAULT_VALIDATION_CHUNK_ROWS
 from mlops.settings import flow_settings
 from tasks.scoring import (
     find_resume_point_task,
+    find_validation_time_task,
     load_model_version_task,
     publish_scoring_report_task,
     resolve_models_task,
@@ -58,7 +59,11 @@ def score_batch(
     run_id = flow_run.get_id()
     batch_id = run_id or uuid.uuid4().hex
     run_name = str(flow_run.get_name() or "score")
-    validation = validate_batch_chunks_task(source, plan.contract, settings, run_name, validation_chunk_rows)
+    # A retry or resume validates the source as of its batch's first validation (not_in_future).
+    checked_at = find_validation_time_task(model, batch_id, settings, resume)
+    validation = validate_batch_chunks_task(
+        source, plan.contract, settings, run_name, validation_chunk_rows, checked_at
+    )
     summary = validation.summary
     publish_validation_report_task(summary)
     versions = plan.versions

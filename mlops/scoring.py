@@ -849,6 +849,7 @@ def record_scoring_batch(
     spec_sha256: str,
     snapshots: list[str],
     rescore: bool = False,
+    validated_at: datetime | None = None,
 ) -> str:
     """One chain record per scored batch, written before its predictions: the decision policy
     (and its hash), the model spec's hash, the versions and the canary share that every
@@ -872,6 +873,8 @@ def record_scoring_batch(
         "canary_share": ctx.canary_share,
         "input_snapshots": snapshots,
     }
+    if validated_at is not None:  # a retry or resume validates the source again as of this time
+        payload["validated_at"] = validated_at.isoformat()
     with chain_transaction(engine) as conn:
         lock_head(conn)  # before the check: PostgreSQL locks the head row only when asked
         # A re-run of the same flow run (same batch id) resumes its own batch (mlops.scoring_resume)

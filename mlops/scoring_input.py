@@ -356,12 +356,15 @@ def validate_in_chunks(
     run_name: str = "score",
     catalog: bool = True,
     chunk_rows: int | None = None,
+    checked_at: datetime | None = None,
 ) -> BatchValidation:
     """Validate each raw chunk with ``validate_frame``, store its valid rows as a snapshot,
     merge the chunks' verdicts (see the module doc) and catalogue the snapshots if accepted.
 
     ``chunk_rows`` (the size the chunks were read at) lets a short chunk be known as the last
-    one, which then skips remembering its unique values.
+    one, which then skips remembering its unique values. ``checked_at`` (default now) is the
+    validation time of every chunk: a retry or resume passes its batch's first one, so rows
+    then in the future stay quarantined and the snapshots come out the same.
     """
     if contract.keep_on_duplicate != "first":
         # Chunks are written as they are validated: a later chunk cannot take back an id an
@@ -374,6 +377,8 @@ def validate_in_chunks(
     timings = Timings()
     limit = contract.max_quarantine_share if max_share is None else max_share
     merge = _Merge(contract=contract, source=source, limit=limit)
+    if checked_at is not None:
+        merge.checked_at = checked_at
     seen = _SeenValues([c.name for c in contract.columns if c.unique])
     ts = contract.timestamp_column
     snapshots: list[SnapshotRef] = []

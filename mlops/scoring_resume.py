@@ -58,6 +58,7 @@ __all__ = [
     "ResumePoint",
     "find_resume_point",
     "record_resumption",
+    "recorded_validation_time",
     "rows_written",
 ]
 
@@ -139,6 +140,33 @@ def find_resume_point(
                 hint="resume with the source and --validation-chunk-rows of that run, or pass --rescore",
             )
         return _point(conn, last)
+
+
+def recorded_validation_time(
+    engine: Engine, *, model_name: str, batch_id: str, resume: bool
+) -> datetime | None:
+    """The time the batch this run may continue was validated at, to validate its source again
+    as of then: rows that were in the future then stay quarantined (a later clock would let
+    them through, and the snapshots, which must match, would differ).
+
+    This flow run's own batch (a retry), else with ``resume`` the latest unfinished batch of
+    ``model_name`` (the one :func:`find_resume_point` then checks); None for a new batch or a
+    batch recorded before the time was kept.
+    """
+    with engine.connect() as conn:
+        rows = batch_events(conn, audit_records.c.model_name == model_name)
+    began = [r for r in rows if r.record_type == RECORD_SCORING_BATCH]
+    candidates = [r for r in began if r.batch_id == batch_id]
+    if not candidates and resume:
+        done = {r.batch_id for r in rows if r.record_type == RECORD_SCORING_DONE}
+        candidates = [r for r in began if r.batch_id not in done][-1:]
+    if not candidates:
+        return None
+    text = (candidates[0].payload or {}).get("validated_at")
+    try:
+        return as_utc(datetime.fromisoformat(str(text))) if text else None
+    except ValueError:
+        return None
 
 
 def _own_batch(conn: Connection, model_name: str, batch_id: str) -> PriorScoring | None:

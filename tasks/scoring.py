@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 from prefect import task
@@ -51,7 +52,7 @@ from mlops.scoring import (
     scoring_markdown,
 )
 from mlops.scoring_input import BatchValidation, iter_batch_chunks, read_valid_snapshot, validate_in_chunks
-from mlops.scoring_resume import ResumePoint, find_resume_point, record_resumption
+from mlops.scoring_resume import ResumePoint, find_resume_point, record_resumption, recorded_validation_time
 from mlops.settings import Settings
 from mlops.storage import make_store, read_snapshot, snapshot_key
 from tasks.retry import retry_unless_bad_input
@@ -101,9 +102,15 @@ def load_model_version_task(name: str, version: int, alias: str | None, settings
     cache_policy=NO_CACHE,
 )
 def validate_batch_chunks_task(
-    source: str, contract: Contract, settings: Settings, run_name: str, chunk_rows: int
+    source: str,
+    contract: Contract,
+    settings: Settings,
+    run_name: str,
+    chunk_rows: int,
+    checked_at: datetime | None = None,
 ) -> BatchValidation:
-    """Validate the batch chunk by chunk and store its valid rows as snapshots (idempotent)."""
+    """Validate the batch chunk by chunk and store its valid rows as snapshots (idempotent);
+    ``checked_at``: the validation time of the batch a retry or resume continues."""
     chunks = iter_batch_chunks(source, chunk_rows, s3_endpoint_url=settings.s3_endpoint_url)
     return validate_in_chunks(
         chunks,
@@ -114,7 +121,24 @@ def validate_batch_chunks_task(
         max_share=settings.max_quarantine_share,
         run_name=run_name,
         chunk_rows=chunk_rows,
+        checked_at=checked_at,
     )
+
+
+@task(
+    name="find-validation-time",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+    cache_policy=NO_CACHE,
+)
+def find_validation_time_task(model: str, batch_id: str, settings: Settings, resume: bool) -> datetime | None:
+    """When the batch this run may continue was first validated (None: a new batch, validated now)."""
+    engine = open_audit_store(settings)
+    try:
+        return recorded_validation_time(engine, model_name=model, batch_id=batch_id, resume=resume)
+    finally:
+        engine.dispose()
 
 
 @task(
@@ -185,6 +209,7 @@ def score_and_audit_task(
                 spec_sha256=model_spec_hash(plan.spec),
                 snapshots=[ref.sha256 for ref in validation.snapshots],
                 rescore=rescore,
+                validated_at=validation.summary.checked_at,
             )
         else:
             resume_point = record_resumption(

@@ -11,6 +11,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -513,6 +514,41 @@ def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_pe
     assert "nothing to resume" in last_json(captured.out)["error"] and "--rescore" in captured.err
     assert len(records_of(engine, batch_id)) == 600
     assert main(["score", str(setup.batch_a), "--resume", "--rescore"]) == 2
+
+
+def test_a_resume_validates_the_source_as_of_the_batchs_first_validation(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One application dated ten minutes ahead is quarantined (in_future) when the batch begins.
+    A resume an hour later validates the file again: by its own clock that row would now be
+    valid, the valid rows would differ and the half-decided batch could not be finished. It is
+    validated as of the batch's recorded validation time instead."""
+    import mlops.scoring_input
+
+    raw = pd.read_parquet(setup.batch_a)
+    raw.loc[5, "applied_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)
+    source = setup.batch_a.parent / "ahead.parquet"
+    raw.to_parquet(source)
+    fail_once_at_chunk(monkeypatch, chunk=2)
+    with pytest.raises(OSError, match="injected"):
+        score_batch(source=str(source), chunk_rows=100)
+    with engine.connect() as conn:
+        [payload] = conn.execute(
+            sa.select(audit_records.c.payload).where(audit_records.c.record_type == RECORD_SCORING_BATCH)
+        ).scalars()
+    began = datetime.fromisoformat(payload["validated_at"])
+
+    class AnHourLater(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> AnHourLater:  # type: ignore[override]
+            return cls.fromtimestamp(datetime.now(tz).timestamp() + 3600, tz)
+
+    monkeypatch.setattr(mlops.scoring_input, "datetime", AnHourLater)
+    assert main(["score", str(source), "--resume", "--json"]) == 0
+    done = last_json(capsys.readouterr().out)
+    assert done["resumed"] and (done["rows_already_scored"], done["rows_scored"]) == (100, 199)
+    assert done["validation"]["reason_counts"] == {"applied_at:in_future": 1}
+    assert datetime.fromisoformat(done["validation"]["checked_at"]) == began
 
 
 def test_a_prefect_retry_of_a_failed_scoring_run_resumes_its_own_batch(
