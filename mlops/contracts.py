@@ -82,6 +82,11 @@ class Contract(BaseModel):
             raise ValueError("a contract may have at most one timestamp column")
         if self.keep_on_duplicate == "latest" and not timestamps:
             raise ValueError("keep_on_duplicate: latest needs a timestamp column to say which row is latest")
+        if self.keep_on_duplicate == "latest" and timestamps[0].dtype not in ("datetime", "int", "float"):
+            raise ValueError(
+                f"keep_on_duplicate: latest needs a datetime (or numeric) timestamp column; "
+                f"{timestamps[0].name!r} is {timestamps[0].dtype} and would be ordered as text"
+            )
         return self
 
     def _by_role(self, role: str) -> list[ColumnSpec]:

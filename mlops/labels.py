@@ -263,6 +263,8 @@ def _observed_before(
     """For each labelled application row (``rows`` of ``applied``): its outcome was observed
     before it was submitted, which no real outcome can be (a clock or join-key error upstream).
     Missing times compare False."""
+    if pd.api.types.is_string_dtype(observed.dtype) or pd.api.types.is_string_dtype(applied.dtype):
+        return np.zeros(len(rows), dtype=bool)  # times as text compare as text: no check
     with_times = pd.Series(applied.array.take(rows))
     try:
         before = pd.Series(observed.array) < with_times

@@ -219,7 +219,7 @@ def row_masks(
     masks: dict[str, np.ndarray] = {}
     if latest_allowed is None:
         latest_allowed = contract.latest_allowed(datetime.now(UTC))
-    order = _latest_last(typed, contract)
+    latest = contract.keep_on_duplicate == "latest" and contract.timestamp_column is not None
 
     def add(name: str, mask: np.ndarray) -> None:
         if mask.any():
@@ -240,10 +240,23 @@ def row_masks(
                     add(f"{col.name}:{ABOVE_MAX}", values > col.max)
         if col.categories is not None:
             add(f"{col.name}:{UNSEEN_CATEGORY}", ~missing & ~series.isin(col.categories).to_numpy())
-        if col.unique:
-            add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name], order))
+        if col.unique and not latest:
+            add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name]))
         if col.not_in_future:
             add(f"{col.name}:{IN_FUTURE}", _after(series, latest_allowed))
+    if latest:
+        # The row kept is the latest of those that break no other rule: a row dated 2099 by a
+        # typo, or with an out-of-range label, would otherwise be kept and quarantined at once,
+        # and the application would lose its one good row as a "duplicate" of it.
+        broken = np.logical_or.reduce(list(masks.values())) if masks else np.zeros(len(typed), dtype=bool)
+        order = _latest_last(typed, contract, broken)
+        for col in contract.columns:
+            if col.unique:
+                missing = typed[col.name].isna().to_numpy()
+                add(
+                    f"{col.name}:{DUPLICATE}",
+                    _duplicates(typed[col.name], ~missing & ~wrong[col.name], order),
+                )
     return masks
 
 
@@ -252,13 +265,14 @@ def _after(series: pd.Series, bound: datetime) -> np.ndarray:
     return np.asarray((series > pd.Timestamp(bound)).fillna(False).to_numpy(), dtype=bool)
 
 
-def _latest_last(typed: pd.DataFrame, contract: Contract) -> np.ndarray | None:
-    """Under ``keep_on_duplicate: latest``: row positions ordered by the timestamp column (a
-    stable sort, so equal times keep their row order; missing times first), else None."""
+def _latest_last(typed: pd.DataFrame, contract: Contract, broken: np.ndarray) -> np.ndarray:
+    """Row positions in the order ``keep_on_duplicate: latest`` keeps the last of: rows that
+    break another rule first, then by the timestamp column (missing times first), equal keys in
+    row order (a stable sort)."""
     ts = contract.timestamp_column
-    if contract.keep_on_duplicate != "latest" or ts is None:
-        return None
-    return np.asarray(typed[ts].reset_index(drop=True).sort_values(kind="stable", na_position="first").index)
+    assert ts is not None  # the contract requires one for "latest"
+    keys = pd.DataFrame({"fine": ~broken, "at": typed[ts].reset_index(drop=True)})
+    return np.asarray(keys.sort_values(["fine", "at"], kind="stable", na_position="first").index)
 
 
 def _duplicates(series: pd.Series, valid: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:

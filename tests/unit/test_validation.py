@@ -452,3 +452,45 @@ def test_keep_latest_needs_a_timestamp_column() -> None:
             keep_on_duplicate="latest",
             columns=(ColumnSpec(name="id", role="id", dtype="string", unique=True),),
         )
+
+
+def test_keep_latest_keeps_the_latest_row_that_breaks_no_other_rule(runner: GXRunner) -> None:
+    """A correction dated 2099 by a typo, or carrying an impossible label, is quarantined for
+    that; the application keeps its one good outcome instead of losing it as a "duplicate"."""
+    outcomes = load_contract(PROJECT_ROOT / "data_contracts", "credit_outcomes")
+    df = pd.DataFrame(
+        {
+            "application_id": ["A", "A", "B", "B", "C"],
+            "observed_at": [
+                "2025-01-02T00:00:00Z",
+                "2099-01-05T00:00:00Z",  # the typo sorts last
+                "2025-01-02T00:00:00Z",
+                "2025-01-03T00:00:00Z",
+                "2025-01-04T00:00:00Z",
+            ],
+            "defaulted": [0, 1, 1, 7, 0],  # B's later row: not a label
+        }
+    )
+    vb = run(df, outcomes, runner, max_share=0.6)
+    kept = dict(zip(vb.valid["application_id"], vb.valid["defaulted"], strict=True))
+    assert kept == {"A": 0, "B": 1, "C": 0}
+    reasons = dict(
+        zip(vb.quarantine[SOURCE_ROW_COLUMN], vb.quarantine[QUARANTINE_REASONS_COLUMN], strict=True)
+    )
+    assert reasons == {
+        1: "observed_at:in_future;application_id:duplicate",
+        3: "defaulted:above_max;application_id:duplicate",
+    }
+
+
+def test_keep_latest_refuses_a_timestamp_it_would_order_as_text() -> None:
+    with pytest.raises(ValueError, match="would be ordered as text"):
+        Contract(
+            name="x",
+            version="1",
+            keep_on_duplicate="latest",
+            columns=(
+                ColumnSpec(name="id", role="id", dtype="string", unique=True),
+                ColumnSpec(name="at", role="timestamp", dtype="string"),
+            ),
+        )
