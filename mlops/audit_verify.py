@@ -363,9 +363,25 @@ def anchor_head(engine: Engine) -> Anchor:
 
 
 def export_anchor(anchor: Anchor, path: Path) -> Path:
-    """Write ``anchor`` as a JSON file (keep it somewhere the database's writers cannot edit)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(anchor.model_dump_json(exclude={"source"}, indent=2) + "\n", encoding="utf-8")
+    """Write ``anchor`` as a JSON file (keep it somewhere the database's writers cannot edit).
+
+    A file that already holds anchors keeps them: the new one is added to the list (earlier
+    heads are the evidence an anchor file exists for). Written to a temporary file and renamed,
+    so a failed write never leaves half a file.
+    """
+    earlier = load_anchors(path) if path.exists() else []
+    items = [a.model_dump(mode="json", exclude={"source"}) for a in [*earlier, anchor]]
+    text = json.dumps(items[0] if len(items) == 1 else items, indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the anchor file {path}: {exc.strerror or exc}",
+            hint="give a writable file path (not a folder) with space left",
+        ) from exc
     return path
 
 

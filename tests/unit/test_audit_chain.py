@@ -464,6 +464,21 @@ def test_anchor_beyond_the_end_reports_the_truncation(engine: Engine, tmp_path: 
     assert (found.kind, found.seq) == ("deleted", 11)
 
 
+def test_exporting_to_an_anchor_file_keeps_the_anchors_it_holds(engine: Engine, tmp_path: Path) -> None:
+    """Earlier heads are the evidence an anchor file is kept for: a new export adds to them."""
+    fill(engine)
+    path = tmp_path / "anchors.json"
+    audit.export_anchor(audit.anchor_head(engine), path)
+    audit.append_event(engine, "note", {"n": 1})
+    audit.export_anchor(audit.anchor_head(engine), path)
+    assert [a.seq for a in audit.load_anchors(path)] == [13, 14]
+    report = audit.verify_chain(engine, anchors=audit.load_anchors(path))
+    assert report.ok and report.anchors_checked == 4  # the two anchor_head kept in the table, the file's two
+    with pytest.raises(InputError, match="cannot write the anchor file"):
+        audit.export_anchor(audit.anchor_head(engine), tmp_path)  # a folder
+    assert not list(tmp_path.glob(".*.partial"))
+
+
 def test_bad_anchor_file_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
     path.write_text('{"seq": 1}')
