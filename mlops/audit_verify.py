@@ -369,7 +369,7 @@ def export_anchor(anchor: Anchor, path: Path) -> Path:
     heads are the evidence an anchor file exists for). Written to a temporary file and renamed,
     so a failed write never leaves half a file.
     """
-    earlier = load_anchors(path) if path.exists() else []
+    earlier = load_anchors(path) if path.is_file() else []
     items = [a.model_dump(mode="json", exclude={"source"}) for a in [*earlier, anchor]]
     text = json.dumps(items[0] if len(items) == 1 else items, indent=2) + "\n"
     try:
