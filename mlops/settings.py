@@ -24,8 +24,22 @@ DEFAULT_MODEL_SPECS_DIR: Final = PROJECT_ROOT / "model_specs"
 ApprovalPolicy = Literal["auto", "manual"]
 
 
-#: MLflow tracking URIs we accept: its database stores and its server (``scheme+driver`` too).
-_TRACKING_SCHEMES: Final = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+#: Database URL schemes (``scheme+driver`` too) of the tracking and audit stores.
+_DATABASE_SCHEMES: Final = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def _require_driver(url: str) -> None:
+    """Refuse a database URL whose SQLAlchemy dialect or driver is not installed here."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ValueError(
+            f"its database driver is not installed ({exc}); this product installs psycopg2 for "
+            "PostgreSQL (postgresql://...) and uses Python's sqlite3 (sqlite:///...)"
+        ) from exc
 
 
 class Settings(BaseSettings):
@@ -118,15 +132,20 @@ class Settings(BaseSettings):
 
     @field_validator("mlflow_tracking_uri", "audit_db_url")
     @classmethod
-    def _installed_postgres_driver(cls, value: str | None) -> str | None:
-        """``postgresql://`` (or ``postgres://``) with no driver named means the installed one,
-        psycopg2: SQLAlchemy 2.1 would pick psycopg 3, which is not installed, and fail on first
-        use with ``No module named 'psycopg'``."""
-        if value is None:
+    def _installed_database_driver(cls, value: str | None) -> str | None:
+        """The scheme in lower case; ``postgresql://`` (or ``postgres://``) with no driver named
+        means the installed one, psycopg2 (SQLAlchemy 2.1 would pick psycopg 3, not installed);
+        and a database URL's driver must import here, or every command using it would fail on
+        first use with ``No module named ...`` (exit 3)."""
+        if value is None or "://" not in value:
             return value
-        for bare in ("postgresql://", "postgres://"):
-            if value.lower().startswith(bare):
-                return "postgresql+psycopg2://" + value[len(bare) :]
+        scheme, rest = value.split("://", 1)
+        scheme = scheme.lower()
+        if scheme in ("postgresql", "postgres"):
+            scheme = "postgresql+psycopg2"
+        value = f"{scheme}://{rest}"
+        if scheme.split("+", 1)[0] in _DATABASE_SCHEMES:
+            _require_driver(value)
         return value
 
     @field_validator("mlflow_tracking_uri")
@@ -137,8 +156,8 @@ class Settings(BaseSettings):
         only when first used, in words about migrating a file store."""
         if value is None:
             return value
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if scheme.split("+", 1)[0] not in _TRACKING_SCHEMES:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme.split("+", 1)[0] not in (*_DATABASE_SCHEMES, "http", "https"):
             raise ValueError(
                 "neither a database URL (sqlite:///path/mlflow.db, postgresql://...) "
                 "nor an MLflow server (http://host:5000)"
@@ -151,7 +170,7 @@ class Settings(BaseSettings):
             return self
         problems = []
         tracking, audit = self.mlflow_tracking_uri, self.audit_db_url
-        if not tracking or not tracking.startswith(("postgresql", "http")):
+        if not tracking or not tracking.lower().startswith(("postgresql", "http")):
             problems.append(
                 f"MLOPS_MLFLOW_TRACKING_URI must be an MLflow server (http://...) or PostgreSQL (got {tracking!r})"
             )

@@ -121,8 +121,22 @@ def test_a_tracking_uri_mlflow_would_read_as_a_file_store_is_refused(uri: str) -
     a message about migrating one; the setting is refused up front, naming what it takes."""
     with pytest.raises(ValidationError, match=r"neither a database URL .* nor an MLflow server"):
         Settings(mlflow_tracking_uri=uri)
-    for good in ("sqlite:///x/mlflow.db", "postgresql+psycopg2://u@db/m", "HTTPS://mlflow.example.com"):
+    for good in ("sqlite:///x/mlflow.db", "postgresql+psycopg2://u@db/m", "https://mlflow.example.com"):
         assert Settings(mlflow_tracking_uri=good).mlflow_tracking_uri == good
+    assert (
+        Settings(mlflow_tracking_uri="HTTPS://m.example.com").mlflow_tracking_uri == "https://m.example.com"
+    )
+    assert Settings(audit_db_url="SQLITE:///a.db").audit_db_url == "sqlite:///a.db"  # SQLAlchemy's case
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@db/m", "postgresql+psycopg://u@db/m", "postgresql+nosuch://u@db/m"]
+)
+def test_a_database_url_whose_driver_is_not_installed_is_refused(url: str) -> None:
+    """It would pass until first used, then fail every command with No module named ... (exit 3)."""
+    for field in ("mlflow_tracking_uri", "audit_db_url"):
+        with pytest.raises(ValidationError, match="database driver is not installed"):
+            Settings(**{field: url})
 
 
 def test_a_postgres_url_without_a_driver_uses_the_installed_one() -> None:
