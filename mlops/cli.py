@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -178,9 +178,9 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     text = f"simulated {args.days} day(s) of scenario {args.scenario!r} into {args.out}"
     last = config.start_date + timedelta(days=config.days - 1 + config.outcome_delay_days)
     today = datetime.now(UTC).date()
-    if last > today:
+    if last >= today:  # outcomes are observed through their arrival day
         text += (
-            f"\nnote: the last outcomes are dated {last}, after today ({today}); validation "
+            f"\nnote: the last outcomes are dated {last}, not before today ({today}); validation "
             "quarantines times in the future (in_future): pass an earlier --start-date"
         )
     return 0, {"out": str(args.out), **data}, text
@@ -276,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--incident-share", type=float, default=None, help="data_quality_incident: share of damaged rows"
     )
     p.add_argument(
-        "--start-date", default=None, help="calendar date of day 0, YYYY-MM-DD (default 2025-01-01)"
+        "--start-date",
+        type=date.fromisoformat,
+        default=None,
+        help="calendar date of day 0, YYYY-MM-DD (default 2025-01-01)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation in --out")
     p.add_argument("--out", required=True)

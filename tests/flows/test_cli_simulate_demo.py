@@ -47,8 +47,9 @@ def test_simulate_warns_when_its_dates_run_past_today(
     says so and names the way out; one that ends before today says nothing."""
     today = datetime.now(UTC).date()
     args = ["simulate", "--days", "2", "--rows-per-day", "20", "--overwrite", "--out", str(tmp_path / "s")]
-    assert main([*args, "--start-date", str(today - timedelta(days=3))]) == 0
-    assert "--start-date" in capsys.readouterr().out  # day 1 + 7 days of outcome delay: the future
+    assert main([*args, "--start-date", str(today - timedelta(days=8))]) == 0
+    assert "--start-date" in capsys.readouterr().out  # day 1 + 7 days of outcome delay: today
+    assert main([*args, "--start-date", "86400"]) == 2  # not a date (pydantic took it for 1970-01-02)
     assert main([*args, "--start-date", str(today - timedelta(days=30))]) == 0
     assert "note:" not in capsys.readouterr().out
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
