@@ -162,8 +162,14 @@ def type_column(raw: pd.Series, col: ColumnSpec) -> tuple[pd.Series, np.ndarray]
     return text, np.zeros(len(raw), dtype=bool)
 
 
-#: Control and format characters (tab inside an id, zero-width space, byte-order mark, ...).
-_INVISIBLE: Final = r"[\p{Cc}\p{Cf}]"
+#: Characters that print as nothing or as a plain space: control and format characters (a tab
+#: inside an id, zero-width space, byte-order mark), line and paragraph separators, the
+#: non-ASCII spaces (no-break, ideographic, ...), variation selectors, the combining grapheme
+#: joiner, the Hangul fillers and the blank Braille pattern.
+_INVISIBLE: Final = (
+    r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\x{00A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}"
+    r"\x{034F}\x{FE00}-\x{FE0F}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]"
+)
 
 
 def _invisible_characters(text: pd.Series) -> np.ndarray:

@@ -413,9 +413,11 @@ def test_an_id_holding_an_invisible_character_is_quarantined(contract: Contract,
     df.loc[2, "application_id"] = f"\ufeff{first}-b"
     df.loc[3, "application_id"] = "A\tB"  # a tab inside, not around, the id
     df.loc[4, "application_id"] = "\u00e9l\u00e8ve-4"  # accented letters are visible: kept
-    vb = run(df, contract, runner)
-    assert vb.summary.reason_counts == {"application_id:wrong_type": 3}
-    assert vb.quarantine[SOURCE_ROW_COLUMN].tolist() == [1, 2, 3]
+    df.loc[5, "application_id"] = f"{first}\u00a0X"  # a no-break space prints as a space
+    df.loc[6, "application_id"] = f"{first}\u3164"  # a Hangul filler prints as nothing
+    vb = run(df, contract, runner, max_share=0.2)
+    assert vb.summary.reason_counts == {"application_id:wrong_type": 5}
+    assert vb.quarantine[SOURCE_ROW_COLUMN].tolist() == [1, 2, 3, 5, 6]
     assert "\u00e9l\u00e8ve-4" in set(vb.valid["application_id"])
 
 
