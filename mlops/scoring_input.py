@@ -207,7 +207,10 @@ class _SeenValues:
         """Keep this chunk's values (kept valid rows and quarantined rows) for later chunks."""
         for name in self.names:
             present = kept & valid[name].notna().to_numpy()
-            self._pending[name] += [valid[name][present], quarantine[name].dropna()]
+            # Quarantined rows hold the raw text: trimmed, as validation reads a text id
+            # (a padded repeat of a quarantined row's id is its duplicate in a whole batch too).
+            raw = quarantine[name].dropna().astype(str).str.strip()
+            self._pending[name] += [valid[name][present], raw[raw != ""]]
 
 
 def _merge_outcomes(outcomes: list[ExpectationOutcome], rows_read: int) -> list[ExpectationOutcome]:

@@ -472,6 +472,25 @@ def test_chunked_validation_matches_whole_batch_and_catches_duplicates_across_ch
     assert sum(r.rows for r in chunked.snapshots) == 58
 
 
+def test_a_padded_id_of_a_quarantined_row_is_a_duplicate_in_chunks_as_in_a_whole_batch(
+    tmp_path: Path, contract: Contract
+) -> None:
+    from mlops.gx_suite import GXRunner
+
+    raw = clean_frame(contract, 60, seed=8)
+    raw.loc[10, "region"] = "atlantis"  # quarantined for its region...
+    raw.loc[10, "application_id"] = f"  {raw.loc[10, 'application_id']} "  # ...with its id padded
+    raw.loc[40, "application_id"] = str(raw.loc[10, "application_id"]).strip()  # the same id, next chunk
+    store, runner = LocalStore(tmp_path / "store"), GXRunner()
+    whole = validate_in_chunks(iter([raw]), contract, runner, store, source="b.csv", max_share=0.1)
+    chunked = validate_in_chunks(
+        iter([raw.iloc[:30], raw.iloc[30:]]), contract, runner, store, source="b.csv", max_share=0.1
+    )
+    assert whole.summary.reason_counts == {"application_id:duplicate": 1, "region:unseen_category": 1}
+    assert chunked.summary.reason_counts == whole.summary.reason_counts
+    assert chunked.summary.rows_valid == whole.summary.rows_valid == 58
+
+
 def test_chunked_validation_refuses_a_contract_keeping_the_latest_duplicate(
     tmp_path: Path, contract: Contract
 ) -> None:
