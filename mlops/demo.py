@@ -22,9 +22,10 @@ def run_demo(workdir: Path) -> dict[str, Any]:
 
     given = "MLOPS_HOME" in os.environ
     home = Path(os.environ["MLOPS_HOME"]) if given else workdir / "home"
-    refuse_external_services(get_settings().model_copy(update={"home": home}))
+    settings = get_settings().model_copy(update={"home": home})
+    refuse_external_services(settings)
     if given:
-        check_fresh_home(home)
+        check_fresh_home(home, _sqlite_path(settings.audit_db_url))
     else:
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
@@ -59,18 +60,25 @@ def _sqlite_under(url: str | None, home: Path) -> bool:
     """True for no URL (the default under the home) or a SQLite file inside ``home``."""
     if url is None:
         return True
-    if not url.startswith("sqlite:///"):
-        return False
-    return Path(url.removeprefix("sqlite:///")).resolve().is_relative_to(home)
+    path = _sqlite_path(url)
+    return path is not None and path.is_relative_to(home)
 
 
-def check_fresh_home(home: Path) -> None:
-    """Refuse a home that already holds snapshots or audit records (an earlier run's state).
+def _sqlite_path(url: str | None) -> Path | None:
+    """The file of a ``sqlite:///`` URL, resolved; None for anything else."""
+    if url is None or not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///")).resolve()
+
+
+def check_fresh_home(home: Path, audit_db: Path | None = None) -> None:
+    """Refuse a home that already holds snapshots or audit records (an earlier run's state):
+    its store, its ``audit.db`` or the SQLite audit file ``MLOPS_AUDIT_DB_URL`` names there.
 
     The demo's story starts from nothing (the first model becomes champion by the bootstrap
     path); on a used home it would meet the earlier champion and stop half way.
     """
-    used = [p for p in (home / "store", home / "audit.db") if p.exists()]
+    used = [p for p in dict.fromkeys((home / "store", home / "audit.db", audit_db)) if p and p.exists()]
     if used:
         raise InputError(
             f"MLOPS_HOME={home} already holds an earlier run's state ({', '.join(p.name for p in used)}); "

@@ -89,7 +89,7 @@ def test_demo_runs_the_lifecycle(
 
 
 def test_demo_refuses_a_home_with_an_earlier_runs_state(
-    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (mlops_home / "audit.db").write_bytes(b"")  # an earlier run's audit store
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 2
@@ -98,6 +98,12 @@ def test_demo_refuses_a_home_with_an_earlier_runs_state(
     assert str(mlops_home) in error and "audit.db" in error
     assert "empty folder" in captured.err
     assert not (tmp_path / "demo").exists()  # nothing was simulated or written
+    # An audit store under the home by another name, as MLOPS_AUDIT_DB_URL names it.
+    (mlops_home / "audit.db").unlink()
+    (mlops_home / "decisions.sqlite").write_bytes(b"")
+    monkeypatch.setenv("MLOPS_AUDIT_DB_URL", f"sqlite:///{mlops_home / 'decisions.sqlite'}")
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--json"]) == 2
+    assert "decisions.sqlite" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
 
 
 @pytest.mark.parametrize(
