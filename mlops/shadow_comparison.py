@@ -66,6 +66,8 @@ class ShadowData(BaseModel):
     outcome_snapshots: list[str]
     input_snapshots: list[str]
     outcome_conflicts: int = 0
+    #: Outcomes observed before the application they label was submitted: left out (as training does).
+    outcomes_before_application: int = 0
     slices_checked: bool = False
     slices_note: str | None = None
 
@@ -184,6 +186,24 @@ def label_pairs(
         outcome_conflicts=outcome_conflicts,
     )
     return LabelledPairs(frame=labelled, data=data)
+
+
+def outcomes_before_application(
+    pairs: pd.DataFrame, rows: pd.DataFrame, outcomes: pd.DataFrame, timestamp_column: str | None
+) -> set[str]:
+    """Entity keys of the pairs whose outcome was observed before the scored application was
+    submitted (``rows``: :func:`read_input_rows`, aligned with ``pairs``; ``outcomes``:
+    :func:`mlops.performance.keyed_outcomes`). No real outcome precedes its application."""
+    if timestamp_column is None or timestamp_column not in rows.columns or "observed_at" not in outcomes:
+        return set()
+    observed = pairs["entity_key"].map(outcomes.set_index("entity_key")["observed_at"])
+    applied = rows[timestamp_column]
+    if not (pd.api.types.is_datetime64_any_dtype(observed) and pd.api.types.is_datetime64_any_dtype(applied)):
+        return set()
+    before = (
+        observed.reset_index(drop=True) < pd.to_datetime(applied, utc=True).reset_index(drop=True)
+    ).fillna(False)
+    return set(pairs["entity_key"][before.to_numpy(dtype=bool)])
 
 
 def read_input_rows(store: ObjectStore, dataset: str, pairs: pd.DataFrame) -> pd.DataFrame:

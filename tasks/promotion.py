@@ -10,10 +10,12 @@ the previous champion.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -72,9 +74,11 @@ from mlops.promotion import (
 from mlops.registry import make_registry
 from mlops.settings import Settings
 from mlops.shadow_comparison import (
+    LabelledPairs,
     ShadowEvidence,
     compare_on_shadow,
     label_pairs,
+    outcomes_before_application,
     read_input_rows,
     read_version_records,
     shadow_days,
@@ -208,23 +212,38 @@ def compare_on_shadow_task(
     challenger_records = read_version_records(backends.audit, model, state.challenger)
     policy = effective_shadow_policy(spec.shadow, settings.promotion_min_shadow_rows)
     keyed, counts, _ = keyed_outcomes(backends.store, outcomes, settings.entity_hash_key)
-    pairs = label_pairs(
-        champion_records,
-        challenger_records,
-        keyed,
-        champion_version=state.champion,
-        challenger_version=state.challenger,
-        min_rows=policy.min_labelled_rows,
-        outcome_conflicts=counts.conflicting_outcomes,
-        days=shadow_days(backends.store, applications.name, challenger_records),
-        min_days=policy.min_days,
-    )
-    rows, note = None, None
-    if pairs.data.labelled >= pairs.data.min_rows:
+    days = shadow_days(backends.store, applications.name, challenger_records)
+    champion, challenger = state.champion, state.challenger
+
+    def pair_up(labels: pd.DataFrame) -> tuple[LabelledPairs, pd.DataFrame | None, str | None]:
+        pairs = label_pairs(
+            champion_records,
+            challenger_records,
+            labels,
+            champion_version=champion,
+            challenger_version=challenger,
+            min_rows=policy.min_labelled_rows,
+            outcome_conflicts=counts.conflicting_outcomes,
+            days=days,
+            min_days=policy.min_days,
+        )
+        if pairs.data.labelled < pairs.data.min_rows:
+            return pairs, None, None
         try:
-            rows = read_input_rows(backends.store, applications.name, pairs.frame)
+            return pairs, read_input_rows(backends.store, applications.name, pairs.frame), None
         except (MlopsError, IndexError, KeyError) as exc:
-            note = f"the scored input rows could not be read ({exc})"
+            return pairs, None, f"the scored input rows could not be read ({exc})"
+
+    pairs, rows, note = pair_up(keyed)
+    # Outcomes observed before their application are not compared on, as training drops them.
+    early = (
+        set()
+        if rows is None
+        else outcomes_before_application(pairs.frame, rows, keyed, applications.timestamp_column)
+    )
+    if early:
+        pairs, rows, note = pair_up(keyed.loc[~keyed["entity_key"].isin(early)])
+        pairs = replace(pairs, data=pairs.data.model_copy(update={"outcomes_before_application": len(early)}))
     registry = backends.registry
     evidence = compare_on_shadow(
         spec,

@@ -161,8 +161,9 @@ def _backends() -> PromotionBackends:
     return PromotionBackends.from_settings(get_settings())
 
 
-def shadow_traffic(days: tuple[int, ...] = SHADOW_DAYS, *, outcomes: bool = True) -> None:
-    """Score each day's validated applications with champion and challenger; audit both."""
+def shadow_traffic(days: tuple[int, ...] = SHADOW_DAYS, *, outcomes: bool = True, early: int = 0) -> None:
+    """Score each day's validated applications with champion and challenger; audit both.
+    ``early``: that many outcomes of the first day are dated the day before their application."""
     settings = get_settings()
     backends = _backends()
     registry = backends.registry
@@ -205,6 +206,11 @@ def shadow_traffic(days: tuple[int, ...] = SHADOW_DAYS, *, outcomes: bool = True
                 open_cases=False,
             )
         if outcomes:
+            if early and day == days[0]:
+                out = out.copy()
+                out.loc[: early - 1, "observed_at"] = raw.loc[: early - 1, "applied_at"] - pd.Timedelta(
+                    days=1
+                )
             ingest(store, out, outs_c, f"outcomes/shadow_{day:04d}.csv")
 
 
@@ -242,7 +248,7 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     drift_event = emit(EVENT_DRIFT_DETECTED, model_resource(MODEL), {"severity": "high", "report": "r.json"})
     assert drift_event is not None
     registry.set_version_tags(MODEL, good_challenger, {TAG_TRIGGER_EVENT_ID: drift_event})
-    shadow_traffic()
+    shadow_traffic(early=3)  # three outcomes dated before their application: not compared on
     since = datetime.now(UTC)  # after the bootstrap's event
 
     result = promote(model=MODEL)
@@ -283,9 +289,10 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     assert dossier["audit_record_id"] == promoted["record_id"]
     shadow = dossier["data"]["shadow"]
     assert (
-        shadow["labelled"] == 2 * SHADOW_ROWS
+        shadow["labelled"] == 2 * SHADOW_ROWS - 3
+        and shadow["outcomes_before_application"] == 3
         and shadow["slices_checked"]
-        and shadow["roles"] == {"shadow": 2 * SHADOW_ROWS}
+        and shadow["roles"] == {"shadow": 2 * SHADOW_ROWS - 3}
     )
     training = dossier["data"]["challenger_training"]
     assert ",".join(training["application_snapshots"]) == tags[TAG_APPLICATION_SNAPSHOTS]
