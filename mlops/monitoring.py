@@ -199,6 +199,10 @@ def _buffer(data: bytes) -> Any:
     return io.BytesIO(data)
 
 
+_OBSERVED: Final = "_observed_at"
+_APPLIED: Final = "_applied_at"
+
+
 def late_labels(
     store: ObjectStore,
     entries: list[CatalogEntry],
@@ -220,12 +224,25 @@ def late_labels(
     if observed in outs.columns:
         outs = outs.sort_values(observed, kind="mergesort")
     outs = outs.drop_duplicates(outcomes.id_column, keep="last")
-    joined = outs[[outcomes.id_column, target]].merge(
-        scored.drop_duplicates(applications.id_column, keep="last"),
-        left_on=outcomes.id_column,
-        right_on=applications.id_column,
-        how="inner",
+    label_columns = [outcomes.id_column, target]
+    if observed is not None and observed in outs.columns:
+        label_columns.append(observed)
+    joined = (
+        outs[label_columns]
+        .rename(columns={observed: _OBSERVED} if observed else {})
+        .merge(
+            scored.drop_duplicates(applications.id_column, keep="last").rename(
+                columns={applications.timestamp_column: _APPLIED} if applications.timestamp_column else {}
+            ),
+            left_on=outcomes.id_column,
+            right_on=applications.id_column,
+            how="inner",
+        )
     )
+    if _OBSERVED in joined.columns and _APPLIED in joined.columns:
+        # An outcome observed before its application was submitted is no label (training and
+        # promotion leave it out too). Score caches written before they kept the time: no check.
+        joined = joined.loc[~(joined[_OBSERVED] < joined[_APPLIED]).fillna(False).to_numpy(dtype=bool)]
     if joined.empty:
         return None
     return pd.DataFrame(
@@ -290,6 +307,8 @@ def judge_windows(
         scores, sources = window_scores(frame, from_audit, scorer, spec)
         current = frame.assign(**{SCORE_COLUMN: scores})
         cache = pd.DataFrame({applications.id_column: frame[applications.id_column], SCORE_COLUMN: scores})
+        if applications.timestamp_column:  # to leave out outcomes observed before it (late_labels)
+            cache[applications.timestamp_column] = frame[applications.timestamp_column].array
         store.put_bytes(scores_key(model, version, window.snapshot), parquet_bytes(cache))
         entries = assigned.get(window.snapshot, [])
         labels = late_labels(

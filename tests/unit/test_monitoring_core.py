@@ -298,3 +298,49 @@ def test_after_a_rollback_the_next_target_is_the_restored_versions_predecessor()
     assert next_target_after(HISTORY, 2, rolled_back=3) == 1
     assert next_target_after(HISTORY, 1, rolled_back=3) is None
     assert next_target_after(HISTORY, 2, rolled_back=1) is None  # never back to what was just rolled back
+
+
+def test_late_labels_leave_out_outcomes_observed_before_their_application(tmp_path: Path) -> None:
+    """The monitor's performance on late labels uses no outcome dated before its application
+    (training and promotion leave them out too); a score cache from before the time was kept
+    is read as it is."""
+    from mlops.catalog import list_snapshots
+    from mlops.contracts import load_contract
+    from mlops.monitoring import SCORE_COLUMN, late_labels
+    from mlops.monitoring_state import scores_key
+    from mlops.settings import PROJECT_ROOT
+    from mlops.storage import parquet_bytes
+    from tests.training_helpers import ingest
+
+    contracts = PROJECT_ROOT / "data_contracts"
+    apps, outs = load_contract(contracts, "credit_applications"), load_contract(contracts, "credit_outcomes")
+    store = LocalStore(tmp_path / "store")
+    day = pd.Timestamp("2026-03-02", tz="UTC")
+    ids = ["a", "b", "c"]
+    outcomes = pd.DataFrame(
+        {
+            "application_id": ids,
+            "observed_at": [day + timedelta(days=9), day - timedelta(days=1), day],
+            "defaulted": [1, 0, 1],
+        }
+    )
+    ingest(store, outcomes, outs, "outcomes/day.csv")
+    cache = pd.DataFrame({"application_id": ids, SCORE_COLUMN: [0.9, 0.1, 0.8], "applied_at": [day] * 3})
+
+    def labels() -> list[int]:
+        found = late_labels(
+            store,
+            list_snapshots(store, outs.name),
+            applications=apps,
+            outcomes=outs,
+            target="defaulted",
+            model="m",
+            version=1,
+        )
+        assert found is not None
+        return sorted(found["defaulted"].tolist())
+
+    store.put_bytes(scores_key("m", 1, "snap"), parquet_bytes(cache))
+    assert labels() == [1, 1]  # b's outcome, a day before its application, is left out
+    store.put_bytes(scores_key("m", 1, "snap"), parquet_bytes(cache.drop(columns="applied_at")))
+    assert labels() == [0, 1, 1]
