@@ -65,10 +65,15 @@ def _sqlite_under(url: str | None, home: Path) -> bool:
 
 
 def _sqlite_path(url: str | None) -> Path | None:
-    """The file of a ``sqlite:///`` URL, resolved; None for anything else."""
-    if url is None or not url.startswith("sqlite:///"):
+    """The file of a SQLite URL, resolved; None for anything else (or an in-memory database)."""
+    if url is None:
         return None
-    return Path(url.removeprefix("sqlite:///")).resolve()
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return (
+        Path(parsed.database).resolve() if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    )
 
 
 def check_fresh_home(home: Path, audit_db: Path | None = None) -> None:

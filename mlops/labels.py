@@ -225,7 +225,7 @@ def join_labels(
     labels = kept.iloc[match[rows]]
     early = 0
     if observed_column and timestamp_column:
-        before = _observed_before(labels[observed_column], apps[timestamp_column], rows)
+        before = observed_before(labels[observed_column], apps[timestamp_column].take(rows))
         if before.any():
             early = int(before.sum())
             rows, labels = rows[~before], labels.iloc[~before]
@@ -257,19 +257,17 @@ def join_labels(
     return labelled, counts
 
 
-def _observed_before(
-    observed: pd.Series, applied: pd.Series, rows: npt.NDArray[np.intp]
-) -> npt.NDArray[np.bool_]:
-    """For each labelled application row (``rows`` of ``applied``): its outcome was observed
-    before it was submitted, which no real outcome can be (a clock or join-key error upstream).
-    Missing times compare False."""
+def observed_before(observed: pd.Series, applied: pd.Series) -> npt.NDArray[np.bool_]:
+    """Position by position: the outcome was observed before its application was submitted,
+    which no real outcome can be (a clock or join-key error upstream). Training, promotion's
+    shadow comparison and the monitor's late labels leave such outcomes out. Missing times
+    compare False; times given as text, or of two kinds, are not compared (all False)."""
     if pd.api.types.is_string_dtype(observed.dtype) or pd.api.types.is_string_dtype(applied.dtype):
-        return np.zeros(len(rows), dtype=bool)  # times as text compare as text: no check
-    with_times = pd.Series(applied.array.take(rows))
+        return np.zeros(len(observed), dtype=bool)  # times as text compare as text: no check
     try:
-        before = pd.Series(observed.array) < with_times
+        before = pd.Series(observed.array) < pd.Series(applied.array)
     except TypeError:  # times of two kinds (a contract's timestamp that is not a datetime): no check
-        return np.zeros(len(rows), dtype=bool)
+        return np.zeros(len(observed), dtype=bool)
     return np.asarray(before.fillna(False).to_numpy(), dtype=bool)
 
 

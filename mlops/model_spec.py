@@ -275,9 +275,9 @@ def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contra
     rule = spec.decision_policy.high_stakes
     if rule is not None and rule.column not in known:
         problems.append(f"high_stakes column {rule.column!r} is not in {applications.name!r}")
-    elif rule is not None and applications.column(rule.column).dtype not in NUMERIC_DTYPES:
+    elif rule is not None and (dtype := applications.column(rule.column).dtype) not in NUMERIC_DTYPES:
         problems.append(
-            f"high_stakes column {rule.column!r} is a {applications.column(rule.column).dtype} column; "
+            f"high_stakes column {rule.column!r} is a {dtype} column; "
             "the rule compares it with min, so it must be an int or float column"
         )
     if applications.id_column not in known or outcomes.id_column not in outcomes.column_names:

@@ -40,6 +40,7 @@ from mlops.constants import EVENT_DRIFT_DETECTED, EVENT_PERFORMANCE_DEGRADED, KI
 from mlops.contracts import Contract
 from mlops.drift import AlarmDecision, DriftPolicy, DriftReport, compare
 from mlops.drift_alarm import performance_finding
+from mlops.labels import observed_before
 from mlops.model_spec import ModelSpec
 from mlops.monitoring_reference import FloatArray, Scorer, as_datetime, model_inputs
 from mlops.monitoring_state import (
@@ -242,7 +243,7 @@ def late_labels(
     if _OBSERVED in joined.columns and _APPLIED in joined.columns:
         # An outcome observed before its application was submitted is no label (training and
         # promotion leave it out too). Score caches written before they kept the time: no check.
-        joined = joined.loc[~(joined[_OBSERVED] < joined[_APPLIED]).fillna(False).to_numpy(dtype=bool)]
+        joined = joined.loc[~observed_before(joined[_OBSERVED], joined[_APPLIED])]
     if joined.empty:
         return None
     return pd.DataFrame(

@@ -233,6 +233,8 @@ class _Merge:
     contract: Contract
     source: str
     limit: float
+    #: One validation time for every chunk (the bound of ``not_in_future`` columns).
+    checked_at: datetime
     rows_read: int = 0
     rows_valid: int = 0
     gx_success: bool = True
@@ -242,8 +244,6 @@ class _Merge:
     extra_columns: list[str] = field(default_factory=list)
     quarantine: list[pd.DataFrame] = field(default_factory=list)
     entries: list[CatalogEntry] = field(default_factory=list)
-    #: One validation time for every chunk (the bound of ``not_in_future`` columns).
-    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def rows_quarantined(self) -> int:
@@ -379,9 +379,7 @@ def validate_in_chunks(
         )
     timings = Timings()
     limit = contract.max_quarantine_share if max_share is None else max_share
-    merge = _Merge(contract=contract, source=source, limit=limit)
-    if checked_at is not None:
-        merge.checked_at = checked_at
+    merge = _Merge(contract=contract, source=source, limit=limit, checked_at=checked_at or datetime.now(UTC))
     seen = _SeenValues([c.name for c in contract.columns if c.unique])
     ts = contract.timestamp_column
     snapshots: list[SnapshotRef] = []

@@ -170,7 +170,7 @@ class Settings(BaseSettings):
             return self
         problems = []
         tracking, audit = self.mlflow_tracking_uri, self.audit_db_url
-        if not tracking or not tracking.lower().startswith(("postgresql", "http")):
+        if not tracking or not tracking.startswith(("postgresql", "http")):  # schemes: lower case
             problems.append(
                 f"MLOPS_MLFLOW_TRACKING_URI must be an MLflow server (http://...) or PostgreSQL (got {tracking!r})"
             )

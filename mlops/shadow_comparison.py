@@ -37,6 +37,7 @@ from mlops.constants import KIND_VALID
 from mlops.errors import InputError, MlopsError
 from mlops.evaluation import EvaluationReport, evaluate
 from mlops.gates import VERDICT_PASSED, DecisionRecord, evaluate_gates
+from mlops.labels import observed_before
 from mlops.model_spec import ModelSpec
 from mlops.storage import ObjectStore, read_snapshot
 
@@ -193,17 +194,12 @@ def outcomes_before_application(
 ) -> set[str]:
     """Entity keys of the pairs whose outcome was observed before the scored application was
     submitted (``rows``: :func:`read_input_rows`, aligned with ``pairs``; ``outcomes``:
-    :func:`mlops.performance.keyed_outcomes`). No real outcome precedes its application."""
+    :func:`mlops.performance.keyed_outcomes`; see :func:`mlops.labels.observed_before`)."""
     if timestamp_column is None or timestamp_column not in rows.columns or "observed_at" not in outcomes:
         return set()
     observed = pairs["entity_key"].map(outcomes.set_index("entity_key")["observed_at"])
-    applied = rows[timestamp_column]
-    if not (pd.api.types.is_datetime64_any_dtype(observed) and pd.api.types.is_datetime64_any_dtype(applied)):
-        return set()
-    before = (
-        observed.reset_index(drop=True) < pd.to_datetime(applied, utc=True).reset_index(drop=True)
-    ).fillna(False)
-    return set(pairs["entity_key"][before.to_numpy(dtype=bool)])
+    before = observed_before(observed, rows[timestamp_column])
+    return set(pairs["entity_key"][before])
 
 
 def read_input_rows(store: ObjectStore, dataset: str, pairs: pd.DataFrame) -> pd.DataFrame:

@@ -111,6 +111,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+_MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 _ACCESS_CODES: Final = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
 
 
@@ -178,7 +179,7 @@ class S3Store:
             try:
                 obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                if exc.response.get("Error", {}).get("Code") not in _MISSING_CODES:
                     raise
                 raise InputError(f"cannot read {self.uri(key)}: {exc}") from exc
             body: bytes = obj["Body"].read()
@@ -191,7 +192,7 @@ class S3Store:
             try:
                 self._client.head_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                     return False
                 raise
         return True

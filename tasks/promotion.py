@@ -215,8 +215,8 @@ def compare_on_shadow_task(
     days = shadow_days(backends.store, applications.name, challenger_records)
     champion, challenger = state.champion, state.challenger
 
-    def pair_up(labels: pd.DataFrame) -> tuple[LabelledPairs, pd.DataFrame | None, str | None]:
-        pairs = label_pairs(
+    def pair_up(labels: pd.DataFrame) -> LabelledPairs:
+        return label_pairs(
             champion_records,
             challenger_records,
             labels,
@@ -227,23 +227,24 @@ def compare_on_shadow_task(
             days=days,
             min_days=policy.min_days,
         )
-        if pairs.data.labelled < pairs.data.min_rows:
-            return pairs, None, None
-        try:
-            return pairs, read_input_rows(backends.store, applications.name, pairs.frame), None
-        except (MlopsError, IndexError, KeyError) as exc:
-            return pairs, None, f"the scored input rows could not be read ({exc})"
 
-    pairs, rows, note = pair_up(keyed)
-    # Outcomes observed before their application are not compared on, as training drops them.
-    early = (
-        set()
-        if rows is None
-        else outcomes_before_application(pairs.frame, rows, keyed, applications.timestamp_column)
-    )
-    if early:
-        pairs, rows, note = pair_up(keyed.loc[~keyed["entity_key"].isin(early)])
+    pairs = pair_up(keyed)
+    rows, note = None, None
+    if pairs.data.labelled >= pairs.data.min_rows:
+        try:
+            rows = read_input_rows(backends.store, applications.name, pairs.frame)
+        except (MlopsError, IndexError, KeyError) as exc:
+            note = f"the scored input rows could not be read ({exc})"
+    # Outcomes observed before their application are not compared on, as training drops them;
+    # the pairs are made again without them, and the rows already read follow by entity key.
+    if rows is not None and (
+        early := outcomes_before_application(pairs.frame, rows, keyed, applications.timestamp_column)
+    ):
+        by_key = rows.set_axis(pairs.frame["entity_key"])
+        pairs = pair_up(keyed.loc[~keyed["entity_key"].isin(early)])
         pairs = replace(pairs, data=pairs.data.model_copy(update={"outcomes_before_application": len(early)}))
+        enough = pairs.data.labelled >= pairs.data.min_rows
+        rows = by_key.loc[pairs.frame["entity_key"]].reset_index(drop=True) if enough else None
     registry = backends.registry
     evidence = compare_on_shadow(
         spec,

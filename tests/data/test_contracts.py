@@ -70,9 +70,8 @@ def test_mostly_follows_the_quarantine_limit() -> None:
 
     limit = contract.max_quarantine_share
     unique = "expect_column_values_to_be_unique"
-    assert {t: m for t, m in mostly(None).items() if t != unique} == {
-        t: {round(1 - limit, 6)} for t in mostly(None) if t != unique
-    }
+    others = {t: m for t, m in mostly(None).items() if t != unique}
+    assert others and all(m == {round(1 - limit, 6)} for m in others.values())
     # GX counts both copies of a repeated id, the quarantine only the repeat: twice the share.
     assert mostly(None)[unique] == {round(1 - 2 * limit, 6)}
     assert mostly(0.2)[unique] == {0.6} and mostly(0.2)["expect_column_values_to_not_be_null"] == {0.8}

@@ -86,6 +86,7 @@ MODEL = "credit-risk"
 SHADOW_DAYS = (10, 11)
 SHADOW_ROWS = 350
 MIN_SHADOW_ROWS = 300
+EARLY = 3  # shadow outcomes dated the day before their application (the happy path)
 # The repo's gates with a wider non-inferiority margin: a few hundred evaluation rows give a
 # paired-bootstrap CI of about +-0.03 AUC between two honestly different models.
 GATES: dict[str, Any] = {
@@ -248,7 +249,7 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     drift_event = emit(EVENT_DRIFT_DETECTED, model_resource(MODEL), {"severity": "high", "report": "r.json"})
     assert drift_event is not None
     registry.set_version_tags(MODEL, good_challenger, {TAG_TRIGGER_EVENT_ID: drift_event})
-    shadow_traffic(early=3)  # three outcomes dated before their application: not compared on
+    shadow_traffic(early=EARLY)  # outcomes dated before their application: not compared on
     since = datetime.now(UTC)  # after the bootstrap's event
 
     result = promote(model=MODEL)
@@ -289,10 +290,10 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     assert dossier["audit_record_id"] == promoted["record_id"]
     shadow = dossier["data"]["shadow"]
     assert (
-        shadow["labelled"] == 2 * SHADOW_ROWS - 3
-        and shadow["outcomes_before_application"] == 3
+        shadow["labelled"] == 2 * SHADOW_ROWS - EARLY
+        and shadow["outcomes_before_application"] == EARLY
         and shadow["slices_checked"]
-        and shadow["roles"] == {"shadow": 2 * SHADOW_ROWS - 3}
+        and shadow["roles"] == {"shadow": 2 * SHADOW_ROWS - EARLY}
     )
     training = dossier["data"]["challenger_training"]
     assert ",".join(training["application_snapshots"]) == tags[TAG_APPLICATION_SNAPSHOTS]
@@ -300,7 +301,12 @@ def test_auto_policy_promotes_on_shadow_evidence_with_dossier_and_event(good_cha
     assert training["snapshots_sha256"] == tags[TAG_SNAPSHOTS_SHA256]
     used = {c["used_for"] for c in dossier["contracts"]}
     assert used == {"challenger training", "champion training", "shadow inputs", "shadow outcomes"}
-    assert all(c["verdict"] == "accepted" and c["contract_version"] == "1.1.0" for c in dossier["contracts"])
+    contracts_dir = get_settings().contracts_dir
+    assert all(
+        c["verdict"] == "accepted"
+        and c["contract_version"] == load_contract(contracts_dir, c["dataset"]).version
+        for c in dossier["contracts"]
+    )
     assert dossier["trigger"]["source"] == "event" and dossier["trigger"]["event_id"] == drift_event
     assert dossier["lineage"]["previous_champion"]["version"] == 1
     assert dossier["lineage"]["new_champion"]["lineage"][TAG_SNAPSHOTS_SHA256] == tags[TAG_SNAPSHOTS_SHA256]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+from mlops.contracts import load_contract
 from mlops.errors import InputError, WorkRefused
 from mlops.lineage import (
     DECISION_RECORD_ARTIFACT,
@@ -95,7 +96,12 @@ def test_candidate_is_registered_with_lineage_and_decision_record(
     assert tags[TAG_OUTCOME_SNAPSHOTS] == ",".join(history["outcomes"])
     assert tags[TAG_APPLICATIONS_CONTRACT] == "credit_applications"
     assert tags[TAG_OUTCOMES_CONTRACT] == "credit_outcomes"
-    assert tags[TAG_APPLICATIONS_CONTRACT_VERSION] == tags[TAG_OUTCOMES_CONTRACT_VERSION] == "1.1.0"
+    versions = {
+        name: load_contract(PROJECT_ROOT / "data_contracts", name).version
+        for name in ("credit_applications", "credit_outcomes")
+    }
+    assert tags[TAG_APPLICATIONS_CONTRACT_VERSION] == versions["credit_applications"]
+    assert tags[TAG_OUTCOMES_CONTRACT_VERSION] == versions["credit_outcomes"]
     assert tags[TAG_GIT_COMMIT] == _git_head() and tags[TAG_GIT_DIRTY] in ("true", "false")
     assert tags[TAG_MODEL_SPEC] == MODEL
     assert tags[TAG_MODEL_SPEC_SHA256] == model_spec_hash(load_model_spec(MODEL))

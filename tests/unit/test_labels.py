@@ -49,6 +49,19 @@ def store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "store")
 
 
+def _join(apps: pd.DataFrame, outs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """join_labels on the small frames of these tests (id, ts / id, seen, y)."""
+    return join_labels(
+        apps,
+        outs,
+        id_column="id",
+        outcome_id_column="id",
+        target="y",
+        observed_column="seen",
+        timestamp_column="ts",
+    )
+
+
 def test_join_keeps_lineage_and_only_labelled_rows(
     store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
 ) -> None:
@@ -116,15 +129,7 @@ def test_a_later_correction_wins() -> None:
             SNAPSHOT_COLUMN: ["o1", "o1", "o2"],
         }
     )
-    frame, counts = join_labels(
-        apps,
-        outs,
-        id_column="id",
-        outcome_id_column="id",
-        target="y",
-        observed_column="seen",
-        timestamp_column="ts",
-    )
+    frame, counts = _join(apps, outs)
     assert frame["y"].tolist() == [1, 1]
     assert frame[OUTCOME_SNAPSHOT_COLUMN].tolist() == ["o2", "o1"]
     assert counts["duplicate_outcomes"] == 1 and counts["conflicting_outcomes"] == 1
@@ -240,15 +245,7 @@ def test_unsorted_and_duplicated_input_joins_as_a_merge_would() -> None:
     outs = pd.DataFrame(
         {"id": ["a", "b", "c", "b"], "y": [1, 0, 1, 1], "seen": [5, 5, 5, 6], SNAPSHOT_COLUMN: "o1"}
     )
-    frame, counts = join_labels(
-        apps,
-        outs,
-        id_column="id",
-        outcome_id_column="id",
-        target="y",
-        observed_column="seen",
-        timestamp_column="ts",
-    )
+    frame, counts = _join(apps, outs)
     assert frame[["id", "x", "y", SNAPSHOT_ROW_COLUMN, "_outcome_row"]].values.tolist() == [
         ["a", 10, 1, 1, 0],
         ["b", 20, 1, 2, 3],
@@ -291,14 +288,6 @@ def test_an_outcome_observed_before_its_application_is_not_used() -> None:
             SNAPSHOT_COLUMN: ["o1"] * 3,
         }
     )
-    frame, counts = join_labels(
-        apps,
-        outs,
-        id_column="id",
-        outcome_id_column="id",
-        target="y",
-        observed_column="seen",
-        timestamp_column="ts",
-    )
+    frame, counts = _join(apps, outs)
     assert frame["id"].tolist() == ["a", "c"]  # observed at the very time it was submitted: kept
     assert counts["outcomes_before_application"] == 1 and counts["unlabelled_applications"] == 0

@@ -446,16 +446,6 @@ def test_an_outcome_observed_twice_in_one_batch_keeps_the_later_observation(runn
     assert kept == {"A": 1, "B": 0, "C": 1}
 
 
-def test_keep_latest_needs_a_timestamp_column() -> None:
-    with pytest.raises(ValueError, match="keep_on_duplicate: latest needs a timestamp column"):
-        Contract(
-            name="x",
-            version="1",
-            keep_on_duplicate="latest",
-            columns=(ColumnSpec(name="id", role="id", dtype="string", unique=True),),
-        )
-
-
 def test_keep_latest_keeps_the_latest_row_that_breaks_no_other_rule(runner: GXRunner) -> None:
     """A correction dated 2099 by a typo, or carrying an impossible label, is quarantined for
     that; the application keeps its one good outcome instead of losing it as a "duplicate"."""
@@ -485,14 +475,18 @@ def test_keep_latest_keeps_the_latest_row_that_breaks_no_other_rule(runner: GXRu
     }
 
 
-def test_keep_latest_refuses_a_timestamp_it_would_order_as_text() -> None:
-    with pytest.raises(ValueError, match="would be ordered as text"):
+@pytest.mark.parametrize(
+    ("timestamps", "problem"),
+    [
+        ((), "keep_on_duplicate: latest needs a timestamp column"),
+        ((ColumnSpec(name="at", role="timestamp", dtype="string"),), "would be ordered as text"),
+    ],
+)
+def test_keep_latest_needs_a_timestamp_it_can_order(timestamps: tuple[ColumnSpec, ...], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
         Contract(
             name="x",
             version="1",
             keep_on_duplicate="latest",
-            columns=(
-                ColumnSpec(name="id", role="id", dtype="string", unique=True),
-                ColumnSpec(name="at", role="timestamp", dtype="string"),
-            ),
+            columns=(ColumnSpec(name="id", role="id", dtype="string", unique=True), *timestamps),
         )
