@@ -18,12 +18,18 @@ def measure_performance(model: str = DEFAULT_MODEL_NAME) -> PerformanceReport:
     settings = flow_settings()
     spec = load_model_spec(model, contracts_dir=settings.contracts_dir)
     outcomes = load_contract(settings.contracts_dir, spec.outcomes_contract)
-    report = join_outcomes_task(outcomes, model, settings)
+    applications = load_contract(settings.contracts_dir, spec.applications_contract)
+    report = join_outcomes_task(outcomes, applications, model, settings)
     publish_performance_task(report)
     j = report.join
     print(
         f"{model}: {j.outcome_ids} outcome ids, {j.matched_outcomes} matched to "
         f"{j.matched_predictions} predictions, {j.unmatched_outcomes} unmatched; "
         f"{j.inserted} new, {j.updated} corrected, {j.unchanged} unchanged"
+        + (
+            f"; {j.outcomes_before_application} left out (outcome observed before the application)"
+            if j.outcomes_before_application
+            else ""
+        )
     )
     return report

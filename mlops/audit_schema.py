@@ -8,6 +8,7 @@ chain and the anchors are for (see :mod:`mlops.audit`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -195,7 +196,7 @@ def create_schema(engine: Engine) -> None:
     """Create the tables, the chain head row and the append-only triggers (idempotent)."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
-        _add_columns(conn)
+        add_columns(conn, metadata, _ADDED_COLUMNS)
         # Stores made before the indexes existed get them here; IF NOT EXISTS, so two processes
         # opening such a store at once do not collide (see README: large PostgreSQL stores).
         for index in (audit_events_index, open_cases_index, open_cases_by_batch_index):
@@ -212,12 +213,13 @@ def create_schema(engine: Engine) -> None:
         pass
 
 
-def _add_columns(conn: Connection) -> None:
-    """Add (and fill in) the columns of :data:`_ADDED_COLUMNS` that a store made before them lacks."""
+def add_columns(conn: Connection, tables: sa.MetaData, added: Mapping[tuple[str, str], str | None]) -> None:
+    """Add (and fill in) the columns of ``added`` (see :data:`_ADDED_COLUMNS`) that a store made
+    before them lacks; ``tables`` holds their tables."""
     translate = conn.get_execution_options().get("schema_translate_map") or {}
     inspector = sa.inspect(conn)
-    for (name, column), backfill in _ADDED_COLUMNS.items():
-        table = metadata.tables[name]
+    for (name, column), backfill in added.items():
+        table = tables.tables[name]
         if column in {c["name"] for c in inspector.get_columns(name, schema=translate.get(table.schema))}:
             continue
         kind = table.c[column].type.compile(dialect=conn.dialect)

@@ -16,6 +16,11 @@ written), keyed by the prediction's record id. Joining again inserts only new ma
 updates a match only when its outcome changed (a correction); the same outcomes twice change
 nothing. Metrics are computed from that table, so they are a deterministic function of it.
 
+A match whose outcome was observed before its application was submitted (a clock or join-key
+error upstream, :func:`mlops.labels.observed_before`) is stored with its application time
+(``applied_at``, read once from the scored input snapshot) and left out of the metrics, as
+training, promotion's shadow comparison and the monitor leave such outcomes out.
+
 Metrics per (model, version, role), over each application's latest prediction in the group
 (an application scored again counts once): ``n`` applications with an outcome,
 ``matched_predictions`` the prediction records matched, ``label_rate`` (observed default
@@ -32,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, SecretStr
@@ -41,12 +47,20 @@ from sqlalchemy.engine import Connection, Engine
 
 from mlops import audit
 from mlops.audit_hashing import as_utc
+from mlops.audit_schema import add_columns
 from mlops.audit_write import chain_transaction
 from mlops.catalog import in_ingestion_order, list_snapshots, read_entries
+from mlops.constants import KIND_VALID
 from mlops.contracts import Contract
-from mlops.errors import InputError
-from mlops.labels import OUTCOME_ROW_COLUMN, SNAPSHOT_COLUMN, dedup_outcomes, with_row_numbers
-from mlops.storage import ObjectStore
+from mlops.errors import InputError, StorageIntegrityError
+from mlops.labels import (
+    OUTCOME_ROW_COLUMN,
+    SNAPSHOT_COLUMN,
+    dedup_outcomes,
+    observed_before,
+    with_row_numbers,
+)
+from mlops.storage import ObjectStore, read_snapshot, snapshot_key
 
 PAGE_ROWS: Final = 50_000
 IN_CHUNK: Final = 500
@@ -72,8 +86,12 @@ outcome_matches = sa.Table(
     sa.Column("outcome_snapshot", sa.String(64), nullable=False),
     sa.Column("outcome_row", sa.BigInteger(), nullable=False),
     sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
+    # Added after the first release: when the application was submitted (None: not known).
+    sa.Column("applied_at", sa.DateTime(timezone=True)),
 )
+_ADDED_COLUMNS: Final[dict[tuple[str, str], str | None]] = {("outcome_matches", "applied_at"): None}
 _OUTCOME_FIELDS: Final = ("label", "observed_at", "outcome_snapshot", "outcome_row")
+_STORED_FIELDS: Final = (*_OUTCOME_FIELDS, "applied_at")  # what a join may change in a match
 _MATCH_COLUMNS: Final = (
     "prediction_record_id",
     "entity_key",
@@ -84,6 +102,8 @@ _MATCH_COLUMNS: Final = (
     "decision",
     "predicted_at",
     *_OUTCOME_FIELDS,
+    "input_snapshot",
+    "input_row",
 )
 
 
@@ -91,6 +111,7 @@ def create_performance_schema(engine: Engine) -> None:
     """Create ``outcome_matches`` in the audit database (idempotent)."""
     with engine.begin() as conn:
         performance_metadata.create_all(conn, checkfirst=True)
+        add_columns(conn, performance_metadata, _ADDED_COLUMNS)
 
 
 # --- models --------------------------------------------------------------------------------
@@ -109,6 +130,16 @@ class JoinCounts(BaseModel):
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    outcomes_before_application: int = Field(
+        0,
+        description="matched prediction records left out of the metrics: their outcome was observed "
+        "before the application was submitted",
+    )
+    application_times_unknown: int = Field(
+        0,
+        description="matched prediction records whose scored snapshot is no longer in the store: "
+        "their outcome's date could not be checked against the application's",
+    )
 
 
 class PerformanceRow(BaseModel):
@@ -159,6 +190,18 @@ class PerformanceReport(BaseModel):
             f"with outcomes ({j.inserted} new, {j.updated} corrected; matches are per prediction "
             "record), "
             f"{j.unmatched_outcomes} outcome id(s) without a prediction"
+            + (
+                f"; {j.outcomes_before_application} left out: outcome observed before the application "
+                "was submitted (check the outcomes' dates and ids)"
+                if j.outcomes_before_application
+                else ""
+            )
+            + (
+                f"; {j.application_times_unknown} prediction(s) not checked for that: their scored "
+                "snapshot is not in the store"
+                if j.application_times_unknown
+                else ""
+            )
         ]
         lines += [
             f"  v{r.model_version} {r.role}: n={r.n} AUC {fmt(r.auc)} Brier {fmt(r.brier)} "
@@ -179,6 +222,9 @@ class PerformanceReport(BaseModel):
             f"Matched {j.matched_outcomes} ids to {j.matched_predictions} prediction records; "
             f"**{j.unmatched_outcomes} outcome ids had no prediction** (counted, not joined).",
             f"This join: {j.inserted} new matches, {j.updated} corrected, {j.unchanged} unchanged.",
+            f"Left out of the metrics: {j.outcomes_before_application} prediction records whose outcome "
+            f"was observed before the application was submitted ({j.application_times_unknown} not "
+            "checked: their scored snapshot is not in the store).",
             "",
             "| model | version | role | predictions | n | coverage | label rate | mean score "
             "| AUC | Brier | decision accuracy |",
@@ -255,6 +301,8 @@ def _prediction_pages(conn: Connection, model_name: str | None) -> Iterator[pd.D
                 t.c.score,
                 t.c.decision,
                 t.c.created_at,
+                t.c.input_snapshot,
+                t.c.input_row,
             )
             .where(t.c.seq > last, t.c.record_type == audit.RECORD_PREDICTION)
             .order_by(t.c.seq)
@@ -297,6 +345,61 @@ def match_predictions(
     return joined[list(_MATCH_COLUMNS)], counts
 
 
+def checks_times(applications: Contract | None) -> bool:
+    """Whether outcomes can be checked against the application times of this contract (it
+    declares a datetime timestamp column)."""
+    column = None if applications is None else applications.timestamp_column
+    return column is not None and applications is not None and applications.column(column).dtype == "datetime"
+
+
+def application_times(store: ObjectStore, applications: Contract, refs: pd.DataFrame) -> pd.Series:
+    """When each prediction's application was submitted: the applications contract's datetime
+    timestamp column at the prediction's input reference (``input_snapshot``, ``input_row``),
+    aligned with ``refs``. Reads that one column of each scored snapshot, hash-checked (an
+    altered snapshot raises). Missing for a snapshot no longer in the store, and all missing
+    when the contract has no datetime timestamp column."""
+    times = pd.Series(pd.NaT, index=refs.index, dtype="datetime64[ns, UTC]")
+    column = applications.timestamp_column
+    if column is None or not checks_times(applications) or refs.empty:
+        return times
+    for sha, group in refs.groupby("input_snapshot", sort=False):
+        if not store.exists(snapshot_key(KIND_VALID, applications.name, str(sha))):
+            continue
+        values = read_snapshot(
+            store, dataset=applications.name, kind=KIND_VALID, sha256=str(sha), columns=[column]
+        )[column]
+        rows = group["input_row"].to_numpy(dtype="int64")
+        if rows.min() < 0 or rows.max() >= len(values):
+            raise StorageIntegrityError(
+                f"a prediction's input row is outside snapshot {sha} ({len(values)} rows)",
+                hint="the audit trail and the store disagree; run mlops audit verify",
+            )
+        times.loc[group.index] = pd.to_datetime(values.iloc[rows], utc=True).to_numpy()
+    return times
+
+
+def _with_application_times(
+    matches: pd.DataFrame, stored: pd.DataFrame, store: ObjectStore, applications: Contract | None
+) -> pd.DataFrame:
+    """``matches`` with ``applied_at``: kept from the stored match where known, read from the
+    scored snapshots (:func:`application_times`) for the others only."""
+    known = stored.set_index("prediction_record_id")["applied_at"]
+    applied = pd.to_datetime(matches["prediction_record_id"].map(known), utc=True)
+    unknown = applied.isna()
+    if applications is not None and unknown.any():
+        applied[unknown] = application_times(store, applications, matches.loc[unknown])
+    return matches.assign(applied_at=applied)
+
+
+def before_application(matches: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """Which matches' outcome was observed before their application was submitted."""
+    if matches.empty:
+        return np.zeros(0, dtype=bool)
+    return observed_before(
+        pd.to_datetime(matches["observed_at"], utc=True), pd.to_datetime(matches["applied_at"], utc=True)
+    )
+
+
 # --- storing -------------------------------------------------------------------------------
 
 
@@ -331,7 +434,8 @@ def store_matches(engine: Engine, matches: pd.DataFrame) -> tuple[int, int, int]
     """Upsert matches by prediction record id; returns (inserted, updated, unchanged)."""
     inserted = updated = unchanged = 0
     now = datetime.now(UTC)
-    records = [{k: _py(v) for k, v in row.items()} for row in matches.to_dict(orient="records")]
+    stored = [c.name for c in outcome_matches.columns if c.name != "matched_at"]
+    records = [{k: _py(row[k]) for k in stored} for row in matches.to_dict(orient="records")]
     t = outcome_matches
     # BEGIN IMMEDIATE on SQLite: the read-then-write waits for concurrent writers.
     with chain_transaction(engine) as conn:
@@ -341,7 +445,7 @@ def store_matches(engine: Engine, matches: pd.DataFrame) -> tuple[int, int, int]
             existing = {
                 str(r.prediction_record_id): r
                 for r in conn.execute(
-                    sa.select(t.c.prediction_record_id, *(t.c[f] for f in _OUTCOME_FIELDS)).where(
+                    sa.select(t.c.prediction_record_id, *(t.c[f] for f in _STORED_FIELDS)).where(
                         t.c.prediction_record_id.in_(ids)
                     )
                 )
@@ -354,13 +458,13 @@ def store_matches(engine: Engine, matches: pd.DataFrame) -> tuple[int, int, int]
                 old = existing.get(r["prediction_record_id"])
                 if old is None:
                     continue
-                if all(_same(getattr(old, f), r[f]) for f in _OUTCOME_FIELDS):
+                if all(_same(getattr(old, f), r[f]) for f in _STORED_FIELDS):
                     unchanged += 1
                     continue
                 conn.execute(
                     t.update()
                     .where(t.c.prediction_record_id == r["prediction_record_id"])
-                    .values(**{f: r[f] for f in _OUTCOME_FIELDS}, matched_at=now)
+                    .values(**{f: r[f] for f in _STORED_FIELDS}, matched_at=now)
                 )
                 updated += 1
     return inserted, updated, unchanged
@@ -448,13 +552,20 @@ def join_outcomes(
     *,
     hash_key: SecretStr | str | bytes,
     model_name: str | None = None,
+    applications: Contract | None = None,
 ) -> PerformanceReport:
     """Join every validated outcome snapshot to the prediction records (of ``model_name``),
-    store the matches idempotently and report performance per version and role."""
+    store the matches idempotently and report performance per version and role.
+
+    With ``applications`` (the contract of the scored rows), matches whose outcome was observed
+    before the application was submitted are left out of the metrics and counted."""
     create_performance_schema(engine)
     keyed, counts, shas = keyed_outcomes(store, outcomes, hash_key)
     matches, predictions = match_predictions(engine, keyed, model_name)
+    matches = _with_application_times(matches, stored_matches(engine, model_name), store, applications)
     inserted, updated, unchanged = store_matches(engine, matches)
+    stored = stored_matches(engine, model_name)
+    early = before_application(stored)
     matched_ids = matches["entity_key"].nunique() if len(matches) else 0
     counts = counts.model_copy(
         update={
@@ -464,6 +575,10 @@ def join_outcomes(
             "inserted": inserted,
             "updated": updated,
             "unchanged": unchanged,
+            "outcomes_before_application": int(early.sum()),
+            "application_times_unknown": (
+                int(stored["applied_at"].isna().sum()) if checks_times(applications) else 0
+            ),
         }
     )
     return PerformanceReport(
@@ -471,7 +586,7 @@ def join_outcomes(
         outcomes_dataset=outcomes.name,
         outcome_snapshots=shas,
         join=counts,
-        rows=group_metrics(stored_matches(engine, model_name), predictions),
+        rows=group_metrics(stored.loc[~early], predictions),
         created_at=datetime.now(UTC),
     )
 

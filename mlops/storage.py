@@ -265,8 +265,11 @@ def write_snapshot(store: ObjectStore, df: pd.DataFrame, *, dataset: str, kind: 
     return SnapshotRef(digest, key, store.uri(key), len(df), created=True)
 
 
-def read_snapshot(store: ObjectStore, *, dataset: str, kind: str, sha256: str) -> pd.DataFrame:
-    """Read a snapshot back and check its bytes still hash to its address."""
+def read_snapshot(
+    store: ObjectStore, *, dataset: str, kind: str, sha256: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Read a snapshot back (all its columns, or ``columns``) and check its bytes still hash
+    to its address."""
     key = snapshot_key(kind, dataset, sha256)
     data = store.get_bytes(key)
     actual = hashlib.sha256(data).hexdigest()
@@ -275,4 +278,4 @@ def read_snapshot(store: ObjectStore, *, dataset: str, kind: str, sha256: str) -
             f"snapshot {store.uri(key)} hashes to {actual}, not {sha256}",
             hint="the stored file was altered; restore it from a backup",
         )
-    return pq.read_table(io.BytesIO(data)).to_pandas()
+    return pq.read_table(io.BytesIO(data), columns=columns).to_pandas()

@@ -21,12 +21,19 @@ from tasks.retry import retry_unless_bad_input
     retry_condition_fn=retry_unless_bad_input,
     cache_policy=NO_CACHE,
 )
-def join_outcomes_task(outcomes: Contract, model_name: str, settings: Settings) -> PerformanceReport:
+def join_outcomes_task(
+    outcomes: Contract, applications: Contract, model_name: str, settings: Settings
+) -> PerformanceReport:
     """Idempotent: matches are upserted by prediction record id (see :mod:`mlops.performance`)."""
     engine = open_audit_store(settings)
     try:
         return join_outcomes(
-            engine, make_store(settings), outcomes, hash_key=settings.entity_hash_key, model_name=model_name
+            engine,
+            make_store(settings),
+            outcomes,
+            hash_key=settings.entity_hash_key,
+            model_name=model_name,
+            applications=applications,
         )
     finally:
         engine.dispose()

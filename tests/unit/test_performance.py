@@ -12,16 +12,26 @@ from sklearn.metrics import roc_auc_score
 from sqlalchemy.engine import Engine
 
 from mlops import audit
+from mlops.constants import KIND_VALID
 from mlops.performance import (
     PerformanceReport,
     PerformanceRow,
+    create_performance_schema,
     group_metrics,
     join_outcomes,
     outcome_matches,
     stored_matches,
 )
-from mlops.storage import LocalStore
-from tests.review_helpers import KEY, MODEL, append, contracts, outcome_snapshot, predictions
+from mlops.storage import LocalStore, snapshot_key
+from tests.review_helpers import (
+    KEY,
+    MODEL,
+    append,
+    application_snapshot,
+    contracts,
+    outcome_snapshot,
+    predictions,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -160,6 +170,48 @@ def test_an_application_scored_again_counts_once_with_its_latest_prediction(
     assert champion.mean_score == pytest.approx((0.9 + 0.2) / 2)  # APP-0's latest score, once
     assert champion.auc == 1.0 and champion.coverage == 1.0
     assert report.join.matched_predictions == 3
+
+
+def test_outcomes_observed_before_their_application_are_left_out_once_read(
+    engine: Engine, store: LocalStore
+) -> None:
+    applications, outcomes = contracts()
+    sha, rows = application_snapshot(store, applications, 4, seed=1)  # applied on 2026-01-01
+    ids = rows[applications.id_column].tolist()
+    scores = [0.9, 0.2, 0.4, 0.6]
+    append(engine, predictions(sha, ids, scores), "day-1")
+    outcome_snapshot(store, outcomes, dict(zip(ids[:3], [1, 0, 1], strict=True)), observed="2026-03-01")
+    outcome_snapshot(store, outcomes, {ids[3]: 0}, observed="2025-12-31")  # before its application
+
+    report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL, applications=applications)
+
+    champion = row(report, "3", "champion")
+    assert report.join.outcomes_before_application == 1
+    assert (champion.n, champion.matched_predictions) == (3, 3)
+    assert champion.auc == pytest.approx(roc_auc_score([1, 0, 1], scores[:3]))
+    assert "1 left out: outcome observed before the application" in report.summary_text()
+    assert stored_matches(engine, MODEL)["applied_at"].notna().all()
+    # Application times are read once: a second join needs no snapshot and changes nothing.
+    (store.root / snapshot_key(KIND_VALID, applications.name, sha)).unlink()
+    again = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL, applications=applications)
+    assert (again.join.inserted, again.join.updated, again.join.unchanged) == (0, 0, 4)
+    assert again.join.outcomes_before_application == 1 and again.rows == report.rows
+
+
+def test_a_store_made_before_application_times_gets_the_column(engine: Engine, store: LocalStore) -> None:
+    create_performance_schema(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE outcome_matches DROP COLUMN applied_at")  # the first release
+    trail(engine)  # its predictions name a snapshot that is not in the store
+    applications, outcomes = contracts()
+    outcome_snapshot(store, outcomes, LABELS)
+
+    report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL, applications=applications)
+
+    assert "applied_at" in {c["name"] for c in sa.inspect(engine).get_columns("outcome_matches")}
+    assert report.join.inserted == 9 and report.join.outcomes_before_application == 0
+    assert report.join.application_times_unknown == 9  # counted and said, not guessed
+    assert "9 prediction(s) not checked for that" in report.summary_text()
 
 
 @pytest.mark.parametrize(
