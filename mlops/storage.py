@@ -36,6 +36,7 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def uri(self, key: str) -> str: ...
+    def check_access(self) -> None: ...
 
 
 class LocalStore:
@@ -66,6 +67,9 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def check_access(self) -> None:
+        """Nothing to check ahead: a folder is made on the first write."""
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self.root
@@ -196,6 +200,22 @@ class S3Store:
                     return False
                 raise
         return True
+
+    def check_access(self) -> None:
+        """Raise SettingsError now, not after minutes of work, if the bucket is missing or the
+        credentials are absent or refused (one HEAD request)."""
+        from botocore.exceptions import ClientError
+
+        what = f"reach the object store {self.url}"
+        with _s3_errors(what):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in _MISSING_CODES:
+                    raise
+                raise SettingsError(
+                    f"cannot {what}: the bucket does not exist", hint="create it, or fix MLOPS_STORE_URL"
+                ) from exc
 
     def list_keys(self, prefix: str) -> list[str]:
         full = self._key(prefix)

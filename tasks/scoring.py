@@ -111,12 +111,14 @@ def validate_batch_chunks_task(
 ) -> BatchValidation:
     """Validate the batch chunk by chunk and store its valid rows as snapshots (idempotent);
     ``checked_at``: the validation time of the batch a retry or resume continues."""
+    store = make_store(settings)
+    store.check_access()  # a store that refuses the writes: said before validating
     chunks = iter_batch_chunks(source, chunk_rows, s3_endpoint_url=settings.s3_endpoint_url)
     return validate_in_chunks(
         chunks,
         contract,
         GXRunner(),
-        make_store(settings),
+        store,
         source=source,
         max_share=settings.max_quarantine_share,
         run_name=run_name,

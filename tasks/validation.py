@@ -36,6 +36,7 @@ from tasks.retry import retry_unless_bad_input
     cache_policy=NO_CACHE,
 )
 def read_batch_task(source: str, settings: Settings) -> pd.DataFrame:
+    make_store(settings).check_access()  # a store that refuses the writes: said before validating
     return read_batch(source, s3_endpoint_url=settings.s3_endpoint_url)
 
 

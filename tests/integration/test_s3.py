@@ -59,6 +59,23 @@ def test_a_missing_bucket_is_named_not_raised_by_botocore(s3_endpoint: str) -> N
     assert no_bucket.value.hint == "create it, or fix MLOPS_STORE_URL"
 
 
+def test_a_missing_bucket_stops_validation_before_the_batch_is_validated(
+    s3_bucket: str, s3_endpoint: str, prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.validate_data import validate_data
+
+    assert make_store(get_settings()).check_access() is None  # the fixture's bucket answers
+    batch = tmp_path / "day1.csv"
+    clean_frame(load_contract(PROJECT_ROOT / "data_contracts", "credit_applications"), 20).to_csv(
+        batch, index=False
+    )
+    monkeypatch.setenv("MLOPS_STORE_URL", "s3://no-such-bucket-here/mlops")
+    with pytest.raises(
+        SettingsError, match="cannot reach the object store s3://no-such-bucket-here/mlops: the bucket"
+    ):
+        validate_data(source=str(batch))  # raised by the probe that runs before GX, not by a write
+
+
 def test_missing_credentials_and_an_unreachable_endpoint_are_named() -> None:
     """boto3 caches a process's credentials, so these are raised here as botocore raises them."""
     from botocore.exceptions import EndpointConnectionError, NoCredentialsError
