@@ -72,7 +72,11 @@ class ReproduceResult(BaseModel):
 
     @property
     def reproduced(self) -> bool:
-        return self.identical and self.input_hash_ok and self.record_intact
+        """Same bits from the same input, the record intact, and (under the policy recorded with
+        the batch) the same decision. Under today's spec policy (a batch scored before policies
+        were recorded) a different decision may be the spec's change, so it is shown, not failed."""
+        decision_ok = self.decision_matches or self.decision_policy_source != POLICY_RECORDED
+        return self.identical and self.input_hash_ok and self.record_intact and decision_ok
 
 
 def read_prediction_record(engine: Engine, record_id: str) -> dict[str, Any]:
@@ -193,6 +197,12 @@ def reproduce_text(result: ReproduceResult) -> str:
     if not result.record_intact:
         lines.append("  the audit record no longer matches its own hash (edited after it was written)")
     if not result.decision_matches and result.identical:
-        lines.append(f"  (same score; different decision under the {result.decision_policy_source} policy)")
+        lines.append(
+            "  same score, another decision: the recorded decision is not what the policy recorded "
+            "with the batch gives (the record or the policy was changed after scoring)"
+            if result.decision_policy_source == POLICY_RECORDED
+            else "  same score, another decision under the model spec's policy of today (the batch "
+            "recorded no policy; the spec may have changed since)"
+        )
     lines.append(f"  -> {verdict}")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mlops.audit import create_audit_engine, open_audit_store
+from mlops.audit import open_audit_store, open_existing_audit_store
 from mlops.constants import KIND_VALID
 from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
@@ -270,7 +270,7 @@ def publish_scoring_report_task(result: ScoringResult) -> None:
 )
 def reproduce_prediction_task(prediction_id: str, settings: Settings) -> ReproduceResult:
     """Read the record, reload the exact version, read and check the input row, score again."""
-    engine = create_audit_engine(settings.resolved_audit_db_url)
+    engine = open_existing_audit_store(settings)  # a mistyped MLOPS_HOME is named, not created
     try:
         record = read_prediction_record(engine, prediction_id)
         recorded_policy = recorded_decision_policy(engine, record["batch_id"])

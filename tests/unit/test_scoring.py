@@ -8,6 +8,7 @@ import io
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -516,15 +517,10 @@ def test_a_single_chunk_reads_exactly_like_read_batch(tmp_path: Path, contract: 
 # --- reproduce ---------------------------------------------------------------------------
 
 
-def test_reproduce_from_detects_another_score_or_another_row(
-    contract: Contract, models: ScoringModels
-) -> None:
-    from mlops.reproduce import reproduce_from
-
-    frame = typed_rows(contract, 20, seed=12)
-    [chunk] = iter_scored_chunks(frame, ctx(models, 0.0), snapshot_sha256=SNAPSHOT)
-    record = chunk.records.iloc[4].to_dict() | {
-        "record_id": "r-4",
+def stored_record(records: pd.DataFrame, i: int) -> dict[str, Any]:
+    """Row ``i`` of a chunk's audit records as the store returns it (a fake, unverifiable hash)."""
+    return records.iloc[i].to_dict() | {
+        "record_id": f"r-{i}",
         "batch_id": "b",
         "record_type": "prediction",
         "payload": None,
@@ -532,6 +528,16 @@ def test_reproduce_from_detects_another_score_or_another_row(
         "prev_hash": "0" * 64,
         "created_at": pd.Timestamp.now(tz="UTC"),
     }
+
+
+def test_reproduce_from_detects_another_score_or_another_row(
+    contract: Contract, models: ScoringModels
+) -> None:
+    from mlops.reproduce import reproduce_from
+
+    frame = typed_rows(contract, 20, seed=12)
+    [chunk] = iter_scored_chunks(frame, ctx(models, 0.0), snapshot_sha256=SNAPSHOT)
+    record = stored_record(chunk.records, 4)
     row = frame.iloc[[4]].reset_index(drop=True)
     same = reproduce_from(
         record,
@@ -555,3 +561,27 @@ def test_reproduce_from_detects_another_score_or_another_row(
     assert not moved.input_hash_ok and not moved.identical
     with pytest.raises(InputError, match="is not the one"):
         reproduce_from(record, row, models.challenger, POLICY, snapshot_uri="mem://")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("source", "reproduced"), [("recorded with the batch", False), ("model spec today", True)]
+)
+def test_another_decision_fails_reproduce_only_under_the_recorded_policy(
+    contract: Contract, models: ScoringModels, source: str, reproduced: bool
+) -> None:
+    """A record whose decision was changed (and the chain rewritten) gives the same score: the
+    decision re-derived under the batch's recorded policy must then fail the reproduction."""
+    from mlops.reproduce import reproduce_from, reproduce_text
+
+    frame = typed_rows(contract, 20, seed=12)
+    [chunk] = iter_scored_chunks(frame, ctx(models, 0.0), snapshot_sha256=SNAPSHOT)
+    record = stored_record(chunk.records, 4)
+    record["decision"] = "decline" if record["decision"] == "approve" else "approve"
+    result = reproduce_from(
+        record, frame.iloc[[4]].reset_index(drop=True), models.champion, POLICY, snapshot_uri="mem://"
+    )
+    result = result.model_copy(update={"record_intact": True, "decision_policy_source": source})
+    assert result.identical and not result.decision_matches
+    assert result.reproduced is reproduced
+    assert ("-> DIFFERENT" in reproduce_text(result)) is not reproduced
+    assert "same score, another decision" in reproduce_text(result)
