@@ -63,7 +63,7 @@ def test_an_unexpected_failure_exits_3_with_its_name_and_the_json_line(
     assert "Traceback" in err and "error: unexpected RuntimeError: disk on fire" in err
 
 
-def test_review_commands_never_create_an_audit_store(
+def test_commands_that_read_the_audit_store_never_create_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "mistyped-home"
@@ -72,6 +72,9 @@ def test_review_commands_never_create_an_audit_store(
     assert code == 2 and data["error"] == f"there is no audit store at {home / 'audit.db'}"
     assert "check MLOPS_HOME" in data["hint"] and not (home / "audit.db").exists()
     assert _run(capsys, "audit", "verify")[0] == 2  # still no store: not "intact, 0 records"
+    code, data, _ = _run(capsys, "reproduce", "0190b1e2-0000-7000-8000-000000000001")
+    assert code == 2 and data["error"] == f"there is no audit store at {home / 'audit.db'}"
+    assert not (home / "audit.db").exists()
 
 
 def test_a_home_that_cannot_be_one_is_named(
