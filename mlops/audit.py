@@ -84,12 +84,17 @@ proves nothing against someone who can rewrite the database and every copy of it
   file, a copy in another system). ``audit_anchors`` in the same database only helps against
   writers who forget it; ship anchors off the database (:func:`export_anchor`) often.
 * Does not catch: records appended after the newest surviving anchor by a writer who also
-  updates ``audit_chain_head`` (they look like genuine appends); a rewrite by someone who
+  updates ``audit_chain_head`` (they look like genuine appends), nor the newest records
+  deleted with the head rewritten to the last one kept (the CLI says so when no anchor was
+  checked); a rewrite by someone who
   controls the database and every anchor copy; a dishonest writer process (the chain
   records what it was told). Database triggers refuse UPDATE/DELETE on the append-only
   tables, but anyone with DDL rights can drop them.
 * The review queue table (``review_cases``) is mutable working state; the durable record of
-  a resolution is its ``review`` record in the chain.
+  a resolution is its ``review`` record in the chain. Training reads review labels from those
+  records, resolving refuses a case the chain resolved already, and :func:`verify_chain` holds
+  the table against the chain (:mod:`mlops.audit_cases`): an edited, re-opened or made-up
+  resolution, or a case whose prediction record is gone, makes the report not ``ok``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
+from mlops.audit_cases import chained_reviews, check_cases, review_of
 from mlops.audit_hashing import as_utc
 from mlops.audit_schema import (
     CASE_OPEN,
@@ -409,9 +410,23 @@ def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, rea
         if row is None:
             raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
         check_open(conn, _case(row))
-        key = conn.execute(
+        prediction = conn.execute(
             sa.select(audit_records.c.entity_key).where(audit_records.c.record_id == case_id)
-        ).scalar()
+        ).first()
+        if prediction is None:
+            raise ChainBroken(
+                f"review case {case_id!r} reviews a prediction record that is not in the audit store",
+                hint="run mlops audit verify (records were deleted); nothing was resolved",
+            )
+        done_before = review_of(conn, case_id, row.batch_id)
+        if done_before is not None:  # the row was re-opened outside the product
+            raise ReviewCaseAlreadyResolved(
+                f"review case {case_id!r} was resolved already: the audit chain holds its review "
+                f"({done_before.decision} by {done_before.reviewer}, record {done_before.record_id}), "
+                "though review_cases says open",
+                hint="a resolution is final; run mlops audit verify (review_cases was changed outside the product)",
+            )
+        key = prediction.entity_key
         payload = {
             "case_id": case_id,
             "reviewer": reviewer,
@@ -477,54 +492,61 @@ RESOLVED_COLUMNS: Final = (
 def resolved_cases(engine: Engine, model_name: str | None = None) -> pd.DataFrame:
     """Resolved cases with what training needs: the input reference and the implied label.
 
-    ``input_snapshot`` + ``input_row`` come from the prediction's audit record (not the
-    mutable case row); ``label`` is 1 for decline, 0 for approve (see the module docstring).
-    Raises :class:`ChainBroken` if a resolved case's prediction record is missing.
+    Read from the chain, not from the mutable case rows: the decision, reviewer and time come
+    from each case's ``review`` record, ``model_name``, ``model_version``, ``input_snapshot``
+    and ``input_row`` from the prediction's record; ``label`` is 1 for decline, 0 for approve
+    (see the module docstring). Raises :class:`ChainBroken` when ``review_cases`` disagrees
+    with the chain (:func:`mlops.audit_cases.check_cases`: an edited, re-opened or made-up
+    resolution is not learned from) or a resolved case's prediction record is missing.
     """
-    cases, preds = review_cases, audit_records
-    stmt = (
-        sa.select(
-            cases.c.case_id,
-            cases.c.model_name,
-            cases.c.model_version,
-            preds.c.input_snapshot,
-            preds.c.input_row,
-            preds.c.input_hash,
-            cases.c.decision,
-            cases.c.reviewer,
-            cases.c.resolved_at,
-            cases.c.review_record_id,
-            preds.c.record_id.label("prediction_record_id"),
-        )
-        .select_from(cases.outerjoin(preds, preds.c.record_id == cases.c.case_id))
-        .where(cases.c.status == CASE_RESOLVED)
-        .order_by(cases.c.resolved_at, cases.c.case_id)
-    )
-    if model_name is not None:
-        stmt = stmt.where(cases.c.model_name == model_name)
     with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    orphans = [r.case_id for r in rows if r.prediction_record_id is None]
+        check = check_cases(conn, model_name=model_name)
+        if not check.ok:
+            raise ChainBroken(
+                f"{check.summary()}; review labels are not used while they disagree",
+                hint="run mlops audit verify; review_cases was changed outside the product: restore it "
+                "from a backup (the chain's review records are what was decided)",
+            )
+        reviews = sorted(
+            chained_reviews(conn, model_name=model_name), key=lambda r: (r.created_at, r.case_id)
+        )
+        preds = _prediction_refs(conn, [r.case_id for r in reviews])
+    orphans = [r.case_id for r in reviews if r.case_id not in preds]
     if orphans:
         raise ChainBroken(
             f"{len(orphans)} resolved review case(s) have no prediction record, e.g. {orphans[0]}",
             hint="run mlops audit verify",
         )
+    refs = [preds[r.case_id] for r in reviews]
     frame = pd.DataFrame(
         {
-            "case_id": [r.case_id for r in rows],
-            "model_name": [r.model_name for r in rows],
-            "model_version": [r.model_version for r in rows],
-            "input_snapshot": [r.input_snapshot for r in rows],
-            "input_row": pd.array([r.input_row for r in rows], dtype="int64"),
-            "input_hash": [r.input_hash for r in rows],
-            "decision": [r.decision for r in rows],
-            "label": pd.array([LABEL_BY_DECISION[r.decision] for r in rows], dtype="int64"),
-            "label_source": ["review"] * len(rows),
-            "reviewer": [r.reviewer for r in rows],
-            "resolved_at": pd.to_datetime([as_utc(r.resolved_at) for r in rows], utc=True),
-            "review_record_id": [r.review_record_id for r in rows],
+            "case_id": [r.case_id for r in reviews],
+            "model_name": [p.model_name for p in refs],
+            "model_version": [p.model_version for p in refs],
+            "input_snapshot": [p.input_snapshot for p in refs],
+            "input_row": pd.array([p.input_row for p in refs], dtype="int64"),
+            "input_hash": [p.input_hash for p in refs],
+            "decision": [r.decision for r in reviews],
+            "label": pd.array([LABEL_BY_DECISION[r.decision] for r in reviews], dtype="int64"),
+            "label_source": ["review"] * len(reviews),
+            "reviewer": [r.reviewer for r in reviews],
+            "resolved_at": pd.to_datetime([r.created_at for r in reviews], utc=True),
+            "review_record_id": [r.record_id for r in reviews],
         },
         columns=list(RESOLVED_COLUMNS),
     )
     return frame
+
+
+def _prediction_refs(conn: Any, record_ids: Sequence[str]) -> dict[str, Any]:
+    """record id -> (model_name, model_version, input_snapshot, input_row, input_hash) of these
+    prediction records (those in the store)."""
+    a = audit_records.c
+    found: dict[str, Any] = {}
+    for start in range(0, len(record_ids), _BATCHES_PER_QUERY):
+        part = record_ids[start : start + _BATCHES_PER_QUERY]
+        stmt = sa.select(
+            a.record_id, a.model_name, a.model_version, a.input_snapshot, a.input_row, a.input_hash
+        ).where(a.record_type == RECORD_PREDICTION, a.record_id.in_(part))
+        found.update({str(row.record_id): row for row in conn.execute(stmt)})
+    return found

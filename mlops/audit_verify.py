@@ -19,12 +19,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from mlops.audit_cases import CaseCheck, check_cases
 from mlops.audit_hashing import GENESIS_HASH, as_utc, record_hash
 from mlops.audit_schema import audit_anchors, audit_chain_head, audit_records
 from mlops.audit_write import AuditStoreError, chain_transaction, lock_head
 from mlops.errors import ChainBroken, InputError
 
 BreakKind = Literal["edited", "deleted", "inserted", "reordered", "rewritten"]
+CASES_HINT: Final = (
+    "review_cases was changed outside the product (the chain's review records are what people decided): "
+    "restore it from a backup; training refuses review labels until the two agree"
+)
 
 
 class ChainBreak(BaseModel):
@@ -34,6 +39,10 @@ class ChainBreak(BaseModel):
     seq: int = Field(description="seq of the first broken record (for a deletion: first missing)")
     record_id: str | None = Field(description="record at that seq; None when it is missing")
     detail: str = Field(description="what was found, for a person")
+    untrusted_from: int = Field(
+        description="the first seq not vouched for: ``seq``, or for a rewrite the seq after the last "
+        "anchor that held (the edit itself may lie anywhere after it)"
+    )
 
 
 class Anchor(BaseModel):
@@ -54,16 +63,22 @@ class ChainReport(BaseModel):
     last_hash: str = Field(description="its record_hash (the genesis hash for an empty chain)")
     anchors_checked: int
     first_break: ChainBreak | None = None
+    cases: CaseCheck = Field(
+        default_factory=CaseCheck, description="the review queue held against the chain (mlops.audit_cases)"
+    )
     verified_at: datetime
 
     def raise_if_broken(self) -> None:
-        """Raise :class:`ChainBroken` (exit code 1) naming the first break."""
+        """Raise :class:`ChainBroken` (exit code 1) naming the first break, or the review cases
+        that disagree with the chain."""
         if self.first_break is not None:
             brk = self.first_break
             raise ChainBroken(
                 f"audit chain broken at seq {brk.seq} ({brk.kind}): {brk.detail}",
-                hint="treat records from this seq on as untrusted; restore from backup/anchors",
+                hint=f"treat records from seq {brk.untrusted_from} on as untrusted; restore from backup/anchors",
             )
+        if not self.cases.ok:
+            raise ChainBroken(self.cases.summary(), hint=CASES_HINT)
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -144,8 +159,16 @@ def _table_anchors(conn: Connection) -> list[Anchor]:
 # --- classification ----------------------------------------------------------------------
 
 
-def _brk(kind: BreakKind, seq: int, record_id: str | None, detail: str) -> ChainBreak:
-    return ChainBreak(kind=kind, seq=seq, record_id=record_id, detail=detail)
+def _brk(
+    kind: BreakKind, seq: int, record_id: str | None, detail: str, untrusted_from: int | None = None
+) -> ChainBreak:
+    return ChainBreak(
+        kind=kind,
+        seq=seq,
+        record_id=record_id,
+        detail=detail,
+        untrusted_from=seq if untrusted_from is None else untrusted_from,
+    )
 
 
 def _classify(
@@ -220,6 +243,7 @@ def _anchor_break(row: Row[Any], anchors: Sequence[Anchor], last_good_anchor: in
                 f"anchor from {anchor.source} (taken {anchor.created_at.isoformat()}) holds "
                 f"{anchor.record_hash[:16]}..., the store {row.record_hash[:16]}...: history "
                 f"after seq {last_good_anchor} was rewritten with recomputed hashes",
+                last_good_anchor + 1,
             )
     return None
 
@@ -256,7 +280,9 @@ def _walk(
                 seq,
                 str(row.record_id),
                 "the chain head table holds another hash for this seq: the tail was "
-                "replaced with recomputed hashes",
+                f"replaced with recomputed hashes (somewhere after seq {good_anchor}, the last anchor "
+                "that held)",
+                good_anchor + 1,
             )
         if brk is None and seq in by_seq:
             brk = _anchor_break(row, by_seq[seq], good_anchor)
@@ -282,7 +308,9 @@ def verify_chain(
 
     Checks every record's hash against its content, every prev link, gapless seqs, the chain
     head table, the anchors in ``audit_anchors`` and the extra ``anchors`` given (e.g. read
-    from files with :func:`load_anchors`). With ``anchor=True`` an intact chain's last record
+    from files with :func:`load_anchors`); then holds the review queue against the chain
+    (:func:`mlops.audit_cases.check_cases`: resolutions and their ``review`` records, cases
+    whose prediction record is gone). ``ok`` needs both. With ``anchor=True`` an intact chain's last record
     is anchored (a row in ``audit_anchors``) after the walk.
 
     The walk reads one snapshot (appends made meanwhile are not seen, nor mistaken for
@@ -295,17 +323,21 @@ def verify_chain(
         head_seq, head_hash = _read_head(conn)
         known = [*_table_anchors(conn), *anchors]
         walk = _walk(conn, page_size, head_seq, head_hash, known)
+        cases = (
+            check_cases(conn, predictions=True) if sa.inspect(conn).has_table("review_cases") else CaseCheck()
+        )
     last_seq, last_hash, checked, brk = walk
     report = ChainReport(
-        ok=brk is None,
+        ok=brk is None and cases.ok,
         records_checked=checked,
         last_seq=last_seq,
         last_hash=last_hash,
         anchors_checked=sum(1 for a in known if 0 < a.seq <= last_seq),
         first_break=brk,
+        cases=cases,
         verified_at=datetime.now(UTC),
     )
-    if anchor and report.ok and last_seq > 0:
+    if anchor and brk is None and last_seq > 0:
         _insert_anchor(engine, last_seq, last_hash)
     return report
 

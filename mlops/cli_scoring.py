@@ -83,6 +83,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 
 def cmd_audit(args: argparse.Namespace) -> Outcome:
     from mlops.audit import Anchor, export_anchor, load_anchors, open_existing_audit_store, verify_chain
+    from mlops.audit_verify import CASES_HINT
     from mlops.settings import get_settings
 
     anchors = load_anchors(*args.anchor_file)
@@ -93,23 +94,40 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
         engine.dispose()
     data = report.model_dump(mode="json")
     brk = report.first_break
-    if brk is None:
-        text = (
-            f"audit chain intact: {report.records_checked} records, head seq {report.last_seq} "
-            f"({report.last_hash[:16]}...), {report.anchors_checked} anchor(s) checked"
+    if brk is not None:
+        vouched = (
+            f"{report.records_checked} records before it verified"
+            if brk.untrusted_from == brk.seq
+            else f"the anchors vouch for seq 1..{brk.untrusted_from - 1} only"
         )
-        if args.export_anchor is not None:
-            head = Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
-            data["exported_anchor"] = str(export_anchor(head, args.export_anchor))
-            text += (
-                f"\nhead written to {args.export_anchor}: keep it where the database's writers cannot edit it"
-            )
-        return 0, data, text
+        text = (
+            f"audit chain BROKEN at seq {brk.seq} ({brk.kind}): record {brk.record_id or '(missing)'}: {brk.detail}\n"
+            f"  {vouched}; treat records from seq {brk.untrusted_from} on as untrusted"
+        )
+        return 1, data, text
     text = (
-        f"audit chain BROKEN at seq {brk.seq} ({brk.kind}): record {brk.record_id or '(missing)'}: {brk.detail}\n"
-        f"  {report.records_checked} records before it verified; treat records from seq {brk.seq} on as untrusted"
+        f"audit chain intact: {report.records_checked} records, head seq {report.last_seq} "
+        f"({report.last_hash[:16]}...), {report.anchors_checked} anchor(s) checked"
     )
-    return 1, data, text
+    if report.anchors_checked == 0 and report.last_seq > 0:
+        text += (
+            "\n  no anchor checked: records deleted from the end together with a rewritten chain head, "
+            "or a whole rewrite with recomputed hashes, would pass; anchor the head now and then "
+            "(--anchor --export-anchor FILE) and keep the file off this database"
+        )
+    cases = report.cases
+    text += f"\nreview cases: {cases.cases_checked} checked against {cases.reviews_checked} review record(s)"
+    if not cases.ok:
+        text += f" -> {cases.problems_total} DISAGREE with the chain:\n" + "\n".join(
+            f"  case {p.case_id}: {p.problem}" for p in cases.problems
+        )
+        text += f"\n  {CASES_HINT}"
+        return 1, data, text
+    if args.export_anchor is not None:
+        head = Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
+        data["exported_anchor"] = str(export_anchor(head, args.export_anchor))
+        text += f"\nhead written to {args.export_anchor}: keep it where the database's writers cannot edit it"
+    return 0, data, text
 
 
 def cmd_audit_find(args: argparse.Namespace) -> Outcome:

@@ -252,12 +252,29 @@ def test_audit_verify_and_reproduce_then_tamper(
     head_file = setup.batch_a.parent / "off-site" / "head.json"
     assert main(["audit", "verify", "--json", "--export-anchor", str(head_file)]) == 0
     # The predictions and the batch's scoring_batch and scoring_done records.
-    verified = last_json(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    verified = last_json(out)
     assert verified["records_checked"] == result.audit_records_written + 2
+    assert "no anchor checked: records deleted from the end" in out  # nothing vouched for the end yet
+    opened = result.review_cases_opened
+    assert opened > 0 and f"review cases: {opened} checked against 0 review record(s)" in out
     assert verified["exported_anchor"] == str(head_file)
     assert json.loads(head_file.read_text())["seq"] == verified["last_seq"]
     assert main(["audit", "verify", "--json", "--anchor-file", str(head_file)]) == 0  # the head vouched for
-    assert last_json(capsys.readouterr().out)["anchors_checked"] == 1
+    out = capsys.readouterr().out
+    assert last_json(out)["anchors_checked"] == 1 and "no anchor checked" not in out
+
+    with engine.begin() as conn:  # a case marked resolved in the table, with no review in the chain
+        conn.exec_driver_sql(
+            "UPDATE review_cases SET status = 'resolved', decision = 'approve', reviewer = 'x' "
+            "WHERE case_id = (SELECT min(case_id) FROM review_cases WHERE status = 'open')"
+        )
+    assert main(["audit", "verify", "--json"]) == 1
+    out = capsys.readouterr().out
+    assert "review cases: " in out and "-> 1 DISAGREE with the chain" in out
+    assert last_json(out)["cases"]["problems"][0]["problem"].endswith(
+        "the chain holds no review record of it"
+    )
 
     seq = int(records.set_index("record_id").loc[champion_id, "seq"])
     with engine.begin() as conn:  # an attacker with DDL rights edits one score

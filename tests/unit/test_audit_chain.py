@@ -432,6 +432,21 @@ def test_full_rewrite_passes_the_chain_but_not_the_anchor(engine: Engine) -> Non
         assert conn.execute(sa.select(sa.func.count()).select_from(audit.audit_anchors)).scalar()
     found = brk(engine)
     assert (found.kind, found.seq) == ("rewritten", 13)
+    assert found.untrusted_from == 1  # the edit (seq 6) lies somewhere after the last anchor that held
+
+
+def test_a_rewrite_after_a_good_anchor_is_untrusted_from_after_it(engine: Engine) -> None:
+    fill(engine)
+    sql(
+        engine,
+        "INSERT INTO audit_anchors (seq, record_hash, created_at) SELECT seq, record_hash, "
+        "'2026-01-01 00:00:00' FROM audit_records WHERE seq = 4",
+    )
+    audit.anchor_head(engine)  # seq 13
+    _rewrite_from(engine, 6)
+    found = brk(engine)
+    assert (found.kind, found.seq, found.untrusted_from) == ("rewritten", 13, 5)
+    assert found.untrusted_from != found.seq and "after seq 4" in found.detail
 
 
 def test_full_rewrite_including_the_anchor_table_is_caught_by_a_file_anchor(
