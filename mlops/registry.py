@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pandas as pd
 
-from mlops.errors import InputError, ServiceUnavailable, WorkRefused
+from mlops.errors import InputError, ServiceUnavailable, StorageIntegrityError, WorkRefused
 from mlops.lineage import NONE_VALUE, TAG_DECISION_RECORD_ID, TAG_VERDICT, TAG_VERDICT_FAILURES
 
 if TYPE_CHECKING:
@@ -136,6 +137,28 @@ def refuse_identical(registry: ModelRegistry, name: str, fingerprint: str, spec_
                 "rows, model spec and code; nothing new to register",
                 hint="a new model needs new labels: outcomes (mlops outcomes PATH) or resolved reviews",
             )
+
+
+def check_model_files(name: str, version: int, loaded: str | None, tags: Mapping[str, str]) -> None:
+    """Raise :class:`StorageIntegrityError` unless the files a loaded model version was built
+    from (``loaded``: sha256 of its booster + feature schema files) are the ones registered with
+    it (tag ``mlops.lineage.model_fingerprint``). A version without the tag, or a model of
+    another kind (``loaded`` None), is not checked.
+
+    MLflow keeps a version's files in its artifact store, which anyone who can write there can
+    change: a swapped booster would decide under the version's name, and its predictions would
+    then "reproduce" from the same swapped files."""
+    from mlops.lineage import TAG_MODEL_FINGERPRINT
+
+    expected = tags.get(TAG_MODEL_FINGERPRINT)
+    if loaded is None or not expected or loaded == expected:
+        return
+    raise StorageIntegrityError(
+        f"model {name} version {version}: its files in the artifact store hash to {loaded[:16]}..., "
+        f"not to the fingerprint registered with the version ({expected[:16]}...); nothing was scored",
+        hint="the model's booster or feature schema was changed after registration: restore the "
+        "version's artifacts from a backup (or roll back to another version)",
+    )
 
 
 def unregistered_message(registry: ModelRegistry, name: str) -> str:

@@ -46,6 +46,7 @@ from mlops.audit_hashing import as_utc, entity_key
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
 from mlops.model_spec import DecisionPolicy
+from mlops.registry import check_model_files
 from mlops.validation import ValidationSummary
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ def load_model_version(
     mlflow.set_registry_uri(registry.tracking_uri)
     pyfunc: Any = load_pyfunc(f"models:/{name}/{int(version)}")
     inner: Any = pyfunc.unwrap_python_model()
+    check_model_files(
+        name, version, getattr(inner, "artifact_fingerprint", None), registry.version_tags(name, version)
+    )
     if callable(getattr(inner, "score", None)):
         return loaded_pyfunc(name, version, alias, inner)
     return LoadedModel(name=name, version=int(version), alias=alias, predict=pyfunc.predict)

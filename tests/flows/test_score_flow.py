@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -292,6 +293,33 @@ def test_audit_verify_and_reproduce_then_tamper(
     assert main(["reproduce", str(champion_id), "--json"]) == 1
     data = last_json(capsys.readouterr().out)
     assert not data["reproduced"] and not data["record_intact"] and not data["identical"]
+
+
+def test_a_model_file_changed_in_the_artifact_store_is_refused(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = score_batch(source=str(setup.batch_a))
+    records = records_of(engine, result.batch_id)
+    champion_id = str(records.loc[records["role"] == ROLE_CHAMPION, "record_id"].iloc[0])
+    client = make_registry(get_settings()).client
+    model_id = client.get_model_version(MODEL, "1").source.removeprefix("models:/")  # m-...
+    folder = Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
+    [booster] = folder.rglob("booster.json")  # the champion's (version 1) booster as MLflow keeps it
+    original = booster.read_bytes()
+    booster.write_bytes(original.replace(b'"', b' "', 1))  # one byte more: still a loadable model
+    try:
+        assert main(["score", str(setup.batch_b), "--json"]) == 1
+        data = last_json(capsys.readouterr().out)
+        assert data["error"].startswith(f"model {MODEL} version 1: its files in the artifact store hash to")
+        assert "restore the version's artifacts" in data["hint"]
+        assert main(["reproduce", champion_id, "--json"]) == 1  # not "IDENTICAL" from the same swapped file
+        assert (
+            "not to the fingerprint registered with the version"
+            in last_json(capsys.readouterr().out)["error"]
+        )
+    finally:
+        booster.write_bytes(original)
+    assert main(["reproduce", champion_id, "--json"]) == 0
 
 
 def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
