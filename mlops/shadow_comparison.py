@@ -298,7 +298,11 @@ def compare_on_shadow(
         message = exc.message if isinstance(exc, MlopsError) else str(exc)
         return _refused(data, [f"the shadow rows could not be evaluated: {message}"])
     reasons = list(record.failures)
-    if rows is None and rows_note:
-        reasons.append(f"slices/fairness not checked: {rows_note}")
-    passed = record.verdict == VERDICT_PASSED
+    unread = rows is None and bool(rows_note)
+    if unread:  # fail closed: a snapshot altered or gone is not a gate that "passed"
+        reasons.append(
+            f"{rows_note}: the slices, the fairness gate and the outcomes observed before their "
+            "application cannot be checked, so the challenger is not promoted"
+        )
+    passed = record.verdict == VERDICT_PASSED and not unread
     return ShadowEvidence(data=data, decision_record=record, passed=passed, reasons=[] if passed else reasons)

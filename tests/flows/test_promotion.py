@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -75,7 +76,7 @@ from mlops.promotion import (
 )
 from mlops.registry import MlflowRegistry, make_registry
 from mlops.settings import DEFAULT_MODEL_SPECS_DIR, get_settings
-from mlops.storage import make_store, read_snapshot
+from mlops.storage import make_store, read_snapshot, snapshot_key
 from tasks.promotion import compare_on_shadow_task, plan_promotion_task
 from tests.helpers import latest_artifact, wait_for_events
 from tests.training_helpers import ingest, ingest_settings_history, run_train_tasks, simulated_day, write_spec
@@ -372,6 +373,28 @@ def test_refused_without_enough_labels_then_for_a_worse_challenger(
 
     assert main(["promote", "--model", MODEL, "--json"]) == 1
     assert len(promotion_records(OUTCOME_REFUSED)) == 3 and champions(champion) == [1]
+
+
+def test_a_scored_snapshot_altered_in_the_store_refuses_the_promotion(
+    good_challenger: int, specs: Path
+) -> None:
+    """With no slice or fairness gate the rows are still needed (early outcomes): fail closed."""
+    _write_spec(specs, gates={k: GATES[k] for k in ("floors", "non_inferiority")})
+    shadow_traffic()
+    backends = _backends()
+    with backends.audit.connect() as conn:
+        scored = conn.execute(
+            sa.select(audit.audit_records.c.input_snapshot).where(audit.audit_records.c.role == "shadow")
+        ).scalars()
+        key = snapshot_key(KIND_VALID, "credit_applications", sorted(set(scored))[0])
+    backends.store.put_bytes(key, backends.store.get_bytes(key) + b"appended")
+
+    with pytest.raises(PromotionRefused, match=r"(?s)hashes to .*: the slices, the fairness gate") as refused:
+        promote(model=MODEL)
+
+    assert refused.value.promotion_id and champions(make_registry()) == [1]
+    [record] = promotion_records(OUTCOME_REFUSED)
+    assert any("could not be read" in r for r in record["payload"]["reasons"])
 
 
 def test_manual_policy_on_the_command_line(good_challenger: int, monkeypatch: pytest.MonkeyPatch) -> None:
