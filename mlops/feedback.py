@@ -31,6 +31,7 @@ from mlops.constants import KIND_VALID
 from mlops.contracts import Contract
 from mlops.errors import InputError
 from mlops.labels import LABEL_SOURCE_COLUMN, LABEL_SOURCE_REVIEW, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN
+from mlops.lineage import ReviewLabel
 from mlops.review_desk import input_references
 from mlops.storage import ObjectStore, read_snapshot
 
@@ -157,3 +158,28 @@ def review_labelled_rows(
         skipped=skipped,
     )
     return FeedbackSet(frame=out, summary=summary)
+
+
+def review_labels(labelled: pd.DataFrame, target: str) -> list[ReviewLabel]:
+    """The rows of a labelled set that a person's review labelled (their provenance columns),
+    for the model's lineage; none when the set holds no review row."""
+    if LABEL_SOURCE_COLUMN not in labelled.columns or REVIEW_RECORD_COLUMN not in labelled.columns:
+        return []
+    rows = labelled.loc[labelled[LABEL_SOURCE_COLUMN] == LABEL_SOURCE_REVIEW]
+    return [
+        ReviewLabel(
+            review_record_id=str(record),
+            case_id=str(case),
+            input_snapshot=str(snapshot),
+            input_row=int(row),
+            label=int(label),
+        )
+        for record, case, snapshot, row, label in zip(
+            rows[REVIEW_RECORD_COLUMN],
+            rows[REVIEW_CASE_COLUMN],
+            rows[SNAPSHOT_COLUMN],
+            rows[SNAPSHOT_ROW_COLUMN],
+            rows[target],
+            strict=True,
+        )
+    ]

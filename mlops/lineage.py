@@ -8,6 +8,7 @@ a repository, or without git, the commit and dirty flag are ``unknown``.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from importlib.metadata import distributions
 from pathlib import Path
@@ -35,6 +36,10 @@ TAG_COMPARED_WITH: Final = "mlops.lineage.compared_with_champion"
 TAG_MODEL_FINGERPRINT: Final = "mlops.lineage.model_fingerprint"  # sha256 of booster + feature schema
 TAG_TRAINING_ROWS: Final = "mlops.lineage.training_rows"
 TAG_EVALUATION_ROWS: Final = "mlops.lineage.evaluation_rows"
+# Rows labelled by a person's review (the feedback loop): how many, and a digest of which
+# (review record, case, input row, label); the list itself is in lineage.json.
+TAG_REVIEW_LABELS: Final = "mlops.lineage.review_labels"
+TAG_REVIEW_LABELS_SHA256: Final = "mlops.lineage.review_labels_sha256"
 LINEAGE_TAGS: Final = (
     TAG_APPLICATION_SNAPSHOTS,
     TAG_OUTCOME_SNAPSHOTS,
@@ -54,6 +59,8 @@ LINEAGE_TAGS: Final = (
     TAG_MODEL_FINGERPRINT,
     TAG_TRAINING_ROWS,
     TAG_EVALUATION_ROWS,
+    TAG_REVIEW_LABELS,
+    TAG_REVIEW_LABELS_SHA256,
 )
 
 # Gate verdict on a version (values: mlops.gates VERDICT_PASSED / VERDICT_FAILED / VERDICT_BOOTSTRAP).
@@ -146,6 +153,24 @@ def snapshots_sha256(application_snapshots: list[str], outcome_snapshots: list[s
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class ReviewLabel(BaseModel):
+    """A training row labelled by a person: the chained ``review`` record that decided it (the
+    label is checkable against the audit store), its case and the scored input row."""
+
+    review_record_id: str
+    case_id: str
+    input_snapshot: str
+    input_row: int
+    label: int
+
+
+def review_labels_sha256(labels: list[ReviewLabel]) -> str:
+    """sha256 of the review labels as canonical JSON, in review record order."""
+    ordered = sorted(labels, key=lambda r: r.review_record_id)
+    text = json.dumps([r.model_dump(mode="json") for r in ordered], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class Lineage(BaseModel):
     """Everything that made a model version (``tags()`` gives the version tags)."""
 
@@ -165,6 +190,7 @@ class Lineage(BaseModel):
     model_fingerprint: str
     training_rows: int
     evaluation_rows: int
+    review_labels: list[ReviewLabel] = []
 
     def tags(self) -> dict[str, str]:
         def opt(value: object) -> str:
@@ -190,4 +216,6 @@ class Lineage(BaseModel):
             TAG_MODEL_FINGERPRINT: self.model_fingerprint,
             TAG_TRAINING_ROWS: str(self.training_rows),
             TAG_EVALUATION_ROWS: str(self.evaluation_rows),
+            TAG_REVIEW_LABELS: str(len(self.review_labels)),
+            TAG_REVIEW_LABELS_SHA256: review_labels_sha256(self.review_labels),
         }

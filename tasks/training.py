@@ -28,6 +28,7 @@ from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVENT_MODEL_REGIST
 from mlops.contracts import Contract, load_contract
 from mlops.evaluation import EvaluationReport, evaluate
 from mlops.events import emit
+from mlops.feedback import review_labels
 from mlops.gates import VERDICT_FAILED, DecisionRecord, ModelRef, evaluate_gates, gate_table_markdown
 from mlops.labels import LINEAGE_COLUMNS, LabelledSet, gather_labelled
 from mlops.lineage import (
@@ -346,6 +347,7 @@ def build_lineage_task(
         model_fingerprint=candidate.fingerprint(),
         training_rows=len(split.train),
         evaluation_rows=len(split.evaluation),
+        review_labels=review_labels(labelled.frame, bundle.spec.target_column),
     )
 
 

@@ -31,7 +31,10 @@ from mlops.lineage import (
     TAG_OUTCOME_SNAPSHOTS,
     TAG_PROMOTED_BY,
     TAG_PROMOTION_KIND,
+    TAG_REVIEW_LABELS,
+    TAG_REVIEW_LABELS_SHA256,
     TAG_VERDICT,
+    review_labels_sha256,
 )
 from mlops.promotion import PromotionRefused, promotion_audit_records
 from mlops.registry import IdenticalModel, make_registry
@@ -90,6 +93,7 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
     tags = registry.version_tags(MODEL, 1)
     assert set(LINEAGE_TAGS) <= set(tags)
     assert tags[TAG_FLOW_RUN_ID] == result.flow_run_id
+    assert tags[TAG_REVIEW_LABELS] == "0" and tags[TAG_REVIEW_LABELS_SHA256] == review_labels_sha256([])
     assert validated_history in tags[TAG_OUTCOME_SNAPSHOTS].split(",")
     assert tags[TAG_VERDICT] == "bootstrap"
     record = registry.read_run_json(result.run_id, DECISION_RECORD_ARTIFACT)

@@ -10,8 +10,9 @@ from sqlalchemy.engine import Engine
 
 from mlops import audit
 from mlops.errors import InputError
-from mlops.feedback import REVIEW_CASE_COLUMN, REVIEWER_COLUMN, review_labelled_rows
+from mlops.feedback import REVIEW_CASE_COLUMN, REVIEWER_COLUMN, review_labelled_rows, review_labels
 from mlops.labels import LABEL_SOURCE_COLUMN, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN, join_labels
+from mlops.lineage import ReviewLabel, review_labels_sha256
 from mlops.storage import LocalStore
 from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
 
@@ -73,6 +74,19 @@ def test_rows_fit_the_training_hook_and_observed_outcomes_win(engine: Engine, st
     assert by_id.loc[ids[0], "defaulted"] == 0 and by_id.loc[ids[0], LABEL_SOURCE_COLUMN] == "outcome"
     assert by_id.loc[ids[1], "defaulted"] == 1 and by_id.loc[ids[1], LABEL_SOURCE_COLUMN] == "review"
     assert counts["extra_labelled_rows"] == 1
+    # The model's lineage names the review labels it learned from (the outcome-labelled row is not one).
+    [used] = review_labels(joined, "defaulted")
+    case = audit.get_case(engine, records[1])
+    assert used == ReviewLabel(
+        review_record_id=str(case.review_record_id),
+        case_id=records[1],
+        input_snapshot=sha,
+        input_row=1,
+        label=1,
+    )
+    flipped = used.model_copy(update={"label": 0})
+    assert review_labels_sha256([used]) != review_labels_sha256([flipped])
+    assert review_labels_sha256([]) == review_labels_sha256(review_labels(labelled_apps, "defaulted"))
 
 
 def test_unusable_cases_are_listed_not_dropped_silently(engine: Engine, store: LocalStore) -> None:
