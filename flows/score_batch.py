@@ -27,6 +27,7 @@ from tasks.scoring import (
     publish_scoring_report_task,
     resolve_models_task,
     score_and_audit_task,
+    since_training_task,
     validate_batch_chunks_task,
 )
 from tasks.validation import publish_validation_report_task
@@ -121,6 +122,10 @@ def score_batch(
         print(
             f"{model} has no challenger: canary share {canary_share:.2%} ignored, the champion decides every row"
         )
+    notes = since_training_task(plan, versions, canary_share > 0.0, point is not None, settings)
+    for note in notes:
+        print(f"note: {note}")
+    result = result.model_copy(update={"notes": notes})
     champion = load_model_version_task(model, versions.champion, ALIAS_CHAMPION, settings)
     challenger = (
         load_model_version_task(model, versions.challenger, ALIAS_CHALLENGER, settings)

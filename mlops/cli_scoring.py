@@ -57,6 +57,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
             else ")"
         ),
     ]
+    lines += [f"note: {note}" for note in result.notes]
     if result.resumed:
         lines.insert(
             0,

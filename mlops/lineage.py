@@ -29,6 +29,7 @@ TAG_GIT_COMMIT: Final = "mlops.lineage.git_commit"
 TAG_GIT_DIRTY: Final = "mlops.lineage.git_dirty"
 TAG_MODEL_SPEC: Final = "mlops.lineage.model_spec"
 TAG_MODEL_SPEC_SHA256: Final = "mlops.lineage.model_spec_sha256"
+TAG_DECISION_POLICY_SHA256: Final = "mlops.lineage.decision_policy_sha256"  # the policy it was gated under
 TAG_PACKAGES_SHA256: Final = "mlops.lineage.packages_sha256"
 TAG_SEED: Final = "mlops.lineage.seed"
 TAG_FLOW_RUN_ID: Final = "mlops.lineage.prefect_flow_run_id"
@@ -52,6 +53,7 @@ LINEAGE_TAGS: Final = (
     TAG_GIT_DIRTY,
     TAG_MODEL_SPEC,
     TAG_MODEL_SPEC_SHA256,
+    TAG_DECISION_POLICY_SHA256,
     TAG_PACKAGES_SHA256,
     TAG_SEED,
     TAG_FLOW_RUN_ID,
@@ -183,6 +185,7 @@ class Lineage(BaseModel):
     git: GitState
     model_spec: str
     model_spec_sha256: str
+    decision_policy_sha256: str = UNKNOWN_VALUE
     packages: list[str]
     seed: int
     flow_run_id: str | None
@@ -209,6 +212,7 @@ class Lineage(BaseModel):
             TAG_GIT_DIRTY: dirty,
             TAG_MODEL_SPEC: self.model_spec,
             TAG_MODEL_SPEC_SHA256: self.model_spec_sha256,
+            TAG_DECISION_POLICY_SHA256: self.decision_policy_sha256,
             TAG_PACKAGES_SHA256: packages_sha256(self.packages),
             TAG_SEED: str(self.seed),
             TAG_FLOW_RUN_ID: opt(self.flow_run_id),

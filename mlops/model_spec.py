@@ -335,6 +335,14 @@ def load_model_spec(
     return resolve_model_spec(spec, applications, outcomes)
 
 
+def decision_policy_hash(policy: DecisionPolicy) -> str:
+    """sha256 of the decision policy's canonical JSON: the rule that turned scores into decisions
+    (recorded with each scored batch, and as a lineage tag of each trained version)."""
+    from mlops.audit_hashing import canonical_json
+
+    return hashlib.sha256(canonical_json(policy.model_dump(mode="json")).encode()).hexdigest()
+
+
 def model_spec_hash(spec: ModelSpec) -> str:
     """sha256 of the resolved spec's canonical JSON (lineage: which spec trained a version)."""
     text = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

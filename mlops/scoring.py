@@ -45,11 +45,13 @@ from pydantic import BaseModel, Field, SecretStr
 from mlops.audit_hashing import as_utc, entity_key
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
-from mlops.model_spec import DecisionPolicy
+from mlops.model_spec import DecisionPolicy, decision_policy_hash
 from mlops.registry import check_model_files
 from mlops.validation import ValidationSummary
 
 if TYPE_CHECKING:
+    from mlops.contracts import Contract
+    from mlops.model_spec import ModelSpec
     from mlops.registry import MlflowRegistry
 
 FloatArray = npt.NDArray[np.float64]
@@ -650,6 +652,10 @@ class ScoringResult(BaseModel):
     rows_already_scored: int = Field(
         0, description="rows of a resumed batch written by earlier runs (not in the counts above)"
     )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what differs since the scoring versions were trained (see since_training_notes)",
+    )
 
     def fill_from(self, tally: ScoringTally) -> ScoringResult:
         shadow = tally.shadow_rows
@@ -723,13 +729,6 @@ def check_claim(conn: Any, batch_id: str, claim: str) -> None:
             "to it so that no row is decided twice (nothing of this chunk was written)",
             hint="the resuming run finishes the batch; see its scoring_done record",
         )
-
-
-def decision_policy_hash(policy: DecisionPolicy) -> str:
-    """sha256 of the decision policy's canonical JSON: the rule that turned scores into decisions."""
-    from mlops.audit_hashing import canonical_json
-
-    return hashlib.sha256(canonical_json(policy.model_dump(mode="json")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -1087,3 +1086,34 @@ def scoring_markdown(result: ScoringResult) -> str:
         lines.append("")
     lines.append("Snapshots: " + ", ".join(f"`{s[:16]}…`" for s in result.snapshots))
     return "\n".join(lines)
+
+
+def since_training_notes(
+    spec: ModelSpec, contract: Contract, tags: Mapping[int, Mapping[str, str]], deciding: Sequence[int]
+) -> list[str]:
+    """What changed since the versions scoring a batch were trained (``tags``: each version's
+    tags; ``deciding``: the versions that take decisions): the decision policy of the spec
+    (for a deciding version) and the applications contract's version. Said, not refused: a
+    policy may be changed on purpose without retraining, and every batch records the policy it
+    used; versions without the tags are not compared."""
+    from mlops.lineage import TAG_APPLICATIONS_CONTRACT_VERSION, TAG_DECISION_POLICY_SHA256
+
+    notes: list[str] = []
+    today = decision_policy_hash(spec.decision_policy)
+    for version in deciding:
+        gated = tags.get(version, {}).get(TAG_DECISION_POLICY_SHA256)
+        if gated and len(gated) == 64 and gated != today:
+            notes.append(
+                f"the decision policy of model spec {spec.name} is not the one version {version} was "
+                f"trained and gated under (sha256 {gated[:12]}..., today {today[:12]}...): it decides "
+                "this batch under today's policy, recorded with the batch"
+            )
+    for version, version_tags in sorted(tags.items()):
+        trained = [v for v in version_tags.get(TAG_APPLICATIONS_CONTRACT_VERSION, "").split(",") if v]
+        if trained and contract.version not in trained:
+            notes.append(
+                f"the applications contract {contract.name} is version {contract.version}; version "
+                f"{version} was trained on version {', '.join(trained)}: a category it never saw "
+                "scores as a missing value"
+            )
+    return notes

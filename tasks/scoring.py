@@ -50,6 +50,7 @@ from mlops.scoring import (
     resolve_versions,
     score_frames,
     scoring_markdown,
+    since_training_notes,
 )
 from mlops.scoring_input import BatchValidation, iter_batch_chunks, read_valid_snapshot, validate_in_chunks
 from mlops.scoring_resume import ResumePoint, find_resume_point, record_resumption, recorded_validation_time
@@ -81,6 +82,21 @@ def resolve_models_task(model: str, settings: Settings) -> ScoringPlan:
     return ScoringPlan(
         spec=spec, contract=contract, versions=resolve_versions(make_registry(settings), model)
     )
+
+
+@task(name="compare-with-training", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def since_training_task(
+    plan: ScoringPlan, versions: ModelVersions, canary: bool, resumed: bool, settings: Settings
+) -> list[str]:
+    """Notes on what differs since the scoring versions were trained (their registry tags). A
+    resumed batch decides under the policy recorded with it, so its policy is not compared."""
+    registry = make_registry(settings)
+    scoring = [v for v in (versions.champion, versions.challenger) if v is not None]
+    deciding = [versions.champion] + ([versions.challenger] if canary and versions.challenger else [])
+    if resumed:
+        deciding = []
+    tags = {v: registry.version_tags(plan.spec.name, v) for v in scoring}
+    return since_training_notes(plan.spec, plan.contract, tags, deciding)
 
 
 @task(

@@ -42,7 +42,7 @@ from mlops.lineage import (
     git_state,
     installed_packages,
 )
-from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
+from mlops.model_spec import ModelSpec, decision_policy_hash, load_model_spec, model_spec_hash
 from mlops.registry import (
     DatasetLog,
     LoggedRun,
@@ -340,6 +340,7 @@ def build_lineage_task(
         git=environment.git,
         model_spec=bundle.spec.name,
         model_spec_sha256=model_spec_hash(bundle.spec),
+        decision_policy_sha256=decision_policy_hash(bundle.spec.decision_policy),
         packages=environment.packages,
         seed=bundle.spec.seed,
         flow_run_id=flow_run_id,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sqlalchemy.engine import Engine
@@ -234,6 +235,7 @@ def test_audit_verify_and_reproduce_then_tamper(
     setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = score_batch(source=str(setup.batch_a), canary_share=CANARY)
+    assert result.notes == []  # the policy and contract its versions were trained under
     records = records_of(engine, result.batch_id)
     champion_id = records.loc[records["role"] == ROLE_CHAMPION, "record_id"].iloc[7]
     canary_id = records.loc[records["role"] == ROLE_CANARY, "record_id"].iloc[0]
@@ -293,6 +295,27 @@ def test_audit_verify_and_reproduce_then_tamper(
     assert main(["reproduce", str(champion_id), "--json"]) == 1
     data = last_json(capsys.readouterr().out)
     assert not data["reproduced"] and not data["record_intact"] and not data["identical"]
+
+
+def test_a_decision_policy_changed_since_training_is_said(
+    setup: Setup,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    specs = tmp_path / "specs"
+    spec = yaml.safe_load((get_settings().model_specs_dir / f"{MODEL}.yaml").read_text())
+    spec["decision_policy"] = {**spec["decision_policy"], "threshold": 0.3, "review_band": [0.25, 0.35]}
+    specs.mkdir()
+    (specs / f"{MODEL}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(specs))
+
+    assert main(["score", str(setup.batch_a), "--json"]) == 0  # said, not refused
+    out = capsys.readouterr().out
+    [note] = last_json(out)["notes"]  # v1 decides; v2 (untagged) only shadows
+    assert note.startswith(f"the decision policy of model spec {MODEL} is not the one version 1 was trained")
+    assert f"note: {note}" in out
 
 
 def test_a_model_file_changed_in_the_artifact_store_is_refused(

@@ -585,3 +585,24 @@ def test_another_decision_fails_reproduce_only_under_the_recorded_policy(
     assert result.reproduced is reproduced
     assert ("-> DIFFERENT" in reproduce_text(result)) is not reproduced
     assert "same score, another decision" in reproduce_text(result)
+
+
+def test_since_training_notes_name_a_changed_policy_and_contract(contract: Contract) -> None:
+    from mlops.lineage import TAG_APPLICATIONS_CONTRACT_VERSION, TAG_DECISION_POLICY_SHA256
+    from mlops.model_spec import decision_policy_hash, load_model_spec
+    from mlops.scoring import since_training_notes
+
+    spec = load_model_spec("credit-risk")
+    today = decision_policy_hash(spec.decision_policy)
+    same = {TAG_DECISION_POLICY_SHA256: today, TAG_APPLICATIONS_CONTRACT_VERSION: contract.version}
+    other = {TAG_DECISION_POLICY_SHA256: "f" * 64, TAG_APPLICATIONS_CONTRACT_VERSION: "0.9.0,1.0.0"}
+
+    assert since_training_notes(spec, contract, {1: same, 2: same}, [1, 2]) == []
+    assert since_training_notes(spec, contract, {1: {}, 2: {}}, [1]) == []  # untagged: not compared
+    notes = since_training_notes(spec, contract, {1: same, 2: other}, [1])  # v2 shadows only
+    assert notes == [
+        f"the applications contract {contract.name} is version {contract.version}; version 2 was trained "
+        "on version 0.9.0, 1.0.0: a category it never saw scores as a missing value"
+    ]
+    canary = since_training_notes(spec, contract, {1: same, 2: other}, [1, 2])  # v2 decides a share
+    assert len(canary) == 2 and canary[0].startswith("the decision policy of model spec credit-risk")
