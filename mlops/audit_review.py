@@ -14,7 +14,7 @@ outcome labels where a training spec asks for it (the ``label_source`` column sa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -87,6 +87,12 @@ class InvalidReviewDecision(ReviewError):
     """The decision is not approve/decline, or reviewer/reason is empty."""
 
 
+class ReviewerNotAllowed(ReviewError):
+    """The reviewer is not one of ``MLOPS_REVIEWERS`` (the CLI exits 1: refused)."""
+
+    exit_code = 1
+
+
 class ReviewCase(BaseModel):
     """One case of the review queue."""
 
@@ -143,9 +149,9 @@ def open_review_case(engine: Engine, case_id: str, reason: str, *, opened_by: st
     after the prediction, which in a large store takes seconds), then again under it for what
     was appended meanwhile only, so scoring appends never wait behind that search.
     """
-    if not opened_by.strip():
+    if not visible(opened_by):
         raise InvalidReviewDecision("who routes the case to review is required", hint="--by WHO")
-    if not reason.strip():
+    if not visible(reason):
         raise InvalidReviewDecision("a review case needs a routing reason", hint="--reason TEXT")
     with engine.connect() as conn:
         head = int(conn.execute(sa.select(audit_chain_head.c.seq)).scalar_one())
@@ -384,25 +390,46 @@ def count_open_cases(engine: Engine, model_name: str | None = None) -> int:
         return int(conn.execute(stmt).scalar_one())
 
 
-def _check_resolution(reviewer: str, decision: str, reason: str) -> None:
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character a person can see (not only spaces, zero-width or other
+    format characters: a reason of one zero-width space reads as empty)."""
+    return any(ch.isprintable() and not ch.isspace() for ch in text)
+
+
+def _check_resolution(reviewer: str, decision: str, reason: str, allowed: Collection[str]) -> None:
     if decision not in DECISIONS:
         raise InvalidReviewDecision(
             f"decision must be one of {list(DECISIONS)}, got {decision!r}",
             hint="--decision approve|decline",
         )
-    if not reviewer.strip():
+    if not visible(reviewer):
         raise InvalidReviewDecision("the reviewer's identity is required", hint="--reviewer WHO")
-    if not reason.strip():
+    if not visible(reason):
         raise InvalidReviewDecision("a reason is required", hint="--reason TEXT")
+    if allowed and reviewer.strip() not in allowed:
+        raise ReviewerNotAllowed(
+            f"{reviewer.strip()!r} is not an allowed reviewer (MLOPS_REVIEWERS)",
+            hint="a person named in MLOPS_REVIEWERS resolves the case; nothing was written",
+        )
 
 
-def resolve_case(engine: Engine, case_id: str, reviewer: str, decision: str, reason: str) -> ReviewCase:
+def resolve_case(
+    engine: Engine,
+    case_id: str,
+    reviewer: str,
+    decision: str,
+    reason: str,
+    *,
+    allowed_reviewers: Collection[str] = (),
+) -> ReviewCase:
     """Resolve an open case and append a ``review`` audit record, in one transaction.
 
-    Raises :class:`InvalidReviewDecision`, :class:`ReviewCaseNotFound` or
-    :class:`ReviewCaseAlreadyResolved`; nothing is written then.
+    ``allowed_reviewers`` (``Settings.reviewers``): when given, only they may resolve. Raises
+    :class:`InvalidReviewDecision`, :class:`ReviewerNotAllowed`, :class:`ReviewCaseNotFound`
+    or :class:`ReviewCaseAlreadyResolved`; nothing is written then.
     """
-    _check_resolution(reviewer, decision, reason)
+    _check_resolution(reviewer, decision, reason, allowed_reviewers)
+    reviewer = reviewer.strip()
     case_id = _check_case_id(case_id)
     with chain_transaction(engine) as conn:
         lock_head(conn)  # first: a batch superseding this case meanwhile waits, or went first

@@ -77,10 +77,18 @@ def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
 
 def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
+    from mlops.settings import get_settings
 
     engine = _existing_store()
     try:
-        case = audit.resolve_case(engine, args.case_id, args.reviewer, args.decision, args.reason)
+        case = audit.resolve_case(
+            engine,
+            args.case_id,
+            args.reviewer,
+            args.decision,
+            args.reason,
+            allowed_reviewers=get_settings().reviewers,
+        )
     finally:
         engine.dispose()
     text = (

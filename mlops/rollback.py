@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from mlops import audit
+from mlops.audit_review import visible
 from mlops.constants import ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
 from mlops.lineage import TAG_PROMOTED_AT
@@ -195,7 +196,7 @@ def rollback(
     flow_run_id: str | None = None,
 ) -> RollbackResult:
     """Move ``champion`` back (see the module docstring); raises WorkRefused if it cannot."""
-    if not by.strip() or not reason.strip():
+    if not visible(by) or not visible(reason):
         raise InputError("a rollback needs who (--by) and why (--reason)")
     champion = registry.get_alias_version(name, ALIAS_CHAMPION)
     if champion is None:

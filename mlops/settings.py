@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Names allowed to approve a promotion (MLOPS_APPROVERS, comma-separated).",
     )
+    reviewers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Names allowed to resolve review cases (MLOPS_REVIEWERS, comma-separated); "
+        "empty: any named reviewer.",
+    )
     promotion_approval: ApprovalPolicy | None = Field(
         None,
         description="auto: the policy approves and records it; manual: an allowed approver decides "
@@ -108,7 +113,7 @@ class Settings(BaseSettings):
         "rows a challenger is compared on (else refused).",
     )
 
-    @field_validator("approvers", mode="before")
+    @field_validator("approvers", "reviewers", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

@@ -100,7 +100,9 @@ def resolve_review_case_task(
     """Resolve through the audit store (one transaction: case row + ``review`` audit record)."""
     engine = open_audit_store(settings)
     try:
-        resolved = audit.resolve_case(engine, case_id, reviewer, decision, reason)
+        resolved = audit.resolve_case(
+            engine, case_id, reviewer, decision, reason, allowed_reviewers=settings.reviewers
+        )
     finally:
         engine.dispose()
     create_markdown_artifact(

@@ -101,6 +101,8 @@ def test_text_output_lists_cases(cases: list[str], capsys: pytest.CaptureFixture
         ({"decision": "maybe"}, "decision must be one of"),
         ({"reviewer": " "}, "reviewer"),
         ({"reason": ""}, "reason is required"),
+        ({"reason": "\u200b"}, "reason is required"),  # one zero-width space reads as empty
+        ({"reviewer": "\ufeff "}, "reviewer"),
         ({"case_id": str(uuid.uuid4())}, "no review case"),
         ({"case_id": "not-an-id"}, "no review case"),
     ],
@@ -140,6 +142,18 @@ def test_resolving_twice_exits_1_and_keeps_the_first_decision(
         assert len(reviews) == 1 and audit.verify_chain(engine).ok
     finally:
         engine.dispose()
+
+
+def test_only_a_listed_reviewer_resolves_when_reviewers_are_set(
+    cases: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_REVIEWERS", "alice, bob")
+    base = ["review", "resolve", cases[0], "--decision", "approve", "--reason", "checked"]
+    code, data, _ = run(capsys, *base, "--reviewer", "mallory")
+    assert code == 1 and data["error"] == "'mallory' is not an allowed reviewer (MLOPS_REVIEWERS)"
+    assert run(capsys, "review", "list")[1]["count"] == 2  # nothing written
+    code, data, _ = run(capsys, *base, "--reviewer", " bob ")
+    assert code == 0 and data["case"]["reviewer"] == "bob"  # stored as listed, trimmed
 
 
 def test_missing_options_are_usage_errors(cases: list[str]) -> None:
