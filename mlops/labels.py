@@ -362,7 +362,9 @@ def gather_labelled(
         application_contract_versions=_versions([e for e in app_entries if e.sha256 in used_apps]),
         outcome_contract_versions=_versions([e for e in out_entries if e.sha256 in used_outs]),
         application_snapshots=[e.sha256 for e in app_entries if e.sha256 in used_apps],
-        outcome_snapshots=[e.sha256 for e in out_entries if e.sha256 in used_outs],
+        # In the order they were read (ingestion): whoever rebuilds the labels from the lineage
+        # tag reads them so, and breaks ties between equal observation times the same way.
+        outcome_snapshots=[e.sha256 for e in in_ingestion_order(out_entries) if e.sha256 in used_outs],
         positives=int(frame[target].sum()),
         min_timestamp=str(frame[ts].min()) if ts else None,
         max_timestamp=str(frame[ts].max()) if ts else None,

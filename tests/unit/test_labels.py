@@ -119,6 +119,26 @@ def test_an_outcome_batch_ingested_twice_changes_nothing(
     pd.testing.assert_frame_equal(again.frame[cols], before[cols])
 
 
+def test_the_lineage_lists_outcome_snapshots_in_the_order_ties_were_broken(
+    store: LocalStore, contracts: tuple[Contract, Contract], spec: ModelSpec
+) -> None:
+    """A correction of older outcomes (same observation times, an earlier newest time than the
+    batch it corrects) is read last: the lineage lists it last, so a rebuild from the tag agrees."""
+    apps_c, outs_c = contracts
+    outs0 = _day0_applications_ingested(store, apps_c)
+    first = ingest(store, outs0, outs_c, "o0")
+    corrected = outs0.iloc[:10].assign(defaulted=1 - outs0["defaulted"].iloc[:10])
+    correction = ingest(store, corrected, outs_c, "o0-correction")
+    assert [e.sha256 for e in list_snapshots(store, outs_c.name)][-1] == first  # by data time: first last
+
+    labelled = gather_labelled(store, spec, apps_c, outs_c)
+
+    assert labelled.summary.outcome_snapshots == [first, correction]  # as read: ingestion order
+    by_id = labelled.frame.set_index(apps_c.id_column)["defaulted"]
+    wanted = corrected.set_index(outs_c.id_column)["defaulted"]
+    assert (by_id.loc[wanted.index] == wanted).all()  # the correction's labels
+
+
 def test_a_later_correction_wins() -> None:
     apps = pd.DataFrame({"id": ["a", "b"], "ts": [1, 2], SNAPSHOT_COLUMN: ["s1", "s1"]})
     outs = pd.DataFrame(
