@@ -89,7 +89,9 @@ proves nothing against someone who can rewrite the database and every copy of it
   checked); a rewrite by someone who
   controls the database and every anchor copy; a dishonest writer process (the chain
   records what it was told). Database triggers refuse UPDATE/DELETE on the append-only
-  tables, but anyone with DDL rights can drop them.
+  tables, but anyone with DDL rights can drop (or, on PostgreSQL, disable) them: verify
+  reports missing triggers, and the next command that opens the store installs them again
+  and appends a ``guards_restored`` record, which verify counts from then on.
 * The review queue table (``review_cases``) is mutable working state; the durable record of
   a resolution is its ``review`` record in the chain. Training reads review labels from those
   records, resolving refuses a case the chain resolved already, and :func:`verify_chain` holds
@@ -152,6 +154,7 @@ from mlops.audit_verify import (
     verify_chain,
 )
 from mlops.audit_write import (
+    RECORD_GUARDS_RESTORED,
     RECORD_PREDICTION,
     RECORD_PROMOTION,
     RECORD_REVIEW,
@@ -187,8 +190,24 @@ def open_audit_store(settings: Settings) -> Engine:
         ensure_home(settings)
     with explained_store_errors(url):
         engine = create_audit_engine(url)
-        create_schema(engine)
+        ensure_schema(engine)
     return engine
+
+
+def ensure_schema(engine: Engine) -> None:
+    """:func:`create_schema`, and a ``guards_restored`` record in the chain when it had to install
+    append-only triggers again on a used store: dropping them leaves that trace."""
+    restored = create_schema(engine)
+    if restored:
+        append_event(
+            engine,
+            RECORD_GUARDS_RESTORED,
+            {
+                "restored": restored,
+                "note": "append-only triggers were missing from a store holding records (dropped by "
+                "someone with DDL rights) and were installed again",
+            },
+        )
 
 
 def open_existing_audit_store(settings: Settings, *, upgrade: bool = False) -> Engine:
@@ -210,7 +229,7 @@ def open_existing_audit_store(settings: Settings, *, upgrade: bool = False) -> E
             engine.dispose()
             raise InputError(f"the audit store {parsed.render_as_string()} has no audit tables", hint=hint)
         if upgrade:
-            create_schema(engine)
+            ensure_schema(engine)
     return engine
 
 
@@ -277,6 +296,7 @@ __all__ = [
     "count_open_cases",
     "create_audit_engine",
     "create_schema",
+    "ensure_schema",
     "encode_predictions",
     "entity_key",
     "event_fields",

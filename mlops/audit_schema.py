@@ -192,10 +192,16 @@ def _qualified_name(conn: Connection, name: str, schema: str | None = None) -> s
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the tables, the chain head row and the append-only triggers (idempotent)."""
+def create_schema(engine: Engine) -> list[str]:
+    """Create the tables, the chain head row and the append-only triggers (idempotent).
+
+    Returns the append-only triggers it had to install again on a store that holds records
+    (someone with DDL rights dropped them): the caller records that in the chain
+    (:func:`mlops.audit.open_audit_store`), since installing them again erases the evidence."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
+        used = (conn.execute(sa.select(audit_chain_head.c.seq)).scalar() or 0) > 0
+        missing = missing_guards(conn)
         add_columns(conn, metadata, _ADDED_COLUMNS)
         # Stores made before the indexes existed get them here; IF NOT EXISTS, so two processes
         # opening such a store at once do not collide (see README: large PostgreSQL stores).
@@ -211,6 +217,36 @@ def create_schema(engine: Engine) -> None:
                 conn.execute(audit_chain_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
     except IntegrityError:  # another process created it at the same moment
         pass
+    return missing if used else []
+
+
+def _guard_names(dialect: str) -> set[str]:
+    if dialect == "sqlite":
+        return {f"{t}_no_{op}" for t in APPEND_ONLY_TABLES for op in ("update", "delete")}
+    if dialect == "postgresql":
+        return {f"{t}_{kind}" for t in APPEND_ONLY_TABLES for kind in ("append_only", "no_truncate")}
+    return set()
+
+
+def missing_guards(conn: Connection) -> list[str]:
+    """The append-only triggers :func:`create_schema` installs that the store lacks now (on
+    PostgreSQL a disabled one too)."""
+    expected = _guard_names(conn.dialect.name)
+    if not expected:
+        return []
+    if conn.dialect.name == "sqlite":
+        rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    else:
+        schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        rows = conn.execute(
+            sa.text(
+                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = COALESCE(:schema, current_schema()) AND t.tgenabled <> 'D'"
+            ),
+            {"schema": schema},
+        )
+    return sorted(expected - {str(r[0]) for r in rows})
 
 
 def add_columns(conn: Connection, tables: sa.MetaData, added: Mapping[tuple[str, str], str | None]) -> None:
@@ -264,3 +300,5 @@ def _install_guards(conn: Connection) -> None:
                 f"CREATE OR REPLACE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {table} "
                 f"FOR EACH STATEMENT EXECUTE FUNCTION {func}()"
             )
+            for trigger in (f"{name}_append_only", f"{name}_no_truncate"):  # a disabled one counts as gone
+                conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")

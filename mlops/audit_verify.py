@@ -21,8 +21,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from mlops.audit_cases import CaseCheck, check_cases
 from mlops.audit_hashing import GENESIS_HASH, as_utc, record_hash
-from mlops.audit_schema import audit_anchors, audit_chain_head, audit_records
-from mlops.audit_write import AuditStoreError, chain_transaction, lock_head
+from mlops.audit_schema import audit_anchors, audit_chain_head, audit_records, is_event, missing_guards
+from mlops.audit_write import RECORD_GUARDS_RESTORED, AuditStoreError, chain_transaction, lock_head
 from mlops.errors import ChainBroken, InputError
 
 BreakKind = Literal["edited", "deleted", "inserted", "reordered", "rewritten"]
@@ -65,6 +65,12 @@ class ChainReport(BaseModel):
     first_break: ChainBreak | None = None
     cases: CaseCheck = Field(
         default_factory=CaseCheck, description="the review queue held against the chain (mlops.audit_cases)"
+    )
+    guards_missing: list[str] = Field(
+        default_factory=list, description="append-only triggers the store lacks now (dropped with DDL rights)"
+    )
+    guards_restored: int = Field(
+        0, description="guards_restored records: times the triggers were found dropped and installed again"
     )
     verified_at: datetime
 
@@ -326,6 +332,10 @@ def verify_chain(
         cases = (
             check_cases(conn, predictions=True) if sa.inspect(conn).has_table("review_cases") else CaseCheck()
         )
+        guards = missing_guards(conn)
+        restored = conn.execute(
+            sa.select(sa.func.count()).select_from(audit_records).where(is_event(RECORD_GUARDS_RESTORED))
+        ).scalar_one()
     last_seq, last_hash, checked, brk = walk
     report = ChainReport(
         ok=brk is None and cases.ok,
@@ -335,6 +345,8 @@ def verify_chain(
         anchors_checked=sum(1 for a in known if 0 < a.seq <= last_seq),
         first_break=brk,
         cases=cases,
+        guards_missing=guards,
+        guards_restored=int(restored),
         verified_at=datetime.now(UTC),
     )
     if anchor and brk is None and last_seq > 0:

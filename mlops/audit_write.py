@@ -49,6 +49,7 @@ from mlops.errors import InputError, MlopsError
 
 __all__ = [
     "DECIDING_ROLES",
+    "RECORD_GUARDS_RESTORED",
     "RECORD_PREDICTION",
     "RECORD_PROMOTION",
     "RECORD_REVIEW",
@@ -73,6 +74,7 @@ RECORD_REVIEW: Final = "review"
 RECORD_REVIEW_OPENED: Final = "review_opened"
 RECORD_PROMOTION: Final = "promotion"
 RECORD_ROLLBACK: Final = "rollback"
+RECORD_GUARDS_RESTORED: Final = "guards_restored"  # append-only triggers found dropped, installed again
 CHUNK_ROWS: Final = 50_000
 _SQLITE_ROWS_PER_INSERT: Final = 1000
 _SQLITE_DATETIME: Final = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite

@@ -116,6 +116,17 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
             "or a whole rewrite with recomputed hashes, would pass; anchor the head now and then "
             "(--anchor --export-anchor FILE) and keep the file off this database"
         )
+    if report.guards_missing:
+        text += (
+            f"\n  warning: the append-only triggers {', '.join(report.guards_missing)} are missing (dropped by "
+            "someone with DDL rights); the next command that opens the store installs them again and "
+            "records it (a guards_restored record)"
+        )
+    if report.guards_restored:
+        text += (
+            f"\n  warning: {report.guards_restored} guards_restored record(s): the append-only triggers were "
+            "found dropped and installed again; ask who had DDL rights then"
+        )
     cases = report.cases
     text += f"\nreview cases: {cases.cases_checked} checked against {cases.reviews_checked} review record(s)"
     if not cases.ok:

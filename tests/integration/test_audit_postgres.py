@@ -499,3 +499,14 @@ def test_two_runs_of_the_same_rows_cannot_both_pass_the_check(
             )
         ).scalar()
     assert written == 1
+
+
+def test_disabled_guards_are_reported_restored_and_recorded(engine: Engine) -> None:
+    fill(engine)
+    unguard(engine)  # ALTER TABLE ... DISABLE TRIGGER USER: the triggers exist but do nothing
+    assert len(audit.verify_chain(engine).guards_missing) == 4
+    audit.ensure_schema(engine)
+    report = audit.verify_chain(engine)
+    assert report.ok and report.guards_missing == [] and report.guards_restored == 1
+    with pytest.raises(Exception, match="append-only"):
+        sql(engine, "DELETE FROM audit_records WHERE seq = 1")

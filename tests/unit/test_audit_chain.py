@@ -1093,3 +1093,21 @@ def test_open_cases_are_found_the_same_way_whatever_the_queue_length(engine: Eng
     # Ranges of the batch index alone: a large batch's own open cases are not even read.
     assert "COVERING INDEX ix_review_cases_open_batch (model_name=? AND batch_id>?)" in plans[0], plans
     assert "COVERING INDEX ix_review_cases_open_batch (model_name=? AND batch_id<?)" in plans[1], plans
+
+
+def test_dropped_guards_are_reported_and_their_restoring_is_recorded(engine: Engine) -> None:
+    fill(engine)
+    assert audit.verify_chain(engine).guards_missing == []
+    audit.ensure_schema(engine)
+    assert audit.verify_chain(engine).last_seq == 13  # nothing to record on an intact store
+    unguard(engine)
+
+    report = audit.verify_chain(engine)
+    assert report.ok and len(report.guards_missing) == 2 * len(APPEND_ONLY_TABLES)
+
+    audit.ensure_schema(engine)  # what every command that opens the store does
+    again = audit.verify_chain(engine)
+    assert again.ok and again.guards_missing == [] and again.guards_restored == 1
+    assert again.last_seq == 14  # the guards_restored record, chained
+    with pytest.raises(Exception, match="append-only"):
+        sql(engine, "DELETE FROM audit_records WHERE seq = 1")
