@@ -19,7 +19,8 @@ learned from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -33,6 +34,7 @@ from mlops.audit_schema import CASE_RESOLVED, audit_records, is_event, review_ca
 from mlops.audit_write import RECORD_REVIEW
 
 REPORTED_PROBLEMS: Final = 20  # problems listed in a report; all are counted
+_IDS_PER_QUERY: Final = 500  # bound parameters per statement (SQLite's limit may be 999)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def chained_reviews(
         reviews.append(
             ChainedReview(
                 record_id=str(row.record_id),
-                case_id=str(payload.get("case_id")),
+                case_id=_stored_id(payload.get("case_id")),
                 reviewer=str(payload.get("reviewer")),
                 decision=str(payload.get("decision")),
                 created_at=as_utc(row.created_at),
@@ -98,6 +100,15 @@ def chained_reviews(
             )
         )
     return reviews
+
+
+def _stored_id(value: object) -> str:
+    """A case id as the store keeps it (lowercase, hyphenated): an early release wrote review
+    records with the id as it was typed."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(value)
 
 
 def review_of(conn: Connection, case_id: str, batch_id: str | None) -> ChainedReview | None:
@@ -184,21 +195,36 @@ def _orphans(conn: Connection) -> list[CaseProblem]:
     ]
 
 
-def check_cases(conn: Connection, *, model_name: str | None = None, predictions: bool = False) -> CaseCheck:
-    """Hold the resolved cases (and the cases the chain resolved) against the chain's review
-    records; with ``predictions``, also every case against the prediction records (a join of
-    the whole queue: for ``mlops audit verify``)."""
-    reviews = _by_case(chained_reviews(conn, model_name=model_name))
+def _case_rows(conn: Connection, reviews: Mapping[str, Any], model_name: str | None) -> list[Any]:
+    """The resolved case rows, and the rows of the cases the chain resolved (whatever their
+    status now), by case id; the latter looked up a few hundred ids per statement."""
     c = review_cases.c
-    wanted = c.status == CASE_RESOLVED
-    if reviews:
-        ids = list(reviews)
-        wanted = sa.or_(wanted, *(c.case_id.in_(ids[i : i + 500]) for i in range(0, len(ids), 500)))
-    stmt = sa.select(c.case_id, c.status, c.decision, c.reviewer, c.review_record_id).where(wanted)
+    columns = (c.case_id, c.status, c.decision, c.reviewer, c.review_record_id)
+    stmt = sa.select(*columns).where(c.status == CASE_RESOLVED)
     if model_name is not None:
         stmt = stmt.where(c.model_name == model_name)
-    rows = conn.execute(stmt.order_by(c.case_id)).all()
-    problems = _problems(rows, reviews)
+    rows = {str(r.case_id): r for r in conn.execute(stmt)}
+    others = [case_id for case_id in reviews if case_id not in rows]
+    for start in range(0, len(others), _IDS_PER_QUERY):
+        part = sa.select(*columns).where(c.case_id.in_(others[start : start + _IDS_PER_QUERY]))
+        rows.update({str(r.case_id): r for r in conn.execute(part)})
+    return [rows[case_id] for case_id in sorted(rows)]
+
+
+def check_cases(
+    conn: Connection,
+    *,
+    model_name: str | None = None,
+    predictions: bool = False,
+    reviews: Sequence[ChainedReview] | None = None,
+) -> CaseCheck:
+    """Hold the resolved cases (and the cases the chain resolved) against the chain's review
+    records (``reviews``: already read by the caller, else read here); with ``predictions``,
+    also every case against the prediction records (a join of the whole queue: for ``mlops
+    audit verify``)."""
+    by_case = _by_case(chained_reviews(conn, model_name=model_name) if reviews is None else reviews)
+    rows = _case_rows(conn, by_case, model_name)
+    problems = _problems(rows, by_case)
     checked = len(rows)
     if predictions:
         problems += _orphans(conn)
@@ -206,7 +232,7 @@ def check_cases(conn: Connection, *, model_name: str | None = None, predictions:
     problems.sort(key=lambda p: p.case_id)
     return CaseCheck(
         cases_checked=checked,
-        reviews_checked=sum(map(len, reviews.values())),
+        reviews_checked=sum(map(len, by_case.values())),
         problems_total=len(problems),
         problems=problems[:REPORTED_PROBLEMS],
     )

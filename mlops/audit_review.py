@@ -438,14 +438,16 @@ def resolve_case(
             raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
         check_open(conn, _case(row))
         prediction = conn.execute(
-            sa.select(audit_records.c.entity_key).where(audit_records.c.record_id == case_id)
+            sa.select(audit_records.c.entity_key, audit_records.c.batch_id).where(
+                audit_records.c.record_id == case_id
+            )
         ).first()
         if prediction is None:
             raise ChainBroken(
                 f"review case {case_id!r} reviews a prediction record that is not in the audit store",
                 hint="run mlops audit verify (records were deleted); nothing was resolved",
             )
-        done_before = review_of(conn, case_id, row.batch_id)
+        done_before = review_of(conn, case_id, prediction.batch_id)  # the chained batch, not the row's
         if done_before is not None:  # the row was re-opened outside the product
             raise ReviewCaseAlreadyResolved(
                 f"review case {case_id!r} was resolved already: the audit chain holds its review "
@@ -527,16 +529,15 @@ def resolved_cases(engine: Engine, model_name: str | None = None) -> pd.DataFram
     resolution is not learned from) or a resolved case's prediction record is missing.
     """
     with engine.connect() as conn:
-        check = check_cases(conn, model_name=model_name)
+        reviews = chained_reviews(conn, model_name=model_name)
+        check = check_cases(conn, model_name=model_name, reviews=reviews)
         if not check.ok:
             raise ChainBroken(
                 f"{check.summary()}; review labels are not used while they disagree",
                 hint="run mlops audit verify; review_cases was changed outside the product: restore it "
                 "from a backup (the chain's review records are what was decided)",
             )
-        reviews = sorted(
-            chained_reviews(conn, model_name=model_name), key=lambda r: (r.created_at, r.case_id)
-        )
+        reviews = sorted(reviews, key=lambda r: (r.created_at, r.case_id))
         preds = _prediction_refs(conn, [r.case_id for r in reviews])
     orphans = [r.case_id for r in reviews if r.case_id not in preds]
     if orphans:

@@ -329,9 +329,7 @@ def verify_chain(
         head_seq, head_hash = _read_head(conn)
         known = [*_table_anchors(conn), *anchors]
         walk = _walk(conn, page_size, head_seq, head_hash, known)
-        cases = (
-            check_cases(conn, predictions=True) if sa.inspect(conn).has_table("review_cases") else CaseCheck()
-        )
+        cases = check_cases(conn, predictions=True)  # every store has the table (create_schema)
         guards = missing_guards(conn)
         restored = conn.execute(
             sa.select(sa.func.count()).select_from(audit_records).where(is_event(RECORD_GUARDS_RESTORED))

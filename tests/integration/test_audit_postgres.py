@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from mlops import audit
 from mlops.audit_schema import metadata
+from mlops.errors import ChainBroken
 from tests.helpers import batch_record_context, postgres_url
 
 pytestmark = pytest.mark.integration
@@ -510,3 +511,17 @@ def test_disabled_guards_are_reported_restored_and_recorded(engine: Engine) -> N
     assert report.ok and report.guards_missing == [] and report.guards_restored == 1
     with pytest.raises(Exception, match="append-only"):
         sql(engine, "DELETE FROM audit_records WHERE seq = 1")
+
+
+@pytest.mark.parametrize("translate", [False, True])
+def test_an_edited_resolution_is_named_by_verify_in_any_schema(pg_url: str, translate: bool) -> None:
+    with fresh_schema(pg_url, translate=translate) as (eng, schema):
+        written = audit.append_predictions(eng, batch(4, routed=(1,)), batch_id="b-1", hash_key=KEY)
+        case_id = str(written.record_ids.iloc[1])
+        audit.resolve_case(eng, case_id.upper(), "alice", "decline", "income not verifiable")
+        assert audit.verify_chain(eng).ok
+        sql(eng, f"UPDATE \"{schema}\".review_cases SET reviewer = 'mallory' WHERE case_id = '{case_id}'")
+        report = audit.verify_chain(eng)
+        assert not report.ok and report.cases.problems_total == 1 and report.first_break is None
+        with pytest.raises(ChainBroken):
+            audit.resolved_cases(eng)

@@ -3,7 +3,10 @@ verify and refused by training and by resolving again (mlops.audit_cases)."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from mlops import audit
@@ -115,3 +118,24 @@ def test_check_cases_of_one_model_reads_only_its_cases(engine: Engine, cases: li
         other = check_cases(conn, model_name="another-model")
     assert (mine.problems_total, mine.cases_checked) == (1, 1)  # the resolved case only
     assert (other.problems_total, other.cases_checked, other.reviews_checked) == (0, 0, 0)
+
+
+def test_many_reviews_are_checked_within_the_databases_parameter_limit(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"M-{i}" for i in range(150)]
+    records = append(engine, predictions(SNAPSHOT, ids, [0.3] * 150, routed=tuple(range(150))), "b2")
+    for record in records:
+        audit.resolve_case(engine, record, "alice", "approve", "fine")
+    sql(engine, "UPDATE review_cases SET status = 'open'")  # the chain resolved 150 cases the table says open
+    limited = audit.create_audit_engine(str(engine.url))
+    event.listen(
+        limited, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)
+    )
+    monkeypatch.setattr("mlops.audit_cases._IDS_PER_QUERY", 40)
+    try:
+        with limited.connect() as conn:
+            check = check_cases(conn)
+    finally:
+        limited.dispose()
+    assert check.problems_total == 150 and check.reviews_checked == 150
