@@ -37,22 +37,10 @@ FloatArray = npt.NDArray[np.float64]
 
 def load_model_version(tracking_uri: str, name: str, version: int) -> PyFuncModel:
     """``models:/<name>/<version>`` as a pyfunc (a fixed version: no alias race), its files
-    checked against the fingerprint registered with it (:func:`mlops.registry.check_model_files`)."""
-    import mlflow
+    checked against what was registered with it (:func:`mlops.registry.check_model_files`)."""
+    from mlops.registry import MlflowRegistry
 
-    from mlops.pyfunc_model import load_pyfunc
-    from mlops.registry import check_model_files
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    model = load_pyfunc(f"models:/{name}/{int(version)}")
-    try:
-        inner = model.unwrap_python_model()
-    except Exception:  # a pyfunc of another kind (MlflowException): nothing of ours to check
-        return model
-    tags = mlflow.MlflowClient(tracking_uri).get_model_version(name, str(int(version))).tags
-    check_model_files(name, version, getattr(inner, "artifact_fingerprint", None), tags)
-    return model
+    return MlflowRegistry(tracking_uri).load_version(name, version)
 
 
 def predict_scores(model: Any, frame: pd.DataFrame) -> FloatArray:

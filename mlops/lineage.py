@@ -35,6 +35,9 @@ TAG_SEED: Final = "mlops.lineage.seed"
 TAG_FLOW_RUN_ID: Final = "mlops.lineage.prefect_flow_run_id"
 TAG_COMPARED_WITH: Final = "mlops.lineage.compared_with_champion"
 TAG_MODEL_FINGERPRINT: Final = "mlops.lineage.model_fingerprint"  # sha256 of booster + feature schema
+# Every file of the logged model (MLmodel, code, booster, schema, requirements), set at
+# registration from the files read back from the artifact store; loaders check it.
+TAG_MODEL_FILES_SHA256: Final = "mlops.lineage.model_files_sha256"
 TAG_TRAINING_ROWS: Final = "mlops.lineage.training_rows"
 TAG_EVALUATION_ROWS: Final = "mlops.lineage.evaluation_rows"
 # Rows labelled by a person's review (the feedback loop): how many, and a digest of which

@@ -20,7 +20,6 @@ the booster and feature-schema JSON, and loading it unpickles nothing.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import threading
@@ -63,20 +62,14 @@ class XGBoostPyfuncModel(PythonModel):
     def __init__(self) -> None:
         self._booster: Any = None
         self._schema: FeatureSchema | None = None
-        self.artifact_fingerprint: str | None = None
 
     def load_context(self, context: Any) -> None:
         import xgboost as xgb
 
-        booster_json = Path(context.artifacts[BOOSTER_ARTIFACT]).read_bytes()
-        schema_json = Path(context.artifacts[SCHEMA_ARTIFACT]).read_text()
         booster = xgb.Booster()
-        booster.load_model(bytearray(booster_json))
+        booster.load_model(context.artifacts[BOOSTER_ARTIFACT])
         self._booster = booster
-        self._schema = FeatureSchema.from_json(schema_json)
-        # sha256 of the two files as loaded: the model fingerprint registered with the version
-        # (mlops.lineage.model_fingerprint), which loaders compare before scoring.
-        self.artifact_fingerprint = hashlib.sha256(booster_json + schema_json.encode()).hexdigest()
+        self._schema = FeatureSchema.from_json(Path(context.artifacts[SCHEMA_ARTIFACT]).read_text())
 
     # ``model_input: pd.DataFrame`` is the hint MLflow 3 accepts without building a signature
     # of its own (other hints warn or replace it); our explicit signature is the one that counts.

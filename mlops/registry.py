@@ -7,6 +7,7 @@ registry URI come from the settings when the registry is built (at call time, ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import warnings
@@ -70,6 +71,7 @@ class LoggedRun:
     model_uri: str  # models:/m-... (the logged model, before registration)
     artifact_uri: str  # the run's artifact root
     model_id: str | None = None  # m-...: a tracking server accepts a models:/ source only with it
+    files_sha256: str | None = None  # model_files_sha256 of the model's files as logged
 
 
 class ModelRegistry(Protocol):
@@ -139,26 +141,81 @@ def refuse_identical(registry: ModelRegistry, name: str, fingerprint: str, spec_
             )
 
 
-def check_model_files(name: str, version: int, loaded: str | None, tags: Mapping[str, str]) -> None:
-    """Raise :class:`StorageIntegrityError` unless the files a loaded model version was built
-    from (``loaded``: sha256 of its booster + feature schema files) are the ones registered with
-    it (tag ``mlops.lineage.model_fingerprint``). A version without the tag, or a model of
-    another kind (``loaded`` None), is not checked.
+# Not the model's own files: Python's bytecode caches (written when the model's code is imported)
+# and the name/version MLflow writes into a download by registered-model URI.
+MODEL_FILES_SKIPPED: Final = ("__pycache__", "registered_model_meta")
+
+
+def model_files_sha256(folder: Path) -> str:
+    """sha256 over every file of a logged model's folder (MLmodel, code, requirements, booster,
+    feature schema): each file's path relative to the folder and the sha256 of its bytes, in
+    path order."""
+    digest = hashlib.sha256()
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not set(p.relative_to(folder).parts) & set(MODEL_FILES_SKIPPED)
+    ]
+    for path in sorted(files, key=lambda p: p.relative_to(folder).as_posix()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _booster_fingerprint(folder: Path) -> str | None:
+    """sha256 of the booster + feature schema files (tag ``mlops.lineage.model_fingerprint``),
+    for versions registered before the whole folder was digested; None if they are not there."""
+    from mlops.pyfunc_model import BOOSTER_FILE, SCHEMA_FILE
+
+    boosters, schemas = list(folder.rglob(BOOSTER_FILE)), list(folder.rglob(SCHEMA_FILE))
+    if len(boosters) != 1 or len(schemas) != 1:
+        return None
+    return hashlib.sha256(boosters[0].read_bytes() + schemas[0].read_bytes()).hexdigest()
+
+
+def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None:
+    """Raise :class:`StorageIntegrityError` unless the downloaded files of a model version are
+    the ones registered with it: all of them (tag ``mlops.lineage.model_files_sha256``), or,
+    for a version registered before that tag, its booster and feature schema (tag
+    ``mlops.lineage.model_fingerprint``). A version with neither tag is not checked.
 
     MLflow keeps a version's files in its artifact store, which anyone who can write there can
-    change: a swapped booster would decide under the version's name, and its predictions would
-    then "reproduce" from the same swapped files."""
-    from mlops.lineage import TAG_MODEL_FINGERPRINT
+    change: a swapped booster (or model code) would decide under the version's name, and its
+    predictions would then "reproduce" from the same swapped files. The check reads the files
+    itself; it never asks the loaded model."""
+    from mlops.lineage import TAG_MODEL_FILES_SHA256, TAG_MODEL_FINGERPRINT
 
-    expected = tags.get(TAG_MODEL_FINGERPRINT)
-    if loaded is None or not expected or loaded == expected:
+    expected, found = tags.get(TAG_MODEL_FILES_SHA256), None
+    if expected:
+        found = model_files_sha256(folder)
+    else:
+        expected = tags.get(TAG_MODEL_FINGERPRINT)
+        if not expected:
+            return
+        found = _booster_fingerprint(folder)
+    if found == expected:
         return
     raise StorageIntegrityError(
-        f"model {name} version {version}: its files in the artifact store hash to {loaded[:16]}..., "
-        f"not to the fingerprint registered with the version ({expected[:16]}...); nothing was scored",
-        hint="the model's booster or feature schema was changed after registration: restore the "
-        "version's artifacts from a backup (or roll back to another version)",
+        f"{label}: its files in the artifact store "
+        + (f"hash to {found[:16]}..." if found else "lack the booster or feature schema")
+        + f", not to what was registered with the version ({expected[:16]}...); nothing was scored",
+        hint="the model's files were changed after registration: restore the version's artifacts "
+        "from a backup (or roll back to another version)",
     )
+
+
+def load_checked_model(model_uri: str, label: str, tags: Mapping[str, str]) -> PyFuncModel:
+    """Download a model version's files, check them (:func:`check_model_files`) and load the
+    model from exactly those files. The folder is kept, as MLflow keeps the ones it downloads."""
+    import mlflow
+
+    from mlops.pyfunc_model import load_pyfunc
+
+    folder = Path(
+        mlflow.artifacts.download_artifacts(model_uri, dst_path=tempfile.mkdtemp(prefix="mlops-model-"))
+    )
+    check_model_files(label, folder, tags)
+    return load_pyfunc(str(folder))
 
 
 def unregistered_message(registry: ModelRegistry, name: str) -> str:
@@ -364,11 +421,17 @@ class MlflowRegistry:
                 FeatureSchema.from_json(content.schema_json),
                 passthrough=content.passthrough_columns,
             )
+            # Digest of the files as the artifact store holds them (read back): loaders check it.
+            with tempfile.TemporaryDirectory(prefix="mlops-logged-") as tmp:
+                files_sha256 = model_files_sha256(
+                    Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
+                )
             return LoggedRun(
                 run_id=run.info.run_id,
                 model_uri=info.model_uri,
                 artifact_uri=run.info.artifact_uri,
                 model_id=info.model_id,
+                files_sha256=files_sha256,
             )
 
     def log_run_json(self, run_id: str, data: Any, artifact_file: str) -> str:
@@ -419,6 +482,10 @@ class MlflowRegistry:
         """Register the logged model as a new version of ``name`` (created if new); no alias."""
         if self._registered_model(name) is None:
             self.client.create_registered_model(name)
+        if logged.files_sha256 is not None:
+            from mlops.lineage import TAG_MODEL_FILES_SHA256
+
+            tags = {**tags, TAG_MODEL_FILES_SHA256: logged.files_sha256}
         version = self.client.create_model_version(
             name=name, source=logged.model_uri, run_id=logged.run_id, tags=tags, model_id=logged.model_id
         )
@@ -476,11 +543,22 @@ class MlflowRegistry:
             self.client.delete_registered_model_alias(name, alias)
 
     def load_model(self, name: str, alias: str) -> PyFuncModel:
-        """``models:/<name>@<alias>`` as a pyfunc (what a plain MLflow user loads)."""
-        from mlops.pyfunc_model import load_pyfunc
-
+        """The version ``models:/<name>@<alias>`` names, as a pyfunc (what a plain MLflow user
+        loads), its files checked (:func:`load_checked_model`)."""
         self._activate()
-        return load_pyfunc(f"models:/{name}@{alias}")
+        version = self.get_alias_version(name, alias)
+        if version is None:
+            raise InputError(f"model {name!r} has no version with alias {alias!r}")
+        return self.load_version(name, version)
+
+    def load_version(self, name: str, version: int) -> PyFuncModel:
+        """``models:/<name>/<version>`` (the exact version) as a pyfunc, its files checked."""
+        self._activate()
+        return load_checked_model(
+            f"models:/{name}/{int(version)}",
+            f"model {name} version {version}",
+            self.version_tags(name, version),
+        )
 
 
 def make_registry(settings: Settings | None = None) -> MlflowRegistry:

@@ -46,7 +46,6 @@ from mlops.audit_hashing import as_utc, entity_key
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
 from mlops.model_spec import DecisionPolicy, decision_policy_hash
-from mlops.registry import check_model_files
 from mlops.validation import ValidationSummary
 
 if TYPE_CHECKING:
@@ -144,17 +143,8 @@ def load_model_version(
     the same code ``predict`` runs, without MLflow's per-call schema enforcement); a pyfunc of
     another kind is called through ``predict``.
     """
-    import mlflow
-
-    from mlops.pyfunc_model import load_pyfunc
-
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_registry_uri(registry.tracking_uri)
-    pyfunc: Any = load_pyfunc(f"models:/{name}/{int(version)}")
+    pyfunc: Any = registry.load_version(name, version)  # its files checked against the registered digest
     inner: Any = pyfunc.unwrap_python_model()
-    check_model_files(
-        name, version, getattr(inner, "artifact_fingerprint", None), registry.version_tags(name, version)
-    )
     if callable(getattr(inner, "score", None)):
         return loaded_pyfunc(name, version, alias, inner)
     return LoadedModel(name=name, version=int(version), alias=alias, predict=pyfunc.predict)

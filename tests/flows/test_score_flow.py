@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -318,8 +318,19 @@ def test_a_decision_policy_changed_since_training_is_said(
     assert f"note: {note}" in out
 
 
+@pytest.mark.parametrize(
+    ("file", "edit"),
+    [
+        ("booster.json", lambda data: data.replace(b'"', b' "', 1)),  # one byte more: still loadable
+        ("mlops_xgboost_model.py", lambda data: data + b"\n# model code changed in the store\n"),
+    ],
+)
 def test_a_model_file_changed_in_the_artifact_store_is_refused(
-    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
+    setup: Setup,
+    engine: Engine,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+    edit: Callable[[bytes], bytes],
 ) -> None:
     result = score_batch(source=str(setup.batch_a))
     records = records_of(engine, result.batch_id)
@@ -327,21 +338,18 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused(
     client = make_registry(get_settings()).client
     model_id = client.get_model_version(MODEL, "1").source.removeprefix("models:/")  # m-...
     folder = Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
-    [booster] = folder.rglob("booster.json")  # the champion's (version 1) booster as MLflow keeps it
-    original = booster.read_bytes()
-    booster.write_bytes(original.replace(b'"', b' "', 1))  # one byte more: still a loadable model
+    [changed] = folder.rglob(file)  # a file of the champion (version 1) as MLflow keeps it
+    original = changed.read_bytes()
+    changed.write_bytes(edit(original))
     try:
         assert main(["score", str(setup.batch_b), "--json"]) == 1
         data = last_json(capsys.readouterr().out)
         assert data["error"].startswith(f"model {MODEL} version 1: its files in the artifact store hash to")
         assert "restore the version's artifacts" in data["hint"]
         assert main(["reproduce", champion_id, "--json"]) == 1  # not "IDENTICAL" from the same swapped file
-        assert (
-            "not to the fingerprint registered with the version"
-            in last_json(capsys.readouterr().out)["error"]
-        )
+        assert "not to what was registered with the version" in last_json(capsys.readouterr().out)["error"]
     finally:
-        booster.write_bytes(original)
+        changed.write_bytes(original)
     assert main(["reproduce", champion_id, "--json"]) == 0
 
 
