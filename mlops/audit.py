@@ -143,6 +143,7 @@ from mlops.audit_schema import (
     create_schema,
     is_event,
     review_cases,
+    used_store_missing_guards,
 )
 from mlops.audit_verify import (
     Anchor,
@@ -195,19 +196,21 @@ def open_audit_store(settings: Settings) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """:func:`create_schema`, and a ``guards_restored`` record in the chain when it had to install
-    append-only triggers again on a used store: dropping them leaves that trace."""
-    restored = create_schema(engine)
-    if restored:
+    """:func:`create_schema`; on a used store whose append-only guards were dropped or disabled,
+    a ``guards_restored`` record goes into the chain first (then the guards are installed
+    again): dropping them leaves that trace, even if the process stops in between."""
+    missing = used_store_missing_guards(engine)
+    if missing:
         append_event(
             engine,
             RECORD_GUARDS_RESTORED,
             {
-                "restored": restored,
-                "note": "append-only triggers were missing from a store holding records (dropped by "
-                "someone with DDL rights) and were installed again",
+                "restored": missing,
+                "note": "append-only guards were missing or disabled in a store holding records "
+                "(someone with DDL rights) and are installed again",
             },
         )
+    create_schema(engine)
 
 
 def open_existing_audit_store(settings: Settings, *, upgrade: bool = False) -> Engine:

@@ -8,7 +8,7 @@ chain and the anchors are for (see :mod:`mlops.audit`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -195,9 +195,10 @@ def _qualified_name(conn: Connection, name: str, schema: str | None = None) -> s
 def create_schema(engine: Engine) -> list[str]:
     """Create the tables, the chain head row and the append-only triggers (idempotent).
 
-    Returns the append-only triggers it had to install again on a store that holds records
-    (someone with DDL rights dropped them): the caller records that in the chain
-    (:func:`mlops.audit.open_audit_store`), since installing them again erases the evidence."""
+    Returns the append-only guards it had to install again on a store that holds records
+    (someone with DDL rights dropped or disabled them). :func:`mlops.audit.ensure_schema`
+    records that in the chain first (:func:`used_store_missing_guards`), since installing
+    them again erases the evidence."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
         used = (conn.execute(sa.select(audit_chain_head.c.seq)).scalar() or 0) > 0
@@ -209,7 +210,7 @@ def create_schema(engine: Engine) -> list[str]:
             conn.execute(CreateIndex(index, if_not_exists=True))
         for name in _DROPPED_INDEXES:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_qualified_name(conn, name)}")
-        _install_guards(conn)
+        _install_guards(conn, missing)
     try:
         with engine.begin() as conn:
             present = conn.execute(sa.select(audit_chain_head.c.id)).first()
@@ -228,25 +229,51 @@ def _guard_names(dialect: str) -> set[str]:
     return set()
 
 
+_REFUSES: Final = (
+    "RAISE"  # what a working guard's body holds (SQLite: RAISE(ABORT...); PostgreSQL: RAISE EXCEPTION)
+)
+
+
 def missing_guards(conn: Connection) -> list[str]:
-    """The append-only triggers :func:`create_schema` installs that the store lacks now (on
-    PostgreSQL a disabled one too)."""
+    """The append-only guards :func:`create_schema` installs that the store lacks now, or holds
+    in a form that refuses nothing: a SQLite trigger redefined (``WHEN 0``, no ``RAISE``); on
+    PostgreSQL a trigger disabled or set to fire only for replication, or the trigger function
+    rewritten (then named ``audit_refuse_change``)."""
     expected = _guard_names(conn.dialect.name)
     if not expected:
         return []
     if conn.dialect.name == "sqlite":
-        rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-    else:
-        schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-        rows = conn.execute(
-            sa.text(
-                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = COALESCE(:schema, current_schema()) AND t.tgenabled <> 'D'"
-            ),
-            {"schema": schema},
-        )
-    return sorted(expected - {str(r[0]) for r in rows})
+        triggers = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+        working = {
+            str(name) for name, sql in triggers if _REFUSES in str(sql) and " WHEN " not in str(sql).upper()
+        }
+        return sorted(expected - working)
+    rows = conn.execute(
+        sa.text(
+            "SELECT t.tgname, p.prosrc FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE n.nspname = COALESCE(:schema, current_schema()) AND t.tgenabled IN ('O', 'A')"
+        ),
+        {"schema": _translated_schema(conn)},
+    ).all()
+    missing = sorted(expected - {str(name) for name, _ in rows})
+    if any(_REFUSES not in str(body) for _, body in rows):
+        missing.append("audit_refuse_change")
+    return missing
+
+
+def used_store_missing_guards(engine: Engine) -> list[str]:
+    """:func:`missing_guards` of a store that holds records (none for a new or empty store)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(audit_chain_head.name, schema=_translated_schema(conn)):
+            return []
+        if (conn.execute(sa.select(audit_chain_head.c.seq)).scalar() or 0) == 0:
+            return []
+        return missing_guards(conn)
+
+
+def _translated_schema(conn: Connection) -> str | None:
+    return (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
 
 
 def add_columns(conn: Connection, tables: sa.MetaData, added: Mapping[tuple[str, str], str | None]) -> None:
@@ -272,11 +299,14 @@ def add_columns(conn: Connection, tables: sa.MetaData, added: Mapping[tuple[str,
             )
 
 
-def _install_guards(conn: Connection) -> None:
+def _install_guards(conn: Connection, missing: Sequence[str]) -> None:
+    """Install the guards (idempotent); ``missing`` (:func:`missing_guards`): those to redo."""
     if conn.dialect.name == "sqlite":
         for name in APPEND_ONLY_TABLES:
             table = qualified(conn, metadata.tables[name])
             for op in ("UPDATE", "DELETE"):
+                if f"{name}_no_{op.lower()}" in missing:  # a redefined one: IF NOT EXISTS keeps it
+                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_no_{op.lower()}")
                 conn.exec_driver_sql(
                     f"CREATE TRIGGER IF NOT EXISTS {name}_no_{op.lower()} BEFORE {op} ON {table} "
                     f"BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
@@ -300,5 +330,6 @@ def _install_guards(conn: Connection) -> None:
                 f"CREATE OR REPLACE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {table} "
                 f"FOR EACH STATEMENT EXECUTE FUNCTION {func}()"
             )
-            for trigger in (f"{name}_append_only", f"{name}_no_truncate"):  # a disabled one counts as gone
-                conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+            for trigger in (f"{name}_append_only", f"{name}_no_truncate"):
+                if trigger in missing:  # disabled (or replica-only): CREATE OR REPLACE keeps that state
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")

@@ -127,6 +127,10 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
             f"\n  warning: {report.guards_restored} guards_restored record(s): the append-only triggers were "
             "found dropped and installed again; ask who had DDL rights then"
         )
+    if args.export_anchor is not None:  # the chain is intact: its head is worth keeping either way
+        head = Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
+        data["exported_anchor"] = str(export_anchor(head, args.export_anchor))
+        text += f"\nhead written to {args.export_anchor}: keep it where the database's writers cannot edit it"
     cases = report.cases
     text += f"\nreview cases: {cases.cases_checked} checked against {cases.reviews_checked} review record(s)"
     if not cases.ok:
@@ -135,10 +139,6 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
         )
         text += f"\n  {CASES_HINT}"
         return 1, data, text
-    if args.export_anchor is not None:
-        head = Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
-        data["exported_anchor"] = str(export_anchor(head, args.export_anchor))
-        text += f"\nhead written to {args.export_anchor}: keep it where the database's writers cannot edit it"
     return 0, data, text
 
 

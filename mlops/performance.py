@@ -92,6 +92,8 @@ outcome_matches = sa.Table(
 _ADDED_COLUMNS: Final[dict[tuple[str, str], str | None]] = {("outcome_matches", "applied_at"): None}
 _OUTCOME_FIELDS: Final = ("label", "observed_at", "outcome_snapshot", "outcome_row")
 _STORED_FIELDS: Final = (*_OUTCOME_FIELDS, "applied_at")  # what a join may change in a match
+# (a changed outcome is a correction; an application time filled in, on a match stored before
+# the column existed, is not)
 _MATCH_COLUMNS: Final = (
     "prediction_record_id",
     "entity_key",
@@ -458,15 +460,14 @@ def store_matches(engine: Engine, matches: pd.DataFrame) -> tuple[int, int, int]
                 old = existing.get(r["prediction_record_id"])
                 if old is None:
                     continue
-                if all(_same(getattr(old, f), r[f]) for f in _STORED_FIELDS):
+                row = t.update().where(t.c.prediction_record_id == r["prediction_record_id"])
+                if all(_same(getattr(old, f), r[f]) for f in _OUTCOME_FIELDS):
                     unchanged += 1
+                    if not _same(old.applied_at, r["applied_at"]):  # an application time read now
+                        conn.execute(row.values(applied_at=r["applied_at"]))
                     continue
-                conn.execute(
-                    t.update()
-                    .where(t.c.prediction_record_id == r["prediction_record_id"])
-                    .values(**{f: r[f] for f in _STORED_FIELDS}, matched_at=now)
-                )
-                updated += 1
+                conn.execute(row.values(**{f: r[f] for f in _STORED_FIELDS}, matched_at=now))
+                updated += 1  # a corrected outcome
     return inserted, updated, unchanged
 
 

@@ -502,6 +502,25 @@ def test_two_runs_of_the_same_rows_cannot_both_pass_the_check(
     assert written == 1
 
 
+@pytest.mark.parametrize(
+    "switch_off",
+    [
+        "ALTER TABLE audit_records ENABLE REPLICA TRIGGER audit_records_append_only",
+        "CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RETURN NEW; END $$",
+    ],
+)
+def test_guards_that_fire_no_more_are_reported_and_restored(engine: Engine, switch_off: str) -> None:
+    fill(engine)
+    sql(engine, switch_off)
+    assert audit.verify_chain(engine).guards_missing
+    audit.ensure_schema(engine)
+    report = audit.verify_chain(engine)
+    assert report.guards_missing == [] and report.guards_restored == 1
+    with pytest.raises(Exception, match="append-only"):
+        sql(engine, "DELETE FROM audit_records WHERE seq = 1")
+
+
 def test_disabled_guards_are_reported_restored_and_recorded(engine: Engine) -> None:
     fill(engine)
     unguard(engine)  # ALTER TABLE ... DISABLE TRIGGER USER: the triggers exist but do nothing

@@ -1111,3 +1111,19 @@ def test_dropped_guards_are_reported_and_their_restoring_is_recorded(engine: Eng
     assert again.last_seq == 14  # the guards_restored record, chained
     with pytest.raises(Exception, match="append-only"):
         sql(engine, "DELETE FROM audit_records WHERE seq = 1")
+
+
+def test_a_guard_redefined_to_refuse_nothing_is_reported_and_replaced(engine: Engine) -> None:
+    fill(engine)
+    sql(
+        engine,
+        "DROP TRIGGER audit_records_no_delete",
+        "CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records WHEN 0 "
+        "BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END",
+    )
+    assert audit.verify_chain(engine).guards_missing == ["audit_records_no_delete"]
+    audit.ensure_schema(engine)
+    report = audit.verify_chain(engine)
+    assert report.guards_missing == [] and report.guards_restored == 1
+    with pytest.raises(Exception, match="append-only"):
+        sql(engine, "DELETE FROM audit_records WHERE seq = 1")

@@ -214,6 +214,22 @@ def test_a_store_made_before_application_times_gets_the_column(engine: Engine, s
     assert "9 prediction(s) not checked for that" in report.summary_text()
 
 
+def test_application_times_filled_in_later_are_not_corrections(engine: Engine, store: LocalStore) -> None:
+    applications, outcomes = contracts()
+    sha, rows = application_snapshot(store, applications, 2, seed=3)
+    append(engine, predictions(sha, rows[applications.id_column].tolist(), [0.2, 0.7]), "day-1")
+    outcome_snapshot(store, outcomes, dict(zip(rows[applications.id_column], [0, 1], strict=True)))
+    join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL)  # as the first release joined
+    assert stored_matches(engine, MODEL)["applied_at"].isna().all()
+    before = stored_matches(engine, MODEL)["matched_at"].tolist()
+
+    report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL, applications=applications)
+
+    assert (report.join.inserted, report.join.updated, report.join.unchanged) == (0, 0, 2)
+    after = stored_matches(engine, MODEL)
+    assert after["applied_at"].notna().all() and after["matched_at"].tolist() == before
+
+
 @pytest.mark.parametrize(
     ("decisions", "expected"),
     [(["approve", "decline"], 1.0), (["decline", "approve"], 0.0), (["approve", "review"], 1.0)],
