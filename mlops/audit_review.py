@@ -13,6 +13,7 @@ outcome labels where a training spec asks for it (the ``label_source`` column sa
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -390,10 +391,16 @@ def count_open_cases(engine: Engine, model_name: str | None = None) -> int:
         return int(conn.execute(stmt).scalar_one())
 
 
+_UNSEEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
+# Letters and symbols that print as blank (Hangul fillers, the braille blank, a grapheme joiner).
+_BLANK_GLYPHS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f")
+
+
 def visible(text: str) -> bool:
-    """Whether ``text`` has a character a person can see (not only spaces, zero-width or other
-    format characters: a reason of one zero-width space reads as empty)."""
-    return any(ch.isprintable() and not ch.isspace() for ch in text)
+    """Whether ``text`` has a character a person can see: not only spaces, format characters
+    (a zero-width space), lone combining marks or letters that print as blank (a Hangul
+    filler). A reason of one zero-width space reads as empty, and is refused as empty."""
+    return any(unicodedata.category(ch) not in _UNSEEN_CATEGORIES and ch not in _BLANK_GLYPHS for ch in text)
 
 
 def _check_resolution(reviewer: str, decision: str, reason: str, allowed: Collection[str]) -> None:

@@ -87,7 +87,7 @@ def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], s
             args.reviewer,
             args.decision,
             args.reason,
-            allowed_reviewers=get_settings().reviewers,
+            allowed_reviewers=get_settings().allowed_reviewers(),
         )
     finally:
         engine.dispose()

@@ -192,6 +192,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    def allowed_reviewers(self) -> list[str]:
+        """Who may resolve review cases (empty: any named reviewer). The production profile
+        needs the list: a regulated decision is reviewed by someone named in advance."""
+        if self.profile == "production" and not self.reviewers:
+            raise SettingsError(
+                "the production profile needs MLOPS_REVIEWERS to resolve review cases",
+                hint="set MLOPS_REVIEWERS to the comma-separated people allowed to resolve them",
+            )
+        return list(self.reviewers)
+
     @property
     def approval_policy(self) -> ApprovalPolicy:
         """``promotion_approval`` if set, else manual in production and auto in embedded."""

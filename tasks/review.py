@@ -101,7 +101,7 @@ def resolve_review_case_task(
     engine = open_audit_store(settings)
     try:
         resolved = audit.resolve_case(
-            engine, case_id, reviewer, decision, reason, allowed_reviewers=settings.reviewers
+            engine, case_id, reviewer, decision, reason, allowed_reviewers=settings.allowed_reviewers()
         )
     finally:
         engine.dispose()

@@ -10,6 +10,7 @@ import pytest
 
 from mlops.audit import entity_key
 from mlops.dossier import trigger_from_tags
+from mlops.errors import SettingsError
 from mlops.model_spec import DecisionPolicy, ModelSpec
 from mlops.promotion import (
     APPROVER_AUTO_POLICY,
@@ -322,3 +323,16 @@ def test_manual_approval_with_no_prefect_server_to_show_the_form_is_refused_at_o
     assert "--approver WHO" in approval.reason and "Prefect UI" in approval.reason
     # Refused with that reason (what to do), not "'none' is not an allowed approver"; not paused.
     assert approval.refusal(settings.approvers) == approval.reason
+
+
+def test_production_names_who_may_resolve_review_cases(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"MLOPS_PROFILE": "production", **PRODUCTION_SERVICES}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLOPS_REVIEWERS", raising=False)
+    with pytest.raises(SettingsError, match="the production profile needs MLOPS_REVIEWERS"):
+        Settings().allowed_reviewers()
+    monkeypatch.setenv("MLOPS_REVIEWERS", "carol, dan")
+    assert Settings().allowed_reviewers() == ["carol", "dan"]
+    monkeypatch.setenv("MLOPS_PROFILE", "embedded")
+    monkeypatch.delenv("MLOPS_REVIEWERS")
+    assert Settings().allowed_reviewers() == []  # embedded: any named reviewer

@@ -103,6 +103,8 @@ def test_text_output_lists_cases(cases: list[str], capsys: pytest.CaptureFixture
         ({"reason": ""}, "reason is required"),
         ({"reason": "\u200b"}, "reason is required"),  # one zero-width space reads as empty
         ({"reviewer": "\ufeff "}, "reviewer"),
+        ({"reason": "\u3164"}, "reason is required"),  # a Hangul filler prints as blank
+        ({"reason": "\u2800 \u0301"}, "reason is required"),  # braille blank, a lone combining mark
         ({"case_id": str(uuid.uuid4())}, "no review case"),
         ({"case_id": "not-an-id"}, "no review case"),
     ],
