@@ -203,19 +203,10 @@ class S3Store:
 
     def check_access(self) -> None:
         """Raise SettingsError now, not after minutes of work, if the bucket is missing or the
-        credentials are absent or refused (one HEAD request)."""
-        from botocore.exceptions import ClientError
-
-        what = f"reach the object store {self.url}"
-        with _s3_errors(what):
-            try:
-                self._client.head_bucket(Bucket=self.bucket)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in _MISSING_CODES:
-                    raise
-                raise SettingsError(
-                    f"cannot {what}: the bucket does not exist", hint="create it, or fix MLOPS_STORE_URL"
-                ) from exc
+        credentials are absent or refused: one listing of at most one key under the store's
+        prefix (what a role limited to that prefix may do; HEAD of the bucket needs more)."""
+        with _s3_errors(f"reach the object store {self.url}"):
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
 
     def list_keys(self, prefix: str) -> list[str]:
         full = self._key(prefix)
