@@ -82,7 +82,9 @@ proves nothing against someone who can rewrite the database and every copy of it
   recompute the later hashes; a full rewrite of later hashes as soon as one anchor that
   postdates the rewritten record survives outside the writer's reach (an exported anchor
   file, a copy in another system). ``audit_anchors`` in the same database only helps against
-  writers who forget it; ship anchors off the database (:func:`export_anchor`) often.
+  writers who forget it; ship anchors off the database (:func:`export_anchor`) often. The
+  daily monitor keeps the head it verified in the object store (:func:`store_anchor`, another
+  system than the database) and ``mlops audit verify`` checks those anchors too.
 * Does not catch: records appended after the newest surviving anchor by a writer who also
   updates ``audit_chain_head`` (they look like genuine appends), nor the newest records
   deleted with the head rewritten to the last one kept (the CLI says so when no anchor was
@@ -152,6 +154,8 @@ from mlops.audit_verify import (
     anchor_head,
     export_anchor,
     load_anchors,
+    store_anchor,
+    stored_anchors,
     verify_chain,
 )
 from mlops.audit_write import (
@@ -318,5 +322,7 @@ __all__ = [
     "review_cases",
     "routed_by_hand",
     "routed_by_hand_all",
+    "store_anchor",
+    "stored_anchors",
     "verify_chain",
 ]

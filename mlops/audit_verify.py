@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -24,6 +24,9 @@ from mlops.audit_hashing import GENESIS_HASH, as_utc, record_hash
 from mlops.audit_schema import audit_anchors, audit_chain_head, audit_records, is_event, missing_guards
 from mlops.audit_write import RECORD_GUARDS_RESTORED, AuditStoreError, chain_transaction, lock_head
 from mlops.errors import ChainBroken, InputError
+
+if TYPE_CHECKING:
+    from mlops.storage import ObjectStore
 
 BreakKind = Literal["edited", "deleted", "inserted", "reordered", "rewritten"]
 CASES_HINT: Final = (
@@ -441,3 +444,32 @@ def load_anchors(*paths: Path) -> list[Anchor]:
         except (TypeError, ValueError) as exc:
             raise InputError(f"anchor file {path} is not an anchor: {exc}") from exc
     return anchors
+
+
+# --- anchors in the object store -----------------------------------------------------------
+
+ANCHOR_PREFIX: Final = "audit-anchors/"
+
+
+def store_anchor(store: ObjectStore, anchor: Anchor) -> str:
+    """Keep ``anchor`` in the object store (another system than the audit database: a writer who
+    can rewrite the database cannot, by that alone, rewrite these); idempotent. Returns its URI.
+    The monitor stores the head it verified on every run."""
+    key = f"{ANCHOR_PREFIX}{anchor.seq:012d}-{anchor.record_hash[:16]}.json"
+    if not store.exists(key):
+        store.put_bytes(key, anchor.model_dump_json(exclude={"source"}).encode())
+    return store.uri(key)
+
+
+def stored_anchors(store: ObjectStore) -> list[Anchor]:
+    """The anchors kept in the object store by :func:`store_anchor` (oldest seq first)."""
+    found = []
+    for key in store.list_keys(ANCHOR_PREFIX):
+        if key.endswith(".json"):
+            try:
+                found.append(
+                    Anchor.model_validate({**json.loads(store.get_bytes(key)), "source": store.uri(key)})
+                )
+            except ValueError as exc:
+                raise InputError(f"the anchor {store.uri(key)} is not an anchor: {exc}") from exc
+    return found

@@ -83,12 +83,21 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 
 
 def cmd_audit(args: argparse.Namespace) -> Outcome:
-    from mlops.audit import Anchor, export_anchor, load_anchors, open_existing_audit_store, verify_chain
+    from mlops.audit import (
+        Anchor,
+        export_anchor,
+        load_anchors,
+        open_existing_audit_store,
+        stored_anchors,
+        verify_chain,
+    )
     from mlops.audit_verify import CASES_HINT
     from mlops.settings import get_settings
+    from mlops.storage import make_store
 
-    anchors = load_anchors(*args.anchor_file)
-    engine = open_existing_audit_store(get_settings())
+    settings = get_settings()
+    engine = open_existing_audit_store(settings)
+    anchors = [*load_anchors(*args.anchor_file), *stored_anchors(make_store(settings))]
     try:
         report = verify_chain(engine, anchors=anchors, anchor=args.anchor)
     finally:

@@ -66,8 +66,17 @@ class MonitorContext:
     cache_policy=NO_CACHE,
 )
 def verify_audit_chain_task(settings: Settings) -> audit.ChainReport:
-    """Walk the audit chain; raise ChainBroken (the flow fails) at the first break."""
-    report = audit.verify_chain(open_audit_store(settings))
+    """Walk the audit chain against the anchors kept in the object store, keep the verified head
+    there as a new anchor, then raise ChainBroken (the flow fails) at the first break."""
+    store = make_store(settings)
+    engine = open_audit_store(settings)
+    try:
+        report = audit.verify_chain(engine, anchors=audit.stored_anchors(store))
+    finally:
+        engine.dispose()
+    if report.first_break is None and report.last_seq > 0:
+        head = audit.Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
+        audit.store_anchor(store, head)
     report.raise_if_broken()
     return report
 

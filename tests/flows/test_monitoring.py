@@ -176,6 +176,8 @@ def test_no_drift_no_event(home: Path, capsys: pytest.CaptureFixture[str]) -> No
     result = monitor_drift(model=MODEL)
 
     assert result.champion_version == 1 and result.chain_ok and result.reference_built
+    [anchor] = audit.stored_anchors(_store())  # the verified head, kept off the audit database
+    assert anchor.seq == result.chain_records_checked
     assert result.reference_uri and result.reference_uri.endswith(reference_key(MODEL, 1).split("/")[-1])
     assert [w.snapshot for w in result.windows] == [shas[4], shas[5]]
     assert not any(w.alarm for w in result.windows) and not result.alarm and result.event_id is None

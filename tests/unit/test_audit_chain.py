@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from mlops import audit, audit_hashing
 from mlops.audit_schema import APPEND_ONLY_TABLES, metadata
 from mlops.errors import ChainBroken, InputError
+from mlops.storage import LocalStore
 from tests.helpers import batch_record_context
 
 pytestmark = pytest.mark.unit
@@ -464,9 +465,18 @@ def test_full_rewrite_including_the_anchor_table_is_caught_by_a_file_anchor(
     assert str(path) in found.detail
 
 
-def test_anchor_beyond_the_end_reports_the_truncation(engine: Engine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kept_in", ["file", "object store"])
+def test_anchor_beyond_the_end_reports_the_truncation(engine: Engine, tmp_path: Path, kept_in: str) -> None:
     fill(engine)
-    path = audit.export_anchor(audit.anchor_head(engine), tmp_path / "a.json")
+    store = LocalStore(tmp_path / "store")
+    head = audit.anchor_head(engine)
+    if kept_in == "file":
+        anchors = audit.load_anchors(audit.export_anchor(head, tmp_path / "a.json"))
+    else:
+        uri = audit.store_anchor(store, head)
+        assert audit.store_anchor(store, head) == uri  # idempotent
+        anchors = audit.stored_anchors(store)
+    assert [a.seq for a in anchors] == [13]
     unguard(engine)
     sql(
         engine,
@@ -475,7 +485,7 @@ def test_anchor_beyond_the_end_reports_the_truncation(engine: Engine, tmp_path: 
         "UPDATE audit_chain_head SET seq = 10, record_hash = :h",
         h=row(engine, 10)["record_hash"],
     )
-    found = brk(engine, anchors=audit.load_anchors(path))
+    found = brk(engine, anchors=anchors)
     assert (found.kind, found.seq) == ("deleted", 11)
 
 
