@@ -28,6 +28,9 @@ pairs run one after the other, each full side on a fresh audit store; the ratio 
 the median pair's (its figures fill ``raw`` and ``full``), with the range over all pairs.
 ``required_steps_over_raw_inplace_predict``: the full side's validate + champion + challenger
 steps alone (no hashing, no audit) over the raw predict, the floor of the full ratio here.
+``store_insert_over_raw_inplace_predict``: the audit store's own insert of the same 2 records
+per row (encoded ahead, untimed; the product's insert, one transaction per scoring chunk) over
+the raw predict: what the audit writes alone cost on this machine.
 """
 
 from __future__ import annotations
@@ -181,6 +184,49 @@ def worker_full(
     }
 
 
+def worker_store(rows: int, work: Path, chunk_rows: int) -> dict[str, Any]:
+    """The audit store's own insert of the full side's records (2 per row), and nothing else:
+    rows encoded ahead (untimed) by the product's encoder, then written with the product's
+    insert (one transaction per scoring chunk, as the flow writes them) into a fresh store with
+    the real schema. The floor the audit writes put under the full side on this machine."""
+    from benchmarks.bench_audit import make_batch
+    from mlops import audit
+    from mlops.audit_encode import RecordIds
+    from mlops.audit_write import _WRITE_ORDER, _sqlite_insert_grid, encode_predictions
+
+    engine = audit.create_audit_engine(f"sqlite:///{work / 'audit.db'}")
+    audit.create_schema(engine)
+    per_chunk, total = 2 * chunk_rows, 2 * rows
+    encoded = encode_predictions(
+        make_batch(per_chunk),
+        batch_id="store-floor",
+        dialect="sqlite",
+        open_cases=False,
+        chunk_rows=per_chunk,
+    )
+    [chunk] = encoded.chunks
+    insert = f"INSERT INTO audit_records ({', '.join(_WRITE_ORDER)}) VALUES"
+    ids, seq, seconds, cpu = RecordIds(), 1, 0.0, 0.0
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        for start in range(0, total, per_chunk):
+            n = min(per_chunk, total - start)
+            grid = chunk.body[:n].copy()
+            grid[:, 0] = list(range(seq, seq + n))
+            grid[:, 1] = "2026-01-01 00:00:00.000000"
+            grid[:, 2] = ids.take(n)  # record ids are unique in the store
+            grid[:, -2] = grid[:, -1] = "0" * 64
+            seq += n
+            t0, c0 = time.perf_counter(), time.process_time()
+            dbapi.execute("BEGIN IMMEDIATE")
+            _sqlite_insert_grid(dbapi, insert, grid)
+            dbapi.execute("COMMIT")
+            seconds += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+    engine.dispose()
+    return {"records": total, "seconds": seconds, "cpu_seconds": cpu}
+
+
 def _lookup_one(engine: Any, data: Path, hash_key: str) -> dict[str, Any]:
     """`mlops audit find` of the batch's middle application on the full store (not in the ratio:
     a person's lookup, which reads the whole table; entity_key has no index)."""
@@ -262,7 +308,7 @@ def main() -> None:
         "--repeats", type=int, default=3, help="raw + full pairs; the median ratio is reported"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--worker", choices=["raw", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["raw", "full", "store"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -273,6 +319,9 @@ def main() -> None:
         args.chunk_rows = DEFAULT_CHUNK_ROWS
     if args.worker == "raw":
         print(json.dumps(worker_raw(args.data, args.models)))
+        return
+    if args.worker == "store":
+        print(json.dumps(worker_store(args.rows, args.work, args.chunk_rows)))
         return
     if args.worker == "full":
         print(
@@ -316,6 +365,22 @@ def main() -> None:
             if "raw" in sides:
                 ratio = sides["full"]["seconds"] / sides["raw"]["seconds"]
                 print(f"repeat {repeat}: full/raw = {ratio:.2f}", file=sys.stderr, flush=True)
+        store = None
+        if not args.memory_only:
+            work = root / "work-store"
+            work.mkdir()
+            store = _run(
+                [
+                    "--worker",
+                    "store",
+                    "--rows",
+                    str(args.rows),
+                    "--work",
+                    str(work),
+                    "--chunk-rows",
+                    str(args.chunk_rows),
+                ]
+            )
     load_after = os.getloadavg()
     if args.memory_only:
         chosen = repeats[0]
@@ -360,6 +425,13 @@ def main() -> None:
             "required_steps_over_raw_inplace_predict": round(
                 sum(full["steps_seconds"].get(k, 0.0) for k in REQUIRED_STEPS) / raw["seconds"], 2
             ),
+        }
+    if store is not None and "raw" in chosen:
+        # The store's own insert of the same records alone (no encoding, hashing or scoring),
+        # over the raw predict: with two models and validation, what is left of 3x.
+        result |= {
+            "store_insert": store,
+            "store_insert_over_raw_inplace_predict": round(store["seconds"] / chosen["raw"]["seconds"], 2),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
