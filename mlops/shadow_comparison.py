@@ -71,6 +71,8 @@ class ShadowData(BaseModel):
     outcomes_before_application: int = 0
     slices_checked: bool = False
     slices_note: str | None = None
+    #: Versions trained and gated under another model spec than the one they are compared under now.
+    spec_notes: list[str] = []
 
 
 class ShadowEvidence(BaseModel):

@@ -38,8 +38,8 @@ from mlops.dossier import (
 from mlops.errors import MlopsError
 from mlops.events import emit
 from mlops.gates import gate_table_markdown
-from mlops.lineage import TAG_VERDICT
-from mlops.model_spec import load_model_spec
+from mlops.lineage import TAG_MODEL_SPEC_SHA256, TAG_VERDICT
+from mlops.model_spec import ModelSpec, load_model_spec, model_spec_hash
 from mlops.performance import keyed_outcomes
 from mlops.promotion import (
     PASSING_VERDICTS,
@@ -264,11 +264,27 @@ def compare_on_shadow_task(
         flow_run_id=flow_run_id,
         rows_note=note,
     )
+    evidence = _with_spec_notes(evidence, spec, registry, model, (state.champion, state.challenger))
     verdict = registry.version_tags(model, state.challenger).get(TAG_VERDICT)
     if verdict not in PASSING_VERDICTS:  # an alias pointed at a failed candidate by hand
         reason = f"version {state.challenger} carries training gate verdict {verdict!r}, not one of {list(PASSING_VERDICTS)}"
         evidence = evidence.model_copy(update={"passed": False, "reasons": [*evidence.reasons, reason]})
     return evidence
+
+
+def _with_spec_notes(
+    evidence: ShadowEvidence, spec: ModelSpec, registry: ModelRegistry, model: str, versions: tuple[int, int]
+) -> ShadowEvidence:
+    """The evidence, saying which of the versions were trained and gated under another model
+    spec than today's (whose gates the comparison applies): for the approver to see, not a refusal."""
+    today = model_spec_hash(spec)
+    notes = [
+        f"version {v} was trained and gated under another model spec (sha256 {tag[:12]}..., today "
+        f"{today[:12]}...); the comparison applies today's gates"
+        for v in versions
+        if (tag := registry.version_tags(model, v).get(TAG_MODEL_SPEC_SHA256)) and tag != today
+    ]
+    return evidence.model_copy(update={"data": evidence.data.model_copy(update={"spec_notes": notes})})
 
 
 def evidence_markdown(promotion: ShadowPromotion) -> str:
@@ -283,6 +299,7 @@ def evidence_markdown(promotion: ShadowPromotion) -> str:
     ]
     if evidence is not None:
         lines += [evidence.summary(), ""]
+        lines += [f"- note: {note}" for note in evidence.data.spec_notes]
         if evidence.decision_record is not None:
             lines.append(gate_table_markdown(evidence.decision_record))
     if promotion.reasons:

@@ -575,6 +575,9 @@ def test_a_hard_crash_between_steps_leaves_one_champion_and_promote_finishes(goo
         state = read_registry_state(registry, MODEL)
         evidence = compare_on_shadow_task.fn(MODEL, state, settings, None)
         assert evidence.passed, evidence.reasons
+        # The challenger was trained under a wider window than the spec it is judged by: said.
+        [note] = evidence.data.spec_notes
+        assert note.startswith(f"version {good_challenger} was trained and gated under another model spec")
         approval = policy_approval(get_settings(), None, "test")
         plan = plan_promotion_task.fn(
             ShadowPromotion(
