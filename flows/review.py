@@ -75,6 +75,7 @@ def review_case(
         if value is not None and not value.strip():
             raise InputError(f"{name} is blank", hint="route_by: who routes it to review; route_reason: why")
     settings = flow_settings()
+    settings.allowed_reviewers()  # production without MLOPS_REVIEWERS: said before anyone fills the form
     if route_by is not None and route_reason is not None:
         route_to_review_task(case_id, route_by, route_reason, settings)
     view = load_review_case_task(case_id, settings)

@@ -143,7 +143,9 @@ from mlops.audit_schema import (
     audit_records,
     create_audit_engine,
     create_schema,
+    install_guards,
     is_event,
+    missing_guards,
     review_cases,
     used_store_missing_guards,
 )
@@ -201,19 +203,21 @@ def open_audit_store(settings: Settings) -> Engine:
 
 def ensure_schema(engine: Engine) -> None:
     """:func:`create_schema`; on a used store whose append-only guards were dropped or disabled,
-    a ``guards_restored`` record goes into the chain first (then the guards are installed
-    again): dropping them leaves that trace, even if the process stops in between."""
-    missing = used_store_missing_guards(engine)
-    if missing:
-        append_event(
-            engine,
-            RECORD_GUARDS_RESTORED,
-            {
-                "restored": missing,
-                "note": "append-only guards were missing or disabled in a store holding records "
-                "(someone with DDL rights) and are installed again",
-            },
-        )
+    a ``guards_restored`` record is appended and the guards installed again in one transaction
+    holding the chain lock (checked again under it: two processes opening the store at once
+    record one restore). Dropping the guards leaves that trace."""
+    if used_store_missing_guards(engine):  # a read; the common case finds nothing to restore
+        with chain_transaction(engine) as conn:
+            lock_head(conn)
+            missing = missing_guards(conn)
+            if missing:
+                payload = {
+                    "restored": missing,
+                    "note": "append-only guards were missing or disabled in a store holding records "
+                    "(someone with DDL rights) and are installed again",
+                }
+                append_events_locked(conn, [event_fields(RECORD_GUARDS_RESTORED, payload, {})])
+                install_guards(conn, missing)
     create_schema(engine)
 
 

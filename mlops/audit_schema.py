@@ -210,7 +210,7 @@ def create_schema(engine: Engine) -> list[str]:
             conn.execute(CreateIndex(index, if_not_exists=True))
         for name in _DROPPED_INDEXES:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_qualified_name(conn, name)}")
-        _install_guards(conn, missing)
+        install_guards(conn, missing)
     try:
         with engine.begin() as conn:
             present = conn.execute(sa.select(audit_chain_head.c.id)).first()
@@ -229,36 +229,61 @@ def _guard_names(dialect: str) -> set[str]:
     return set()
 
 
-_REFUSES: Final = (
-    "RAISE"  # what a working guard's body holds (SQLite: RAISE(ABORT...); PostgreSQL: RAISE EXCEPTION)
-)
+_REFUSE_BODY: Final = "BEGIN RAISE EXCEPTION '% is append-only (% refused)', TG_TABLE_NAME, TG_OP; END"
+_REFUSE_FUNCTION: Final = "audit_refuse_change"
+
+
+def _normal(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _sqlite_guard(conn: Connection, name: str, op: str) -> str:
+    """The statement of one SQLite guard, as ``sqlite_master`` keeps it (without IF NOT EXISTS)."""
+    table = qualified(conn, metadata.tables[name])
+    return (
+        f"CREATE TRIGGER {name}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
+    )
 
 
 def missing_guards(conn: Connection) -> list[str]:
     """The append-only guards :func:`create_schema` installs that the store lacks now, or holds
-    in a form that refuses nothing: a SQLite trigger redefined (``WHEN 0``, no ``RAISE``); on
-    PostgreSQL a trigger disabled or set to fire only for replication, or the trigger function
-    rewritten (then named ``audit_refuse_change``)."""
+    in another form than installed (a SQLite trigger redefined, ``WHEN 0``; on PostgreSQL a
+    trigger disabled, set to fire only for replication or calling another function, or the
+    function ``audit_refuse_change`` rewritten, then named itself)."""
     expected = _guard_names(conn.dialect.name)
     if not expected:
         return []
     if conn.dialect.name == "sqlite":
-        triggers = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
-        working = {
-            str(name) for name, sql in triggers if _REFUSES in str(sql) and " WHEN " not in str(sql).upper()
+        wanted = {
+            f"{name}_no_{op.lower()}": _normal(_sqlite_guard(conn, name, op))
+            for name in APPEND_ONLY_TABLES
+            for op in ("UPDATE", "DELETE")
         }
+        found = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+        working = {str(name) for name, sql in found if wanted.get(str(name)) == _normal(sql)}
         return sorted(expected - working)
-    rows = conn.execute(
+    schema = {"schema": _translated_schema(conn)}
+    in_schema = "n.nspname = COALESCE(:schema, current_schema())"
+    triggers = conn.execute(
         sa.text(
-            "SELECT t.tgname, p.prosrc FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_proc p ON p.oid = t.tgfoid "
-            "WHERE n.nspname = COALESCE(:schema, current_schema()) AND t.tgenabled IN ('O', 'A')"
+            f"WHERE {in_schema} AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') "
+            f"AND p.proname = '{_REFUSE_FUNCTION}'"
         ),
-        {"schema": _translated_schema(conn)},
-    ).all()
-    missing = sorted(expected - {str(name) for name, _ in rows})
-    if any(_REFUSES not in str(body) for _, body in rows):
-        missing.append("audit_refuse_change")
+        schema,
+    ).scalars()
+    missing = sorted(expected - {str(name) for name in triggers})
+    body = conn.execute(
+        sa.text(
+            "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            f"WHERE {in_schema} AND p.proname = '{_REFUSE_FUNCTION}'"
+        ),
+        schema,
+    ).scalar()
+    if _normal(body) != _REFUSE_BODY:
+        missing.append(_REFUSE_FUNCTION)
     return missing
 
 
@@ -299,26 +324,23 @@ def add_columns(conn: Connection, tables: sa.MetaData, added: Mapping[tuple[str,
             )
 
 
-def _install_guards(conn: Connection, missing: Sequence[str]) -> None:
+def install_guards(conn: Connection, missing: Sequence[str] = ()) -> None:
     """Install the guards (idempotent); ``missing`` (:func:`missing_guards`): those to redo."""
     if conn.dialect.name == "sqlite":
         for name in APPEND_ONLY_TABLES:
-            table = qualified(conn, metadata.tables[name])
             for op in ("UPDATE", "DELETE"):
                 if f"{name}_no_{op.lower()}" in missing:  # a redefined one: IF NOT EXISTS keeps it
                     conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_no_{op.lower()}")
-                conn.exec_driver_sql(
-                    f"CREATE TRIGGER IF NOT EXISTS {name}_no_{op.lower()} BEFORE {op} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
-                )
+                statement = _sqlite_guard(conn, name, op)
+                conn.exec_driver_sql(statement.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
     elif conn.dialect.name == "postgresql":
         translate = conn.get_execution_options().get("schema_translate_map") or {}
         schema = translate.get(None)
-        func = f'"{schema}".audit_refuse_change' if schema else "audit_refuse_change"
+        func = f'"{schema}".{_REFUSE_FUNCTION}' if schema else _REFUSE_FUNCTION
         conn.exec_driver_sql(
             f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            # %% is a literal % for the driver (psycopg2 formats the statement)
-            "BEGIN RAISE EXCEPTION '%% is append-only (%% refused)', TG_TABLE_NAME, TG_OP; END $$"
+            + _REFUSE_BODY.replace("%", "%%")  # %% is a literal % for the driver (psycopg2 formats it)
+            + " $$"
         )
         for name in APPEND_ONLY_TABLES:
             table = qualified(conn, metadata.tables[name])

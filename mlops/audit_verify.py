@@ -461,15 +461,26 @@ def store_anchor(store: ObjectStore, anchor: Anchor) -> str:
     return store.uri(key)
 
 
-def stored_anchors(store: ObjectStore) -> list[Anchor]:
-    """The anchors kept in the object store by :func:`store_anchor` (oldest seq first)."""
+NEWEST_ANCHORS: Final = 5
+
+
+def stored_anchors(store: ObjectStore, newest: int | None = NEWEST_ANCHORS) -> list[Anchor]:
+    """The anchors kept in the object store by :func:`store_anchor`, oldest seq first: the
+    ``newest`` by seq (from their names, one listing), or all with None. Hashes chain, so the
+    newest anchors vouch for everything before them (a rewrite or a truncation up to their seq
+    breaks them); older ones would only narrow down where, at one read each per verification."""
+    keys = sorted((k for k in store.list_keys(ANCHOR_PREFIX) if k.endswith(".json")), key=_anchor_seq)
     found = []
-    for key in store.list_keys(ANCHOR_PREFIX):
-        if key.endswith(".json"):
-            try:
-                found.append(
-                    Anchor.model_validate({**json.loads(store.get_bytes(key)), "source": store.uri(key)})
-                )
-            except ValueError as exc:
-                raise InputError(f"the anchor {store.uri(key)} is not an anchor: {exc}") from exc
+    for key in keys if newest is None else keys[-newest:]:
+        try:
+            found.append(
+                Anchor.model_validate({**json.loads(store.get_bytes(key)), "source": store.uri(key)})
+            )
+        except ValueError as exc:
+            raise InputError(f"the anchor {store.uri(key)} is not an anchor: {exc}") from exc
     return found
+
+
+def _anchor_seq(key: str) -> int:
+    name = key.rsplit("/", 1)[-1]
+    return int(name.split("-", 1)[0]) if name.split("-", 1)[0].isdigit() else -1

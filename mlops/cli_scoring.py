@@ -96,9 +96,10 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
     from mlops.storage import make_store
 
     settings = get_settings()
+    anchors = load_anchors(*args.anchor_file)
     engine = open_existing_audit_store(settings)
-    anchors = [*load_anchors(*args.anchor_file), *stored_anchors(make_store(settings))]
     try:
+        anchors += stored_anchors(make_store(settings))
         report = verify_chain(engine, anchors=anchors, anchor=args.anchor)
     finally:
         engine.dispose()

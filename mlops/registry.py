@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -206,16 +208,25 @@ def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None
 
 def load_checked_model(model_uri: str, label: str, tags: Mapping[str, str]) -> PyFuncModel:
     """Download a model version's files, check them (:func:`check_model_files`) and load the
-    model from exactly those files. The folder is kept, as MLflow keeps the ones it downloads."""
+    model from exactly those files, then remove the download (our model holds its booster and
+    schema in memory once loaded; a long-running worker would otherwise gather a copy per load).
+
+    Python byte-code caches in the download are deleted first: they are not covered by the
+    digest, and a ``.pyc`` compiled unchecked would run instead of the checked source."""
     import mlflow
 
     from mlops.pyfunc_model import load_pyfunc
 
-    folder = Path(
-        mlflow.artifacts.download_artifacts(model_uri, dst_path=tempfile.mkdtemp(prefix="mlops-model-"))
-    )
-    check_model_files(label, folder, tags)
-    return load_pyfunc(str(folder))
+    folder = Path(tempfile.mkdtemp(prefix="mlops-model-"))
+    try:
+        mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder))
+        for cache in [p for p in folder.rglob("__pycache__") if p.is_dir()]:
+            shutil.rmtree(cache)
+        check_model_files(label, folder, tags)
+        return load_pyfunc(str(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        sys.path[:] = [entry for entry in sys.path if not entry.startswith(str(folder))]  # MLflow's code path
 
 
 def unregistered_message(registry: ModelRegistry, name: str) -> str:

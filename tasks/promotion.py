@@ -71,7 +71,7 @@ from mlops.promotion import (
     unfinished_promotion,
     verify_unchanged,
 )
-from mlops.registry import make_registry
+from mlops.registry import ModelRegistry, make_registry
 from mlops.settings import Settings
 from mlops.shadow_comparison import (
     LabelledPairs,

@@ -212,7 +212,7 @@ def score_champion_task(
     version = registry.get_alias_version(spec.name, ALIAS_CHAMPION)
     if version is None:
         return None
-    model = registry.load_model(spec.name, ALIAS_CHAMPION)
+    model = registry.load_version(spec.name, version)  # the version resolved above, files checked
     raw = evaluation.drop(columns=[c for c in LINEAGE_COLUMNS if c in evaluation.columns])
     scores = predict_scores(model, raw)  # our pyfunc's own scoring, without MLflow's per-value check
     return ChampionScores(version=version, run_id=registry.version_run_id(spec.name, version), scores=scores)

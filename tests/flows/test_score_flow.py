@@ -8,7 +8,9 @@ bootstrap (version 1), and a deliberately different booster registered as challe
 from __future__ import annotations
 
 import json
+import py_compile
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -351,6 +353,32 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused(
     finally:
         changed.write_bytes(original)
     assert main(["reproduce", champion_id, "--json"]) == 0
+
+
+def test_a_byte_code_cache_planted_beside_the_model_code_never_runs(
+    setup: Setup, engine: Engine, tmp_path: Path
+) -> None:
+    """A ``.pyc`` compiled unchecked would run instead of the checked source: the download's
+    caches are deleted before the check, so the planted code never runs."""
+    client = make_registry(get_settings()).client
+    model_id = client.get_model_version(MODEL, "1").source.removeprefix("models:/")
+    [code] = Path(urlparse(client.get_logged_model(model_id).artifact_location).path).rglob(
+        "mlops_xgboost_model.py"
+    )
+    marker, planted = tmp_path / "planted-code-ran", tmp_path / "mlops_xgboost_model.py"
+    planted.write_text(code.read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    cache = code.parent / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    py_compile.compile(
+        str(planted),
+        cfile=str(cache / f"mlops_xgboost_model.{sys.implementation.cache_tag}.pyc"),
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    try:
+        result = score_batch(source=str(setup.batch_a))
+    finally:
+        shutil.rmtree(cache)
+    assert result.rows_scored == 300 and not marker.exists()
 
 
 def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:

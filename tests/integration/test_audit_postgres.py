@@ -521,6 +521,20 @@ def test_guards_that_fire_no_more_are_reported_and_restored(engine: Engine, swit
         sql(engine, "DELETE FROM audit_records WHERE seq = 1")
 
 
+def test_other_triggers_in_the_schema_are_not_guards_gone_missing(engine: Engine) -> None:
+    fill(engine)
+    sql(  # a foreign key (PostgreSQL's internal triggers) and another application's trigger
+        engine,
+        "CREATE TABLE parent (id int PRIMARY KEY)",
+        "CREATE TABLE child (id int REFERENCES parent(id))",
+        "CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        "CREATE TRIGGER child_noop BEFORE INSERT ON child FOR EACH ROW EXECUTE FUNCTION noop()",
+    )
+    assert audit.verify_chain(engine).guards_missing == []
+    audit.ensure_schema(engine)
+    assert audit.verify_chain(engine).guards_restored == 0
+
+
 def test_disabled_guards_are_reported_restored_and_recorded(engine: Engine) -> None:
     fill(engine)
     unguard(engine)  # ALTER TABLE ... DISABLE TRIGGER USER: the triggers exist but do nothing

@@ -1130,10 +1130,22 @@ def test_a_guard_redefined_to_refuse_nothing_is_reported_and_replaced(engine: En
         "DROP TRIGGER audit_records_no_delete",
         "CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records WHEN 0 "
         "BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END",
+        "DROP TRIGGER audit_records_no_update",
+        "CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records BEGIN SELECT 'RAISE'; END",
     )
-    assert audit.verify_chain(engine).guards_missing == ["audit_records_no_delete"]
+    assert audit.verify_chain(engine).guards_missing == ["audit_records_no_delete", "audit_records_no_update"]
     audit.ensure_schema(engine)
     report = audit.verify_chain(engine)
     assert report.guards_missing == [] and report.guards_restored == 1
     with pytest.raises(Exception, match="append-only"):
         sql(engine, "DELETE FROM audit_records WHERE seq = 1")
+
+
+def test_only_the_newest_stored_anchors_are_read(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    for seq in (3, 120, 7, 1000, 15, 64, 9):
+        audit.store_anchor(
+            store, audit.Anchor(seq=seq, record_hash=f"{seq:064x}", created_at=datetime.now(UTC))
+        )
+    assert [a.seq for a in audit.stored_anchors(store)] == [9, 15, 64, 120, 1000]  # by seq, not by name
+    assert [a.seq for a in audit.stored_anchors(store, newest=None)] == [3, 7, 9, 15, 64, 120, 1000]
