@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from mlops.audit_hashing import as_utc
-from mlops.audit_schema import CASE_RESOLVED, audit_records, is_event, review_cases
+from mlops.audit_schema import CASE_RESOLVED, RESOLVED_CASE, audit_records, is_event, review_cases
 from mlops.audit_write import RECORD_REVIEW
 
 REPORTED_PROBLEMS: Final = 20  # problems listed in a report; all are counted
@@ -200,7 +200,7 @@ def _case_rows(conn: Connection, reviews: Mapping[str, Any], model_name: str | N
     status now), by case id; the latter looked up a few hundred ids per statement."""
     c = review_cases.c
     columns = (c.case_id, c.status, c.decision, c.reviewer, c.review_record_id)
-    stmt = sa.select(*columns).where(c.status == CASE_RESOLVED)
+    stmt = sa.select(*columns).where(RESOLVED_CASE)  # the literal term: the partial index of resolved cases
     if model_name is not None:
         stmt = stmt.where(c.model_name == model_name)
     rows = {str(r.case_id): r for r in conn.execute(stmt)}

@@ -153,6 +153,13 @@ open_cases_by_batch_index = _partial_index(
     where=OPEN_CASE,
 )
 
+#: Resolved cases: what training learns from and what is held against the chain's review records
+#: (mlops.audit_cases) on every training run and verification; partial, as above.
+RESOLVED_CASE: Final = review_cases.c.status == sa.literal_column(f"'{CASE_RESOLVED}'")
+resolved_cases_index = _partial_index(
+    "ix_review_cases_resolved", review_cases.c.model_name, review_cases.c.case_id, where=RESOLVED_CASE
+)
+
 APPEND_ONLY_TABLES: Final = ("audit_records", "audit_anchors")
 SQLITE_PAGE_SIZE: Final = 16_384
 SQLITE_CACHE_KIB: Final = 65_536
@@ -206,7 +213,7 @@ def create_schema(engine: Engine) -> list[str]:
         add_columns(conn, metadata, _ADDED_COLUMNS)
         # Stores made before the indexes existed get them here; IF NOT EXISTS, so two processes
         # opening such a store at once do not collide (see README: large PostgreSQL stores).
-        for index in (audit_events_index, open_cases_index, open_cases_by_batch_index):
+        for index in (audit_events_index, open_cases_index, open_cases_by_batch_index, resolved_cases_index):
             conn.execute(CreateIndex(index, if_not_exists=True))
         for name in _DROPPED_INDEXES:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_qualified_name(conn, name)}")

@@ -139,3 +139,15 @@ def test_many_reviews_are_checked_within_the_databases_parameter_limit(
     finally:
         limited.dispose()
     assert check.problems_total == 150 and check.reviews_checked == 150
+
+
+def test_resolved_cases_of_a_model_are_read_through_their_partial_index(engine: Engine) -> None:
+    from mlops.audit_cases import _case_rows
+
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+    with engine.connect() as conn:
+        _case_rows(conn, {}, MODEL)
+        [resolved] = [s for s in statements if "review_cases" in s]
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {resolved}", (MODEL,)))
+    assert "ix_review_cases_resolved" in plan
