@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -192,7 +193,13 @@ def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None
         found = model_files_sha256(folder)
     else:
         expected = tags.get(TAG_MODEL_FINGERPRINT)
-        if not expected:
+        if not expected:  # registered outside mlops (or its tags deleted): nothing to hold it to
+            logging.getLogger(__name__).warning(
+                "%s carries neither %s nor %s: its files are loaded unchecked",
+                label,
+                TAG_MODEL_FILES_SHA256,
+                TAG_MODEL_FINGERPRINT,
+            )
             return
         found = _booster_fingerprint(folder)
     if found == expected:
