@@ -28,9 +28,10 @@ pairs run one after the other, each full side on a fresh audit store; the ratio 
 the median pair's (its figures fill ``raw`` and ``full``), with the range over all pairs.
 ``required_steps_over_raw_inplace_predict``: the full side's validate + champion + challenger
 steps alone (no hashing, no audit) over the raw predict, the floor of the full ratio here.
-``store_insert_over_raw_inplace_predict``: the audit store's own insert of the same 2 records
-per row (encoded ahead, untimed; the product's insert, one transaction per scoring chunk) over
-the raw predict: what the audit writes alone cost on this machine.
+``store_insert_over_raw_inplace_predict``: the audit store's own insert of as many records of
+the same shape (2 per row, encoded ahead, untimed; the product's insert, one transaction per
+scoring chunk; no review cases) over the median pair's raw predict: a floor the audit writes
+alone put under the full side on this machine.
 """
 
 from __future__ import annotations
@@ -185,10 +186,12 @@ def worker_full(
 
 
 def worker_store(rows: int, work: Path, chunk_rows: int) -> dict[str, Any]:
-    """The audit store's own insert of the full side's records (2 per row), and nothing else:
-    rows encoded ahead (untimed) by the product's encoder, then written with the product's
-    insert (one transaction per scoring chunk, as the flow writes them) into a fresh store with
-    the real schema. The floor the audit writes put under the full side on this machine."""
+    """The audit store's own insert of as many prediction records as the full side writes (2 per
+    row, of the same shape: bench_audit's synthetic batch, not the full side's own rows), and
+    nothing else: encoded ahead (untimed) by the product's encoder, then written with the
+    product's insert (one transaction per scoring chunk) into a fresh store with the real
+    schema. Review cases and the chain head update are left out, so this is a floor. Run once,
+    after the pairs; its ratio is over the median pair's raw predict."""
     from benchmarks.bench_audit import make_batch
     from mlops import audit
     from mlops.audit_encode import RecordIds

@@ -522,6 +522,7 @@ RESOLVED_COLUMNS: Final = (
     "reviewer",
     "resolved_at",
     "review_record_id",
+    "entity_key",  # the prediction's keyed application id (a labelled row must be the one scored)
 )
 
 
@@ -545,7 +546,7 @@ def resolved_cases(engine: Engine, model_name: str | None = None) -> pd.DataFram
                 "from a backup (the chain's review records are what was decided)",
             )
         reviews = sorted(reviews, key=lambda r: (r.created_at, r.case_id))
-        preds = _prediction_refs(conn, [r.case_id for r in reviews])
+        preds = prediction_rows(conn, [r.case_id for r in reviews])
     orphans = [r.case_id for r in reviews if r.case_id not in preds]
     if orphans:
         raise ChainBroken(
@@ -567,21 +568,34 @@ def resolved_cases(engine: Engine, model_name: str | None = None) -> pd.DataFram
             "reviewer": [r.reviewer for r in reviews],
             "resolved_at": pd.to_datetime([r.created_at for r in reviews], utc=True),
             "review_record_id": [r.record_id for r in reviews],
+            "entity_key": [p.entity_key for p in refs],
         },
         columns=list(RESOLVED_COLUMNS),
     )
     return frame
 
 
-def _prediction_refs(conn: Any, record_ids: Sequence[str]) -> dict[str, Any]:
-    """record id -> (model_name, model_version, input_snapshot, input_row, input_hash) of these
-    prediction records (those in the store)."""
+PREDICTION_REFERENCE: Final = (
+    audit_records.c.record_id,
+    audit_records.c.model_name,
+    audit_records.c.model_version,
+    audit_records.c.entity_key,
+    audit_records.c.input_snapshot,
+    audit_records.c.input_row,
+    audit_records.c.input_hash,
+)
+
+
+def prediction_rows(conn: Any, record_ids: Sequence[str]) -> dict[str, Any]:
+    """record id -> the :data:`PREDICTION_REFERENCE` columns of those prediction records that are
+    in the store (the model, the keyed entity and where the scored row lives), a few hundred ids
+    per statement."""
     a = audit_records.c
+    ids = list(dict.fromkeys(record_ids))
     found: dict[str, Any] = {}
-    for start in range(0, len(record_ids), _BATCHES_PER_QUERY):
-        part = record_ids[start : start + _BATCHES_PER_QUERY]
-        stmt = sa.select(
-            a.record_id, a.model_name, a.model_version, a.input_snapshot, a.input_row, a.input_hash
-        ).where(a.record_type == RECORD_PREDICTION, a.record_id.in_(part))
+    for start in range(0, len(ids), _BATCHES_PER_QUERY):
+        stmt = sa.select(*PREDICTION_REFERENCE).where(
+            a.record_type == RECORD_PREDICTION, a.record_id.in_(ids[start : start + _BATCHES_PER_QUERY])
+        )
         found.update({str(row.record_id): row for row in conn.execute(stmt)})
     return found

@@ -199,16 +199,13 @@ def _qualified_name(conn: Connection, name: str, schema: str | None = None) -> s
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
-def create_schema(engine: Engine) -> list[str]:
-    """Create the tables, the chain head row and the append-only triggers (idempotent).
-
-    Returns the append-only guards it had to install again on a store that holds records
-    (someone with DDL rights dropped or disabled them). :func:`mlops.audit.ensure_schema`
-    records that in the chain first (:func:`used_store_missing_guards`), since installing
-    them again erases the evidence."""
+def create_schema(engine: Engine) -> None:
+    """Create the tables, the chain head row and the append-only triggers (idempotent; guards
+    found missing or redefined are installed again). On a used store,
+    :func:`mlops.audit.ensure_schema` records a restore in the chain first, since installing
+    the guards again erases the evidence."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
-        used = (conn.execute(sa.select(audit_chain_head.c.seq)).scalar() or 0) > 0
         missing = missing_guards(conn)
         add_columns(conn, metadata, _ADDED_COLUMNS)
         # Stores made before the indexes existed get them here; IF NOT EXISTS, so two processes
@@ -225,15 +222,11 @@ def create_schema(engine: Engine) -> list[str]:
                 conn.execute(audit_chain_head.insert().values(id=1, seq=0, record_hash=GENESIS_HASH))
     except IntegrityError:  # another process created it at the same moment
         pass
-    return missing if used else []
 
 
-def _guard_names(dialect: str) -> set[str]:
-    if dialect == "sqlite":
-        return {f"{t}_no_{op}" for t in APPEND_ONLY_TABLES for op in ("update", "delete")}
-    if dialect == "postgresql":
-        return {f"{t}_{kind}" for t in APPEND_ONLY_TABLES for kind in ("append_only", "no_truncate")}
-    return set()
+_PG_GUARDS: Final = frozenset(
+    f"{t}_{kind}" for t in APPEND_ONLY_TABLES for kind in ("append_only", "no_truncate")
+)
 
 
 _REFUSE_BODY: Final = "BEGIN RAISE EXCEPTION '% is append-only (% refused)', TG_TABLE_NAME, TG_OP; END"
@@ -244,13 +237,15 @@ def _normal(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _sqlite_guard(conn: Connection, name: str, op: str) -> str:
-    """The statement of one SQLite guard, as ``sqlite_master`` keeps it (without IF NOT EXISTS)."""
-    table = qualified(conn, metadata.tables[name])
-    return (
-        f"CREATE TRIGGER {name}_no_{op.lower()} BEFORE {op} ON {table} "
-        f"BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
-    )
+def _sqlite_guards(conn: Connection) -> dict[str, str]:
+    """The SQLite guards: trigger name -> its statement as ``sqlite_master`` keeps it (without
+    IF NOT EXISTS)."""
+    return {
+        f"{name}_no_{op.lower()}": f"CREATE TRIGGER {name}_no_{op.lower()} BEFORE {op} ON "
+        f"{qualified(conn, metadata.tables[name])} BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
+        for name in APPEND_ONLY_TABLES
+        for op in ("UPDATE", "DELETE")
+    }
 
 
 def missing_guards(conn: Connection) -> list[str]:
@@ -258,18 +253,12 @@ def missing_guards(conn: Connection) -> list[str]:
     in another form than installed (a SQLite trigger redefined, ``WHEN 0``; on PostgreSQL a
     trigger disabled, set to fire only for replication or calling another function, or the
     function ``audit_refuse_change`` rewritten, then named itself)."""
-    expected = _guard_names(conn.dialect.name)
-    if not expected:
-        return []
     if conn.dialect.name == "sqlite":
-        wanted = {
-            f"{name}_no_{op.lower()}": _normal(_sqlite_guard(conn, name, op))
-            for name in APPEND_ONLY_TABLES
-            for op in ("UPDATE", "DELETE")
-        }
-        found = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
-        working = {str(name) for name, sql in found if wanted.get(str(name)) == _normal(sql)}
-        return sorted(expected - working)
+        rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+        found = {str(name): _normal(sql) for name, sql in rows}
+        return sorted(n for n, sql in _sqlite_guards(conn).items() if found.get(n) != _normal(sql))
+    if conn.dialect.name != "postgresql":
+        return []
     schema = {"schema": _translated_schema(conn)}
     in_schema = "n.nspname = COALESCE(:schema, current_schema())"
     triggers = conn.execute(
@@ -281,7 +270,7 @@ def missing_guards(conn: Connection) -> list[str]:
         ),
         schema,
     ).scalars()
-    missing = sorted(expected - {str(name) for name in triggers})
+    missing = sorted(_PG_GUARDS - {str(name) for name in triggers})
     body = conn.execute(
         sa.text(
             "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
@@ -334,15 +323,12 @@ def add_columns(conn: Connection, tables: sa.MetaData, added: Mapping[tuple[str,
 def install_guards(conn: Connection, missing: Sequence[str] = ()) -> None:
     """Install the guards (idempotent); ``missing`` (:func:`missing_guards`): those to redo."""
     if conn.dialect.name == "sqlite":
-        for name in APPEND_ONLY_TABLES:
-            for op in ("UPDATE", "DELETE"):
-                if f"{name}_no_{op.lower()}" in missing:  # a redefined one: IF NOT EXISTS keeps it
-                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}_no_{op.lower()}")
-                statement = _sqlite_guard(conn, name, op)
-                conn.exec_driver_sql(statement.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
+        for trigger, statement in _sqlite_guards(conn).items():
+            if trigger in missing:  # a redefined one: IF NOT EXISTS would keep it
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+            conn.exec_driver_sql(statement.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
     elif conn.dialect.name == "postgresql":
-        translate = conn.get_execution_options().get("schema_translate_map") or {}
-        schema = translate.get(None)
+        schema = _translated_schema(conn)
         func = f'"{schema}".{_REFUSE_FUNCTION}' if schema else _REFUSE_FUNCTION
         conn.exec_driver_sql(
             f"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $$ "

@@ -89,6 +89,10 @@ class ChainReport(BaseModel):
         if not self.cases.ok:
             raise ChainBroken(self.cases.summary(), hint=CASES_HINT)
 
+    def head_anchor(self) -> Anchor:
+        """The last record verified, as an anchor to keep off the database."""
+        return Anchor(seq=self.last_seq, record_hash=self.last_hash, created_at=self.verified_at)
+
 
 # --- reading -----------------------------------------------------------------------------
 
@@ -417,12 +421,13 @@ def export_anchor(anchor: Anchor, path: Path) -> Path:
     earlier = load_anchors(path) if path.is_file() else []
     items = [a.model_dump(mode="json", exclude={"source"}) for a in [*earlier, anchor]]
     text = json.dumps(items[0] if len(items) == 1 else items, indent=2) + "\n"
+    partial = path.with_name(f".{path.name}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise InputError(
             f"cannot write the anchor file {path}: {exc.strerror or exc}",
             hint="give a writable file path (not a folder) with space left",
@@ -466,10 +471,10 @@ NEWEST_ANCHORS: Final = 5
 
 def stored_anchors(store: ObjectStore, newest: int | None = NEWEST_ANCHORS) -> list[Anchor]:
     """The anchors kept in the object store by :func:`store_anchor`, oldest seq first: the
-    ``newest`` by seq (from their names, one listing), or all with None. Hashes chain, so the
+    ``newest`` by seq (their names, zero-padded seqs, sort by it: one listing), or all with None. Hashes chain, so the
     newest anchors vouch for everything before them (a rewrite or a truncation up to their seq
     breaks them); older ones would only narrow down where, at one read each per verification."""
-    keys = sorted((k for k in store.list_keys(ANCHOR_PREFIX) if k.endswith(".json")), key=_anchor_seq)
+    keys = sorted(k for k in store.list_keys(ANCHOR_PREFIX) if k.endswith(".json"))  # zero-padded seqs
     found = []
     for key in keys if newest is None else keys[-newest:]:
         try:
@@ -479,8 +484,3 @@ def stored_anchors(store: ObjectStore, newest: int | None = NEWEST_ANCHORS) -> l
         except ValueError as exc:
             raise InputError(f"the anchor {store.uri(key)} is not an anchor: {exc}") from exc
     return found
-
-
-def _anchor_seq(key: str) -> int:
-    name = key.rsplit("/", 1)[-1]
-    return int(name.split("-", 1)[0]) if name.split("-", 1)[0].isdigit() else -1

@@ -84,7 +84,6 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
 
 def cmd_audit(args: argparse.Namespace) -> Outcome:
     from mlops.audit import (
-        Anchor,
         export_anchor,
         load_anchors,
         open_existing_audit_store,
@@ -138,8 +137,7 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
             "found dropped and installed again; ask who had DDL rights then"
         )
     if args.export_anchor is not None:  # the chain is intact: its head is worth keeping either way
-        head = Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
-        data["exported_anchor"] = str(export_anchor(head, args.export_anchor))
+        data["exported_anchor"] = str(export_anchor(report.head_anchor(), args.export_anchor))
         text += f"\nhead written to {args.export_anchor}: keep it where the database's writers cannot edit it"
     cases = report.cases
     text += f"\nreview cases: {cases.cases_checked} checked against {cases.reviews_checked} review record(s)"

@@ -32,7 +32,6 @@ from mlops.contracts import Contract
 from mlops.errors import InputError
 from mlops.labels import LABEL_SOURCE_COLUMN, LABEL_SOURCE_REVIEW, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN
 from mlops.lineage import ReviewLabel
-from mlops.review_desk import input_references
 from mlops.storage import ObjectStore, read_snapshot
 
 REVIEWER_COLUMN: Final = "_reviewer"
@@ -83,7 +82,6 @@ def review_labelled_rows(
     if target in applications.column_names:
         raise InputError(f"target {target!r} is a column of {applications.name!r} (label leakage)")
     cases = audit.resolved_cases(engine, model_name=model_name)
-    refs = input_references(engine, cases["case_id"].tolist())
     skipped: list[SkippedCase] = []
     pieces: list[pd.DataFrame] = []
     snapshots: list[str] = []
@@ -107,7 +105,7 @@ def review_labelled_rows(
         rows = frame.iloc[group["input_row"].to_numpy()].reset_index(drop=True)
         if hash_key is not None:
             keyed = audit.entity_key(rows[applications.id_column], hash_key).tolist()
-            expected = [refs[c].entity_key for c in group["case_id"]]
+            expected = group["entity_key"].tolist()
             same = pd.Series([k == e for k, e in zip(keyed, expected, strict=True)], dtype=bool)
             skipped += [
                 SkippedCase(

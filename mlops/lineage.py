@@ -8,7 +8,6 @@ a repository, or without git, the commit and dirty flag are ``unknown``.
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from importlib.metadata import distributions
 from pathlib import Path
@@ -171,9 +170,16 @@ class ReviewLabel(BaseModel):
 
 def review_labels_sha256(labels: list[ReviewLabel]) -> str:
     """sha256 of the review labels as canonical JSON, in review record order."""
+    from mlops.audit_hashing import canonical_json
+
     ordered = sorted(labels, key=lambda r: r.review_record_id)
-    text = json.dumps([r.model_dump(mode="json") for r in ordered], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(canonical_json([r.model_dump(mode="json") for r in ordered]).encode()).hexdigest()
+
+
+def model_fingerprint(booster_json: bytes, schema_json: bytes) -> str:
+    """sha256 of a model's booster and feature schema files (tag ``mlops.lineage.model_fingerprint``):
+    equal iff the trained models are identical."""
+    return hashlib.sha256(booster_json + schema_json).hexdigest()
 
 
 class Lineage(BaseModel):

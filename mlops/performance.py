@@ -350,8 +350,9 @@ def match_predictions(
 def checks_times(applications: Contract | None) -> bool:
     """Whether outcomes can be checked against the application times of this contract (it
     declares a datetime timestamp column)."""
-    column = None if applications is None else applications.timestamp_column
-    return column is not None and applications is not None and applications.column(column).dtype == "datetime"
+    if applications is None or applications.timestamp_column is None:
+        return False
+    return applications.column(applications.timestamp_column).dtype == "datetime"
 
 
 def application_times(store: ObjectStore, applications: Contract, refs: pd.DataFrame) -> pd.Series:
@@ -362,7 +363,7 @@ def application_times(store: ObjectStore, applications: Contract, refs: pd.DataF
     when the contract has no datetime timestamp column."""
     times = pd.Series(pd.NaT, index=refs.index, dtype="datetime64[ns, UTC]")
     column = applications.timestamp_column
-    if column is None or not checks_times(applications) or refs.empty:
+    if column is None or not checks_times(applications):
         return times
     for sha, group in refs.groupby("input_snapshot", sort=False):
         if not store.exists(snapshot_key(KIND_VALID, applications.name, str(sha))):
@@ -381,11 +382,16 @@ def application_times(store: ObjectStore, applications: Contract, refs: pd.DataF
 
 
 def _with_application_times(
-    matches: pd.DataFrame, stored: pd.DataFrame, store: ObjectStore, applications: Contract | None
+    matches: pd.DataFrame, engine: Engine, store: ObjectStore, applications: Contract | None
 ) -> pd.DataFrame:
     """``matches`` with ``applied_at``: kept from the stored match where known, read from the
     scored snapshots (:func:`application_times`) for the others only."""
-    known = stored.set_index("prediction_record_id")["applied_at"]
+    t = outcome_matches.c
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(t.prediction_record_id, t.applied_at).where(t.applied_at.is_not(None))
+        )
+        known = pd.Series({str(r.prediction_record_id): r.applied_at for r in stored}, dtype=object)
     applied = pd.to_datetime(matches["prediction_record_id"].map(known), utc=True)
     unknown = applied.isna()
     if applications is not None and unknown.any():
@@ -563,7 +569,7 @@ def join_outcomes(
     create_performance_schema(engine)
     keyed, counts, shas = keyed_outcomes(store, outcomes, hash_key)
     matches, predictions = match_predictions(engine, keyed, model_name)
-    matches = _with_application_times(matches, stored_matches(engine, model_name), store, applications)
+    matches = _with_application_times(matches, engine, store, applications)
     inserted, updated, unchanged = store_matches(engine, matches)
     stored = stored_matches(engine, model_name)
     early = before_application(stored)

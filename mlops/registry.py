@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import pandas as pd
 
 from mlops.errors import InputError, ServiceUnavailable, StorageIntegrityError, WorkRefused
-from mlops.lineage import NONE_VALUE, TAG_DECISION_RECORD_ID, TAG_VERDICT, TAG_VERDICT_FAILURES
+from mlops.lineage import (
+    NONE_VALUE,
+    TAG_DECISION_RECORD_ID,
+    TAG_VERDICT,
+    TAG_VERDICT_FAILURES,
+    model_fingerprint,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -173,7 +179,7 @@ def _booster_fingerprint(folder: Path) -> str | None:
     boosters, schemas = list(folder.rglob(BOOSTER_FILE)), list(folder.rglob(SCHEMA_FILE))
     if len(boosters) != 1 or len(schemas) != 1:
         return None
-    return hashlib.sha256(boosters[0].read_bytes() + schemas[0].read_bytes()).hexdigest()
+    return model_fingerprint(boosters[0].read_bytes(), schemas[0].read_bytes())
 
 
 def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None:
@@ -563,7 +569,6 @@ class MlflowRegistry:
     def load_model(self, name: str, alias: str) -> PyFuncModel:
         """The version ``models:/<name>@<alias>`` names, as a pyfunc (what a plain MLflow user
         loads), its files checked (:func:`load_checked_model`)."""
-        self._activate()
         version = self.get_alias_version(name, alias)
         if version is None:
             raise InputError(f"model {name!r} has no version with alias {alias!r}")

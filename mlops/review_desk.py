@@ -27,7 +27,6 @@ from mlops.settings import Settings
 from mlops.storage import ObjectStore, read_snapshot, snapshot_key
 
 DEFAULT_APPLICATIONS_DATASET: Final = "credit_applications"
-IN_CHUNK: Final = 500  # ids per ``IN (...)`` query
 
 
 class ReviewNotGiven(WorkRefused):
@@ -59,30 +58,18 @@ class CaseView(BaseModel):
 
 def input_references(engine: Engine, record_ids: Sequence[str]) -> dict[str, InputReference]:
     """The input reference of each prediction record id (absent ids are left out)."""
-    table = audit.audit_records
-    found: dict[str, InputReference] = {}
-    ids = list(dict.fromkeys(record_ids))
     with engine.connect() as conn:
-        for start in range(0, len(ids), IN_CHUNK):
-            stmt = sa.select(
-                table.c.record_id,
-                table.c.entity_key,
-                table.c.input_snapshot,
-                table.c.input_row,
-                table.c.input_hash,
-            ).where(
-                table.c.record_id.in_(ids[start : start + IN_CHUNK]),
-                table.c.record_type == audit.RECORD_PREDICTION,
-            )
-            for r in conn.execute(stmt):
-                found[str(r.record_id)] = InputReference(
-                    record_id=str(r.record_id),
-                    entity_key=r.entity_key,
-                    input_snapshot=r.input_snapshot,
-                    input_row=None if r.input_row is None else int(r.input_row),
-                    input_hash=r.input_hash,
-                )
-    return found
+        rows = audit.prediction_rows(conn, record_ids)
+    return {
+        record_id: InputReference(
+            record_id=record_id,
+            entity_key=r.entity_key,
+            input_snapshot=r.input_snapshot,
+            input_row=None if r.input_row is None else int(r.input_row),
+            input_hash=r.input_hash,
+        )
+        for record_id, r in rows.items()
+    }
 
 
 def applications_contract_for(model_name: str, settings: Settings) -> Contract | None:

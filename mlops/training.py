@@ -7,7 +7,6 @@ feature schema -> bit-identical booster bytes and scores on the same machine.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import xgboost as xgb
 from mlops.errors import InputError, WorkRefused
 from mlops.features import FeatureSchema, fit_feature_schema, prepare
 from mlops.labels import sort_rows
+from mlops.lineage import model_fingerprint
 from mlops.model_spec import ModelSpec
 
 FloatArray = npt.NDArray[np.float64]
@@ -105,10 +105,8 @@ class TrainedModel:
         return bytes(self.booster.save_raw(raw_format="json"))
 
     def fingerprint(self) -> str:
-        """sha256 of booster bytes + schema: equal iff the trained models are identical."""
-        digest = hashlib.sha256(self.booster_bytes())
-        digest.update(self.schema.to_json().encode())
-        return digest.hexdigest()
+        """:func:`mlops.lineage.model_fingerprint` of the files this model is logged as."""
+        return model_fingerprint(self.booster_bytes(), self.schema.to_json().encode())
 
 
 def load_trained_model(booster_json: bytes, schema_json: str) -> TrainedModel:

@@ -75,8 +75,7 @@ def verify_audit_chain_task(settings: Settings) -> audit.ChainReport:
     finally:
         engine.dispose()
     if report.first_break is None and report.last_seq > 0:
-        head = audit.Anchor(seq=report.last_seq, record_hash=report.last_hash, created_at=report.verified_at)
-        audit.store_anchor(store, head)
+        audit.store_anchor(store, report.head_anchor())
     report.raise_if_broken()
     return report
 

@@ -9,7 +9,7 @@ the previous champion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -71,7 +71,7 @@ from mlops.promotion import (
     unfinished_promotion,
     verify_unchanged,
 )
-from mlops.registry import ModelRegistry, make_registry
+from mlops.registry import make_registry
 from mlops.settings import Settings
 from mlops.shadow_comparison import (
     LabelledPairs,
@@ -264,8 +264,9 @@ def compare_on_shadow_task(
         flow_run_id=flow_run_id,
         rows_note=note,
     )
-    evidence = _with_spec_notes(evidence, spec, registry, model, (state.champion, state.challenger))
-    verdict = registry.version_tags(model, state.challenger).get(TAG_VERDICT)
+    tags = {v: registry.version_tags(model, v) for v in (state.champion, state.challenger)}
+    evidence = _with_spec_notes(evidence, spec, tags)
+    verdict = tags[state.challenger].get(TAG_VERDICT)
     if verdict not in PASSING_VERDICTS:  # an alias pointed at a failed candidate by hand
         reason = f"version {state.challenger} carries training gate verdict {verdict!r}, not one of {list(PASSING_VERDICTS)}"
         evidence = evidence.model_copy(update={"passed": False, "reasons": [*evidence.reasons, reason]})
@@ -273,16 +274,17 @@ def compare_on_shadow_task(
 
 
 def _with_spec_notes(
-    evidence: ShadowEvidence, spec: ModelSpec, registry: ModelRegistry, model: str, versions: tuple[int, int]
+    evidence: ShadowEvidence, spec: ModelSpec, tags: Mapping[int, Mapping[str, str]]
 ) -> ShadowEvidence:
-    """The evidence, saying which of the versions were trained and gated under another model
-    spec than today's (whose gates the comparison applies): for the approver to see, not a refusal."""
+    """The evidence, saying which of the versions (``tags``: each one's tags) were trained and
+    gated under another model spec than today's (whose gates the comparison applies): for the
+    approver to see, not a refusal."""
     today = model_spec_hash(spec)
     notes = [
         f"version {v} was trained and gated under another model spec (sha256 {tag[:12]}..., today "
         f"{today[:12]}...); the comparison applies today's gates"
-        for v in versions
-        if (tag := registry.version_tags(model, v).get(TAG_MODEL_SPEC_SHA256)) and tag != today
+        for v, version_tags in tags.items()
+        if (tag := version_tags.get(TAG_MODEL_SPEC_SHA256)) and tag != today
     ]
     return evidence.model_copy(update={"data": evidence.data.model_copy(update={"spec_notes": notes})})
 

@@ -92,9 +92,7 @@ def since_training_task(
     resumed batch decides under the policy recorded with it, so its policy is not compared."""
     registry = make_registry(settings)
     scoring = [v for v in (versions.champion, versions.challenger) if v is not None]
-    deciding = [versions.champion] + ([versions.challenger] if canary and versions.challenger else [])
-    if resumed:
-        deciding = []
+    deciding = [] if resumed else scoring if canary else [versions.champion]
     tags = {v: registry.version_tags(plan.spec.name, v) for v in scoring}
     return since_training_notes(plan.spec, plan.contract, tags, deciding)
 

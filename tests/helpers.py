@@ -140,3 +140,21 @@ def batch_record_context() -> Any:
         id_column="id",
         hash_key="k",
     )
+
+
+def restore_guards(engine: Any) -> Any:
+    """Open the audit store as every command does (``ensure_schema``), then check the guards
+    are back, their restore was recorded once in the chain, and a DELETE is refused again.
+    Returns the verification report."""
+    import pytest
+
+    from mlops import audit
+
+    before = audit.verify_chain(engine)
+    audit.ensure_schema(engine)
+    report = audit.verify_chain(engine)
+    assert report.guards_missing == [] and report.guards_restored == before.guards_restored + 1
+    assert report.last_seq == before.last_seq + 1  # the guards_restored record, chained
+    with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM audit_records WHERE seq = 1")
+    return report

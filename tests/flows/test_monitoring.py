@@ -191,6 +191,25 @@ def test_no_drift_no_event(home: Path, capsys: pytest.CaptureFixture[str]) -> No
     settle_events(RESOURCE, since)
     assert _alarms(since, [result, MonitorResult.model_validate(printed)]) == []
 
+    # The anchor kept in the object store is checked: the newest record deleted with the head rewritten.
+    engine = open_audit_store(get_settings())
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER audit_records_no_delete")
+            conn.execute(sa.text("DELETE FROM audit_records WHERE seq = :s"), {"s": anchor.seq})
+            conn.execute(
+                sa.text(
+                    "UPDATE audit_chain_head SET seq = :s, "
+                    "record_hash = (SELECT record_hash FROM audit_records WHERE seq = :s)"
+                ),
+                {"s": anchor.seq - 1},
+            )
+    finally:
+        engine.dispose()
+    assert main(["audit", "verify", "--json"]) == 1
+    broken = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["first_break"]
+    assert (broken["kind"], broken["seq"]) == ("deleted", anchor.seq)
+
 
 def test_drift_emits_exactly_one_event_and_judges_each_window_once(home: Path) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)

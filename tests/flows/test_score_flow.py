@@ -11,6 +11,7 @@ import json
 import py_compile
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,8 @@ from mlops.audit import audit_records, count_open_cases, create_audit_engine, en
 from mlops.cli import main
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.contracts import load_contract
-from mlops.errors import WorkRefused
+from mlops.errors import StorageIntegrityError, WorkRefused
+from mlops.lineage import TAG_MODEL_FILES_SHA256
 from mlops.model_spec import load_model_spec, model_spec_hash
 from mlops.promotion import bootstrap_champion
 from mlops.registry import TrainingRunLog, make_registry
@@ -320,11 +322,19 @@ def test_a_decision_policy_changed_since_training_is_said(
     assert f"note: {note}" in out
 
 
+def champion_files() -> Path:
+    """The folder where MLflow keeps the files of the champion (version 1)."""
+    client = make_registry(get_settings()).client
+    model_id = client.get_model_version(MODEL, "1").source.removeprefix("models:/")  # m-...
+    return Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
+
+
 @pytest.mark.parametrize(
     ("file", "edit"),
     [
         ("booster.json", lambda data: data.replace(b'"', b' "', 1)),  # one byte more: still loadable
         ("mlops_xgboost_model.py", lambda data: data + b"\n# model code changed in the store\n"),
+        ("MLmodel", None),  # a file added beside it (a module the changed code could import)
     ],
 )
 def test_a_model_file_changed_in_the_artifact_store_is_refused(
@@ -332,17 +342,19 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused(
     engine: Engine,
     capsys: pytest.CaptureFixture[str],
     file: str,
-    edit: Callable[[bytes], bytes],
+    edit: Callable[[bytes], bytes] | None,
 ) -> None:
     result = score_batch(source=str(setup.batch_a))
     records = records_of(engine, result.batch_id)
     champion_id = str(records.loc[records["role"] == ROLE_CHAMPION, "record_id"].iloc[0])
-    client = make_registry(get_settings()).client
-    model_id = client.get_model_version(MODEL, "1").source.removeprefix("models:/")  # m-...
-    folder = Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
-    [changed] = folder.rglob(file)  # a file of the champion (version 1) as MLflow keeps it
-    original = changed.read_bytes()
-    changed.write_bytes(edit(original))
+    [changed] = champion_files().rglob(file)
+    if edit is None:
+        changed = changed.parent / "extra_module.py"
+        original = None
+        changed.write_text("PLANTED = True\n")
+    else:
+        original = changed.read_bytes()
+        changed.write_bytes(edit(original))
     try:
         assert main(["score", str(setup.batch_b), "--json"]) == 1
         data = last_json(capsys.readouterr().out)
@@ -351,20 +363,39 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused(
         assert main(["reproduce", champion_id, "--json"]) == 1  # not "IDENTICAL" from the same swapped file
         assert "not to what was registered with the version" in last_json(capsys.readouterr().out)["error"]
     finally:
-        changed.write_bytes(original)
+        if original is None:
+            changed.unlink()
+        else:
+            changed.write_bytes(original)
     assert main(["reproduce", champion_id, "--json"]) == 0
+
+
+def test_a_version_registered_before_the_files_digest_is_checked_by_its_fingerprint(
+    setup: Setup, engine: Engine
+) -> None:
+    """Without the files tag, the booster + schema fingerprint training tagged is what holds."""
+    registry = make_registry(get_settings())
+    files_tag = registry.version_tags(MODEL, 1)[TAG_MODEL_FILES_SHA256]
+    registry.client.delete_model_version_tag(MODEL, "1", TAG_MODEL_FILES_SHA256)
+    [booster] = champion_files().rglob("booster.json")
+    original = booster.read_bytes()
+    try:
+        assert score_batch(source=str(setup.batch_a)).rows_scored == len(pd.read_parquet(setup.batch_a))
+        booster.write_bytes(original.replace(b'"', b' "', 1))
+        with pytest.raises(StorageIntegrityError, match="its files in the artifact store hash to"):
+            score_batch(source=str(setup.batch_b))
+    finally:
+        booster.write_bytes(original)
+        registry.set_version_tags(MODEL, 1, {TAG_MODEL_FILES_SHA256: files_tag})
 
 
 def test_a_byte_code_cache_planted_beside_the_model_code_never_runs(
     setup: Setup, engine: Engine, tmp_path: Path
 ) -> None:
     """A ``.pyc`` compiled unchecked would run instead of the checked source: the download's
-    caches are deleted before the check, so the planted code never runs."""
-    client = make_registry(get_settings()).client
-    model_id = client.get_model_version(MODEL, "1").source.removeprefix("models:/")
-    [code] = Path(urlparse(client.get_logged_model(model_id).artifact_location).path).rglob(
-        "mlops_xgboost_model.py"
-    )
+    caches are deleted before the check, so the planted code never runs; and the download is
+    removed once the model is loaded."""
+    [code] = champion_files().rglob("mlops_xgboost_model.py")
     marker, planted = tmp_path / "planted-code-ran", tmp_path / "mlops_xgboost_model.py"
     planted.write_text(code.read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\n")
     cache = code.parent / "__pycache__"
@@ -374,11 +405,14 @@ def test_a_byte_code_cache_planted_beside_the_model_code_never_runs(
         cfile=str(cache / f"mlops_xgboost_model.{sys.implementation.cache_tag}.pyc"),
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
+    downloads = set(Path(tempfile.gettempdir()).glob("mlops-model-*"))
     try:
         result = score_batch(source=str(setup.batch_a))
     finally:
         shutil.rmtree(cache)
-    assert result.rows_scored == 300 and not marker.exists()
+    assert result.rows_scored == len(pd.read_parquet(setup.batch_a)) and not marker.exists()
+    assert set(Path(tempfile.gettempdir()).glob("mlops-model-*")) <= downloads  # none left behind
+    assert not any("mlops-model-" in entry for entry in sys.path)
 
 
 def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,9 +209,10 @@ def test_a_store_made_before_application_times_gets_the_column(engine: Engine, s
     report = join_outcomes(engine, store, outcomes, hash_key=KEY, model_name=MODEL, applications=applications)
 
     assert "applied_at" in {c["name"] for c in sa.inspect(engine).get_columns("outcome_matches")}
-    assert report.join.inserted == 9 and report.join.outcomes_before_application == 0
-    assert report.join.application_times_unknown == 9  # counted and said, not guessed
-    assert "9 prediction(s) not checked for that" in report.summary_text()
+    matched = report.join.matched_predictions  # the model's predictions of ids with an outcome
+    assert report.join.inserted == matched and report.join.outcomes_before_application == 0
+    assert report.join.application_times_unknown == matched  # counted and said, not guessed
+    assert f"{matched} prediction(s) not checked for that" in report.summary_text()
 
 
 def test_application_times_filled_in_later_are_not_corrections(engine: Engine, store: LocalStore) -> None:

@@ -21,6 +21,7 @@ from mlops.contracts import Contract, load_contract
 from mlops.errors import InputError
 from mlops.model_spec import DecisionPolicy, HighStakesRule
 from mlops.pyfunc_model import XGBoostPyfuncModel
+from mlops.reproduce import POLICY_FROM_SPEC, POLICY_RECORDED
 from mlops.scoring import (
     ROLE_CANARY,
     ROLE_CHAMPION,
@@ -563,9 +564,7 @@ def test_reproduce_from_detects_another_score_or_another_row(
         reproduce_from(record, row, models.challenger, POLICY, snapshot_uri="mem://")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("source", "reproduced"), [("recorded with the batch", False), ("model spec today", True)]
-)
+@pytest.mark.parametrize(("source", "reproduced"), [(POLICY_RECORDED, False), (POLICY_FROM_SPEC, True)])
 def test_another_decision_fails_reproduce_only_under_the_recorded_policy(
     contract: Contract, models: ScoringModels, source: str, reproduced: bool
 ) -> None:
