@@ -24,6 +24,7 @@ from tasks.training import (
     prepare_training_matrix_task,
     publish_decision_record_task,
     register_candidate_task,
+    score_candidate_task,
     score_champion_task,
     split_task,
     train_candidate_task,
@@ -77,9 +78,10 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     reporting = prepare_reports_task.submit(return_state=False)
     candidate = train_candidate_task(ready, bundle.spec)
     check_not_a_copy_task(bundle.spec, candidate, settings)  # same rows, spec, code: no new version
-    digests = digest_datasets_task.submit(split)  # depends on the rows only; hashing frees the GIL
+    scores = score_candidate_task(split.evaluation, candidate)
     champion = score_champion_task(bundle.spec, split.evaluation, settings)
-    scores, report, champion_report = evaluate_task(bundle.spec, split.evaluation, candidate, champion)
+    digests = digest_datasets_task.submit(split)  # the rows only; hashing frees the GIL
+    report, champion_report = evaluate_task(bundle.spec, split.evaluation, scores, champion)
     record = check_gates_task(
         bundle.spec, report, scores, split.evaluation, champion, labelled, candidate, run_id
     )

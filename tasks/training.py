@@ -168,8 +168,9 @@ def digest_datasets_task(split: TrainSplit) -> dict[str, str]:
     """Content digests of the training and evaluation rows (``mlflow.data``), by context.
 
     They depend on the rows only, and sha256 over column buffers runs without the GIL, so
-    the flow submits this once the candidate is trained, beside its evaluation (~0.3 s at
-    1M rows that no longer delay training)."""
+    the flow submits it once both models have scored the evaluation rows, beside the metrics,
+    gates and plots, which are Python holding the GIL: beside training or scoring, whose
+    XGBoost threads wait for each other, it took a core they use."""
     return {"training": frame_digest(split.train), "evaluation": frame_digest(split.evaluation)}
 
 
@@ -230,14 +231,19 @@ def _evaluate(spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray) -> 
     )
 
 
+@task(name="score-candidate", cache_policy=NO_CACHE)
+def score_candidate_task(evaluation: pd.DataFrame, candidate: TrainedModel) -> FloatArray:
+    """The candidate's scores on the evaluation rows (XGBoost on every core)."""
+    return candidate.predict(evaluation)
+
+
 @task(name="evaluate-candidate", cache_policy=NO_CACHE)
 def evaluate_task(
-    spec: ModelSpec, evaluation: pd.DataFrame, candidate: TrainedModel, champion: ChampionScores | None
-) -> tuple[FloatArray, EvaluationReport, EvaluationReport | None]:
-    """Candidate scores and reports of candidate and (if any) champion on the same rows."""
-    scores = candidate.predict(evaluation)
+    spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray, champion: ChampionScores | None
+) -> tuple[EvaluationReport, EvaluationReport | None]:
+    """Reports of the candidate and (if any) the champion on the same rows."""
     champion_report = None if champion is None else _evaluate(spec, evaluation, champion.scores)
-    return scores, _evaluate(spec, evaluation, scores), champion_report
+    return _evaluate(spec, evaluation, scores), champion_report
 
 
 @task(name="check-gates", cache_policy=NO_CACHE)

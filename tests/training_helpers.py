@@ -142,7 +142,8 @@ def run_train_tasks(model: str, flow_run_id: str | None = None) -> Any:
         t.prepare_training_matrix_task.fn(split.train, bundle.spec), bundle.spec
     )
     champion = t.score_champion_task.fn(bundle.spec, split.evaluation, settings)
-    scores, report, champion_report = t.evaluate_task.fn(bundle.spec, split.evaluation, candidate, champion)
+    scores = t.score_candidate_task.fn(split.evaluation, candidate)
+    report, champion_report = t.evaluate_task.fn(bundle.spec, split.evaluation, scores, champion)
     record = t.check_gates_task.fn(
         bundle.spec, report, scores, split.evaluation, champion, labelled, candidate, flow_run_id
     )
