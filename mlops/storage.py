@@ -117,12 +117,16 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 _MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 _ACCESS_CODES: Final = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
+# A bucket in another region than the client's: S3 answers 301 (PermanentRedirect), or 400 with
+# AuthorizationHeaderMalformed for a request signed for the wrong region. botocore follows the
+# redirect on AWS's own endpoints; through MLOPS_S3_ENDPOINT_URL it reaches us.
+_REGION_CODES: Final = frozenset({"PermanentRedirect", "301", "AuthorizationHeaderMalformed"})
 
 
 @contextmanager
 def _s3_errors(what: str) -> Iterator[None]:
     """botocore's errors that mean the settings or the service, as ours: no or refused
-    credentials and a missing bucket are settings to fix (exit 2); an unreachable endpoint may
+    credentials, a missing bucket and a bucket in another region are settings to fix (exit 2); an unreachable endpoint may
     come back (ServiceUnavailable, which tasks retry). Anything else passes through."""
     from botocore.exceptions import (
         ClientError,
@@ -151,6 +155,15 @@ def _s3_errors(what: str) -> Iterator[None]:
         if code == "NoSuchBucket":
             raise SettingsError(
                 f"cannot {what}: the bucket does not exist", hint="create it, or fix MLOPS_STORE_URL"
+            ) from exc
+        if code in _REGION_CODES:
+            region = (
+                exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+            )
+            where = f" ({region})" if region else ""
+            raise SettingsError(
+                f"cannot {what}: the bucket is in another region{where} than the client asked ({code})",
+                hint=f"set AWS_DEFAULT_REGION to the bucket's region{where}, or fix MLOPS_S3_ENDPOINT_URL",
             ) from exc
         if code in _ACCESS_CODES:
             raise SettingsError(

@@ -93,3 +93,30 @@ def test_missing_credentials_and_an_unreachable_endpoint_are_named() -> None:
     assert no_keys.value.hint is not None and "AWS_ACCESS_KEY_ID" in no_keys.value.hint
     with pytest.raises(KeyError), _s3_errors("write s3://b/k"):  # anything else is not ours to explain
         raise KeyError("x")
+
+
+def test_a_bucket_in_another_region_is_named_with_its_region() -> None:
+    """S3's 301 for a bucket of another region (botocore follows it only on AWS's endpoints)."""
+    from botocore.exceptions import ClientError
+
+    from mlops.storage import _s3_errors
+
+    answer = {
+        "Error": {
+            "Code": "PermanentRedirect",
+            "Message": "The bucket you are attempting to access must be addressed using the specified endpoint.",
+        },
+        "ResponseMetadata": {"HTTPStatusCode": 301, "HTTPHeaders": {"x-amz-bucket-region": "eu-west-3"}},
+    }
+    with (
+        pytest.raises(SettingsError, match=r"another region \(eu-west-3\)") as moved,
+        _s3_errors("list s3://b/"),
+    ):
+        raise ClientError(answer, "ListObjectsV2")  # type: ignore[arg-type]
+    assert moved.value.hint is not None and "AWS_DEFAULT_REGION" in moved.value.hint
+    answer["ResponseMetadata"] = {"HTTPStatusCode": 301, "HTTPHeaders": {}}
+    with (
+        pytest.raises(SettingsError, match=r"another region than the client asked \(PermanentRedirect\)"),
+        _s3_errors("list s3://b/"),
+    ):
+        raise ClientError(answer, "ListObjectsV2")  # type: ignore[arg-type]
