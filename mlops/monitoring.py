@@ -23,7 +23,7 @@ so running the monitor twice on the same data raises nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -184,13 +184,17 @@ def assign_outcomes(windows: list[Window], entries: list[CatalogEntry]) -> dict[
     return assigned
 
 
-def scored_so_far(store: ObjectStore, model: str, version: int) -> pd.DataFrame:
-    """(id, champion score) of every window this champion's monitor has judged."""
-    frames = [
-        pd.read_parquet(_buffer(store.get_bytes(key)))
-        for key in store.list_keys(scores_prefix(model, version))
-        if key.endswith(".parquet")
-    ]
+def scored_so_far(
+    store: ObjectStore, model: str, version: int, judged: Collection[str] | None = None
+) -> pd.DataFrame:
+    """(id, champion score) of every window this champion's monitor has judged (of the
+    snapshots in ``judged`` when given: scores cached under a reused version number by
+    another model are not this champion's)."""
+    keys = [k for k in store.list_keys(scores_prefix(model, version)) if k.endswith(".parquet")]
+    if judged is not None:
+        wanted = {scores_key(model, version, sha) for sha in judged}
+        keys = [k for k in keys if k in wanted]
+    frames = [pd.read_parquet(_buffer(store.get_bytes(key))) for key in keys]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -213,11 +217,13 @@ def late_labels(
     target: str,
     model: str,
     version: int,
+    judged: Collection[str] | None = None,
 ) -> pd.DataFrame | None:
-    """(score, label) of judged rows whose outcome arrived in ``entries``; None if none."""
+    """(score, label) of judged rows (of the ``judged`` snapshots when given) whose outcome
+    arrived in ``entries``; None if none."""
     if not entries:
         return None
-    scored = scored_so_far(store, model, version)
+    scored = scored_so_far(store, model, version, judged)
     if scored.empty:
         return None
     outs = read_entries(store, entries)
@@ -320,6 +326,7 @@ def judge_windows(
             target=spec.target_column,
             model=model,
             version=version,
+            judged=[*state.processed_applications, window.snapshot],
         )
         report = compare(reference.profile, current, policy, window_id=window.window_id, outcomes=labels)
         alarm, decision = state.alarm.observe(report, policy)

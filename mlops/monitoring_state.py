@@ -12,7 +12,10 @@ Layout under ``monitoring/<model>/``::
 The reference, the alarm state and the processed-snapshot cursor are keyed by the champion's
 model version: they reset by themselves when the champion changes (a promotion starts a fresh
 history), and a rollback resumes the restored version's own history where it stopped, so the
-windows it judged before are not judged (nor alarmed on) twice.
+windows it judged before are not judged (nor alarmed on) twice. Both also hold the version's
+MLflow run id: a version number given again to another model (the registered model deleted and
+registered anew, another registry beside the same store) is not judged against the earlier
+model's reference, cursor or cached scores; its history starts afresh.
 """
 
 from __future__ import annotations
@@ -100,6 +103,9 @@ class MonitorState(BaseModel):
 
     model_name: str
     champion_version: int
+    champion_run_id: str | None = Field(
+        None, description="MLflow run of the version this history belongs to (None: kept before it was)."
+    )
     alarm: AlarmState = AlarmState()
     processed_applications: list[str] = Field([], description="Application snapshots already judged.")
     processed_outcomes: list[str] = Field([], description="Outcome snapshots already used.")
@@ -116,12 +122,19 @@ class ShadowAnnouncements(BaseModel):
     announced: list[int] = []
 
 
-def load_state(store: ObjectStore, model: str, version: int) -> MonitorState:
-    """The monitor's state for champion ``version`` (fresh if it was never champion before)."""
+def load_state(store: ObjectStore, model: str, version: int, run_id: str | None = None) -> MonitorState:
+    """The monitor's state for champion ``version`` (fresh if it was never champion before, or
+    if the state kept under that number belongs to another run: a version number reused)."""
     key = state_key(model, version)
+    fresh = MonitorState(model_name=model, champion_version=version, champion_run_id=run_id)
     if not store.exists(key):
-        return MonitorState(model_name=model, champion_version=version)
-    return MonitorState.model_validate_json(store.get_bytes(key))
+        return fresh
+    state = MonitorState.model_validate_json(store.get_bytes(key))
+    if run_id is None:
+        return state
+    if state.champion_run_id is not None and state.champion_run_id != run_id:
+        return fresh
+    return state.model_copy(update={"champion_run_id": run_id})
 
 
 def save_state(store: ObjectStore, state: MonitorState) -> str:

@@ -108,7 +108,7 @@ def ensure_reference_task(
     store = make_store(settings)
     champion = ctx.champion
     found = load_reference(store, champion.name, champion.version)
-    if found is not None:
+    if found is not None and found.run_id == champion.run_id:  # else the number was reused: rebuild
         return found, store.uri(reference_key(champion.name, champion.version)), False
     record = build_reference(store, ctx.spec, ctx.applications, ctx.outcomes, champion, scorer)
     return record, save_reference(store, record), True
@@ -119,7 +119,7 @@ def judge_windows_task(
     ctx: MonitorContext, reference: ReferenceRecord, settings: Settings, scorer: Scorer
 ) -> MonitorRun:
     store = make_store(settings)
-    state: MonitorState = load_state(store, reference.model_name, reference.version)
+    state: MonitorState = load_state(store, reference.model_name, reference.version, reference.run_id)
     return judge_windows(
         store=store,
         engine=open_audit_store(settings),

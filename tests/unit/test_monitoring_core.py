@@ -226,6 +226,20 @@ def test_the_state_is_kept_per_champion_version_so_a_rollback_resumes_its_histor
     assert load_state(store, "m", 1).processed_applications == ["a"]  # back to 1: where it stopped
 
 
+def test_a_version_number_given_again_to_another_run_starts_a_fresh_history(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    kept = MonitorState(
+        model_name="m", champion_version=1, champion_run_id="run-a", processed_applications=["a"]
+    )
+    save_state(store, kept)
+    assert load_state(store, "m", 1, "run-a").processed_applications == ["a"]  # the same model
+    fresh = load_state(store, "m", 1, "run-b")  # the registry numbered another model 1 again
+    assert fresh.processed_applications == [] and fresh.champion_run_id == "run-b"
+    save_state(store, MonitorState(model_name="m", champion_version=2, processed_applications=["b"]))
+    legacy = load_state(store, "m", 2, "run-c")  # kept before the run id was: adopted, not dropped
+    assert legacy.processed_applications == ["b"] and legacy.champion_run_id == "run-c"
+
+
 # --- rollback targets (pure functions over the version tags) ------------------------------------
 
 

@@ -1,0 +1,58 @@
+"""Review reproductions: the monitor's reference and the retraining loop (flow tier)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from flows.monitor import monitor_drift
+from mlops.promotion import bootstrap_champion
+from mlops.registry import make_registry
+from mlops.retrain import load_retrain_state, save_retrain_state
+from mlops.settings import get_settings
+from mlops.storage import make_store
+from tests.flows.test_monitoring import MODEL, _ingest, home, template  # noqa: F401 (fixtures)
+from tests.monitoring_helpers import DRIFT_DAY
+from tests.training_helpers import run_train_tasks
+
+pytestmark = [pytest.mark.flows, pytest.mark.slow]
+
+
+def _age_retrain_attempts(hours: float) -> None:
+    """As if the earlier retrain attempts started ``hours`` ago (the next daily monitor run)."""
+    store = make_store(get_settings())
+    state = load_retrain_state(store, MODEL)
+    older = [
+        a.model_copy(update={"started_at": a.started_at - timedelta(hours=hours)}) for a in state.attempts
+    ]
+    save_retrain_state(store, state.model_copy(update={"attempts": older}))
+
+
+def test_a_new_champion_that_reuses_a_version_number_gets_its_own_reference(home: Path) -> None:  # noqa: F811
+    """A registry reset (model deleted and registered again, or a new MLflow backend beside the
+    same object store) numbers versions from 1 again: the new v1 must not be judged against
+    the old v1's reference, cursor and cached scores."""
+    _ingest([4, 5])
+    old = monitor_drift(model=MODEL)
+    assert old.reference_built and len(old.windows) == 2
+
+    registry = make_registry()
+    old_run = registry.version_run_id(MODEL, 1)
+    registry.client.delete_registered_model(MODEL)
+    _ingest(
+        list(range(DRIFT_DAY, DRIFT_DAY + 4)), with_outcomes=True
+    )  # the new model learns the drifted days
+    assert run_train_tasks(MODEL).version == 1
+    bootstrap_champion(registry, MODEL, approved_by="test")
+    new_run = registry.version_run_id(MODEL, 1)
+    assert new_run != old_run
+
+    _ingest([DRIFT_DAY + 4, DRIFT_DAY + 5])  # the same (drifted) population the new v1 learnt
+    result = monitor_drift(model=MODEL)
+
+    assert result.reference_built, "the old v1's reference was reused for another model"
+    assert [w.snapshot for w in result.windows][-2:] and not result.alarm, [
+        w.drifting_features for w in result.windows
+    ]
