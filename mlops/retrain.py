@@ -1,7 +1,8 @@
 """Retraining hygiene: whether an event-triggered retrain should run, and why not.
 
 Prefect's trigger debounces events (``within``, ``for_each``) and the deployment runs one
-retrain at a time (``concurrency_limit: 1``, ``CANCEL_NEW``); there is no idempotency key on
+retrain at a time (``concurrency_limit: 1``, ``ENQUEUE``: a run triggered for another model while
+one runs waits its turn; cancelling it would lose that model's alarm); there is no idempotency key on
 the run-deployment action, so the flow decides too, from its own state (JSON in the object
 store, one file per model, :func:`retrain_state_key`). In order:
 

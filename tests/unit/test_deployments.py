@@ -137,7 +137,7 @@ def test_retrain_is_triggered_by_drift_and_degradation_debounced_per_model() -> 
     assert params["event_id"] == "{{ event.id | string }}"  # a UUID is not JSON: | tojson would fail
     assert params["event"] == "{{ event.event }}"
     limit = _by_name("retrain")["concurrency_limit"]
-    assert limit == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert limit == {"limit": 1, "collision_strategy": "ENQUEUE"}  # another model waits, not cancelled
 
 
 def test_promote_is_triggered_by_a_completed_shadow() -> None:
