@@ -12,9 +12,16 @@ store, one file per model, :func:`retrain_state_key`). In order:
    The same data (and spec) never trains twice; a failed attempt may be retried, and an
    attempt stuck in ``started`` blocks its key only for ``stale_after_hours``;
 3. **cooldown**: no attempt within ``cooldown_hours`` of the previous one;
-4. **budget**: at most ``max_runs_per_period`` attempts per rolling ``period_days``.
+4. **budget**: at most ``max_runs_per_period`` attempts per rolling ``period_days``;
+5. **challenger shadowing**: the challenger an earlier retrain registered is still short of
+   the spec's shadow minimums (data days, labelled rows; :mod:`mlops.monitoring_shadow`).
+   While drift persists every new window alarms again; a retrain each cooldown would move the
+   ``challenger`` alias to a new candidate before the last one could be compared, and the loop
+   would never reach a promotion. Once its shadow is complete (promoted, or refused and still
+   challenger) or the alias is gone, retraining resumes. A challenger someone trained by hand
+   does not hold a retrain back.
 
-``force`` (a person starting the retrain) skips 1, 3 and 4, not 2: training is deterministic,
+``force`` (a person starting the retrain) skips 1, 3, 4 and 5, not 2: training is deterministic,
 so a forced run on identical data and spec would only register the same model again. Skipped
 runs complete and say why; they are not failures.
 
@@ -93,6 +100,29 @@ class RetrainState(BaseModel):
     attempts: list[RetrainAttempt] = []
 
 
+class ShadowingChallenger(BaseModel):
+    """The challenger a retrain registered, and how far its shadow has come (check 5)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    registered_at: datetime
+    days: int
+    min_days: int
+    labelled_rows: int
+    min_labelled_rows: int
+
+
+def retrained_challenger(state: RetrainState, challenger_version: int | None) -> RetrainAttempt | None:
+    """The completed attempt that registered ``challenger_version``, if a retrain did."""
+    if challenger_version is None:
+        return None
+    for attempt in reversed(state.attempts):
+        if attempt.status == "completed" and attempt.version == challenger_version:
+            return attempt
+    return None
+
+
 class RetrainDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,8 +150,11 @@ def decide(
     severity: str,
     now: datetime | None = None,
     force: bool = False,
+    shadowing: ShadowingChallenger | None = None,
 ) -> RetrainDecision:
-    """Run or skip, with the reason (see the module docstring for the order of checks)."""
+    """Run or skip, with the reason (see the module docstring for the order of checks).
+
+    ``shadowing``: the retrained challenger whose shadow is not complete yet, if any."""
     now = now or utc_now()
 
     def skip(reason: str) -> RetrainDecision:
@@ -160,6 +193,15 @@ def decide(
         return skip(
             f"budget: {used} retrain(s) in the last {policy.period_days:g} day(s), "
             f"limit {policy.max_runs_per_period}"
+        )
+    if shadowing is not None:
+        c = shadowing
+        return skip(
+            f"challenger version {c.version}, registered by the retrain of "
+            f"{c.registered_at:%Y-%m-%d %H:%M:%S}Z, is still shadowing the champion ({c.days} of "
+            f"{c.min_days} data days, {c.labelled_rows} of {c.min_labelled_rows} labelled rows): a new "
+            "retrain would replace it before it can be compared. Retraining resumes once its shadow "
+            "is complete or the alias is removed; a person may force one"
         )
     return RetrainDecision(run=True, reason=f"severity {severity}; new data (key {key[:12]})", key=key)
 

@@ -20,7 +20,14 @@ from mlops.lineage import TAG_PROMOTED_AT
 from mlops.monitoring import Window, WindowResult, alarm_event, assign_outcomes, window_scores
 from mlops.monitoring_state import MonitorState, load_state, save_state
 from mlops.promotion import TAG_PREVIOUS_CHAMPION
-from mlops.retrain import RetrainAttempt, RetrainPolicy, RetrainState, decide
+from mlops.retrain import (
+    RetrainAttempt,
+    RetrainPolicy,
+    RetrainState,
+    ShadowingChallenger,
+    decide,
+    retrained_challenger,
+)
 from mlops.rollback import TAG_ROLLED_BACK_AT, next_target_after, previous_champion, resolve_target
 from mlops.storage import LocalStore
 
@@ -85,6 +92,40 @@ def test_the_budget_counts_attempts_in_the_rolling_period() -> None:
 def test_force_skips_cooldown_and_budget_but_not_idempotency() -> None:
     assert _decide([_attempt(1)], force=True, max_runs_per_period=0).run
     assert not _decide([_attempt(1, key=KEY)], force=True).run
+
+
+def test_a_retrained_challenger_still_shadowing_holds_the_next_retrain_back() -> None:
+    shadowing = ShadowingChallenger(
+        version=4,
+        registered_at=NOW - timedelta(days=3),
+        days=3,
+        min_days=14,
+        labelled_rows=120,
+        min_labelled_rows=500,
+    )
+    state = RetrainState(model_name="m", attempts=[_attempt(72)])
+    held = decide(state, RetrainPolicy(), key=KEY, severity="act", now=NOW, shadowing=shadowing)
+    assert not held.run
+    assert held.reason.startswith("challenger version 4, registered by the retrain of 2026-02-26 12:00:00Z")
+    assert "(3 of 14 data days, 120 of 500 labelled rows)" in held.reason
+    # cooldown and budget are told first (cheaper, and they would hold it back anyway)
+    cooled = decide(
+        state, RetrainPolicy(cooldown_hours=100), key=KEY, severity="act", now=NOW, shadowing=shadowing
+    )
+    assert cooled.reason.startswith("cooldown:")
+    assert decide(
+        state, RetrainPolicy(), key=KEY, severity="manual", now=NOW, force=True, shadowing=shadowing
+    ).run
+
+
+def test_only_a_challenger_a_retrain_registered_counts_as_its_shadowing_challenger() -> None:
+    registered = _attempt(72).model_copy(update={"version": 4})
+    failed = _attempt(50, status="failed").model_copy(update={"version": 5})
+    state = RetrainState(model_name="m", attempts=[registered, failed])
+    assert retrained_challenger(state, 4) == registered
+    assert retrained_challenger(state, 5) is None  # a failed attempt registered nothing it owns
+    assert retrained_challenger(state, 6) is None  # trained by hand (mlops train): not held for
+    assert retrained_challenger(state, None) is None
 
 
 # --- the champion loader ----------------------------------------------------------------------
