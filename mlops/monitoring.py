@@ -40,6 +40,7 @@ from mlops.constants import EVENT_DRIFT_DETECTED, EVENT_PERFORMANCE_DEGRADED, KI
 from mlops.contracts import Contract
 from mlops.drift import AlarmDecision, DriftPolicy, DriftReport, compare
 from mlops.drift_alarm import performance_finding
+from mlops.errors import InputError
 from mlops.labels import observed_before
 from mlops.model_spec import ModelSpec
 from mlops.monitoring_reference import FloatArray, Scorer, as_datetime, model_inputs
@@ -149,11 +150,24 @@ def pending_windows(
         for e in list_snapshots(store, applications.name)
         if e.sha256 not in seen
     }
-    for sha in audit_scored_snapshots(engine, reference.model_name, reference.version) - seen:
-        if sha in windows or not store.exists(snapshot_key(KIND_VALID, applications.name, sha)):
+    lost = []
+    for sha in sorted(audit_scored_snapshots(engine, reference.model_name, reference.version) - seen):
+        if sha in windows:
+            continue
+        if not store.exists(snapshot_key(KIND_VALID, applications.name, sha)):
+            lost.append(sha)
             continue
         frame = read_snapshot(store, dataset=applications.name, kind=KIND_VALID, sha256=sha)
         windows[sha] = Window(sha, _max_timestamp(frame, applications.timestamp_column), frame)
+    if lost:  # fail closed: a window the champion decided but nobody can judge is not "no drift"
+        raise InputError(
+            f"{len(lost)} application snapshot(s) that {reference.model_name} v{reference.version} scored "
+            f"(audit trail) are not in the object store {store.url}: "
+            + ", ".join(sha[:12] for sha in lost[:5])
+            + ("..." if len(lost) > 5 else ""),
+            hint="restore them into the store (the audit trail and mlops reproduce need them too); "
+            "the monitor judges no window until then",
+        )
     newest_reference = reference.max_timestamp
     fresh = [
         w

@@ -106,3 +106,29 @@ def test_persistent_drift_retrains_once_not_a_new_challenger_every_day(
     assert forced.ran and forced.train is not None
 
     assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) in (challenger, forced.train.version)
+
+
+def test_a_scored_batch_missing_from_the_store_fails_the_monitor_not_skipped(home: Path) -> None:  # noqa: F811
+    """A window the champion decided (audit trail) whose rows are gone from the object store,
+    catalog entry and all, cannot be judged: the monitor says so instead of reporting no drift."""
+    from mlops.errors import InputError
+    from mlops.storage import snapshot_key, write_snapshot
+    from tests.flows.test_monitoring import _audit_champion_scores, _contracts
+    from tests.monitoring_helpers import day_frames
+
+    bootstrap = make_registry()
+    assert bootstrap.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
+    apps, _ = _contracts()
+    store = make_store(get_settings())
+    frame, _ = day_frames(DRIFT_DAY, 300)
+    from mlops.gx_suite import GXRunner
+    from mlops.validation import validate_frame
+
+    valid = validate_frame(frame, apps, GXRunner(), source="lost", run_name="lost").valid
+    ref = write_snapshot(store, valid, dataset=apps.name, kind="valid")  # scored, never catalogued
+    _audit_champion_scores(ref.sha256, 1)
+    (Path(store.url) / snapshot_key("valid", apps.name, ref.sha256)).unlink()
+
+    with pytest.raises(InputError, match=rf"1 application snapshot\(s\) that {MODEL} v1 scored") as lost:
+        monitor_drift(model=MODEL)
+    assert ref.sha256[:12] in lost.value.message and "restore them" in str(lost.value.hint)
