@@ -62,6 +62,7 @@ from tasks.promotion import (
     plan_promotion_task,
     publish_promotion_record_task,
     read_registry_state_task,
+    record_abort_task,
     record_bootstrap_task,
     record_refusal_task,
     record_rollback_target_task,
@@ -216,6 +217,13 @@ def _shadow_promotion(
     except PromotionConflict as exc:
         refused = plan.model_copy(update={"outcome": "refused", "reasons": [exc.message]})
         raise _refuse(refused, settings) from exc
+    except Exception as exc:  # the transaction undid every step: the audit trail says so
+        reason = f"the promotion did not complete ({type(exc).__name__}: {exc}); its steps were undone"
+        try:
+            record_abort_task(plan, settings, reason)
+        except Exception as record_error:  # keep the original error; say what is missing
+            print(f"{model}: the aborted promotion {plan.promotion_id} could not be recorded: {record_error}")
+        raise
     return _finish(plan, settings, recovered=False)
 
 

@@ -751,6 +751,17 @@ def record_refusal(backends: PromotionBackends, promotion: ShadowPromotion) -> S
     return saved
 
 
+def record_abort(backends: PromotionBackends, promotion: ShadowPromotion, reason: str) -> None:
+    """A promotion whose commit failed and whose steps the transaction undid: one ``aborted``
+    record in the audit chain (the champion may have moved and moved back, and the stored plan
+    still reads "approved"). None is added when the undo already answered a ``promoted`` one."""
+    decisions = [row["decision"] for row in promotion_audit_records(backends.audit, promotion.promotion_id)]
+    if OUTCOME_ABORTED in decisions:
+        return
+    aborted = promotion.model_copy(update={"reasons": [*promotion.reasons, reason]})
+    _append_promotion_event(backends, aborted, OUTCOME_ABORTED)
+
+
 def refusal_error(promotion: ShadowPromotion) -> PromotionRefused:
     return PromotionRefused(
         f"{promotion.model_name}: promotion of version {promotion.to_version} over champion "

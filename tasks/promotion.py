@@ -58,6 +58,7 @@ from mlops.promotion import (
     capture_pre_state,
     promotion_record_of,
     read_registry_state,
+    record_abort,
     record_bootstrap,
     record_bootstrap_refusal,
     record_refusal,
@@ -319,6 +320,12 @@ def record_refusal_task(promotion: ShadowPromotion, settings: Settings) -> Shado
         description=f"Promotion of {saved.model_name} v{saved.to_version} refused",
     )
     return saved
+
+
+@task(name="record-aborted-promotion", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def record_abort_task(promotion: ShadowPromotion, settings: Settings, reason: str) -> None:
+    """The ``aborted`` audit record of a promotion whose commit failed and was undone."""
+    record_abort(PromotionBackends.from_settings(settings), promotion, reason)
 
 
 @task(name="plan-promotion", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

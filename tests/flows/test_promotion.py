@@ -615,3 +615,28 @@ def test_a_hard_crash_between_steps_leaves_one_champion_and_promote_finishes(goo
 
     # Crashing after the last step is not a crash: clear_challenger has no seam after it.
     assert COMMIT_STEPS[-1] == STEP_CLEAR_CHALLENGER
+
+
+# --- review: failure paths that must still leave a decision record ---------------------------------
+
+
+def test_an_error_after_the_commit_point_leaves_an_aborted_record_in_the_audit_trail(
+    good_challenger: int, crash_at: Callable[[str | None], None]
+) -> None:
+    """The champion moved (scorers may have decided with it), then the transaction undid it:
+    the audit trail must say so, not only the stored plan that still reads 'approved'."""
+    shadow_traffic()
+    registry = make_registry()
+    crash_at(STEP_MOVE_CHAMPION)
+    with pytest.raises(InjectedCrash):
+        promote(model=MODEL)
+    crash_at(None)
+
+    assert champions(registry) == [1]
+    tags = registry.version_tags(MODEL, good_challenger)
+    assert TAG_PROMOTION_ID not in tags  # the undo removed the plan's tags
+    shadow = [r for r in promotion_records() if r["payload"].get("kind") == "shadow"]
+    assert [r["decision"] for r in shadow] == [OUTCOME_ABORTED], shadow
+    assert shadow[0]["model_version"] == str(good_challenger)
+    assert any("InjectedCrash" in reason for reason in shadow[0]["payload"]["reasons"])
+    assert audit.verify_chain(_backends().audit).ok
