@@ -53,10 +53,12 @@ from tasks.promotion import (
     TXN_SETTINGS,
     append_audit_record_task,
     bootstrap_champion_task,
+    clear_bootstrapped_challenger_task,
     clear_challenger_task,
     compare_on_shadow_task,
     emit_promoted_task,
     evidence_markdown,
+    find_unfinished_bootstrap_task,
     find_unfinished_promotion_task,
     move_champion_task,
     plan_promotion_task,
@@ -251,6 +253,16 @@ def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> Pro
                 promotion_id=promotion_id,
             )
         return _bootstrap(model, requested_by, settings, run_id)
+    bootstrapped = find_unfinished_bootstrap_task(model, settings)
+    if bootstrapped is not None:  # the first champion's alias moved, its record did not follow
+        clear_bootstrapped_challenger_task(model, bootstrapped.champion_version, settings)
+        bootstrapped = record_bootstrap_task(bootstrapped, settings)
+        publish_promotion_record_task(bootstrapped)
+        emit_promoted_task(bootstrapped)
+        print(
+            f"{model}: bootstrap of version {bootstrapped.champion_version} finished after an interrupted run"
+        )
+        return bootstrapped
     unfinished = find_unfinished_promotion_task(model, settings)
     if unfinished is not None:
         return _finish(unfinished, settings, recovered=True)

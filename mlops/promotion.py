@@ -545,6 +545,38 @@ def record_bootstrap(backends: PromotionBackends, result: PromotionResult) -> st
     return str(appended.record_ids.iloc[0])
 
 
+def unfinished_bootstrap(registry: MlflowRegistry, engine: Engine, name: str) -> PromotionResult | None:
+    """A bootstrap past its alias move whose audit record is missing (the run died between the
+    ``champion`` alias write and :func:`record_bootstrap`), read back from the champion's run.
+
+    The champion's tags say it was bootstrapped and where its :class:`PromotionRecord` is (both
+    written before the alias moved); the record's id names its audit record."""
+    champion = registry.get_alias_version(name, ALIAS_CHAMPION)
+    if champion is None:
+        return None
+    tags = registry.version_tags(name, champion)
+    uri = tags.get(TAG_PROMOTION_RECORD_URI, "")
+    if tags.get(TAG_PROMOTION_KIND) != PROMOTION_BOOTSTRAP or "/promotions/" not in uri:
+        return None
+    artifact_file = "promotions/" + uri.rsplit("/promotions/", 1)[1]
+    record_id = artifact_file.removeprefix("promotions/").split("-", 1)[0]
+    if promotion_audit_records(engine, record_id):
+        return None
+    record = PromotionRecord.model_validate(
+        registry.read_run_json(registry.version_run_id(name, champion), artifact_file)
+    )
+    if record.version != champion or record.kind != PROMOTION_BOOTSTRAP:
+        return None
+    return PromotionResult(
+        model_name=name,
+        champion_version=champion,
+        promoted=True,
+        record=record,
+        record_uri=uri,
+        recovered=True,
+    )
+
+
 # --- the rollback target ------------------------------------------------------------------------
 
 

@@ -69,6 +69,7 @@ from mlops.promotion import (
     step_record_rollback_target,
     step_stamp_version,
     step_tag_version,
+    unfinished_bootstrap,
     unfinished_promotion,
     verify_unchanged,
 )
@@ -180,6 +181,19 @@ def publish_promotion_record_task(result: PromotionResult) -> None:
 )
 def read_registry_state_task(model: str, settings: Settings) -> RegistryState:
     return read_registry_state(make_registry(settings), model)
+
+
+@task(name="find-unfinished-bootstrap", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def find_unfinished_bootstrap_task(model: str, settings: Settings) -> PromotionResult | None:
+    backends = PromotionBackends.from_settings(settings)
+    return unfinished_bootstrap(make_registry(settings), backends.audit, model)
+
+
+@task(name="clear-bootstrapped-challenger", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def clear_bootstrapped_challenger_task(model: str, version: int, settings: Settings) -> None:
+    registry = make_registry(settings)
+    if registry.get_alias_version(model, ALIAS_CHALLENGER) == version:
+        registry.delete_alias(model, ALIAS_CHALLENGER)
 
 
 @task(name="find-unfinished-promotion", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

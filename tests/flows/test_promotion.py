@@ -640,3 +640,49 @@ def test_an_error_after_the_commit_point_leaves_an_aborted_record_in_the_audit_t
     assert shadow[0]["model_version"] == str(good_challenger)
     assert any("InjectedCrash" in reason for reason in shadow[0]["payload"]["reasons"])
     assert audit.verify_chain(_backends().audit).ok
+
+
+def _bootstrap_records(version: int) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in promotion_records(OUTCOME_PROMOTED)
+        if r["payload"].get("kind") == "bootstrap" and r["model_version"] == str(version)
+    ]
+
+
+@pytest.mark.parametrize("kill_point", ["before_challenger_cleared", "before_audit_record"])
+def test_an_interrupted_bootstrap_is_finished_with_its_audit_record(
+    specs: Path, monkeypatch: pytest.MonkeyPatch, kill_point: str
+) -> None:
+    """The first champion's alias moved, then the run died: the next promote must still leave
+    the bootstrap's record in the audit trail (and the rollback target 'none')."""
+    import tasks.promotion
+
+    run_train_tasks(MODEL)
+    registry = make_registry()
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"killed {kill_point}")
+
+    with monkeypatch.context() as patch:
+        if kill_point == "before_challenger_cleared":
+            patch.setattr(MlflowRegistry, "delete_alias", boom)
+        else:
+            patch.setattr(tasks.promotion, "record_bootstrap", boom)
+        with pytest.raises(RuntimeError, match="killed"):
+            promote(model=MODEL, approver="alice")
+    assert champions(registry) == [1]
+    assert _bootstrap_records(1) == []
+
+    result = promote(model=MODEL, approver="alice")
+
+    assert result.champion_version == 1 and champions(registry) == [1]
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
+    [record] = _bootstrap_records(1)
+    assert record["payload"]["approver"] == "alice"
+    tags = MlflowRegistryMetadata(registry).model_tags(MODEL)
+    assert (tags[ROLLBACK_TARGET_FOR_TAG], tags[ROLLBACK_TARGET_TAG]) == ("1", "none")
+    promote_again = promote  # once finished, nothing is recorded twice
+    with pytest.raises(Exception, match="no challenger"):
+        promote_again(model=MODEL, approver="alice")
+    assert len(_bootstrap_records(1)) == 1
