@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from mlops import audit
 from mlops.audit_review import visible
-from mlops.constants import ALIAS_CHAMPION
+from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
 from mlops.lineage import TAG_PROMOTED_AT
 from mlops.promotion import (
@@ -73,6 +73,11 @@ class RollbackRecord(BaseModel):
     reason: str
     at: datetime
     flow_run_id: str | None = None
+    cleared_challenger: bool = Field(
+        False,
+        description="The challenger alias named the version rolled back from (a promotion that "
+        "died after moving the champion) and was removed with it.",
+    )
 
 
 class RollbackResult(BaseModel):
@@ -210,6 +215,10 @@ def rollback(
     )
     target, source = resolve_target(name, tags, champion, recorded=recorded, to_version=to_version)
     next_target = next_target_after(tags, target, rolled_back=champion)
+    # A promotion that died between moving the champion and clearing the challenger leaves the
+    # version rolled back from as challenger too: it would go on shadowing (and deciding a canary
+    # arm), and the next promote run would put it back. It goes with the rollback.
+    clear_challenger = registry.get_alias_version(name, ALIAS_CHALLENGER) == champion
     record = RollbackRecord(
         model_name=name,
         from_version=champion,
@@ -219,6 +228,7 @@ def rollback(
         reason=reason.strip()[:MAX_REASON],
         at=datetime.now(UTC),
         flow_run_id=flow_run_id,
+        cleared_challenger=clear_challenger,
     )
     written = audit.append_event(
         engine,
@@ -230,6 +240,8 @@ def rollback(
         decision="rollback",
     )
     registry.set_alias(name, ALIAS_CHAMPION, target)  # the commit point
+    if clear_challenger and registry.get_alias_version(name, ALIAS_CHALLENGER) == champion:
+        registry.delete_alias(name, ALIAS_CHALLENGER)
     at = record.at.isoformat()
     registry.set_version_tags(
         name,

@@ -686,3 +686,44 @@ def test_an_interrupted_bootstrap_is_finished_with_its_audit_record(
     with pytest.raises(Exception, match="no challenger"):
         promote_again(model=MODEL, approver="alice")
     assert len(_bootstrap_records(1)) == 1
+
+
+def test_a_rollback_after_an_interrupted_promotion_does_not_leave_the_rolled_back_version_challenger(
+    good_challenger: int,
+) -> None:
+    """A promote run died just after the champion alias moved; the operator rolls back. The
+    version rolled back from must not stay ``challenger`` (shadowing, deciding a canary arm)
+    for the next promote run to put back."""
+    from flows.rollback import rollback as rollback_flow
+
+    shadow_traffic()
+    settings = get_settings()
+    registry = make_registry()
+    state = read_registry_state(registry, MODEL)
+    evidence = compare_on_shadow_task.fn(MODEL, state, settings, None)
+    plan = plan_promotion_task.fn(
+        ShadowPromotion(
+            model_name=MODEL,
+            from_version=1,
+            to_version=good_challenger,
+            outcome="approved",
+            reasons=[],
+            evidence=evidence,
+            approval=policy_approval(settings, None, "test"),
+            requested_by="test",
+            flow_run_id=None,
+        ),
+        settings,
+    )
+    with pytest.raises(InjectedCrash):
+        commit_promotion(_backends(), plan, crash_after=STEP_MOVE_CHAMPION)
+    assert champions(registry) == [good_challenger]
+
+    rolled = rollback_flow(by="oncall", reason="the promotion crashed half-way", model=MODEL)
+
+    assert (rolled.from_version, rolled.to_version) == (good_challenger, 1)
+    assert champions(registry) == [1]
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None and rolled.record.cleared_challenger
+    with pytest.raises(Exception, match="no challenger"):
+        promote(model=MODEL)
+    assert champions(registry) == [1]
