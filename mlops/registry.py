@@ -574,6 +574,21 @@ class MlflowRegistry:
             raise InputError(f"model {name!r} has no version with alias {alias!r}")
         return self.load_version(name, version)
 
+    def check_version_files(self, name: str, version: int) -> None:
+        """Download ``models:/<name>/<version>``'s files and check them (:func:`check_model_files`)
+        without loading the model; raises :class:`StorageIntegrityError` when they changed."""
+        import mlflow
+
+        self._activate()
+        folder = Path(tempfile.mkdtemp(prefix="mlops-model-check-"))
+        try:
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{int(version)}", dst_path=str(folder))
+            for cache in [p for p in folder.rglob("__pycache__") if p.is_dir()]:
+                shutil.rmtree(cache)
+            check_model_files(f"model {name} version {version}", folder, self.version_tags(name, version))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def load_version(self, name: str, version: int) -> PyFuncModel:
         """``models:/<name>/<version>`` (the exact version) as a pyfunc, its files checked."""
         self._activate()

@@ -12,7 +12,9 @@ Where the target comes from, in order:
    before the current one (``mlops.promotion.at``, or a restoration by an earlier rollback),
    skipping versions rolled back since.
 
-Order of writes (crash safety): the ``rollback`` audit record first (who, why, from, to),
+The target's files are checked against the digest registered with it first (a rollback onto
+files no scorer would load is refused, exit 1). Order of writes (crash safety): the
+``rollback`` audit record first (who, why, from, to),
 then the ``champion`` alias (the commit point), then the tags: the rolled-back version is
 marked (:data:`TAG_ROLLED_BACK_AT` and friends), the restored one gets :data:`TAG_RESTORED_AT`,
 and the rollback target pair moves one step further back (``none`` when there is nothing
@@ -35,7 +37,7 @@ from sqlalchemy.engine import Engine
 from mlops import audit
 from mlops.audit_review import visible
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
-from mlops.errors import InputError, WorkRefused
+from mlops.errors import InputError, StorageIntegrityError, WorkRefused
 from mlops.lineage import TAG_PROMOTED_AT
 from mlops.promotion import (
     ROLLBACK_TARGET_FOR_TAG,
@@ -214,6 +216,15 @@ def rollback(
         else read_rollback_target(registry, MlflowRegistryMetadata(registry), name)
     )
     target, source = resolve_target(name, tags, champion, recorded=recorded, to_version=to_version)
+    try:  # files no scorer would load would stop every scoring run: checked before anything moves
+        registry.check_version_files(name, target)
+    except StorageIntegrityError as exc:
+        raise StorageIntegrityError(
+            f"{name}: rollback to version {target} refused, the champion stays version {champion}: "
+            + exc.message.removesuffix("; nothing was scored"),
+            hint=f"restore version {target}'s artifacts from a backup, or roll back to another former "
+            "champion with --to VERSION",
+        ) from exc
     next_target = next_target_after(tags, target, rolled_back=champion)
     # A promotion that died between moving the champion and clearing the challenger leaves the
     # version rolled back from as challenger too: it would go on shadowing (and deciding a canary

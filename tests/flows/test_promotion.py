@@ -727,3 +727,45 @@ def test_a_rollback_after_an_interrupted_promotion_does_not_leave_the_rolled_bac
     with pytest.raises(Exception, match="no challenger"):
         promote(model=MODEL)
     assert champions(registry) == [1]
+
+
+def _version_files(registry: MlflowRegistry, version: int) -> Path:
+    from urllib.parse import urlparse
+
+    model_id = registry.client.get_model_version(MODEL, str(version)).source.removeprefix("models:/")
+    return Path(urlparse(registry.client.get_logged_model(model_id).artifact_location).path)
+
+
+def test_a_rollback_to_a_version_whose_files_changed_is_refused_and_the_champion_stays(
+    good_challenger: int,
+) -> None:
+    """Rolling back onto files that no scorer will load would stop every scoring run: the
+    rollback checks the target's files first, refuses (exit 1) and moves nothing."""
+    from flows.rollback import rollback as rollback_flow
+    from mlops.errors import StorageIntegrityError
+
+    shadow_traffic()
+    assert promote(model=MODEL).champion_version == good_challenger
+    registry = make_registry()
+    [booster] = _version_files(registry, 1).rglob("booster.json")
+    original = booster.read_bytes()
+    booster.write_bytes(original.replace(b'"', b' "', 1))
+    rollbacks_before = _rollback_records()
+    try:
+        with pytest.raises(StorageIntegrityError, match="rollback to version 1 refused"):
+            rollback_flow(by="oncall", reason="bad calibration", model=MODEL)
+        assert champions(registry) == [good_challenger]
+        assert _rollback_records() == rollbacks_before
+    finally:
+        booster.write_bytes(original)
+    result = rollback_flow(by="oncall", reason="bad calibration", model=MODEL)
+    assert result.to_version == 1 and champions(registry) == [1]
+
+
+def _rollback_records() -> int:
+    with _backends().audit.connect() as conn:
+        return len(
+            conn.execute(
+                sa.select(audit.audit_records.c.seq).where(audit.audit_records.c.record_type == "rollback")
+            ).all()
+        )
