@@ -14,7 +14,8 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -219,16 +220,14 @@ def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None
     )
 
 
-def load_checked_model(model_uri: str, label: str, tags: Mapping[str, str]) -> PyFuncModel:
-    """Download a model version's files, check them (:func:`check_model_files`) and load the
-    model from exactly those files, then remove the download (our model holds its booster and
-    schema in memory once loaded; a long-running worker would otherwise gather a copy per load).
+@contextmanager
+def checked_download(model_uri: str, label: str, tags: Mapping[str, str]) -> Iterator[Path]:
+    """A model version's files, downloaded and checked (:func:`check_model_files`), in a folder
+    removed on exit (with any entry MLflow's code path put on ``sys.path`` from it).
 
     Python byte-code caches in the download are deleted first: they are not covered by the
     digest, and a ``.pyc`` compiled unchecked would run instead of the checked source."""
     import mlflow
-
-    from mlops.pyfunc_model import load_pyfunc
 
     folder = Path(tempfile.mkdtemp(prefix="mlops-model-"))
     try:
@@ -236,10 +235,20 @@ def load_checked_model(model_uri: str, label: str, tags: Mapping[str, str]) -> P
         for cache in [p for p in folder.rglob("__pycache__") if p.is_dir()]:
             shutil.rmtree(cache)
         check_model_files(label, folder, tags)
-        return load_pyfunc(str(folder))
+        yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         sys.path[:] = [entry for entry in sys.path if not entry.startswith(str(folder))]  # MLflow's code path
+
+
+def load_checked_model(model_uri: str, label: str, tags: Mapping[str, str]) -> PyFuncModel:
+    """Load a model from exactly the files :func:`checked_download` checked, then remove them
+    (our model holds its booster and schema in memory once loaded; a long-running worker would
+    otherwise gather a copy per load)."""
+    from mlops.pyfunc_model import load_pyfunc
+
+    with checked_download(model_uri, label, tags) as folder:
+        return load_pyfunc(str(folder))
 
 
 def unregistered_message(registry: ModelRegistry, name: str) -> str:
@@ -575,19 +584,15 @@ class MlflowRegistry:
         return self.load_version(name, version)
 
     def check_version_files(self, name: str, version: int) -> None:
-        """Download ``models:/<name>/<version>``'s files and check them (:func:`check_model_files`)
-        without loading the model; raises :class:`StorageIntegrityError` when they changed."""
-        import mlflow
-
+        """Check ``models:/<name>/<version>``'s files against their registered digest without
+        loading the model; raises :class:`StorageIntegrityError` when they changed."""
         self._activate()
-        folder = Path(tempfile.mkdtemp(prefix="mlops-model-check-"))
-        try:
-            mlflow.artifacts.download_artifacts(f"models:/{name}/{int(version)}", dst_path=str(folder))
-            for cache in [p for p in folder.rglob("__pycache__") if p.is_dir()]:
-                shutil.rmtree(cache)
-            check_model_files(f"model {name} version {version}", folder, self.version_tags(name, version))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        with checked_download(
+            f"models:/{name}/{int(version)}",
+            f"model {name} version {version}",
+            self.version_tags(name, version),
+        ):
+            pass
 
     def load_version(self, name: str, version: int) -> PyFuncModel:
         """``models:/<name>/<version>`` (the exact version) as a pyfunc, its files checked."""
