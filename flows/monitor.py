@@ -108,7 +108,9 @@ def monitor_drift(model: str = DEFAULT_MODEL_NAME) -> MonitorResult:
         mlflow_run_id = log_drift_to_mlflow_task(model, champion, run, event, stamp, settings)
     state = run.state
     if event is not None:
-        event_id = emit_alarm_task(model, champion.version, event, report_uri, mlflow_run_id, run_id)
+        event_id = emit_alarm_task(
+            model, champion.version, event, report_uri, mlflow_run_id, run_id, settings
+        )
         emitted = EmittedEvent(
             event=event.event,
             event_id=event_id,

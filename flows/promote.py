@@ -260,9 +260,12 @@ def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> Pro
         publish_promotion_record_task(bootstrapped)
         emit_promoted_task(bootstrapped)
         print(
-            f"{model}: bootstrap of version {bootstrapped.champion_version} finished after an interrupted run"
+            f"{model}: bootstrap of version {bootstrapped.champion_version} recorded after an interrupted run"
         )
-        return bootstrapped
+        if state.challenger in (None, bootstrapped.champion_version):
+            return bootstrapped
+        # a challenger of its own waits (a bootstrap made outside this flow, or before its audit
+        # store): its promotion goes on, or the event that triggered this run would be spent
     unfinished = find_unfinished_promotion_task(model, settings)
     if unfinished is not None:
         return _finish(unfinished, settings, recovered=True)

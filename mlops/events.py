@@ -6,7 +6,14 @@ plain dicts. Payload values must be JSON-serialisable.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
+
+from mlops.errors import ServiceUnavailable
+
+_POLL_SECONDS = 0.25
 
 
 def emit(event: str, resource_id: str, payload: dict[str, Any], *, name: str | None = None) -> str | None:
@@ -18,3 +25,51 @@ def emit(event: str, resource_id: str, payload: dict[str, Any], *, name: str | N
         resource["prefect.resource.name"] = name
     sent = emit_event(event=event, resource=resource, payload=payload)
     return str(sent.id) if sent is not None else None
+
+
+def stored(event_id: str) -> bool:
+    """Whether the Prefect API has stored the event ``event_id`` (it is searchable)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
+
+    since = datetime.now(UTC) - timedelta(days=1)
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            filter=EventFilter(
+                id=EventIDFilter(id=[UUID(event_id)]), occurred=EventOccurredFilter(since=since)
+            ),
+            limit=1,
+        )
+    return bool(page.events)
+
+
+def confirm_delivered(event: str, event_id: str | None, *, timeout: float) -> None:
+    """Wait until the Prefect API has stored ``event_id``; :class:`ServiceUnavailable` if it has
+    not within ``timeout`` seconds.
+
+    Prefect sends events from a background worker and drops what it cannot deliver with a log
+    line. An alarm that triggers a deployment must not be lost that way after the windows it
+    judged are marked done: the caller fails (its task retries, which sends it again; the
+    retrain flow's idempotency key and cooldown absorb a duplicate) before it records them, so
+    the next run judges them and alarms again. The server stores events in batches
+    (``PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL``, 5 s by default)."""
+    if event_id is None or timeout <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if stored(event_id):
+                return
+        except Exception as exc:  # the API itself is unreachable: the same answer, not stored
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"event {event} ({event_id}) could not be confirmed: the Prefect API did not answer ({exc})",
+                    hint="check PREFECT_API_URL and the Prefect server; the next run sends it again",
+                ) from exc
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"event {event} ({event_id}) was not stored by the Prefect API within {timeout:g} s",
+                hint="check the Prefect server and its event services (MLOPS_EVENT_CONFIRM_SECONDS sets "
+                "the wait); the windows stay unjudged, so the next run alarms again",
+            )
+        time.sleep(_POLL_SECONDS)

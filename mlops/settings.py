@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         3600, ge=1, description="How long a paused promote run waits for the approval form."
     )
     approval_poll_seconds: int = Field(10, ge=1, description="How often a paused run checks for an answer.")
+    event_confirm_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="How long the monitor waits to read back from the Prefect API an event that "
+        "triggers a deployment (drift alarm, shadow completed) before it fails the run rather than "
+        "mark the windows judged; 0: do not wait.",
+    )
     promotion_min_shadow_rows: int | None = Field(
         None,
         ge=1,

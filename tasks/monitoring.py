@@ -19,7 +19,7 @@ from mlops import audit
 from mlops.audit import open_audit_store
 from mlops.constants import ALIAS_CHALLENGER, EVENT_SHADOW_COMPLETED, model_resource
 from mlops.contracts import Contract, load_contract
-from mlops.events import emit
+from mlops.events import confirm_delivered, emit
 from mlops.model_spec import ModelSpec, load_model_spec
 from mlops.monitoring import AlarmEvent, MonitorRun, judge_windows
 from mlops.monitoring_reference import Champion, Scorer, build_reference, find_champion
@@ -191,7 +191,10 @@ def emit_alarm_task(
     report_uri: str | None,
     mlflow_run_id: str | None,
     flow_run_id: str | None,
+    settings: Settings,
 ) -> str | None:
+    """Send the alarm that triggers the retrain deployment and wait until the API has it
+    (:func:`mlops.events.confirm_delivered`): before the windows are marked judged."""
     payload: dict[str, Any] = {
         "model": model,
         "severity": event.severity,
@@ -204,7 +207,9 @@ def emit_alarm_task(
         "mlflow_run_id": mlflow_run_id,
         "flow_run_id": flow_run_id,
     }
-    return emit(event.event, model_resource(model), payload, name=model)
+    event_id = emit(event.event, model_resource(model), payload, name=model)
+    confirm_delivered(event.event, event_id, timeout=settings.event_confirm_seconds)
+    return event_id
 
 
 @task(
@@ -232,7 +237,8 @@ def check_shadow_task(ctx: MonitorContext, settings: Settings) -> ShadowStatus |
 
 @task(name="announce-shadow-completed", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def announce_shadow_task(status: ShadowStatus, flow_run_id: str | None, settings: Settings) -> str | None:
-    """Emit ``mlops.shadow.completed`` once per challenger version (None if sent before)."""
+    """Emit ``mlops.shadow.completed`` once per challenger version (None if sent before); it is
+    counted as sent once the API has stored it (it triggers the promote deployment)."""
     store = make_store(settings)
     announcements = load_announcements(store, status.model_name)
     if status.challenger_version in announcements.announced:
@@ -241,6 +247,7 @@ def announce_shadow_task(status: ShadowStatus, flow_run_id: str | None, settings
     event_id = emit(
         EVENT_SHADOW_COMPLETED, model_resource(status.model_name), payload, name=status.model_name
     )
+    confirm_delivered(EVENT_SHADOW_COMPLETED, event_id, timeout=settings.event_confirm_seconds)
     done = [*announcements.announced, status.challenger_version]
     save_announcements(store, announcements.model_copy(update={"announced": done}))
     return event_id

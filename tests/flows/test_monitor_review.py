@@ -132,3 +132,38 @@ def test_a_scored_batch_missing_from_the_store_fails_the_monitor_not_skipped(hom
     with pytest.raises(InputError, match=rf"1 application snapshot\(s\) that {MODEL} v1 scored") as lost:
         monitor_drift(model=MODEL)
     assert ref.sha256[:12] in lost.value.message and "restore them" in str(lost.value.hint)
+
+
+def test_an_alarm_the_prefect_api_never_stored_fails_the_run_and_is_sent_again(
+    home: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect sends events from a background worker and drops what it cannot deliver with a
+    log line: a lost alarm (here: a send dropped on the way) must not leave its windows marked
+    judged, or no retrain would ever be triggered for them."""
+    import uuid
+
+    import tasks.monitoring as monitoring_tasks
+    from mlops.errors import ServiceUnavailable
+    from mlops.monitoring_state import load_state
+
+    monkeypatch.setenv("MLOPS_EVENT_CONFIRM_SECONDS", "1")
+    dropped: list[str] = []
+
+    def lost_on_the_way(event: str, resource_id: str, payload: dict[str, object], **_: object) -> str:
+        dropped.append(event)
+        return str(uuid.uuid4())  # what emit_event returns before its worker fails to deliver it
+
+    _ingest([DRIFT_DAY, DRIFT_DAY + 1])
+    with monkeypatch.context() as lossy:
+        lossy.setattr(monitoring_tasks, "emit", lost_on_the_way)
+        with pytest.raises(ServiceUnavailable, match="was not stored by the Prefect API within 1 s"):
+            monitor_drift(model=MODEL)
+    assert dropped == ["mlops.drift.detected"] * 3  # the task's two retries sent it again
+    assert load_state(make_store(get_settings()), MODEL, 1).processed_applications == []
+
+    delivered = monitor_drift(model=MODEL)  # the next run: the same windows, the alarm again
+    assert delivered.alarm and delivered.event_id and len(delivered.windows) == 2
+    from mlops.events import stored
+
+    assert stored(delivered.event_id)

@@ -68,9 +68,11 @@ from mlops.promotion import (
     TAG_TRIGGER_EVENT,
     TAG_TRIGGER_EVENT_ID,
     MlflowRegistryMetadata,
+    PromotionBackends,
     bootstrap_champion,
     dossier_keys,
     read_rollback_target,
+    record_bootstrap,
 )
 from mlops.registry import make_registry
 from mlops.settings import get_settings
@@ -211,7 +213,11 @@ def test_a_drifted_batch_leads_to_a_promoted_challenger_with_no_human_step(
         ingest(store, outs, outcomes, f"outcomes/day_{day:04d}.csv")
     registry = make_registry()
     assert run_train_tasks(MODEL).version == 1
-    bootstrap_champion(registry, MODEL, approved_by="integration test")
+    # as the promote flow's bootstrap does: the alias, then its audit record
+    record_bootstrap(
+        PromotionBackends.from_settings(get_settings()),
+        bootstrap_champion(registry, MODEL, approved_by="integration test"),
+    )
     assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1
     batches = {}
     for day in (*BEFORE_RETRAIN, *SHADOW):
