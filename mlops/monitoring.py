@@ -166,7 +166,7 @@ def pending_windows(
             + ", ".join(sha[:12] for sha in lost[:5])
             + ("..." if len(lost) > 5 else ""),
             hint="restore them into the store (the audit trail and mlops reproduce need them too); "
-            "the monitor judges no window until then",
+            "until then the monitor judges no window and announces no completed shadow",
         )
     newest_reference = reference.max_timestamp
     fresh = [

@@ -13,9 +13,11 @@ The reference, the alarm state and the processed-snapshot cursor are keyed by th
 model version: they reset by themselves when the champion changes (a promotion starts a fresh
 history), and a rollback resumes the restored version's own history where it stopped, so the
 windows it judged before are not judged (nor alarmed on) twice. Both also hold the version's
-MLflow run id: a version number given again to another model (the registered model deleted and
-registered anew, another registry beside the same store) is not judged against the earlier
-model's reference, cursor or cached scores; its history starts afresh.
+MLflow run id: a version number given again to another model once the earlier one is gone (the
+registered model deleted and registered anew, a new registry database beside the same store) is
+not judged against the earlier model's reference, cursor or cached scores; its history starts
+afresh (and replaces the earlier one's). Two registries monitored through one store at the same
+time are not supported: each run would start the other's history afresh.
 """
 
 from __future__ import annotations

@@ -228,10 +228,23 @@ def checked_download(model_uri: str, label: str, tags: Mapping[str, str]) -> Ite
     Python byte-code caches in the download are deleted first: they are not covered by the
     digest, and a ``.pyc`` compiled unchecked would run instead of the checked source."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     folder = Path(tempfile.mkdtemp(prefix="mlops-model-"))
     try:
-        mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder))
+        missing = None
+        try:
+            mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            missing = exc.message
+        if missing is not None or not any(p.is_file() for p in folder.rglob("*")):
+            raise StorageIntegrityError(  # a folder gone downloads as nothing, or as MLflow's error
+                f"the files of {label} are missing from MLflow's artifact store"
+                + (f" ({missing})" if missing else ""),
+                hint="restore the version's artifacts from a backup, or use another version",
+            )
         for cache in [p for p in folder.rglob("__pycache__") if p.is_dir()]:
             shutil.rmtree(cache)
         check_model_files(label, folder, tags)

@@ -370,6 +370,23 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused(
     assert main(["reproduce", champion_id, "--json"]) == 0
 
 
+def test_a_version_whose_files_are_gone_from_the_artifact_store_is_named_not_a_crash(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = champion_files()
+    moved = folder.with_name(folder.name + ".moved")
+    folder.rename(moved)
+    try:
+        assert main(["score", str(setup.batch_b), "--json"]) == 1  # exit 1, not 3 (a crash)
+        data = last_json(capsys.readouterr().out)
+        assert data["error"].startswith(
+            f"the files of model {MODEL} version 1 are missing from MLflow's artifact store"
+        )
+        assert "restore the version's artifacts" in data["hint"]
+    finally:
+        moved.rename(folder)
+
+
 def test_a_version_registered_before_the_files_digest_is_checked_by_its_fingerprint(
     setup: Setup, engine: Engine
 ) -> None:
