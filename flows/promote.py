@@ -92,8 +92,25 @@ def _default_approver() -> str:
         return "unknown (no --approver given)"
 
 
-def _bootstrap(model: str, who: str, settings: Settings, run_id: str | None) -> PromotionResult:
-    result = bootstrap_champion_task(model, who, settings, run_id)
+def _bootstrap(
+    model: str, who: str, settings: Settings, run_id: str | None, challenger: int | None = None
+) -> PromotionResult:
+    try:
+        result = bootstrap_champion_task(model, who, settings, run_id)
+    except PromotionRefused:
+        raise
+    except WorkRefused as exc:
+        if challenger is None:  # nothing was asked for: no decision to record
+            raise
+        # e.g. a challenger alias set by hand on a version that failed its gates: the refusal
+        # is a decision about that version, and decisions leave a record
+        promotion_id = refuse_bootstrap_task(model, challenger, who, exc.message, settings, run_id)
+        print(f"{model}: bootstrap of version {challenger} refused: {exc.message}")
+        raise PromotionRefused(
+            f"{model}: making version {challenger} the first champion was refused: {exc.message}",
+            hint=f"recorded in the audit trail (promotion {promotion_id}); {exc.hint or 'nothing was changed'}",
+            promotion_id=promotion_id,
+        ) from exc
     result = record_bootstrap_task(result, settings)
     publish_promotion_record_task(result)
     emit_promoted_task(result)
@@ -252,7 +269,7 @@ def promote(model: str = DEFAULT_MODEL_NAME, approver: str | None = None) -> Pro
                 hint=f"recorded in the audit trail (promotion {promotion_id}); nothing was changed",
                 promotion_id=promotion_id,
             )
-        return _bootstrap(model, requested_by, settings, run_id)
+        return _bootstrap(model, requested_by, settings, run_id, state.challenger)
     bootstrapped = find_unfinished_bootstrap_task(model, settings)
     if bootstrapped is not None:  # the first champion's alias moved, its record did not follow
         clear_bootstrapped_challenger_task(model, bootstrapped.champion_version, settings)

@@ -769,3 +769,24 @@ def _rollback_records() -> int:
                 sa.select(audit.audit_records.c.seq).where(audit.audit_records.c.record_type == "rollback")
             ).all()
         )
+
+
+def test_a_bootstrap_refused_for_its_gate_verdict_leaves_a_refusal_record(specs: Path) -> None:
+    """A challenger alias put by hand on a version that did not pass its gates: the bootstrap
+    is refused (exit 1 from the CLI), and that decision is in the audit trail like any other."""
+    from mlops.lineage import TAG_VERDICT
+    from mlops.promotion import PromotionRefused
+
+    run_train_tasks(MODEL)
+    registry = make_registry()
+    registry.set_version_tags(MODEL, 1, {TAG_VERDICT: "failed"})
+
+    with pytest.raises(PromotionRefused, match="carries gate verdict 'failed'") as refused:
+        promote(model=MODEL, approver="alice")
+
+    assert champions(registry) == []
+    [record] = promotion_records(OUTCOME_REFUSED)
+    assert record["model_version"] == "1" and record["payload"]["kind"] == "bootstrap"
+    assert "carries gate verdict 'failed'" in record["payload"]["reason"]
+    assert record["payload"]["promotion_id"] == refused.value.promotion_id
+    assert "recorded in the audit trail" in str(refused.value.hint)
