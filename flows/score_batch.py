@@ -61,7 +61,7 @@ def score_batch(
     batch_id = run_id or uuid.uuid4().hex
     run_name = str(flow_run.get_name() or "score")
     # A retry or resume validates the source as of its batch's first validation (not_in_future).
-    checked_at = find_validation_time_task(model, batch_id, settings, resume)
+    checked_at = find_validation_time_task(model, batch_id, settings, resume, source)
     validation = validate_batch_chunks_task(
         source, plan.contract, settings, run_name, validation_chunk_rows, checked_at
     )

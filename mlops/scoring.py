@@ -843,6 +843,7 @@ def record_scoring_batch(
     snapshots: list[str],
     rescore: bool = False,
     validated_at: datetime | None = None,
+    source: str | None = None,
 ) -> str:
     """One chain record per scored batch, written before its predictions: the decision policy
     (and its hash), the model spec's hash, the versions and the canary share that every
@@ -868,6 +869,8 @@ def record_scoring_batch(
     }
     if validated_at is not None:  # a retry or resume validates the source again as of this time
         payload["validated_at"] = validated_at.isoformat()
+    if source is not None:  # how a resume finds this batch's validation time among unfinished ones
+        payload["source"] = source
     with chain_transaction(engine) as conn:
         lock_head(conn)  # before the check: PostgreSQL locks the head row only when asked
         # A re-run of the same flow run (same batch id) resumes its own batch (mlops.scoring_resume)

@@ -143,15 +143,17 @@ def find_resume_point(
 
 
 def recorded_validation_time(
-    engine: Engine, *, model_name: str, batch_id: str, resume: bool
+    engine: Engine, *, model_name: str, batch_id: str, resume: bool, source: str | None = None
 ) -> datetime | None:
     """The time the batch this run may continue was validated at, to validate its source again
     as of then: rows that were in the future then stay quarantined (a later clock would let
     them through, and the snapshots, which must match, would differ).
 
     This flow run's own batch (a retry), else with ``resume`` the latest unfinished batch of
-    ``model_name`` (the one :func:`find_resume_point` then checks); None for a new batch or a
-    batch recorded before the time was kept.
+    ``model_name`` begun from ``source`` (the one :func:`find_resume_point` then checks; another
+    batch left unfinished or still running since, of another file, was validated at another
+    time), or, when none names its source (recorded before it was kept, or the file was moved),
+    the latest unfinished batch; None for a new batch or a batch recorded before the time was kept.
     """
     with engine.connect() as conn:
         rows = batch_events(conn, audit_records.c.model_name == model_name)
@@ -159,7 +161,9 @@ def recorded_validation_time(
     candidates = [r for r in began if r.batch_id == batch_id]
     if not candidates and resume:
         done = {r.batch_id for r in rows if r.record_type == RECORD_SCORING_DONE}
-        candidates = [r for r in began if r.batch_id not in done][-1:]
+        unfinished = [r for r in began if r.batch_id not in done]
+        same_source = [r for r in unfinished if source and (r.payload or {}).get("source") == source]
+        candidates = (same_source or unfinished)[-1:]
     if not candidates:
         return None
     text = (candidates[0].payload or {}).get("validated_at")

@@ -148,11 +148,15 @@ def validate_batch_chunks_task(
     retry_condition_fn=retry_unless_bad_input,
     cache_policy=NO_CACHE,
 )
-def find_validation_time_task(model: str, batch_id: str, settings: Settings, resume: bool) -> datetime | None:
+def find_validation_time_task(
+    model: str, batch_id: str, settings: Settings, resume: bool, source: str | None = None
+) -> datetime | None:
     """When the batch this run may continue was first validated (None: a new batch, validated now)."""
     engine = open_audit_store(settings)
     try:
-        return recorded_validation_time(engine, model_name=model, batch_id=batch_id, resume=resume)
+        return recorded_validation_time(
+            engine, model_name=model, batch_id=batch_id, resume=resume, source=source
+        )
     finally:
         engine.dispose()
 
@@ -226,6 +230,7 @@ def score_and_audit_task(
                 snapshots=[ref.sha256 for ref in validation.snapshots],
                 rescore=rescore,
                 validated_at=validation.summary.checked_at,
+                source=result.source,
             )
         else:
             resume_point = record_resumption(

@@ -708,6 +708,41 @@ def test_a_resume_validates_the_source_as_of_the_batchs_first_validation(
     assert datetime.fromisoformat(done["validation"]["checked_at"]) == began
 
 
+def test_a_resume_validates_as_of_its_own_batch_not_a_later_unfinished_one(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another file's batch begun an hour later also stopped part way (or is still running):
+    the resume of the first file validates it as of the first file's batch, not the latest
+    unfinished one, whose clock would let the row dated ahead through (other snapshots: the
+    resume would be refused as "nothing to resume")."""
+    import mlops.scoring_input
+
+    raw = pd.read_parquet(setup.batch_a)
+    raw.loc[5, "applied_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)
+    source = setup.batch_a.parent / "ahead-then-another.parquet"
+    raw.to_parquet(source)
+    fail_once_at_chunk(monkeypatch, chunk=2)
+    with pytest.raises(OSError, match="injected"):
+        score_batch(source=str(source), chunk_rows=100)
+
+    class AnHourLater(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> AnHourLater:  # type: ignore[override]
+            return cls.fromtimestamp(datetime.now(tz).timestamp() + 3600, tz)
+
+    monkeypatch.setattr(mlops.scoring_input, "datetime", AnHourLater)
+    fail_once_at_chunk(monkeypatch, chunk=2)
+    with pytest.raises(OSError, match="injected"):
+        score_batch(source=str(setup.batch_b), chunk_rows=100)
+
+    assert main(["score", str(source), "--resume", "--json"]) == 0
+    done = last_json(capsys.readouterr().out)
+    assert done["resumed"] and done["rows_already_scored"] == 100
+    assert done["validation"]["reason_counts"] == {"applied_at:in_future": 1}
+    records = records_of(engine, done["batch_id"])
+    assert len(deciding_rows(records)) == len(raw) - 1 and (deciding_rows(records) == 1).all()
+
+
 def test_a_prefect_retry_of_a_failed_scoring_run_resumes_its_own_batch(
     setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
