@@ -833,6 +833,15 @@ def record_scoring_done(
     append_event(engine, RECORD_SCORING_DONE, payload, model_name=model_name, batch_id=batch_id, guard=guard)
 
 
+ENTITY_KEY_CHECK_ID: Final = "mlops:entity-hash-key-check"
+
+
+def entity_key_check(hash_key: SecretStr | str | bytes) -> str:
+    """The keyed hash of a fixed id under ``hash_key``: which key a batch keyed its entities
+    (and chose its canary arm) with, without the key itself."""
+    return entity_key(ENTITY_KEY_CHECK_ID, hash_key)
+
+
 def record_scoring_batch(
     engine: Any,
     *,
@@ -866,6 +875,7 @@ def record_scoring_batch(
         "challenger_version": models.challenger.version if models.challenger else None,
         "canary_share": ctx.canary_share,
         "input_snapshots": snapshots,
+        "entity_key_check": entity_key_check(ctx.hash_key),
     }
     if validated_at is not None:  # a retry or resume validates the source again as of this time
         payload["validated_at"] = validated_at.isoformat()

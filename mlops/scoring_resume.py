@@ -48,6 +48,7 @@ from mlops.scoring import (
     RECORD_SCORING_RESUMED,
     PriorScoring,
     batch_events,
+    entity_key_check,
     prior_scorings,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "BatchSourceChanged",
     "NothingToResume",
     "ResumePoint",
+    "check_resume_key",
     "find_resume_point",
     "record_resumption",
     "recorded_validation_time",
@@ -89,6 +91,7 @@ class ResumePoint:
     completed: bool
     rows_written: dict[str, int]
     claim: str | None = None  # the scoring_resumed record of this run, once recorded
+    entity_key_check: str | None = None  # see mlops.scoring.entity_key_check (None: not recorded)
 
     @property
     def rows_already_scored(self) -> int:
@@ -214,7 +217,21 @@ def _point(conn: Connection, prior: PriorScoring) -> ResumePoint:
         snapshots=prior.all_snapshots,
         completed=prior.completed,
         rows_written=rows_written(conn, prior.batch_id, after_seq=prior.seq),
+        entity_key_check=payload.get("entity_key_check"),
     )
+
+
+def check_resume_key(point: ResumePoint, hash_key: Any) -> None:
+    """Refuse to finish a batch under another entity hash key than it began with: its other rows
+    would be keyed apart from the rest (not found by ``mlops audit find``, their earlier open
+    review cases not superseded) and their canary arm chosen by another hash."""
+    if point.entity_key_check is not None and point.entity_key_check != entity_key_check(hash_key):
+        raise InputError(
+            f"batch {point.batch_id} began with another entity hash key (MLOPS_ENTITY_HASH_KEY) than "
+            "this run has; finishing it under this one would key its remaining applications apart "
+            "and choose their canary arm by another hash; nothing was written",
+            hint="resume with the MLOPS_ENTITY_HASH_KEY the batch began with",
+        )
 
 
 def _batch_record(conn: Connection, prior: PriorScoring) -> dict[str, Any]:

@@ -53,7 +53,13 @@ from mlops.scoring import (
     since_training_notes,
 )
 from mlops.scoring_input import BatchValidation, iter_batch_chunks, read_valid_snapshot, validate_in_chunks
-from mlops.scoring_resume import ResumePoint, find_resume_point, record_resumption, recorded_validation_time
+from mlops.scoring_resume import (
+    ResumePoint,
+    check_resume_key,
+    find_resume_point,
+    record_resumption,
+    recorded_validation_time,
+)
 from mlops.settings import Settings
 from mlops.storage import make_store, read_snapshot, snapshot_key
 from tasks.retry import retry_unless_bad_input
@@ -174,11 +180,14 @@ def find_resume_point_task(
     """The unfinished batch this run continues (its own, on a re-run; another, with ``resume``)."""
     engine = open_audit_store(settings)
     try:
-        return find_resume_point(
+        point = find_resume_point(
             engine, model_name=model, batch_id=batch_id, snapshots=snapshots, resume=resume
         )
     finally:
         engine.dispose()
+    if point is not None and not point.completed:
+        check_resume_key(point, settings.entity_hash_key)
+    return point
 
 
 @task(name="score-and-audit", cache_policy=NO_CACHE)

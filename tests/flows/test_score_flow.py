@@ -743,6 +743,34 @@ def test_a_resume_validates_as_of_its_own_batch_not_a_later_unfinished_one(
     assert len(deciding_rows(records)) == len(raw) - 1 and (deciding_rows(records) == 1).all()
 
 
+def test_a_resume_under_another_entity_hash_key_is_refused(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's shell lacks the worker's MLOPS_ENTITY_HASH_KEY: finishing the batch under
+    another key would key its remaining applications apart from the rest (audit find, review
+    cases) and choose their canary arm by another hash. Refused, nothing written."""
+    fail_once_at_chunk(monkeypatch, chunk=2)
+    with pytest.raises(OSError, match="injected"):
+        score_batch(source=str(setup.batch_a), chunk_rows=100, canary_share=CANARY)
+    with engine.connect() as conn:
+        [batch_id] = conn.execute(
+            sa.select(audit_records.c.batch_id).where(audit_records.c.record_type == RECORD_SCORING_BATCH)
+        ).scalars()
+    original_key = get_settings().entity_hash_key
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "another-key")
+    assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "another entity hash key" in last_json(captured.out)["error"]
+    assert "MLOPS_ENTITY_HASH_KEY" in captured.err
+    assert len(records_of(engine, batch_id)) == 200
+
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", original_key.get_secret_value())
+    assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 0
+    records = records_of(engine, batch_id)
+    keys = entity_key(pd.read_parquet(setup.batch_a)["application_id"].astype(str), original_key)
+    assert set(records["entity_key"]) == set(keys) and (deciding_rows(records) == 1).all()
+
+
 def test_a_prefect_retry_of_a_failed_scoring_run_resumes_its_own_batch(
     setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
