@@ -176,12 +176,16 @@ def cmd_simulate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     manifest = simulate(config, Path(args.out), overwrite=args.overwrite)
     data = _dump(manifest)
     text = f"simulated {args.days} day(s) of scenario {args.scenario!r} into {args.out}"
-    last = config.start_date + timedelta(days=config.days - 1 + config.outcome_delay_days)
+    last_applied = config.start_date + timedelta(days=config.days - 1)
+    last = last_applied + timedelta(days=config.outcome_delay_days)
     today = datetime.now(UTC).date()
     if last >= today:  # outcomes are observed through their arrival day
+        dated = f"outcomes run to {last}"
+        if last_applied >= today:  # applications through the day too: a day's later hours are ahead
+            dated = f"applications run to {last_applied} and {dated}"
         text += (
-            f"\nnote: the last outcomes are dated {last}, not before today ({today}); validation "
-            "quarantines times in the future (in_future): pass an earlier --start-date"
+            f"\nnote: the simulated {dated}, not before today ({today}); validation quarantines "
+            "times in the future (in_future): pass an earlier --start-date"
         )
     return 0, {"out": str(args.out), **data}, text
 

@@ -47,10 +47,20 @@ def cmd_rollback(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 def register(add: Registrar) -> None:
     p = add("monitor", cmd_monitor, "Check the champion for drift; emit an event when the alarm fires.")
     p.add_argument("--model", default=DEFAULT_MODEL_NAME)
-    p = add("retrain", cmd_retrain, "Retrain now (cooldown, budget and idempotency apply unless --force).")
+    p = add(
+        "retrain",
+        cmd_retrain,
+        "Retrain now (idempotency key, cooldown, budget and a shadowing challenger apply; "
+        "--force skips all but the idempotency key).",
+    )
     p.add_argument("--model", default=DEFAULT_MODEL_NAME)
     p.add_argument("--reason", default=None, help="why (kept in the run's summary)")
-    p.add_argument("--force", action="store_true", help="skip the cooldown and the budget")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the cooldown, the budget and the wait for a shadowing challenger (the "
+        "idempotency key still holds: the same data and spec never train twice)",
+    )
     p = add("rollback", cmd_rollback, "Move the champion back to the previous champion (rollback flow).")
     p.add_argument("--model", default=DEFAULT_MODEL_NAME)
     p.add_argument("--by", required=True, help="who rolls back")

@@ -50,6 +50,9 @@ def test_simulate_warns_when_its_dates_run_past_today(
     assert main([*args, "--start-date", str(today - timedelta(days=8))]) == 0
     out = capsys.readouterr().out  # day 1 + 7 days of outcome delay: today
     assert "note:" in out and "pass an earlier --start-date" in out
+    assert "outcomes run to" in out and "applications run to" not in out
+    assert main([*args, "--start-date", str(today)]) == 0  # today's applications are ahead too
+    assert f"applications run to {today + timedelta(days=1)}" in capsys.readouterr().out
     assert main([*args, "--start-date", "86400"]) == 2  # not a date (pydantic took it for 1970-01-02)
     assert main([*args, "--start-date", str(today - timedelta(days=30))]) == 0
     assert "note:" not in capsys.readouterr().out
