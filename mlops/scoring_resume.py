@@ -35,6 +35,7 @@ from mlops.audit import (
     audit_records,
     chain_transaction,
     event_fields,
+    is_event,
     lock_head,
 )
 from mlops.audit_encode import DECIDING_ROLES
@@ -129,6 +130,8 @@ def find_resume_point(
                 hint="score them without --resume",
             )
         last = prior[-1]
+        if last.completed and _resumed_by(conn, last.batch_id, batch_id):
+            return _point(conn, last)  # a retry of the run that finished it: nothing left to do
         if last.completed:
             raise NothingToResume(
                 f"nothing to resume: batch {last.batch_id} of {model_name} scored these rows to the end "
@@ -174,6 +177,15 @@ def recorded_validation_time(
         return as_utc(datetime.fromisoformat(str(text))) if text else None
     except ValueError:
         return None
+
+
+def _resumed_by(conn: Connection, batch_id: str, run_id: str) -> bool:
+    """Whether the flow run ``run_id`` resumed batch ``batch_id`` (its ``scoring_resumed`` record)."""
+    c = audit_records.c
+    payloads = conn.execute(
+        sa.select(c.payload).where(is_event(RECORD_SCORING_RESUMED), c.batch_id == batch_id)
+    ).scalars()
+    return any((payload or {}).get("resumed_by") == run_id for payload in payloads)
 
 
 def _own_batch(conn: Connection, model_name: str, batch_id: str) -> PriorScoring | None:

@@ -50,7 +50,7 @@ from mlops.scoring import (
     decision_policy_hash,
     load_model_version,
 )
-from mlops.scoring_resume import RECORD_SCORING_RESUMED
+from mlops.scoring_resume import RECORD_SCORING_RESUMED, find_resume_point
 from mlops.settings import get_settings
 from mlops.storage import make_store, read_snapshot
 from mlops.training import train_booster
@@ -662,6 +662,19 @@ def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_pe
     resumed_row = records.loc[(records["role"] == ROLE_CHAMPION) & (records["input_row"] >= 100), "record_id"]
     assert main(["reproduce", str(resumed_row.iloc[0]), "--json"]) == 0
     assert last_json(capsys.readouterr().out)["reproduced"]
+
+    # A Prefect retry of the resuming run (same flow run id) finds the batch it finished: done.
+    with engine.connect() as conn:
+        [resumer] = [
+            str(p["resumed_by"])
+            for p in conn.execute(
+                sa.select(audit_records.c.payload).where(
+                    audit_records.c.record_type == RECORD_SCORING_RESUMED
+                )
+            ).scalars()
+        ]
+    again = find_resume_point(engine, model_name=MODEL, batch_id=resumer, snapshots=[sha], resume=True)
+    assert again is not None and again.completed and again.batch_id == batch_id
 
     # Finished now: nothing to resume, and nothing written by asking.
     assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 1
