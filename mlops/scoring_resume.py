@@ -179,6 +179,15 @@ def recorded_validation_time(
         return None
 
 
+def _finished(conn: Connection, batch_id: str) -> bool:
+    """Whether batch ``batch_id`` has its ``scoring_done`` record."""
+    c = audit_records.c
+    found = conn.execute(
+        sa.select(c.seq).where(is_event(RECORD_SCORING_DONE), c.batch_id == batch_id).limit(1)
+    ).first()
+    return found is not None
+
+
 def _resumed_by(conn: Connection, batch_id: str, run_id: str) -> bool:
     """Whether the flow run ``run_id`` resumed batch ``batch_id`` (its ``scoring_resumed`` record)."""
     c = audit_records.c
@@ -291,10 +300,15 @@ def rows_written(conn: Connection, batch_id: str, *, after_seq: int) -> dict[str
 def record_resumption(engine: Engine, point: ResumePoint, *, model_name: str, resumed_by: str) -> ResumePoint:
     """Append the ``scoring_resumed`` record and return the point with its rows counted again
     under the chain lock and its ``claim``: from this record on, only this run writes the batch
-    (a run of it still alive stops at its next chunk, see :func:`mlops.scoring.check_claim`)."""
+    (a run of it still alive stops at its next chunk, see :func:`mlops.scoring.check_claim`).
+    A batch its own run finished since the point was read is returned ``completed``, with no
+    record and no claim: there is nothing left to write, and a second ``scoring_done`` would
+    close it twice."""
     with chain_transaction(engine) as conn:
         lock_head(conn)
         point = replace(point, rows_written=rows_written(conn, point.batch_id, after_seq=point.batch_seq))
+        if _finished(conn, point.batch_id):  # its own run finished it since the point was read
+            return replace(point, completed=True)
         payload = {
             "resumed_by": resumed_by,
             "rows_already_written": point.rows_already_scored,

@@ -248,6 +248,8 @@ def score_and_audit_task(
             claim = resume_point.claim
         before = resume_point.rows_written if resume_point is not None else {}
         already = sum(before.values())
+        if resume_point is not None and resume_point.completed:  # finished by its own run meanwhile
+            return result.model_copy(update={"rows_already_scored": already})
         tally = score_frames(
             frames(),
             ctx,

@@ -9,6 +9,7 @@ import sqlite3
 import struct
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -1067,6 +1068,13 @@ def test_a_resumed_batch_is_written_by_the_resuming_run_only(engine: Engine) -> 
         ).scalars()
         assert sorted(deciding) == list(range(6))  # each row decided once
     assert audit.verify_chain(engine).ok
+
+    # A resume that read its point before the batch's own run finished it: no record, no claim.
+    stale = replace(third, completed=False, claim=None)  # as read before the scoring_done record
+    head = audit.verify_chain(engine).last_seq
+    finished = record_resumption(engine, stale, model_name="m", resumed_by="run-4")
+    assert finished.completed and finished.claim is None
+    assert audit.verify_chain(engine).last_seq == head  # no second scoring_resumed / scoring_done
 
     # A re-run of b0's own flow run whose source now gives other rows is refused.
     other = hashlib.sha256(b"changed source").hexdigest()
