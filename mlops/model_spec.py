@@ -221,6 +221,22 @@ def _slice_problems(s: SliceSpec, column: ColumnSpec) -> list[str]:
     return []
 
 
+def _target_problems(column: ColumnSpec, contract_name: str) -> list[str]:
+    """A binary label is a non-null int in [0, 1]: the outcomes join, training and every metric
+    read it as int64 0/1, so a text label ('yes'/'no'), a float (0.7 would be cut to 0), a null
+    or an unbounded int (a 2 fails inside XGBoost) would pass validation and crash (or mislabel)
+    every outcomes batch and training run after it."""
+    bounded = column.min is not None and column.max is not None and column.min >= 0 and column.max <= 1
+    if column.dtype == "int" and bounded and not column.nullable:
+        return []
+    declared = f"dtype {column.dtype}, min {column.min}, max {column.max}, nullable {column.nullable}"
+    return [
+        f"target {column.name!r} of {contract_name!r} is declared {declared}; a binary label must be "
+        "declared {dtype: int, min: 0, max: 1} and not nullable (1 = the outcome the model's score "
+        "predicts; map text labels such as yes/no to 1/0 before ingesting)"
+    ]
+
+
 def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contract) -> ModelSpec:
     """Check ``spec`` against its contracts and fill the contract-dependent defaults.
 
@@ -241,6 +257,8 @@ def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contra
         problems.append(f"target {target!r} is not a column of contract {outcomes.name!r}")
     elif target in known:
         problems.append(f"target {target!r} is also a column of {applications.name!r} (label leakage)")
+    else:
+        problems += _target_problems(outcomes.column(target), outcomes.name)
 
     features = list(spec.features) if spec.features is not None else applications.feature_columns
     unknown_excluded = [f for f in spec.exclude_features if f not in features]

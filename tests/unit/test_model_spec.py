@@ -210,3 +210,39 @@ def test_spec_hash_is_stable_and_sensitive_to_changes() -> None:
     a, b = _resolve(), _resolve()
     assert model_spec_hash(a) == model_spec_hash(b)
     assert model_spec_hash(_resolve(seed=43)) != model_spec_hash(a)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"dtype": "category", "categories": ["no", "yes"]},  # text labels: int64 cast crashed (exit 3)
+        {"dtype": "float", "min": 0, "max": 1},  # 0.7 would be cut to 0
+        {"dtype": "int"},  # unbounded: a 2 passes validation, then fails inside XGBoost
+        {"dtype": "int", "min": 0, "max": 1, "nullable": True},
+    ],
+)
+def test_a_target_that_is_not_a_binary_int_is_refused_when_the_spec_loads(
+    target: dict[str, object], tmp_path: Path
+) -> None:
+    labels = {
+        "name": "churn_labels",
+        "version": "0.1.0",
+        "columns": [
+            {"name": "customer_id", "role": "id", "dtype": "string", "unique": True},
+            {"name": "churned", "role": "target"} | target,
+        ],
+    }
+    (tmp_path / "churn_labels.yaml").write_text(yaml.safe_dump(labels))
+    spec = ModelSpec.model_validate(_raw() | {"outcomes_contract": "churn_labels"})
+    with pytest.raises(ContractError) as refused:
+        resolve_model_spec(
+            spec, load_contract(CONTRACTS, "credit_applications"), load_contract(tmp_path, "churn_labels")
+        )
+    assert "target 'churned' of 'churn_labels' is declared" in refused.value.message
+    assert "{dtype: int, min: 0, max: 1} and not nullable" in refused.value.message
+    labels["columns"][1] = {"name": "churned", "role": "target", "dtype": "int", "min": 0, "max": 1}
+    (tmp_path / "churn_labels.yaml").write_text(yaml.safe_dump(labels))
+    resolved = resolve_model_spec(
+        spec, load_contract(CONTRACTS, "credit_applications"), load_contract(tmp_path, "churn_labels")
+    )
+    assert resolved.target_column == "churned"
