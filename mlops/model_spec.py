@@ -300,6 +300,16 @@ def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contra
         )
     if applications.id_column not in known or outcomes.id_column not in outcomes.column_names:
         problems.append("both contracts need an id column to join on")
+    elif (app_id := applications.column(applications.id_column)).dtype != (
+        out_id := outcomes.column(outcomes.id_column)
+    ).dtype:
+        # Training joins the ids by value (an int 7 is not the text "7") where the audit trail
+        # keys both alike: the outcomes would match predictions but never a training row.
+        problems.append(
+            f"id column {app_id.name!r} of {applications.name!r} is {app_id.dtype} but id column "
+            f"{out_id.name!r} of {outcomes.name!r} is {out_id.dtype}: outcomes are joined to "
+            "applications by id value, so declare both ids with the same dtype"
+        )
     if problems:
         raise _spec_error(spec, problems)
     return spec.model_copy(

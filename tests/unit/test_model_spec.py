@@ -246,3 +246,29 @@ def test_a_target_that_is_not_a_binary_int_is_refused_when_the_spec_loads(
         spec, load_contract(CONTRACTS, "credit_applications"), load_contract(tmp_path, "churn_labels")
     )
     assert resolved.target_column == "churned"
+
+
+def test_id_columns_of_another_dtype_than_the_applications_are_refused(tmp_path: Path) -> None:
+    """An int id joined to text outcome ids gave training 0 labelled rows ("wait for more
+    outcomes") while the audit trail, keying 7 and "7" alike, matched the same outcomes."""
+    labels = yaml.safe_load((CONTRACTS / "credit_outcomes.yaml").read_text())
+    labels["columns"][0] = {"name": "app_ref", "role": "id", "dtype": "int", "unique": True}
+    (tmp_path / "credit_outcomes.yaml").write_text(yaml.safe_dump(labels))
+    with pytest.raises(ContractError) as refused:
+        resolve_model_spec(
+            ModelSpec.model_validate(_raw()),
+            load_contract(CONTRACTS, "credit_applications"),
+            load_contract(tmp_path, "credit_outcomes"),
+        )
+    assert (
+        "id column 'application_id' of 'credit_applications' is string but id column 'app_ref' of "
+        "'credit_outcomes' is int" in refused.value.message
+    )
+    labels["columns"][0] = {"name": "app_ref", "role": "id", "dtype": "string", "unique": True}
+    (tmp_path / "credit_outcomes.yaml").write_text(yaml.safe_dump(labels))
+    resolved = resolve_model_spec(
+        ModelSpec.model_validate(_raw()),
+        load_contract(CONTRACTS, "credit_applications"),
+        load_contract(tmp_path, "credit_outcomes"),
+    )
+    assert resolved.target_column == "defaulted"  # another id name is fine: joined by role
