@@ -298,6 +298,17 @@ def resolve_model_spec(spec: ModelSpec, applications: Contract, outcomes: Contra
             f"high_stakes column {rule.column!r} is a {dtype} column; "
             "the rule compares it with min, so it must be an int or float column"
         )
+    ts = applications.timestamp_column
+    if spec.training_window.last_days is not None and (
+        ts is None or applications.column(ts).dtype != "datetime"
+    ):
+        # Counted back in days from the newest row's time: without a datetime timestamp it was
+        # silently ignored (no timestamp column) or crashed every training run (a numeric one).
+        problems.append(
+            f"training_window.last_days needs a datetime timestamp column in {applications.name!r}"
+            + ("" if ts is None else f" ({ts!r} is {applications.column(ts).dtype})")
+            + "; use training_window.last_snapshots instead"
+        )
     if applications.id_column not in known or outcomes.id_column not in outcomes.column_names:
         problems.append("both contracts need an id column to join on")
     elif (app_id := applications.column(applications.id_column)).dtype != (

@@ -272,3 +272,32 @@ def test_id_columns_of_another_dtype_than_the_applications_are_refused(tmp_path:
         load_contract(tmp_path, "credit_outcomes"),
     )
     assert resolved.target_column == "defaulted"  # another id name is fine: joined by role
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "message"),
+    [
+        (  # crashed every training run: int - timedelta (exit 3)
+            {"name": "applied_at", "role": "timestamp", "dtype": "int", "min": 0},
+            "training_window.last_days needs a datetime timestamp column in 'credit_applications' "
+            "('applied_at' is int)",
+        ),
+        (None, "training_window.last_days needs a datetime timestamp column in 'credit_applications';"),
+    ],
+)
+def test_last_days_without_a_datetime_timestamp_is_refused(
+    timestamp: dict[str, object] | None, message: str, tmp_path: Path
+) -> None:
+    apps = yaml.safe_load((CONTRACTS / "credit_applications.yaml").read_text())
+    apps["columns"] = [c for c in apps["columns"] if c["name"] != "applied_at"]
+    if timestamp is not None:
+        apps["columns"].append(timestamp)
+    (tmp_path / "credit_applications.yaml").write_text(yaml.safe_dump(apps))
+    spec = ModelSpec.model_validate(_raw())
+    assert spec.training_window.last_days is not None  # the shipped spec counts back 180 days
+    outcomes = load_contract(CONTRACTS, "credit_outcomes")
+    with pytest.raises(ContractError) as refused:
+        resolve_model_spec(spec, load_contract(tmp_path, "credit_applications"), outcomes)
+    assert message in refused.value.message
+    windowless = ModelSpec.model_validate(_raw() | {"training_window": {"last_snapshots": 30}})
+    resolve_model_spec(windowless, load_contract(tmp_path, "credit_applications"), outcomes)
