@@ -23,6 +23,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import TypeAdapter
 
 from mlops.constants import ALIAS_CHAMPION, KIND_VALID
 from mlops.contracts import Contract
@@ -76,9 +77,18 @@ def read_snapshots(store: ObjectStore, dataset: str, shas: list[str]) -> pd.Data
     return pd.concat(frames, ignore_index=True)
 
 
+_EPOCH_READER: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
 def as_datetime(value: object) -> datetime | None:
+    """A window's or reference's newest time, read as the catalog entries read it: a numeric
+    timestamp column (allowed by contracts) holds epoch seconds, as pydantic reads the entry's
+    ``max_timestamp``, so the two compare (pandas read it as naive nanoseconds: every monitor
+    run crashed comparing naive with aware)."""
     if value is None or pd.isna(value):
         return None
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
+        return _EPOCH_READER.validate_python(value.item() if isinstance(value, np.number) else value)
     return pd.Timestamp(value).to_pydatetime()
 
 

@@ -399,3 +399,18 @@ def test_late_labels_leave_out_outcomes_observed_before_their_application(tmp_pa
     assert labels() == [1, 1]  # b's outcome, a day before its application, is left out
     store.put_bytes(scores_key("m", 1, "snap"), parquet_bytes(cache.drop(columns="applied_at")))
     assert labels() == [0, 1, 1]
+
+
+def test_a_numeric_timestamp_window_compares_with_its_catalog_entry() -> None:
+    """A contract may declare a numeric (epoch seconds) timestamp: the catalog entry reads its
+    newest value as an aware datetime, the window read from the snapshot must read it the same,
+    or every monitor run crashed comparing naive with aware datetimes (exit 3)."""
+    from mlops.monitoring import _max_timestamp
+
+    epoch = 1_791_763_200
+    frame = pd.DataFrame({"measured_epoch": np.array([epoch - 60, epoch], dtype="int64")})
+    entry = _entry("a" * 64, 1).model_copy(update={"max_timestamp": None})
+    entry = CatalogEntry.model_validate(entry.model_dump() | {"max_timestamp": frame["measured_epoch"].max()})
+    window = _max_timestamp(frame, "measured_epoch")
+    assert window == entry.max_timestamp == datetime.fromtimestamp(epoch, UTC)
+    assert not window > entry.max_timestamp  # comparable, not a TypeError
