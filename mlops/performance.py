@@ -252,6 +252,15 @@ class PerformanceReport(BaseModel):
 # --- reading -------------------------------------------------------------------------------
 
 
+def _observed_times(values: pd.Series) -> pd.Series:
+    """Outcome times as UTC datetimes; a numeric timestamp column holds epoch seconds (as the
+    catalog reads it), not nanoseconds: read as nanoseconds every outcome fell in January 1970,
+    "before its application", and was left out of every performance report and shadow comparison."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return pd.to_datetime(values, utc=True, unit="s")
+    return pd.to_datetime(values, utc=True)
+
+
 def keyed_outcomes(
     store: ObjectStore, outcomes: Contract, hash_key: SecretStr | str | bytes
 ) -> tuple[pd.DataFrame, JoinCounts, list[str]]:
@@ -273,7 +282,7 @@ def keyed_outcomes(
         {
             "entity_key": audit.entity_key(kept[id_col].reset_index(drop=True), hash_key),
             "label": kept[target].to_numpy(dtype="int64"),
-            "observed_at": pd.to_datetime(kept[ts], utc=True).reset_index(drop=True) if ts else pd.NaT,
+            "observed_at": _observed_times(kept[ts]).reset_index(drop=True) if ts else pd.NaT,
             "outcome_snapshot": kept[SNAPSHOT_COLUMN].to_numpy(),
             "outcome_row": kept[OUTCOME_ROW_COLUMN].to_numpy(dtype="int64"),
         }

@@ -252,3 +252,31 @@ def test_decision_accuracy_reads_decline_as_predicted_default(decisions: list[st
     [result] = group_metrics(matches)
     assert result.decision_accuracy == expected
     assert result.n_decisions == sum(d in ("approve", "decline") for d in decisions)
+
+
+def test_numeric_outcome_times_are_epoch_seconds(store: LocalStore) -> None:
+    """A contract may declare a numeric timestamp: its values are epoch seconds, or every
+    outcome was read as observed in January 1970, before its application, and left out."""
+    from mlops.contracts import Contract
+    from mlops.performance import keyed_outcomes
+    from tests.training_helpers import ingest
+
+    labels = Contract.model_validate(
+        {
+            "name": "pump_inspections",
+            "version": "0.1.0",
+            "columns": [
+                {"name": "reading_ref", "role": "id", "dtype": "int", "unique": True},
+                {"name": "inspected_epoch", "role": "timestamp", "dtype": "int", "min": 0},
+                {"name": "failed", "role": "target", "dtype": "int", "min": 0, "max": 1},
+            ],
+        }
+    )
+    epoch = 1_794_355_239
+    frame = pd.DataFrame({"reading_ref": [1, 2], "inspected_epoch": [epoch, epoch + 60], "failed": [0, 1]})
+    ingest(store, frame, labels, "inspections/day_0.csv")
+    keyed, _, _ = keyed_outcomes(store, labels, "k" * 64)
+    assert sorted(keyed["observed_at"]) == [
+        pd.Timestamp(epoch, unit="s", tz="UTC"),
+        pd.Timestamp(epoch + 60, unit="s", tz="UTC"),
+    ]
