@@ -23,6 +23,8 @@ the index (README).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -151,7 +153,18 @@ def application_id(text: str, contract: Contract | None) -> str | int:
         ) from None
 
 
-def _stmt(key: str, model_name: str | None) -> sa.Select[Any]:
+def unscoped_ids(text: str) -> list[str | int]:
+    """The forms an id given without a model may have been keyed in: as given, and, when it
+    reads as an integer, its value (a model whose contract declares int ids keyed ``7`` for
+    ``007``); each model's contract decides which one its records used."""
+    entity_id_text(text)  # a blank id is refused
+    forms: list[str | int] = [text]
+    if re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        forms.append(int(text))
+    return forms
+
+
+def _stmt(keys: list[str], model_name: str | None) -> sa.Select[Any]:
     a, c = audit_records.c, review_cases.c
     stmt = (
         sa.select(
@@ -177,7 +190,7 @@ def _stmt(key: str, model_name: str | None) -> sa.Select[Any]:
             c.decision.label("reviewed_decision"),
         )
         .select_from(audit_records.outerjoin(review_cases, c.case_id == a.record_id))
-        .where(a.entity_key == key)
+        .where(a.entity_key.in_(keys) if len(keys) > 1 else a.entity_key == keys[0])
         .order_by(a.seq)
     )
     return stmt if model_name is None else stmt.where(a.model_name == model_name)
@@ -241,12 +254,15 @@ def find_entity(
     hash_key: SecretStr | str | bytes,
     *,
     model_name: str | None = None,
+    also: Sequence[str | int] = (),
 ) -> EntityHistory:
     """Every audit record of the application ``entity_id`` (keyed with ``hash_key`` as scoring
-    keys it: an int id by its decimal digits), oldest first, and the current decisions."""
+    keys it: an int id by its decimal digits), oldest first, and the current decisions.
+    ``also``: other forms of the same id to look for (:func:`unscoped_ids`)."""
     key = entity_key(entity_id_text(entity_id), hash_key)
+    keys = [key, *(k for k in (entity_key(entity_id_text(i), hash_key) for i in also) if k != key)]
     with engine.connect() as conn:
-        records = [_record(row) for row in conn.execute(_stmt(key, model_name)).mappings()]
+        records = [_record(row) for row in conn.execute(_stmt(keys, model_name)).mappings()]
     return EntityHistory(
         entity_key=key, model_name=model_name, records=records, current=current_decisions(records)
     )

@@ -152,19 +152,26 @@ def cmd_audit(args: argparse.Namespace) -> Outcome:
 
 def cmd_audit_find(args: argparse.Namespace) -> Outcome:
     from mlops.audit import open_existing_audit_store
-    from mlops.audit_lookup import application_id, find_entity, history_text, require_known_model
+    from mlops.audit_lookup import (
+        application_id,
+        find_entity,
+        history_text,
+        require_known_model,
+        unscoped_ids,
+    )
     from mlops.model_spec import model_spec_names
     from mlops.review_desk import applications_contract_for
     from mlops.settings import get_settings
 
     settings = get_settings()
-    entity_id = application_id(
-        args.entity_id, applications_contract_for(args.model or DEFAULT_MODEL_NAME, settings)
-    )
+    if args.model:  # the id as that model's contract keyed it
+        entity_id, also = application_id(args.entity_id, applications_contract_for(args.model, settings)), []
+    else:  # every model: each keyed it as its own contract says (text, or an int's value)
+        entity_id, *also = unscoped_ids(args.entity_id)
     engine = open_existing_audit_store(settings, upgrade=True)  # an earlier release's store: review columns
     try:
         require_known_model(engine, args.model, model_spec_names())
-        history = find_entity(engine, entity_id, settings.entity_hash_key, model_name=args.model)
+        history = find_entity(engine, entity_id, settings.entity_hash_key, model_name=args.model, also=also)
     finally:
         engine.dispose()
     data = {**history.model_dump(mode="json"), "found": len(history.records)}

@@ -123,3 +123,22 @@ def test_integer_ids_are_keyed_by_their_value_as_scoring_keys_them() -> None:
     with pytest.raises(InputError, match="ids are integers"):
         application_id("APP-7", numbered)
     assert application_id("x", None) == "x"
+
+
+def test_an_id_given_without_a_model_is_looked_up_as_every_contract_may_have_keyed_it(
+    engine: Engine,
+) -> None:
+    """A model with int ids keyed 1603 by its value; without --model, "01603" must find it
+    (with --model its contract decides), and a text id stays as given."""
+    from mlops.audit_lookup import unscoped_ids
+
+    rows = batch(2).assign(entity_id=pd.Series([1603, 1604, 1603, 1604], dtype="int64"))  # champion, shadow
+    audit.append_predictions(engine, rows, batch_id="b-int", hash_key=KEY)
+    assert unscoped_ids("01603") == ["01603", 1603] and unscoped_ids(" 7 ") == [" 7 ", 7]
+    assert unscoped_ids("APP-7") == ["APP-7"]
+    with pytest.raises(InputError, match="application id"):
+        unscoped_ids("  ")
+    first, *also = unscoped_ids("01603")
+    assert find_entity(engine, first, KEY).records == []  # the text alone: another key
+    found = find_entity(engine, first, KEY, also=also)
+    assert len(found.predictions) == 2 and found.entity_key == entity_key(first, KEY)
