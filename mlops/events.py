@@ -56,20 +56,22 @@ def confirm_delivered(event: str, event_id: str | None, *, timeout: float) -> No
     if event_id is None or timeout <= 0:
         return
     deadline = time.monotonic() + timeout
-    while True:
+    unanswered: Exception | None = None
+    while time.monotonic() <= deadline:
         try:
             if stored(event_id):
                 return
-        except Exception as exc:  # the API itself is unreachable: the same answer, not stored
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"event {event} ({event_id}) could not be confirmed: the Prefect API did not answer ({exc})",
-                    hint="check PREFECT_API_URL and the Prefect server; the next run sends it again",
-                ) from exc
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(
-                f"event {event} ({event_id}) was not stored by the Prefect API within {timeout:g} s",
-                hint="check the Prefect server and its event services (MLOPS_EVENT_CONFIRM_SECONDS sets "
-                "the wait); the windows stay unjudged, so the next run alarms again",
-            )
+            unanswered = None
+        except Exception as exc:  # the API itself is unreachable: not stored either
+            unanswered = exc
         time.sleep(_POLL_SECONDS)
+    why = (
+        f"not confirmed: the Prefect API did not answer ({unanswered})"
+        if unanswered
+        else f"not stored by the Prefect API within {timeout:g} s"
+    )
+    raise ServiceUnavailable(
+        f"event {event} ({event_id}) was {why}",
+        hint="check PREFECT_API_URL, the Prefect server and its event services (MLOPS_EVENT_CONFIRM_SECONDS "
+        "sets the wait); the windows stay unjudged, so the next run alarms again",
+    )

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from mlops.model_spec import ModelSpec
+    from mlops.settings import Settings
     from mlops.storage import ObjectStore
 
 # Light on purpose (pydantic only at import): the retrain flow imports this module, and a
@@ -121,6 +123,47 @@ def retrained_challenger(state: RetrainState, challenger_version: int | None) ->
         if attempt.status == "completed" and attempt.version == challenger_version:
             return attempt
     return None
+
+
+def shadowing_challenger(
+    spec: ModelSpec, state: RetrainState, settings: Settings
+) -> ShadowingChallenger | None:
+    """The challenger an earlier retrain registered, while its shadow is short of the spec's
+    minimums (read only when every other check lets the retrain run)."""
+    from mlops.audit import open_audit_store
+    from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
+    from mlops.contracts import load_contract
+    from mlops.monitoring_shadow import shadow_status
+    from mlops.registry import make_registry
+    from mlops.shadow_policy import effective_shadow_policy
+    from mlops.storage import make_store
+
+    registry = make_registry(settings)
+    version = registry.get_alias_version(spec.name, ALIAS_CHALLENGER)
+    attempt = retrained_challenger(state, version)
+    if version is None or attempt is None:
+        return None
+    status = shadow_status(
+        open_audit_store(settings),
+        make_store(settings),
+        model=spec.name,
+        challenger_version=version,
+        champion_version=registry.get_alias_version(spec.name, ALIAS_CHAMPION),
+        applications=load_contract(settings.contracts_dir, spec.applications_contract),
+        outcomes=load_contract(settings.contracts_dir, spec.outcomes_contract),
+        policy=effective_shadow_policy(spec.shadow, settings.promotion_min_shadow_rows),
+        hash_key=settings.entity_hash_key,
+    )
+    if status.complete:
+        return None
+    return ShadowingChallenger(
+        version=version,
+        registered_at=attempt.finished_at or attempt.started_at,
+        days=status.days,
+        min_days=status.min_days,
+        labelled_rows=status.labelled_rows,
+        min_labelled_rows=status.min_labelled_rows,
+    )
 
 
 class RetrainDecision(BaseModel):

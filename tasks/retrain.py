@@ -6,28 +6,21 @@ is imported when a triggered retrain starts, and the run shows Running only afte
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
-
-if TYPE_CHECKING:
-    from mlops.model_spec import ModelSpec
 
 from mlops.retrain import (
     AttemptStatus,
     RetrainAttempt,
     RetrainDecision,
     RetrainPolicy,
-    RetrainState,
-    ShadowingChallenger,
     data_key,
     decide,
     finish_attempt,
     load_retrain_state,
-    retrained_challenger,
+    shadowing_challenger,
     start_attempt,
 )
 from mlops.settings import Settings
@@ -71,7 +64,7 @@ def plan_retrain_task(
     state = load_retrain_state(store, model)
     decision = decide(state, policy, key=key, severity=severity, force=force)
     if decision.run and not force:
-        shadowing = _shadowing_challenger(spec, state, settings)
+        shadowing = shadowing_challenger(spec, state, settings)
         if shadowing is not None:
             decision = decide(state, policy, key=key, severity=severity, force=force, shadowing=shadowing)
     if not decision.run:
@@ -80,47 +73,6 @@ def plan_retrain_task(
         store, model, decision, severity=severity, event_id=event_id, flow_run_id=flow_run_id
     )
     return RetrainPlan(decision=decision, attempt=attempt)
-
-
-def _shadowing_challenger(
-    spec: ModelSpec, state: RetrainState, settings: Settings
-) -> ShadowingChallenger | None:
-    """The challenger an earlier retrain registered, while its shadow is short of the spec's
-    minimums (read only when every other check lets the retrain run)."""
-    from mlops.audit import open_audit_store
-    from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
-    from mlops.contracts import load_contract
-    from mlops.monitoring_shadow import shadow_status
-    from mlops.registry import make_registry
-    from mlops.shadow_policy import effective_shadow_policy
-    from mlops.storage import make_store
-
-    registry = make_registry(settings)
-    version = registry.get_alias_version(spec.name, ALIAS_CHALLENGER)
-    attempt = retrained_challenger(state, version)
-    if version is None or attempt is None:
-        return None
-    status = shadow_status(
-        open_audit_store(settings),
-        make_store(settings),
-        model=spec.name,
-        challenger_version=version,
-        champion_version=registry.get_alias_version(spec.name, ALIAS_CHAMPION),
-        applications=load_contract(settings.contracts_dir, spec.applications_contract),
-        outcomes=load_contract(settings.contracts_dir, spec.outcomes_contract),
-        policy=effective_shadow_policy(spec.shadow, settings.promotion_min_shadow_rows),
-        hash_key=settings.entity_hash_key,
-    )
-    if status.complete:
-        return None
-    return ShadowingChallenger(
-        version=version,
-        registered_at=attempt.finished_at or attempt.started_at,
-        days=status.days,
-        min_days=status.min_days,
-        labelled_rows=status.labelled_rows,
-        min_labelled_rows=status.min_labelled_rows,
-    )
 
 
 @task(name="finish-retrain", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

@@ -563,6 +563,25 @@ def test_a_crash_inside_the_transaction_rolls_back_and_promote_then_completes(
         _reset_to_champion_1(registry, good_challenger)
 
 
+def _approved_plan(to_version: int, evidence: Any) -> ShadowPromotion:
+    """The plan the promote flow writes for v1 -> ``to_version`` once the policy approved it."""
+    settings = get_settings()
+    return plan_promotion_task.fn(
+        ShadowPromotion(
+            model_name=MODEL,
+            from_version=1,
+            to_version=to_version,
+            outcome="approved",
+            reasons=[],
+            evidence=evidence,
+            approval=policy_approval(settings, None, "test"),
+            requested_by="test",
+            flow_run_id=None,
+        ),
+        settings,
+    )
+
+
 def test_a_hard_crash_between_steps_leaves_one_champion_and_promote_finishes(good_challenger: int) -> None:
     """No rollback hooks (a killed process): the order alone keeps the registry consistent."""
     shadow_traffic()
@@ -578,21 +597,7 @@ def test_a_hard_crash_between_steps_leaves_one_champion_and_promote_finishes(goo
         # The challenger was trained under a wider window than the spec it is judged by: said.
         [note] = evidence.data.spec_notes
         assert note.startswith(f"version {good_challenger} was trained and gated under another model spec")
-        approval = policy_approval(get_settings(), None, "test")
-        plan = plan_promotion_task.fn(
-            ShadowPromotion(
-                model_name=MODEL,
-                from_version=1,
-                to_version=good_challenger,
-                outcome="approved",
-                reasons=[],
-                evidence=evidence,
-                approval=approval,
-                requested_by="test",
-                flow_run_id=None,
-            ),
-            settings,
-        )
+        plan = _approved_plan(good_challenger, evidence)
         promoted_at_before = registry.version_tags(MODEL, good_challenger).get(TAG_PROMOTED_AT)
         with pytest.raises(InjectedCrash):
             commit_promotion(backends, plan, crash_after=step)
@@ -701,20 +706,7 @@ def test_a_rollback_after_an_interrupted_promotion_does_not_leave_the_rolled_bac
     registry = make_registry()
     state = read_registry_state(registry, MODEL)
     evidence = compare_on_shadow_task.fn(MODEL, state, settings, None)
-    plan = plan_promotion_task.fn(
-        ShadowPromotion(
-            model_name=MODEL,
-            from_version=1,
-            to_version=good_challenger,
-            outcome="approved",
-            reasons=[],
-            evidence=evidence,
-            approval=policy_approval(settings, None, "test"),
-            requested_by="test",
-            flow_run_id=None,
-        ),
-        settings,
-    )
+    plan = _approved_plan(good_challenger, evidence)
     with pytest.raises(InjectedCrash):
         commit_promotion(_backends(), plan, crash_after=STEP_MOVE_CHAMPION)
     assert champions(registry) == [good_challenger]

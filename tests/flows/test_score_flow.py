@@ -684,6 +684,27 @@ def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_pe
     assert main(["score", str(setup.batch_a), "--resume", "--rescore"]) == 2
 
 
+def _one_row_dated_ahead(setup: Setup, name: str) -> tuple[pd.DataFrame, Path]:
+    """Batch A with its row 5 dated ten minutes ahead (quarantined as in_future now), as ``name``."""
+    raw = pd.read_parquet(setup.batch_a)
+    raw.loc[5, "applied_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)
+    source = setup.batch_a.parent / name
+    raw.to_parquet(source)
+    return raw, source
+
+
+def _clock_an_hour_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation's clock an hour ahead (the row dated ahead would pass by it)."""
+    import mlops.scoring_input
+
+    class AnHourLater(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> AnHourLater:  # type: ignore[override]
+            return cls.fromtimestamp(datetime.now(tz).timestamp() + 3600, tz)
+
+    monkeypatch.setattr(mlops.scoring_input, "datetime", AnHourLater)
+
+
 def test_a_resume_validates_the_source_as_of_the_batchs_first_validation(
     setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -691,12 +712,7 @@ def test_a_resume_validates_the_source_as_of_the_batchs_first_validation(
     A resume an hour later validates the file again: by its own clock that row would now be
     valid, the valid rows would differ and the half-decided batch could not be finished. It is
     validated as of the batch's recorded validation time instead."""
-    import mlops.scoring_input
-
-    raw = pd.read_parquet(setup.batch_a)
-    raw.loc[5, "applied_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)
-    source = setup.batch_a.parent / "ahead.parquet"
-    raw.to_parquet(source)
+    raw, source = _one_row_dated_ahead(setup, "ahead.parquet")
     fail_once_at_chunk(monkeypatch, chunk=2)
     with pytest.raises(OSError, match="injected"):
         score_batch(source=str(source), chunk_rows=100)
@@ -706,12 +722,7 @@ def test_a_resume_validates_the_source_as_of_the_batchs_first_validation(
         ).scalars()
     began = datetime.fromisoformat(payload["validated_at"])
 
-    class AnHourLater(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> AnHourLater:  # type: ignore[override]
-            return cls.fromtimestamp(datetime.now(tz).timestamp() + 3600, tz)
-
-    monkeypatch.setattr(mlops.scoring_input, "datetime", AnHourLater)
+    _clock_an_hour_later(monkeypatch)
     assert main(["score", str(source), "--resume", "--json"]) == 0
     done = last_json(capsys.readouterr().out)
     in_future = 1  # quarantined, now as when the batch began
@@ -728,22 +739,12 @@ def test_a_resume_validates_as_of_its_own_batch_not_a_later_unfinished_one(
     the resume of the first file validates it as of the first file's batch, not the latest
     unfinished one, whose clock would let the row dated ahead through (other snapshots: the
     resume would be refused as "nothing to resume")."""
-    import mlops.scoring_input
-
-    raw = pd.read_parquet(setup.batch_a)
-    raw.loc[5, "applied_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)
-    source = setup.batch_a.parent / "ahead-then-another.parquet"
-    raw.to_parquet(source)
+    raw, source = _one_row_dated_ahead(setup, "ahead-then-another.parquet")
     fail_once_at_chunk(monkeypatch, chunk=2)
     with pytest.raises(OSError, match="injected"):
         score_batch(source=str(source), chunk_rows=100)
 
-    class AnHourLater(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> AnHourLater:  # type: ignore[override]
-            return cls.fromtimestamp(datetime.now(tz).timestamp() + 3600, tz)
-
-    monkeypatch.setattr(mlops.scoring_input, "datetime", AnHourLater)
+    _clock_an_hour_later(monkeypatch)
     fail_once_at_chunk(monkeypatch, chunk=2)
     with pytest.raises(OSError, match="injected"):
         score_batch(source=str(setup.batch_b), chunk_rows=100)
