@@ -11,8 +11,12 @@ store, one file per model, :func:`retrain_state_key`). In order:
    model spec's hash and the sorted sha256s of every validated snapshot of its two datasets.
    The same data (and spec) never trains twice; a failed attempt may be retried, and an
    attempt stuck in ``started`` blocks its key only for ``stale_after_hours``;
-3. **cooldown**: no attempt within ``cooldown_hours`` of the previous one;
-4. **budget**: at most ``max_runs_per_period`` attempts per rolling ``period_days``;
+3. **cooldown**: no attempt within ``cooldown_hours`` of the previous one that completed or is
+   still running. A failed attempt (or one left ``started`` past ``stale_after_hours``: its
+   process died) produced no model to give time to, so it does not hold the next alarm, or a
+   retry of the failed run, back for a day; it counts for the budget, which caps a crash loop;
+4. **budget**: at most ``max_runs_per_period`` attempts (failed ones included) per rolling
+   ``period_days``;
 5. **challenger shadowing**: the challenger an earlier retrain registered is still short of
    the spec's shadow minimums (data days, labelled rows; :mod:`mlops.monitoring_shadow`).
    While drift persists every new window alarms again; a retrain each cooldown would move the
@@ -67,7 +71,11 @@ class RetrainPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cooldown_hours: float = Field(24.0, ge=0.0, description="Minimum time between two retrain attempts.")
+    cooldown_hours: float = Field(
+        24.0,
+        ge=0.0,
+        description="Minimum time after a retrain that completed (or is running) before the next.",
+    )
     max_runs_per_period: int = Field(3, ge=0, description="Attempts allowed per rolling period.")
     period_days: float = Field(7.0, gt=0.0, description="Length of the budget's rolling period.")
     min_severity: Literal["warn", "act"] = Field(
@@ -222,8 +230,9 @@ def decide(
         return RetrainDecision(
             run=True, reason="forced by a person (cooldown and budget not applied)", key=key
         )
-    if state.attempts:
-        last = max(a.started_at for a in state.attempts)
+    cooling = [a.started_at for a in state.attempts if _holds_cooldown(a, stale)]
+    if cooling:
+        last = max(cooling)
         until = last + timedelta(hours=policy.cooldown_hours)
         if now < until:
             return skip(
@@ -247,6 +256,11 @@ def decide(
             "is complete or the alias is removed; a person may force one"
         )
     return RetrainDecision(run=True, reason=f"severity {severity}; new data (key {key[:12]})", key=key)
+
+
+def _holds_cooldown(attempt: RetrainAttempt, stale: datetime) -> bool:
+    """Completed attempts, and started ones not yet stale (still running), start the cooldown."""
+    return attempt.status == "completed" or (attempt.status == "started" and attempt.started_at > stale)
 
 
 def load_retrain_state(store: ObjectStore, model: str) -> RetrainState:
@@ -273,7 +287,8 @@ def start_attempt(
     event_id: str | None,
     flow_run_id: str | None,
 ) -> RetrainAttempt:
-    """Record the attempt before training starts (so a crash still counts for cooldown and budget)."""
+    """Record the attempt before training starts (so a crash still counts for the budget, and a
+    running attempt holds the cooldown and its key)."""
     state = load_retrain_state(store, model)
     attempt = RetrainAttempt(
         key=decision.key,

@@ -109,6 +109,38 @@ def test_persistent_drift_retrains_once_not_a_new_challenger_every_day(
     assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) == expected
 
 
+def test_a_failed_retrain_does_not_hold_the_next_one_back_for_a_cooldown(
+    home: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retrain whose training crashed (here: the train subflow raises, as when MLflow is down)
+    produced no model: the next alarm, or a retry of the failed run, must train rather than be
+    skipped for a day by the cooldown. It still counts for the budget."""
+    import flows.train
+
+    _ingest(list(range(DRIFT_DAY, DRIFT_DAY + 2)), with_outcomes=True)
+    working = flows.train.train
+
+    def unreachable(model: str) -> None:
+        raise RuntimeError("the MLflow tracking server did not answer")
+
+    monkeypatch.setattr(flows.train, "train", unreachable)
+    with pytest.raises(RuntimeError, match="did not answer"):
+        retrain(model=MODEL, severity="act")
+    monkeypatch.setattr(flows.train, "train", working)
+    state = load_retrain_state(make_store(get_settings()), MODEL)
+    assert [a.status for a in state.attempts] == ["failed"]
+
+    again = retrain(model=MODEL, severity="act")
+
+    assert again.ran and again.train is not None, again.reason
+    state = load_retrain_state(make_store(get_settings()), MODEL)
+    assert [a.status for a in state.attempts] == ["failed", "completed"]
+    _ingest([DRIFT_DAY + 2])  # new data: a new key, so only the cooldown can hold it back
+    held = retrain(model=MODEL, severity="act")  # a completed attempt does start the cooldown
+    assert not held.ran and held.reason.startswith("cooldown:"), held.reason
+
+
 def test_a_scored_batch_missing_from_the_store_fails_the_monitor_not_skipped(home: Path) -> None:  # noqa: F811
     """A window the champion decided (audit trail) whose rows are gone from the object store,
     catalog entry and all, cannot be judged: the monitor says so instead of reporting no drift."""

@@ -82,6 +82,27 @@ def test_inside_the_cooldown_the_retrain_is_skipped_with_the_next_allowed_time()
     assert "2026-03-02 10:00:00Z" in decision.reason
 
 
+@pytest.mark.parametrize(
+    ("status", "hours_ago", "holds"),
+    [("completed", 2, True), ("started", 2, True), ("failed", 2, False), ("started", 7, False)],
+)
+def test_only_a_completed_or_running_attempt_starts_the_cooldown(
+    status: str, hours_ago: float, holds: bool
+) -> None:
+    # A failed attempt (or a started one whose process died: stale after 6 h) left no model to
+    # give time to: the next alarm, or a retry of the failed run, trains.
+    decision = _decide([_attempt(hours_ago, status=status)], cooldown_hours=24)
+    assert decision.run is not holds
+    if holds:
+        assert decision.reason.startswith("cooldown:")
+
+
+def test_failed_attempts_count_for_the_budget() -> None:
+    attempts = [_attempt(h, status="failed") for h in (1, 2, 3)]
+    decision = _decide(attempts, cooldown_hours=24, max_runs_per_period=3, period_days=7)
+    assert not decision.run and decision.reason.startswith("budget: 3 retrain(s)")
+
+
 def test_the_budget_counts_attempts_in_the_rolling_period() -> None:
     attempts = [_attempt(h) for h in (30, 60, 90)]
     decision = _decide(attempts, cooldown_hours=1, max_runs_per_period=3, period_days=7)
