@@ -78,19 +78,29 @@ class EvaluationSplit(BaseModel):
 
 
 class HighStakesRule(BaseModel):
-    """Rows whose ``column`` is at or above ``min`` always go to a person."""
+    """Rows whose ``column`` is at or above ``min`` always go to a person, and so do rows whose
+    ``column`` is missing (a nullable column): stakes nobody knows are not known to be low.
+    To have such rows refused instead, declare the column ``nullable: false`` in the contract
+    (they are quarantined before scoring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     column: str
     min: float
 
+    def matches(self, values: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(at or above ``min``, missing) for each value."""
+        v = np.asarray(values, dtype="float64")
+        missing = np.isnan(v)
+        with np.errstate(invalid="ignore"):
+            return (v >= self.min) & ~missing, missing
+
 
 class DecisionPolicy(BaseModel):
     """Probability of default -> decision, and when a person must review it.
 
     Decline when ``p >= threshold``; review when ``review_band[0] <= p <= review_band[1]`` or
-    the high-stakes rule matches.
+    the high-stakes rule matches (its column at or above ``min``, or missing).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -118,9 +128,8 @@ class DecisionPolicy(BaseModel):
         lo, hi = self.review_band
         review = (p >= lo) & (p <= hi)
         if self.high_stakes is not None and high_stakes_values is not None:
-            values = np.asarray(high_stakes_values, dtype="float64")
-            with np.errstate(invalid="ignore"):
-                review |= values >= self.high_stakes.min
+            high, missing = self.high_stakes.matches(high_stakes_values)
+            review |= high | missing
         return review
 
 

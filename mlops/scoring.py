@@ -218,7 +218,8 @@ def decide(
     """Decision, review routing (with its reason) and confidence for each score.
 
     Routing is :meth:`DecisionPolicy.needs_review`; the reason names which rule matched
-    (``review_band``, ``high_stakes:<column>>=<min>``, or both joined by ``;``).
+    (``review_band``, ``high_stakes:<column>>=<min>`` or ``high_stakes:<column> missing``, or
+    the band and one of those joined by ``;``).
     """
     p = np.asarray(scores, dtype="float64")
     if not np.isfinite(p).all():
@@ -227,18 +228,22 @@ def decide(
     routed = policy.needs_review(p, high_stakes_values)
     lo, hi = policy.review_band
     in_band = (p >= lo) & (p <= hi)
-    high = np.zeros(len(p), dtype=bool)
+    stakes = np.zeros(len(p), dtype=np.intp)  # 0: no rule matched, 1: at or above min, 2: missing
     rule = policy.high_stakes
-    high_label = REASON_HIGH_STAKES
+    stake_labels = [REASON_HIGH_STAKES, REASON_HIGH_STAKES]
     if rule is not None and high_stakes_values is not None:
-        values = np.asarray(high_stakes_values, dtype="float64")
-        with np.errstate(invalid="ignore"):
-            high = values >= rule.min
-        high_label = f"{REASON_HIGH_STAKES}:{rule.column}>={rule.min:g}"
+        high, missing = rule.matches(high_stakes_values)
+        stakes = high.astype(np.intp) + 2 * missing.astype(np.intp)
+        stake_labels = [
+            f"{REASON_HIGH_STAKES}:{rule.column}>={rule.min:g}",
+            f"{REASON_HIGH_STAKES}:{rule.column} missing",
+        ]
     labels = np.array(
-        [None, REASON_REVIEW_BAND, high_label, f"{REASON_REVIEW_BAND};{high_label}"], dtype=object
+        [None, REASON_REVIEW_BAND]
+        + [label for stake in stake_labels for label in (stake, f"{REASON_REVIEW_BAND};{stake}")],
+        dtype=object,
     )
-    reason = labels[in_band.astype(np.intp) + 2 * high.astype(np.intp)]
+    reason = labels[in_band.astype(np.intp) + 2 * stakes]
     reason[~routed] = None
     decision = np.where(declines, DECISION_DECLINE, DECISION_APPROVE).astype(object)
     return Decisions(decision=decision, routed=routed, reason=reason, confidence=confidence_of(policy, p))

@@ -94,6 +94,18 @@ def _customers(batch: int, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return customers, labels
 
 
+def _ingest_churn_history(batches: int = 3, rows: int = 300) -> None:
+    """Validated customers and their labels, one batch a day, in the current home."""
+    settings = get_settings()
+    store = make_store(settings)
+    customers_c = load_contract(settings.contracts_dir, "churn_customers")
+    labels_c = load_contract(settings.contracts_dir, "churn_labels")
+    for batch in range(batches):
+        customers, labels = _customers(batch, rows)
+        ingest(store, customers, customers_c, f"customers/{batch}.csv")
+        ingest(store, labels, labels_c, f"labels/{batch}.csv")
+
+
 @pytest.fixture
 def churn_setup(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     contracts, specs = tmp_path / "contracts", tmp_path / "specs"
@@ -108,14 +120,7 @@ def churn_setup(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_churn_model_needs_only_a_contract_and_a_spec(churn_setup: Path) -> None:
-    settings = get_settings()
-    store = make_store(settings)
-    customers_c = load_contract(settings.contracts_dir, "churn_customers")
-    labels_c = load_contract(settings.contracts_dir, "churn_labels")
-    for batch in range(3):
-        customers, labels = _customers(batch, 300)
-        ingest(store, customers, customers_c, f"customers/{batch}.csv")
-        ingest(store, labels, labels_c, f"labels/{batch}.csv")
+    _ingest_churn_history()
 
     spec = load_model_spec("churn-risk")
     assert spec.feature_list == ["tenure_months", "monthly_charges", "plan", "support_calls"]
@@ -145,3 +150,37 @@ def test_the_sensitive_attribute_of_another_dataset_is_refused_too(churn_setup: 
     (churn_setup / "churn-risk.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ContractError, match="'age_band' is a sensitive attribute"):
         load_model_spec("churn-risk")
+
+
+def test_a_missing_value_in_a_nullable_high_stakes_column_goes_to_a_person(
+    churn_setup: Path, prefect_harness: None, tmp_path: Path
+) -> None:
+    """The high-stakes rule on a nullable column: a row whose value is missing has stakes nobody
+    knows, so a person reviews it (before: decided automatically, as if the stakes were low)."""
+    from flows.score_batch import score_batch
+    from mlops.audit import create_audit_engine, list_open_cases
+    from mlops.promotion import bootstrap_champion
+
+    spec = yaml.safe_load((churn_setup / "churn-risk.yaml").read_text())
+    spec["decision_policy"]["high_stakes"] = {"column": "monthly_charges", "min": 180}
+    spec["decision_policy"]["review_band"] = [0.5, 0.5]  # only the high-stakes rule routes here
+    (churn_setup / "churn-risk.yaml").write_text(yaml.safe_dump(spec))
+    _ingest_churn_history()
+    assert run_train_tasks("churn-risk").version == 1
+    bootstrap_champion(make_registry(), "churn-risk", approved_by="test")
+    batch, _ = _customers(9, 200)
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    missing = set(batch.loc[batch["monthly_charges"].isna(), "customer_id"])
+    high = set(batch.loc[batch["monthly_charges"] >= 180, "customer_id"])
+    assert missing and high
+
+    result = score_batch(source=str(tmp_path / "batch.csv"), model="churn-risk")
+
+    assert result.accepted and result.rows_scored == 200
+    cases = list_open_cases(create_audit_engine(get_settings().resolved_audit_db_url), "churn-risk")
+    reasons = sorted({c.routing_reason for c in cases})
+    assert reasons == ["high_stakes:monthly_charges missing", "high_stakes:monthly_charges>=180"]
+    by_reason = {r: sum(c.routing_reason == r for c in cases) for r in reasons}
+    assert by_reason["high_stakes:monthly_charges missing"] == len(missing)
+    assert by_reason["high_stakes:monthly_charges>=180"] == len(high)
+    assert result.routed_to_review == len(missing) + len(high)

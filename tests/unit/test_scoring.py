@@ -151,7 +151,9 @@ def test_canary_share_out_of_range_is_refused(share: float) -> None:
         (0.90, 1_000.0, "decline", False, None),
         (0.10, 50_000.0, "approve", True, "high_stakes:loan_amount>=50000"),
         (0.55, 80_000.0, "decline", True, "review_band;high_stakes:loan_amount>=50000"),
-        (0.10, float("nan"), "approve", False, None),
+        # Stakes nobody knows are not known to be low: a person looks (fail safe).
+        (0.10, float("nan"), "approve", True, "high_stakes:loan_amount missing"),
+        (0.55, float("nan"), "decline", True, "review_band;high_stakes:loan_amount missing"),
     ],
 )
 def test_decisions_follow_the_policy(
