@@ -24,6 +24,8 @@ from prefect.settings import get_current_settings
 from prefect.transactions import Transaction, transaction
 from pydantic import Field
 
+from mlops.alias_lock import alias_lock
+from mlops.audit import open_audit_store
 from mlops.errors import WorkRefused
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.promotion import (
@@ -96,7 +98,8 @@ def _bootstrap(
     model: str, who: str, settings: Settings, run_id: str | None, challenger: int | None = None
 ) -> PromotionResult:
     try:
-        result = bootstrap_champion_task(model, who, settings, run_id)
+        with alias_lock(open_audit_store(settings), model, "bootstrap"):
+            result = bootstrap_champion_task(model, who, settings, run_id)
     except PromotionRefused:
         raise
     except WorkRefused as exc:
@@ -182,10 +185,16 @@ def _log_committed(txn: Transaction) -> None:
 
 
 def _commit(promotion: ShadowPromotion, settings: Settings) -> None:
-    """The alias move as one Prefect transaction: each step task undoes itself on rollback."""
-    with transaction(
-        key=f"promote-{promotion.model_name}-{promotion.promotion_id}", write_on_commit=False
-    ) as txn:
+    """The alias move as one Prefect transaction: each step task undoes itself on rollback.
+
+    Under the model's alias lock (:mod:`mlops.alias_lock`): a second run of the same plan (a
+    shell's beside a triggered one) waits, then finds the aliases moved and is refused."""
+    with (
+        alias_lock(open_audit_store(settings), promotion.model_name, f"promotion {promotion.promotion_id}"),
+        transaction(
+            key=f"promote-{promotion.model_name}-{promotion.promotion_id}", write_on_commit=False
+        ) as txn,
+    ):
         txn.set(TXN_PROMOTION, promotion.model_dump(mode="json"))
         txn.set(TXN_SETTINGS, settings)
         txn.stage(promotion.promotion_id, on_commit_hooks=[_log_committed])

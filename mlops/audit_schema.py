@@ -95,6 +95,18 @@ audit_anchors = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# One row per model while a process changes its registry aliases (mlops.alias_lock): a lease,
+# not part of the chain (rows come and go).
+alias_locks = sa.Table(
+    "alias_locks",
+    metadata,
+    sa.Column("model_name", sa.String(), primary_key=True),
+    sa.Column("holder", sa.String(), nullable=False),
+    sa.Column("purpose", sa.String(), nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False),  # Unix seconds: compared, never shown
+)
+
 CASE_OPEN: Final = "open"
 CASE_RESOLVED: Final = "resolved"
 CASE_SUPERSEDED: Final = "superseded"  # a later prediction decided the same entity (superseded_by)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from mlops import audit
+from mlops.alias_lock import alias_lock
 from mlops.audit_review import visible
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, StorageIntegrityError, WorkRefused
@@ -202,9 +203,28 @@ def rollback(
     to_version: int | None = None,
     flow_run_id: str | None = None,
 ) -> RollbackResult:
-    """Move ``champion`` back (see the module docstring); raises WorkRefused if it cannot."""
+    """Move ``champion`` back (see the module docstring); raises WorkRefused if it cannot.
+
+    Under the model's alias lock (:mod:`mlops.alias_lock`), so a promotion committing at the
+    same moment cannot move the champion between this reading it and moving it back."""
     if not visible(by) or not visible(reason):
         raise InputError("a rollback needs who (--by) and why (--reason)")
+    with alias_lock(engine, name, f"rollback by {by.strip()}"):
+        return _rollback(
+            registry, engine, name, by=by, reason=reason, to_version=to_version, flow_run_id=flow_run_id
+        )
+
+
+def _rollback(
+    registry: MlflowRegistry,
+    engine: Engine,
+    name: str,
+    *,
+    by: str,
+    reason: str,
+    to_version: int | None,
+    flow_run_id: str | None,
+) -> RollbackResult:
     champion = registry.get_alias_version(name, ALIAS_CHAMPION)
     if champion is None:
         require_registered_model(registry, name)

@@ -490,6 +490,58 @@ def test_manual_policy_pauses_for_an_approval_in_the_prefect_ui(
     assert dossier["approvals"][0]["approver"] == "alice" and dossier["approvals"][0]["policy"] == "manual"
 
 
+def test_two_promote_runs_of_the_same_plan_at_once_promote_once(
+    good_challenger: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell's `mlops promote` beside a triggered run (the deployment's own concurrency limit
+    does not span them): the first is held inside its commit, just before the alias move; the
+    second must not pass its "aliases unchanged" check meanwhile. It waits for the model's alias
+    lock, then finds the champion moved and is refused with a record. Before the lock both
+    committed: two `promoted` records for one alias move."""
+    import mlops.alias_lock
+    import tasks.promotion
+
+    shadow_traffic()
+    registry = make_registry()
+    before = _net_promotions()  # the first champion's bootstrap
+    inside, go, contended = threading.Event(), threading.Event(), threading.Event()
+    move = tasks.promotion.step_move_champion
+    try_acquire = mlops.alias_lock.try_acquire
+
+    def held_first_time(backends: PromotionBackends, promotion: ShadowPromotion) -> None:
+        if not inside.is_set():
+            inside.set()
+            assert go.wait(120), "the test never let the first promotion go on"
+        move(backends, promotion)
+
+    def watched(*args: Any, **kwargs: Any) -> bool:
+        taken = try_acquire(*args, **kwargs)
+        if not taken:
+            contended.set()
+        return taken
+
+    monkeypatch.setattr(tasks.promotion, "step_move_champion", held_first_time)
+    monkeypatch.setattr(mlops.alias_lock, "try_acquire", watched)
+    first, first_box = _run_flow_in_thread(f"promote-first-{uuid.uuid4().hex[:8]}", model=MODEL)
+    assert inside.wait(120), "the first promote never reached its commit"
+    second, second_box = _run_flow_in_thread(f"promote-second-{uuid.uuid4().hex[:8]}", model=MODEL)
+    deadline = time.monotonic() + 120
+    while not contended.is_set() and second.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    go.set()
+    first.join(timeout=120)
+    second.join(timeout=120)
+    assert not first.is_alive() and not second.is_alive()
+
+    assert first_box.get("result") is not None and first_box["result"].promoted, first_box
+    assert isinstance(second_box.get("error"), PromotionRefused), second_box
+    assert "changed from" in str(second_box["error"]) and "nothing was moved" in str(second_box["error"])
+    assert len(_net_promotions() - before) == 1
+    assert _assert_finished(registry, good_challenger) == first_box["result"].record.record_id
+    assert len(promotion_records(OUTCOME_REFUSED)) == 1
+    assert audit.verify_chain(_backends().audit).ok
+
+
 # --- crashes ----------------------------------------------------------------------------------
 
 
