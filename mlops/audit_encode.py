@@ -27,6 +27,7 @@ from mlops.audit_hashing import (
 from mlops.errors import InputError
 
 RECORD_PREDICTION: Final = "prediction"
+RECORD_SCORING_BATCH: Final = "scoring_batch"  # a scoring run's first record (mlops.scoring)
 ROLES: Final = ("champion", "shadow", "canary")
 DECIDING_ROLES: Final = ("champion", "canary")  # a routed shadow row opens no case
 REQUIRED_PREDICTION_COLUMNS: Final = (

@@ -28,6 +28,7 @@ from mlops.audit_encode import (
     DECIDING_ROLES,
     PREDICTION_COLUMNS,
     RECORD_PREDICTION,
+    RECORD_SCORING_BATCH,
     REQUIRED_PREDICTION_COLUMNS,
     ROLES,
     DecidingRows,
@@ -42,6 +43,7 @@ from mlops.audit_schema import (
     OPEN_CASE,
     audit_chain_head,
     audit_records,
+    is_event,
     qualified,
     review_cases,
 )
@@ -486,7 +488,9 @@ def supersede_open_cases(
     application supersedes its open case: ``superseded_by`` is that prediction's id, which is a
     case id too when it was routed. The superseded case keeps its row; its prediction record is
     untouched. Among ``new_cases`` (edited in place), a case whose application is decided again
-    later in the same append is superseded at once. Open cases of the same ``batch_id`` from
+    later in the same append is superseded at once. A case of a batch whose scoring began after
+    this batch's (a resumed or long batch finishing after a newer one) is about newer data and
+    stays open: an older application's decision does not make its review moot. Open cases of the same ``batch_id`` from
     earlier appends are left alone: a batch decides each application once (scoring refuses
     repeated ids; a resume writes only rows not written), and a large batch's own cases would
     otherwise be read again for every chunk. Resolved cases are never superseded. Returns how
@@ -508,11 +512,19 @@ def supersede_open_cases(
             within += 1
         else:
             case["superseded_by"] = None
-    updates = [
-        {"old": case_id, "new": latest[model][key]}
+    found = {
+        model: _open_cases_of(conn, model, latest[model], batch_id, queued[model])
         for model in models
         if queued[model]
-        for case_id, key in _open_cases_of(conn, model, latest[model], batch_id, queued[model])
+    }
+    later = _batches_started_after(
+        conn, batch_id, {b for cases in found.values() for _, _, b in cases if b is not None}
+    )
+    updates = [
+        {"old": case_id, "new": latest[model][key]}
+        for model, cases in found.items()
+        for case_id, key, case_batch in cases
+        if case_batch not in later
     ]
     if updates:
         c = review_cases.c
@@ -540,10 +552,26 @@ def _other_open_cases(conn: Connection, model: str, batch_id: str) -> int:
     return sum(int(conn.execute(stmt.where(part)).scalar_one()) for part in _other_batches(batch_id))
 
 
+def _batches_started_after(conn: Connection, batch_id: str, others: set[str]) -> set[str]:
+    """Of ``others``, the batches whose ``scoring_batch`` record comes after ``batch_id``'s in the
+    chain (none when ``batch_id`` has no such record: predictions appended without a batch)."""
+    if not others:
+        return set()
+    r = audit_records.c
+    rows = conn.execute(
+        sa.select(r.batch_id, sa.func.min(r.seq))
+        .where(is_event(RECORD_SCORING_BATCH), r.batch_id.in_([batch_id, *sorted(others)]))
+        .group_by(r.batch_id)
+    ).all()
+    began = {str(b): int(seq) for b, seq in rows}
+    mine = began.get(batch_id)
+    return set() if mine is None else {b for b, seq in began.items() if seq > mine}
+
+
 def _open_cases_of(
     conn: Connection, model: str, keys: Mapping[str, str], batch_id: str, in_queue: int
-) -> list[tuple[str, str]]:
-    """(case id, entity key) of the open cases of ``model`` for these entity keys, except those of
+) -> list[tuple[str, str, str | None]]:
+    """(case id, entity key, batch id) of the open cases of ``model`` for these entity keys, except those of
     ``batch_id`` (``in_queue`` of them: :func:`_other_open_cases`).
 
     Through the partial indexes of open cases, whichever way is cheaper: when the queue is
@@ -555,17 +583,17 @@ def _open_cases_of(
     wanted = list(keys)
     if in_queue <= 4 * len(keys):
         wanted = [key for key in _open_case_keys(conn, model, batch_id) if key in keys]
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, str | None]] = []
     for start in range(0, len(wanted), _KEYS_PER_LOOKUP):
         rows = conn.execute(
-            sa.select(c.case_id, c.entity_key).where(
+            sa.select(c.case_id, c.entity_key, c.batch_id).where(
                 OPEN_CASE,
                 c.model_name == model,
                 c.entity_key.in_(wanted[start : start + _KEYS_PER_LOOKUP]),
                 c.batch_id.is_distinct_from(batch_id),  # by key: the entity index, then this check
             )
         )
-        found += [(str(r.case_id), r.entity_key) for r in rows]
+        found += [(str(r.case_id), r.entity_key, r.batch_id) for r in rows]
     return found
 
 

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field, SecretStr
 
+from mlops.audit_encode import RECORD_SCORING_BATCH
 from mlops.audit_hashing import as_utc, entity_key
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION
 from mlops.errors import InputError, WorkRefused
@@ -687,7 +688,6 @@ class AuditSink(Protocol):
     def __call__(self, records: pd.DataFrame) -> WriteCounts: ...
 
 
-RECORD_SCORING_BATCH: Final = "scoring_batch"
 RECORD_SCORING_DONE: Final = "scoring_done"  # the batch's predictions are all written
 RECORD_SCORING_RESUMED: Final = "scoring_resumed"  # another run took the batch over (resume)
 _CLAIMS: Final = (RECORD_SCORING_BATCH, RECORD_SCORING_RESUMED)

@@ -791,6 +791,26 @@ def test_a_later_prediction_for_the_same_application_supersedes_its_open_case(en
     assert "ix_review_cases_open_entity" in plan
 
 
+def test_a_batch_that_began_before_another_does_not_supersede_the_newer_batch_s_cases(
+    engine: Engine,
+) -> None:
+    """Batch b1 began (its scoring_batch record), stopped, and is resumed after b2 was scored:
+    b2's case is about the newer application and stays open; b3, begun after b2, supersedes it."""
+    from mlops.audit_encode import RECORD_SCORING_BATCH
+
+    for batch_id in ("b1", "b2"):
+        audit.append_event(engine, RECORD_SCORING_BATCH, {"note": "begun"}, batch_id=batch_id)
+    newer = audit.append_predictions(engine, batch(2, routed=(1,)), batch_id="b2", hash_key=KEY)
+    resumed = audit.append_predictions(engine, batch(2), batch_id="b1", hash_key=KEY)  # decides APP-1 too
+    assert resumed.cases_superseded == 0
+    assert audit.get_case(engine, newer.record_ids[1]).status == "open"
+
+    audit.append_event(engine, RECORD_SCORING_BATCH, {"note": "begun"}, batch_id="b3")
+    latest = audit.append_predictions(engine, batch(2), batch_id="b3", hash_key=KEY)
+    assert latest.cases_superseded == 1
+    assert audit.get_case(engine, newer.record_ids[1]).superseded_by == latest.record_ids[1]
+
+
 def test_one_open_case_per_application_within_one_append_and_after_the_fact(engine: Engine) -> None:
     twice = pd.concat([batch(2, routed=(1,))[:2], batch(2, routed=(1,))[:2]], ignore_index=True)
     result = audit.append_predictions(engine, twice, batch_id="b1", hash_key=KEY)  # APP-1 routed twice
@@ -1089,7 +1109,7 @@ def test_open_cases_are_found_the_same_way_whatever_the_queue_length(engine: Eng
     app = {i: audit.entity_key(f"APP-{i:06d}", KEY) for i in range(8)}
     keys = {app[i]: f"successor-{i}" for i in (2, 4, 5)}  # APP-4 has no case
 
-    def found(model: str, keys: dict[str, str], batch_id: str) -> list[tuple[str, str]]:
+    def found(model: str, keys: dict[str, str], batch_id: str) -> list[tuple[str, str, str | None]]:
         queued = _other_open_cases(conn, model, batch_id)
         return _open_cases_of(conn, model, keys, batch_id, queued) if queued else []
 
@@ -1107,8 +1127,8 @@ def test_open_cases_are_found_the_same_way_whatever_the_queue_length(engine: Eng
                 f"SELECT entity_key {queue} batch_id < 'b' UNION ALL SELECT entity_key {queue} batch_id > 'b'",
             )
         ]
-    assert few == [(result.record_ids[2], app[2])] and other == [] and own == (0, [])
-    assert sorted(many) == sorted([(result.record_ids[2], app[2]), (result.record_ids[5], app[5])])
+    assert few == [(result.record_ids[2], app[2], "b")] and other == [] and own == (0, [])
+    assert sorted(many) == sorted([(result.record_ids[2], app[2], "b"), (result.record_ids[5], app[5], "b")])
     # Ranges of the batch index alone: a large batch's own open cases are not even read.
     assert "COVERING INDEX ix_review_cases_open_batch (model_name=? AND batch_id>?)" in plans[0], plans
     assert "COVERING INDEX ix_review_cases_open_batch (model_name=? AND batch_id<?)" in plans[1], plans
