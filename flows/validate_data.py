@@ -25,7 +25,7 @@ def validate_data(source: str, contract: str = "credit_applications") -> Validat
     or ``mlops.data.rejected``.
     """
     settings = flow_settings()
-    raw = read_batch_task(source, settings)
+    raw = read_batch_task(source, contract, settings)
     run_name = str(flow_run.get_name() or "validate")
     validated = validate_batch_task(raw, source, contract, settings, run_name)
     summary = store_snapshots_task(validated, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +26,16 @@ CSV_OPTIONS: Final[dict[str, Any]] = {
     "index_col": False,
 }
 CSV_HEAD_BYTES: Final = 1 << 20
+
+
+def csv_options(text_columns: Iterable[str] = ()) -> dict[str, Any]:
+    """:data:`CSV_OPTIONS`, with ``text_columns`` (a contract's string and category columns)
+    read as the text they hold. Left to pandas' inference, a column of numeric-looking ids
+    became numbers: ``007`` was stored as ``7``, as ``7.0`` when a cell was empty, and
+    ``9007199254740993`` as its float neighbour (two applications under one id); ``TRUE`` in
+    a category column became ``True``. Numeric columns keep pandas' fast parser."""
+    names = list(text_columns)
+    return {**CSV_OPTIONS, "dtype": dict.fromkeys(names, "str")} if names else dict(CSV_OPTIONS)
 
 
 def refuse_repeated_columns(names: list[str], source: str) -> None:
@@ -113,8 +124,12 @@ def check_batch_source(source: str) -> str:
     return suffix
 
 
-def read_batch(source: str, s3_endpoint_url: str | None = None) -> pd.DataFrame:
-    """Read one batch as it arrived: CSV cells keep their text until the contract types them."""
+def read_batch(
+    source: str, s3_endpoint_url: str | None = None, *, text_columns: Iterable[str] = ()
+) -> pd.DataFrame:
+    """Read one batch as it arrived. CSV: only an empty cell is missing, and the cells of
+    ``text_columns`` (:attr:`mlops.contracts.Contract.text_columns`) keep their text exactly;
+    the contract types the rest."""
     suffix = check_batch_source(source)
     data = _read_bytes(source, s3_endpoint_url)
     if not data:
@@ -123,7 +138,7 @@ def read_batch(source: str, s3_endpoint_url: str | None = None) -> pd.DataFrame:
         check_csv_head(data[:CSV_HEAD_BYTES], source)
     try:
         if suffix == "csv":
-            df = pd.read_csv(io.BytesIO(data), **CSV_OPTIONS)
+            df = pd.read_csv(io.BytesIO(data), **csv_options(text_columns))
         else:
             refuse_repeated_columns(pq.read_schema(io.BytesIO(data)).names, source)
             df = pd.read_parquet(io.BytesIO(data))

@@ -115,6 +115,12 @@ class Contract(BaseModel):
         return [c.name for c in self._by_role(ROLE_SENSITIVE)]
 
     @property
+    def text_columns(self) -> list[str]:
+        """Columns whose values are text (``string`` and ``category``): a CSV reader must keep
+        their cells as written (``007`` is not ``7``, ``TRUE`` not ``True``)."""
+        return [c.name for c in self.columns if c.dtype in ("string", "category")]
+
+    @property
     def not_in_future_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.not_in_future]
 

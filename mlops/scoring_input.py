@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops.batch_io import CSV_HEAD_BYTES, CSV_OPTIONS, check_csv_head, refuse_repeated_columns, unreadable
+from mlops.batch_io import CSV_HEAD_BYTES, check_csv_head, csv_options, refuse_repeated_columns, unreadable
 from mlops.catalog import CatalogEntry, record_snapshot
 from mlops.constants import KIND_QUARANTINE, KIND_VALID, QUARANTINE_REASONS_COLUMN
 from mlops.contracts import Contract
@@ -88,11 +88,13 @@ def _parquet_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.Dat
         yield pa.Table.from_batches(pending).to_pandas()
 
 
-def _csv_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.DataFrame]:
+def _csv_chunks(
+    path: Path, chunk_rows: int, source: str, text_columns: Sequence[str]
+) -> Iterator[pd.DataFrame]:
     with path.open("rb") as fh:
         check_csv_head(fh.read(CSV_HEAD_BYTES), source)
     try:
-        reader = pd.read_csv(path, chunksize=chunk_rows, **CSV_OPTIONS)
+        reader = pd.read_csv(path, chunksize=chunk_rows, **csv_options(text_columns))
         yield from reader
     except pd.errors.EmptyDataError as exc:
         raise InputError(
@@ -103,12 +105,17 @@ def _csv_chunks(path: Path, chunk_rows: int, source: str) -> Iterator[pd.DataFra
 
 
 def iter_batch_chunks(
-    source: str, chunk_rows: int, *, s3_endpoint_url: str | None = None
+    source: str,
+    chunk_rows: int,
+    *,
+    s3_endpoint_url: str | None = None,
+    text_columns: Sequence[str] = (),
 ) -> Iterator[pd.DataFrame]:
     """The raw batch at ``source`` (local path or ``s3://``; CSV or Parquet) in row chunks.
 
     Cells are read as :func:`mlops.batch_io.read_batch` reads them (CSV: only an empty cell
-    is missing). An ``s3://`` batch is first downloaded to a temporary file.
+    is missing, ``text_columns`` kept as text: a chunk of numeric-looking ids is not read as
+    numbers). An ``s3://`` batch is first downloaded to a temporary file.
     """
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
@@ -135,7 +142,7 @@ def iter_batch_chunks(
         if path.stat().st_size == 0:
             raise InputError(f"batch {source} is an empty file", hint="check the export that produced it")
         chunks = (
-            _csv_chunks(path, chunk_rows, source)
+            _csv_chunks(path, chunk_rows, source, text_columns)
             if suffix == "csv"
             else _parquet_chunks(path, chunk_rows, source)
         )

@@ -133,7 +133,9 @@ def validate_batch_chunks_task(
     ``checked_at``: the validation time of the batch a retry or resume continues."""
     store = make_store(settings)
     store.check_access()  # a store that refuses the writes: said before validating
-    chunks = iter_batch_chunks(source, chunk_rows, s3_endpoint_url=settings.s3_endpoint_url)
+    chunks = iter_batch_chunks(
+        source, chunk_rows, s3_endpoint_url=settings.s3_endpoint_url, text_columns=contract.text_columns
+    )
     return validate_in_chunks(
         chunks,
         contract,

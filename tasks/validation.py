@@ -35,9 +35,11 @@ from tasks.retry import retry_unless_bad_input
     retry_condition_fn=retry_unless_bad_input,
     cache_policy=NO_CACHE,
 )
-def read_batch_task(source: str, settings: Settings) -> pd.DataFrame:
+def read_batch_task(source: str, contract_name: str, settings: Settings) -> pd.DataFrame:
+    """The raw batch; the contract's text columns are read as the text they hold."""
+    contract = load_contract(settings.contracts_dir, contract_name)
     make_store(settings).check_access()  # a store that refuses the writes: said before validating
-    return read_batch(source, s3_endpoint_url=settings.s3_endpoint_url)
+    return read_batch(source, s3_endpoint_url=settings.s3_endpoint_url, text_columns=contract.text_columns)
 
 
 @task(name="validate-batch", cache_policy=NO_CACHE)

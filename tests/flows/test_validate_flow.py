@@ -141,3 +141,21 @@ def test_a_missing_file_is_refused_before_any_flow_runs(
         printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert "does not exist" in printed["error"]
     assert not (mlops_home / "store").exists()  # nothing ran, nothing was written
+
+
+def test_numeric_looking_text_ids_are_stored_as_written(mlops_home: Path, tmp_path: Path) -> None:
+    # A CSV whose ids all look like numbers: pandas read them as int64 (``007`` -> ``7``) or,
+    # with one empty cell, as float64 (``7.0``; ``9007199254740993`` onto its neighbour, so two
+    # applications became one id and the second a "duplicate").
+    contract = load_contract(PROJECT_ROOT / "data_contracts", "credit_applications")
+    frame = clean_frame(contract, 40, seed=3)
+    ids = [f"{i:03d}" for i in range(37)] + ["9007199254740993", "9007199254740992", ""]
+    frame["application_id"] = ids
+    path = tmp_path / "numeric_ids.csv"
+    frame.to_csv(path, index=False)
+    summary = validate_data(source=str(path))
+    assert summary.reason_counts == {"application_id:null_required": 1}
+    assert summary.accepted and summary.snapshot_sha256
+    store = make_store(get_settings())
+    snap = read_snapshot(store, dataset="credit_applications", kind="valid", sha256=summary.snapshot_sha256)
+    assert snap["application_id"].tolist() == ids[:-1]

@@ -490,3 +490,17 @@ def test_keep_latest_needs_a_timestamp_it_can_order(timestamps: tuple[ColumnSpec
             keep_on_duplicate="latest",
             columns=(ColumnSpec(name="id", role="id", dtype="string", unique=True), *timestamps),
         )
+
+
+def test_both_readers_keep_the_text_of_a_contract_s_text_columns(tmp_path: Path, contract: Contract) -> None:
+    # Scoring reads a CSV in chunks, each typed by pandas on its own: a chunk of numeric-looking
+    # ids became numbers (``007`` -> ``7``, ``7.0`` beside an empty cell), a chunk holding
+    # ``APP-9`` kept them as text, so one file's ids depended on which chunk they fell in.
+    path = tmp_path / "batch.csv"
+    path.write_bytes(b"application_id,has_cosigner,age\n007,yes,30\n,no,31\n008,yes,32\nAPP-9,no,33\n")
+    text = contract.text_columns
+    assert "application_id" in text and "has_cosigner" in text and "age" not in text
+    raw = read_batch(str(path), text_columns=text)
+    assert raw["application_id"].tolist()[::2] == ["007", "008"] and raw["age"].dtype == "int64"
+    chunks = list(iter_batch_chunks(str(path), 2, text_columns=text))
+    assert [c["application_id"].tolist()[0] for c in chunks] == ["007", "008"]
