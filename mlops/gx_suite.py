@@ -6,6 +6,8 @@ file already names every failing row);
 the row-level quarantine split is done by :mod:`mlops.validation` from the same contract.
 Row-level expectations carry ``mostly = 1 - max_quarantine_share`` so both agree on the limit
 (uniqueness ``1 - 2 * share``: GX counts both copies of a repeated id, see :func:`_unique_mostly`).
+GX takes ``mostly`` as a share of the column's non-null values; a nullable column's is a suite
+parameter given at each run (:func:`mostly_parameters`), so its limit is the same number of rows.
 """
 
 from __future__ import annotations
@@ -43,12 +45,42 @@ def _unique_mostly(mostly: float) -> float:
     return round(max(0.0, 1.0 - 2.0 * (1.0 - mostly)), 6)
 
 
+def mostly_parameter(column: str, *, unique: bool = False) -> str:
+    """The suite parameter holding the ``mostly`` of a nullable column's row-level expectations."""
+    return f"{'unique_' if unique else ''}mostly_of_nonnull_{column}"
+
+
+def _of_nonnull(rows_allowed: float, nonnull: int) -> float:
+    """The ``mostly`` (a share of ``nonnull`` values) that lets ``rows_allowed`` of them fail."""
+    if nonnull == 0:
+        return 1.0  # GX: vacuously true
+    return min(1.0, max(0.0, 1.0 - rows_allowed / nonnull - 1e-9))  # no float-rounding refusal
+
+
+def mostly_parameters(
+    df: pd.DataFrame, contract: Contract, max_share: float | None = None
+) -> dict[str, float]:
+    """Each nullable column's ``mostly``, for this batch: GX counts a column's unexpected values
+    among its non-null ones, the quarantine among all rows. With the plain ``1 - share``, a
+    column 70% empty failed GX (and the batch was rejected) past 1.5% bad rows under a 5% limit."""
+    allowed = (contract.max_quarantine_share if max_share is None else max_share) * len(df)
+    out: dict[str, float] = {}
+    for col in contract.columns:
+        if col.nullable and col.name in df.columns:
+            nonnull = int(df[col.name].notna().sum())
+            out[mostly_parameter(col.name)] = _of_nonnull(allowed, nonnull)
+            if col.unique:
+                out[mostly_parameter(col.name, unique=True)] = _of_nonnull(2.0 * allowed, nonnull)
+    return out
+
+
 def compile_expectations(contract: Contract, max_share: float | None = None) -> list[dict[str, Any]]:
     """The contract as a list of GX expectation configs ``{"type": ..., "kwargs": {...}}``.
 
     Order is stable (contract column order), so the compiled suite diffs well in git.
+    A nullable column's row-level ``mostly`` is a suite parameter (:func:`mostly_parameters`).
     """
-    mostly = _mostly(contract, max_share)
+    static = _mostly(contract, max_share)
     out: list[dict[str, Any]] = [
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
         {
@@ -57,6 +89,14 @@ def compile_expectations(contract: Contract, max_share: float | None = None) -> 
         },
     ]
     for col in contract.columns:
+        mostly: float | dict[str, str] = (
+            {"$PARAMETER": mostly_parameter(col.name)} if col.nullable else static
+        )
+        unique_mostly: float | dict[str, str] = (
+            {"$PARAMETER": mostly_parameter(col.name, unique=True)}
+            if col.nullable
+            else _unique_mostly(static)
+        )
         out.append({"type": "expect_column_to_exist", "kwargs": {"column": col.name}})
         if not col.nullable:
             out.append(
@@ -83,7 +123,7 @@ def compile_expectations(contract: Contract, max_share: float | None = None) -> 
             out.append(
                 {
                     "type": "expect_column_values_to_be_unique",
-                    "kwargs": {"column": col.name, "mostly": _unique_mostly(mostly)},
+                    "kwargs": {"column": col.name, "mostly": unique_mostly},
                 }
             )
         if col.not_in_future:
@@ -247,9 +287,13 @@ class GXRunner:
             self._registered[name] = registered
         if latest_allowed is None:
             latest_allowed = contract.latest_allowed(datetime.now(UTC))
+        parameters: dict[str, Any] = {
+            LATEST_ALLOWED_PARAMETER: latest_allowed.isoformat(),
+            **mostly_parameters(df, contract, max_share),
+        }
         result = registered[1].run(
             batch_parameters={"dataframe": df},
-            expectation_parameters={LATEST_ALLOWED_PARAMETER: latest_allowed.isoformat()},
+            expectation_parameters=parameters,
             run_id=RunIdentifier(run_name=run_name),
         )
         if self.docs_dir is not None:

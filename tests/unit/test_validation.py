@@ -504,3 +504,18 @@ def test_both_readers_keep_the_text_of_a_contract_s_text_columns(tmp_path: Path,
     assert raw["application_id"].tolist()[::2] == ["007", "008"] and raw["age"].dtype == "int64"
     chunks = list(iter_batch_chunks(str(path), 2, text_columns=text))
     assert [c["application_id"].tolist()[0] for c in chunks] == ["007", "008"]
+
+
+@pytest.mark.parametrize(("bad_rows", "accepted"), [(15, True), (16, False)])
+def test_gx_holds_a_mostly_empty_column_to_the_quarantine_limit_in_rows(
+    contract: Contract, runner: GXRunner, bad_rows: int, accepted: bool
+) -> None:
+    # GX takes ``mostly`` as a share of a column's non-null values: a nullable column 70% empty
+    # failed GX, and the batch was rejected, with 3% of its rows quarantined under a 5% limit.
+    df = clean_frame(contract, 300, seed=5)
+    col = "months_since_last_delinquency"
+    df.loc[:209, col] = np.nan
+    df.loc[210 : 209 + bad_rows, col] = 700.0  # above max 600
+    vb = run(df, contract, runner)
+    assert vb.summary.reason_counts == {f"{col}:above_max": bad_rows}
+    assert vb.summary.gx_success is accepted and vb.summary.accepted is accepted
