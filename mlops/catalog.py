@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from mlops.constants import KIND_VALID
-from mlops.errors import StorageIntegrityError
+from mlops.errors import StorageIntegrityError, validation_problems
 from mlops.storage import ObjectStore, snapshot_key
 
 # The column :func:`read_entries` adds: the sha256 of the snapshot each row came from.
@@ -53,13 +53,27 @@ def record_snapshot(store: ObjectStore, entry: CatalogEntry) -> CatalogEntry:
     return entry
 
 
+def read_entry(store: ObjectStore, key: str) -> CatalogEntry:
+    """One catalog entry; StorageIntegrityError if it is not one, or not the one its key names."""
+    try:
+        entry = CatalogEntry.model_validate_json(store.get_bytes(key))
+    except ValidationError as exc:
+        raise StorageIntegrityError(
+            f"catalog entry {store.uri(key)} is not readable: {validation_problems(exc)}",
+            hint="the stored file was altered or cut short; restore it from a backup, or delete it "
+            "and validate its batch again",
+        ) from exc
+    if key != entry_key(entry.dataset, entry.sha256):
+        raise StorageIntegrityError(
+            f"catalog entry {store.uri(key)} describes snapshot {entry.dataset}/{entry.sha256}",
+            hint="the stored file was altered or moved; restore it from a backup",
+        )
+    return entry
+
+
 def list_snapshots(store: ObjectStore, dataset: str) -> list[CatalogEntry]:
     """Entries of a dataset, oldest data first (by max timestamp, then ingestion time)."""
-    entries = [
-        CatalogEntry.model_validate_json(store.get_bytes(k))
-        for k in store.list_keys(f"catalog/{dataset}/")
-        if k.endswith(".json")
-    ]
+    entries = [read_entry(store, k) for k in store.list_keys(f"catalog/{dataset}/") if k.endswith(".json")]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     return sorted(entries, key=lambda e: (e.max_timestamp or epoch, e.ingested_at, e.sha256))
 
@@ -98,6 +112,11 @@ def _snapshot_table(
 ) -> pa.Table:
     """One snapshot as an Arrow table with its lineage columns; its bytes must hash to its address."""
     key = snapshot_key(KIND_VALID, entry.dataset, entry.sha256)
+    if not store.exists(key):
+        raise StorageIntegrityError(
+            f"snapshot {store.uri(key)} of {entry.dataset} is catalogued but missing from the store",
+            hint=f"restore it from a backup, or validate its batch {entry.source} again",
+        )
     data = store.get_bytes(key)
     actual = hashlib.sha256(data).hexdigest()
     if actual != entry.sha256:
@@ -107,6 +126,12 @@ def _snapshot_table(
         )
     table = pq.read_table(io.BytesIO(data), columns=columns)
     n = table.num_rows
+    if n != entry.rows:
+        raise StorageIntegrityError(
+            f"catalog entry of snapshot {store.uri(key)} says {entry.rows} rows; the snapshot holds {n}",
+            hint=f"the catalog entry {store.uri(entry_key(entry.dataset, entry.sha256))} was altered; "
+            "restore it from a backup",
+        )
     table = table.append_column(SNAPSHOT_COLUMN, _repeated(entry.sha256, n))
     if row_column is not None:
         table = table.append_column(row_column, pa.array(np.arange(n, dtype="int64")))

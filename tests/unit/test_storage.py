@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from mlops.catalog import CatalogEntry, entry_key, list_snapshots, read_entries, record_snapshot
 from mlops.errors import InputError, StorageIntegrityError
 from mlops.storage import LocalStore, read_snapshot, snapshot_key, write_snapshot
 
@@ -57,3 +59,47 @@ def test_a_malformed_s3_endpoint_is_a_settings_error() -> None:
 
     with pytest.raises(SettingsError, match="MLOPS_S3_ENDPOINT_URL"):
         s3_client("not-a-url")
+
+
+def _catalogued(store: LocalStore) -> CatalogEntry:
+    ref = write_snapshot(store, frame(5), dataset="d", kind="valid")
+    return record_snapshot(
+        store,
+        CatalogEntry(
+            dataset="d",
+            contract_version="1.0.0",
+            sha256=ref.sha256,
+            uri=ref.uri,
+            rows=ref.rows,
+            source="in/day_1.csv",
+            ingested_at=datetime.now(UTC),
+        ),
+    )
+
+
+def test_catalog_readers_refuse_a_catalog_that_no_longer_matches_the_store(tmp_path: Path) -> None:
+    # Before: a deleted snapshot was "no object ... in store" (InputError, exit 2: "bad input"),
+    # a cut-short entry a pydantic ValidationError ("invalid arguments", exit 2), and an entry
+    # whose row count or address was edited was used as it stood.
+    store = LocalStore(tmp_path)
+    entry = _catalogued(store)
+    key = entry_key("d", entry.sha256)
+    path = tmp_path / key
+    assert len(read_entries(store, list_snapshots(store, "d"))) == 5
+
+    text = path.read_text()
+    path.write_text(text.replace('"rows": 5', '"rows": 9'))
+    with pytest.raises(StorageIntegrityError, match="says 9 rows; the snapshot holds 5"):
+        read_entries(store, list_snapshots(store, "d"))
+    path.write_text(text[:-20])
+    with pytest.raises(StorageIntegrityError, match=r"catalog entry .* is not readable"):
+        list_snapshots(store, "d")
+    path.write_text(text.replace(entry.sha256, "0" * 64, 1))
+    with pytest.raises(StorageIntegrityError, match="describes snapshot d/0000"):
+        list_snapshots(store, "d")
+    path.write_text(text)
+
+    (tmp_path / snapshot_key("valid", "d", entry.sha256)).unlink()
+    with pytest.raises(StorageIntegrityError, match="catalogued but missing") as missing:
+        read_entries(store, list_snapshots(store, "d"))
+    assert "validate its batch in/day_1.csv again" in str(missing.value.hint)
