@@ -2,6 +2,9 @@
 
 Each accepted batch leaves ``catalog/<dataset>/<sha256>.json`` beside its snapshot. Writing the
 same batch twice finds the same entry (content addressing), so re-ingesting changes nothing.
+Every validation, accepted or rejected, also leaves its summary under ``validations/<dataset>/``
+(:func:`record_validation`): the source, contract version, verdict, reasons and the addresses
+of its snapshot and quarantine file, which are content-addressed and do not name their batch.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from mlops.constants import KIND_VALID
 from mlops.errors import StorageIntegrityError, validation_problems
 from mlops.storage import ObjectStore, snapshot_key
+from mlops.validation import ValidationSummary
 
 # The column :func:`read_entries` adds: the sha256 of the snapshot each row came from.
 SNAPSHOT_COLUMN: Final = "_snapshot"
@@ -146,6 +150,28 @@ def _repeated(text: str, n: int) -> pa.Array:
     width = len(data)
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64) if width else np.zeros(n + 1, np.int64)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+
+
+def validation_key(dataset: str, checked_at: datetime, digest: str) -> str:
+    return f"validations/{dataset}/{checked_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{digest[:16]}.json"
+
+
+def record_validation(store: ObjectStore, summary: ValidationSummary) -> str:
+    """Keep what happened to a batch, accepted or rejected; returns the record's URI.
+
+    Idempotent: the key is the validation time and the digest of the record, so a retried
+    write of the same summary finds the same key."""
+    data = summary.model_dump_json(indent=2).encode()
+    checked_at = summary.checked_at or datetime.now(UTC)
+    key = validation_key(summary.contract, checked_at, hashlib.sha256(data).hexdigest())
+    store.put_bytes(key, data)
+    return store.uri(key)
+
+
+def list_validations(store: ObjectStore, dataset: str) -> list[ValidationSummary]:
+    """The validation records of a dataset, oldest first."""
+    keys = [k for k in store.list_keys(f"validations/{dataset}/") if k.endswith(".json")]
+    return [ValidationSummary.model_validate_json(store.get_bytes(k)) for k in keys]
 
 
 def describe(entry: CatalogEntry) -> str:

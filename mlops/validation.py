@@ -73,6 +73,8 @@ class ValidationSummary(BaseModel):
     quarantine_sha256: str | None = None
     quarantine_uri: str | None = None
     data_docs: str | None = None
+    #: Where this summary is kept in the object store (``validations/<dataset>/``), once written.
+    record_uri: str | None = None
 
     @property
     def rejection_reasons(self) -> list[str]:

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlops.batch_io import read_batch
-from mlops.catalog import CatalogEntry, record_snapshot
+from mlops.catalog import CatalogEntry, record_snapshot, record_validation
 from mlops.constants import (
     EVENT_DATA_REJECTED,
     EVENT_DATA_VALIDATED,
@@ -92,6 +92,7 @@ def store_snapshots_task(validated: ValidatedBatch, settings: Settings) -> Valid
     if len(validated.quarantine):
         qref = write_snapshot(store, validated.quarantine, dataset=dataset, kind=KIND_QUARANTINE)
         summary.quarantine_sha256, summary.quarantine_uri = qref.sha256, qref.uri
+    summary.record_uri = record_validation(store, summary)  # accepted or not: the batch's record
     return summary
 
 
@@ -119,6 +120,8 @@ def _markdown(summary: ValidationSummary) -> str:
         lines.append(f"Snapshot: `{summary.snapshot_uri}`")
     if summary.quarantine_uri:
         lines.append(f"Quarantine: `{summary.quarantine_uri}`")
+    if summary.record_uri:
+        lines.append(f"Validation record: `{summary.record_uri}`")
     if summary.data_docs:
         lines.append(f"GX Data Docs: `{summary.data_docs}`")
     return "\n".join(lines)
@@ -161,6 +164,7 @@ def emit_validation_event_task(summary: ValidationSummary) -> str | None:
             "snapshot_sha256",
             "snapshot_uri",
             "quarantine_uri",
+            "record_uri",
         },
     )
     payload["failed_expectations"] = len(summary.failed_expectations)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows.validate_data import validate_data
-from mlops.catalog import list_snapshots
+from mlops.catalog import list_snapshots, list_validations
 from mlops.cli import main
 from mlops.constants import (
     EVENT_DATA_REJECTED,
@@ -159,3 +159,23 @@ def test_numeric_looking_text_ids_are_stored_as_written(mlops_home: Path, tmp_pa
     store = make_store(get_settings())
     snap = read_snapshot(store, dataset="credit_applications", kind="valid", sha256=summary.snapshot_sha256)
     assert snap["application_id"].tolist() == ids[:-1]
+
+
+def test_every_validation_leaves_a_record_naming_its_batch_and_quarantine(
+    mlops_home: Path, tmp_path: Path
+) -> None:
+    # The snapshot and quarantine files are content-addressed and name no batch; a rejected
+    # batch has no catalog entry: before, nothing in the store said which batch was rejected,
+    # when, why, under which contract version, or where its quarantined rows went.
+    good, bad = _batches(tmp_path)
+    rejected = validate_data(source=str(bad))
+    accepted = validate_data(source=str(good))
+    store = make_store(get_settings())
+    records = {r.source: r for r in list_validations(store, "credit_applications")}
+    assert set(records) == {str(good), str(bad)}
+    kept = records[str(bad)]
+    assert not kept.accepted and kept.contract_version == rejected.contract_version
+    assert kept.reason_counts == rejected.reason_counts and kept.rejection_reasons
+    assert kept.quarantine_sha256 == rejected.quarantine_sha256 is not None
+    assert records[str(good)].accepted and records[str(good)].snapshot_sha256 == accepted.snapshot_sha256
+    assert rejected.record_uri and Path(rejected.record_uri).is_file()
