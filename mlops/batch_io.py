@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -49,12 +50,39 @@ def refuse_repeated_columns(names: list[str], source: str) -> None:
         )
 
 
-def unreadable(source: str, suffix: str, exc: Exception) -> InputError:
-    """The error for a batch its reader cannot parse, with the likely fix."""
+def first_non_utf8(stream: BinaryIO, block: int = CSV_HEAD_BYTES) -> tuple[bytes, int, int] | None:
+    """The first byte of ``stream`` that is not UTF-8: (the byte, its offset in the file, its
+    1-based line), or None. Read block by block, for the error message only."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0  # bytes read and newlines seen before this block
+    while True:
+        data = stream.read(block)
+        try:
+            decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            pending = len(exc.object) - len(data)  # held back from the previous block (no newline)
+            at = offset - pending + exc.start
+            line = lines + exc.object[: exc.start].count(b"\n") + 1
+            return exc.object[exc.start : exc.start + 1], at, line
+        if not data:
+            return None
+        offset += len(data)
+        lines += data.count(b"\n")
+
+
+def unreadable(source: str, suffix: str, exc: Exception, stream: BinaryIO | None = None) -> InputError:
+    """The error for a batch its reader cannot parse, with the likely fix. ``stream``: the
+    batch's bytes from the start, to say where a byte that is not UTF-8 is (pandas' own error
+    counts from the start of its read buffer, so its offset was 1 for a byte on line 105400)."""
     if isinstance(exc, UnicodeDecodeError):
+        found = first_non_utf8(stream) if stream is not None else None
+        where = (
+            f"byte {found[0]!r} at offset {found[1]}, line {found[2]}"
+            if found
+            else f"byte {exc.object[exc.start : exc.start + 1]!r}"
+        )
         return InputError(
-            f"batch {source} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
-            f"offset {exc.start})",
+            f"batch {source} is not UTF-8 text ({where})",
             hint="export it as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8.csv; "
             "for UTF-16 use -f utf-16)",
         )
@@ -145,7 +173,7 @@ def read_batch(
     except InputError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
-        raise unreadable(source, suffix, exc) from exc
+        raise unreadable(source, suffix, exc, io.BytesIO(data)) from exc
     if df.empty:
         raise InputError(
             f"batch {source} has no rows", hint="an empty batch is never validated; check the export"

@@ -101,7 +101,8 @@ def _csv_chunks(
             f"batch {source} is an empty file", hint="check the export that produced it"
         ) from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise unreadable(source, "csv", exc) from exc
+        with path.open("rb") as fh:
+            raise unreadable(source, "csv", exc, fh) from exc
 
 
 def iter_batch_chunks(

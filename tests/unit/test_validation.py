@@ -519,3 +519,19 @@ def test_gx_holds_a_mostly_empty_column_to_the_quarantine_limit_in_rows(
     vb = run(df, contract, runner)
     assert vb.summary.reason_counts == {f"{col}:above_max": bad_rows}
     assert vb.summary.gx_success is accepted and vb.summary.accepted is accepted
+
+
+def test_a_byte_that_is_not_utf8_is_located_in_the_file(tmp_path: Path) -> None:
+    # pandas reports the offset inside its read buffer: the message said "offset 1" for a byte
+    # 470 bytes (or 14 MB) into the file, sending the user to the wrong place.
+    lines = [b"application_id,region"] + [b"APP-%06d,north" % i for i in range(3000)]
+    lines[2500] = "APP-002499,nörth".encode("latin-1")
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / "latin.csv"
+    path.write_bytes(data)
+    offset = data.index("ö".encode("latin-1"))
+    where = f"at offset {offset}, line 2501"
+    for read in (lambda: read_batch(str(path)), lambda: list(iter_batch_chunks(str(path), 1000))):
+        with pytest.raises(InputError, match="is not UTF-8 text") as info:
+            read()
+        assert where in info.value.message
