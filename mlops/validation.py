@@ -107,7 +107,9 @@ class ValidatedBatch:
 
 
 def check_columns(raw: pd.DataFrame, contract: Contract, source: str) -> list[str]:
-    """Raise on missing declared columns; return the extra columns the contract does not know."""
+    """Raise on missing declared columns, or on a column the quarantine file adds (a quarantined
+    row failed on it, exit 3, or had its value replaced by the reasons); return the extra
+    columns the contract does not know."""
     missing = [c for c in contract.column_names if c not in raw.columns]
     if missing:
         header = str(raw.columns[0]) if len(raw.columns) == 1 else ""
@@ -122,6 +124,12 @@ def check_columns(raw: pd.DataFrame, contract: Contract, source: str) -> list[st
                 else "fix the export, or check the batch is of this dataset "
                 "(mlops validate --contract NAME picks another contract)"
             ),
+        )
+    reserved = [c for c in (SOURCE_ROW_COLUMN, QUARANTINE_REASONS_COLUMN) if c in raw.columns]
+    if reserved:
+        raise InputError(
+            f"batch {source} has column(s) {reserved}, which the quarantine file adds to each row",
+            hint="rename them in the export (the quarantine keeps every column of a row as it arrived)",
         )
     return [c for c in raw.columns if c not in contract.column_names]
 

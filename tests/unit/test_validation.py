@@ -535,3 +535,15 @@ def test_a_byte_that_is_not_utf8_is_located_in_the_file(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="is not UTF-8 text") as info:
             read()
         assert where in info.value.message
+
+
+@pytest.mark.parametrize("column", [SOURCE_ROW_COLUMN, QUARANTINE_REASONS_COLUMN])
+def test_a_column_named_as_the_quarantine_s_own_is_refused(
+    contract: Contract, runner: GXRunner, column: str
+) -> None:
+    # Before: _source_row made the quarantine split fail ("cannot insert _source_row, already
+    # exists", exit 3), and a _quarantine_reasons column had its values replaced by the reasons.
+    df = clean_frame(contract, 40).assign(**{column: "theirs"})
+    df.loc[3, "region"] = "atlantis"
+    with pytest.raises(InputError, match="which the quarantine file adds"):
+        run(df, contract, runner)
