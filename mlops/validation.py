@@ -347,7 +347,26 @@ def expectation_outcomes(gx_result: Any) -> list[ExpectationOutcome]:
     return out
 
 
+def _refuse_float_text_ids(raw: pd.DataFrame, contract: Contract) -> None:
+    """A text id column that arrives as floating-point numbers (a Parquet file written from a
+    pandas column of integer ids with one missing value) would be stored as ``'7.0'``: another
+    id than the ``'7'`` the outcomes, a resubmission and ``mlops audit find 7`` use. Turning the
+    floats back into integers would be a guess about the producer, so the batch is refused."""
+    for col in contract.columns:
+        if col.role == ROLE_ID and col.dtype in ("string", "category"):
+            dtype = raw[col.name].dtype
+            if pd.api.types.is_float_dtype(dtype):
+                raise InputError(
+                    f"the id column {col.name!r} holds floating-point numbers ({dtype}); contract "
+                    f"{contract.name}@{contract.version} declares its ids text, and 7.0 would be stored "
+                    "as the id '7.0', not '7'",
+                    hint="write the ids as text (or integers) in the export; in pandas, a column of "
+                    "integer ids with a missing value turns float: use the 'string' or 'Int64' dtype",
+                )
+
+
 def type_batch(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    _refuse_float_text_ids(raw, contract)
     typed_cols: dict[str, pd.Series] = {}
     wrong: dict[str, np.ndarray] = {}
     for col in contract.columns:

@@ -506,6 +506,24 @@ def test_both_readers_keep_the_text_of_a_contract_s_text_columns(tmp_path: Path,
     assert [c["application_id"].tolist()[0] for c in chunks] == ["007", "008"]
 
 
+def test_text_ids_written_as_floats_refuse_the_batch(tmp_path: Path, contract: Contract) -> None:
+    # A Parquet file written from a pandas column of integer ids with a missing value: float64.
+    # Its ids would be stored as '7.0', another id than the '7' the outcomes use.
+    df = clean_frame(contract, 4)
+    df["application_id"] = [7.0, 8.0, float("nan"), 10.0]
+    df.to_parquet(tmp_path / "batch.parquet")
+    raw = read_batch(str(tmp_path / "batch.parquet"))
+    with pytest.raises(
+        InputError, match=r"id column 'application_id' holds floating-point numbers"
+    ) as refused:
+        type_batch(raw, contract)
+    assert refused.value.hint and "'string' or 'Int64' dtype" in refused.value.hint
+    df["application_id"] = pd.array([7, 8, None, 10], dtype="Int64")  # integers are kept as written
+    df.to_parquet(tmp_path / "ints.parquet")
+    typed, _ = type_batch(read_batch(str(tmp_path / "ints.parquet")), contract)
+    assert typed["application_id"].tolist()[:2] == ["7", "8"]
+
+
 @pytest.mark.parametrize(("bad_rows", "accepted"), [(15, True), (16, False)])
 def test_gx_holds_a_mostly_empty_column_to_the_quarantine_limit_in_rows(
     contract: Contract, runner: GXRunner, bad_rows: int, accepted: bool
