@@ -35,13 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
 from mlops import audit
-from mlops.catalog import CatalogEntry, list_snapshots, read_entries
+from mlops.catalog import CatalogEntry, in_ingestion_order, list_snapshots, read_entries
 from mlops.constants import EVENT_DRIFT_DETECTED, EVENT_PERFORMANCE_DEGRADED, KIND_VALID
 from mlops.contracts import Contract
 from mlops.drift import AlarmDecision, DriftPolicy, DriftReport, compare
 from mlops.drift_alarm import performance_finding
 from mlops.errors import InputError
-from mlops.labels import observed_before
+from mlops.labels import dedup_outcomes, observed_before
 from mlops.model_spec import ModelSpec
 from mlops.monitoring_reference import FloatArray, Scorer, as_datetime, model_inputs
 from mlops.monitoring_state import (
@@ -240,11 +240,13 @@ def late_labels(
     scored = scored_so_far(store, model, version, judged)
     if scored.empty:
         return None
-    outs = read_entries(store, entries)
+    # One outcome per id by the rule training and the performance report use: the last
+    # observed, on a tie the batch ingested last (a correction).
+    outs = read_entries(store, in_ingestion_order(entries))
     observed = outcomes.timestamp_column
-    if observed in outs.columns:
-        outs = outs.sort_values(observed, kind="mergesort")
-    outs = outs.drop_duplicates(outcomes.id_column, keep="last")
+    outs, _, _ = dedup_outcomes(
+        outs, outcomes.id_column, target, observed if observed in outs.columns else None
+    )
     label_columns = [outcomes.id_column, target]
     if observed is not None and observed in outs.columns:
         label_columns.append(observed)

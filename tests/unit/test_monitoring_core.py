@@ -422,6 +422,47 @@ def test_late_labels_leave_out_outcomes_observed_before_their_application(tmp_pa
     assert labels() == [0, 1, 1]
 
 
+def test_late_labels_take_a_correction_by_the_rule_training_and_the_performance_report_use(
+    tmp_path: Path,
+) -> None:
+    """Two outcomes of one application observed at the same time: the batch ingested last (a
+    correction) decides, as in training and the performance report. The monitor read snapshots
+    in catalog order (newest data last), so a correction in a batch of older data lost."""
+    from mlops.catalog import list_snapshots
+    from mlops.contracts import load_contract
+    from mlops.monitoring import SCORE_COLUMN, late_labels
+    from mlops.monitoring_state import scores_key
+    from mlops.settings import PROJECT_ROOT
+    from mlops.storage import parquet_bytes
+    from tests.training_helpers import ingest
+
+    contracts = PROJECT_ROOT / "data_contracts"
+    apps, outs = load_contract(contracts, "credit_applications"), load_contract(contracts, "credit_outcomes")
+    store = LocalStore(tmp_path / "store")
+    day = pd.Timestamp("2026-03-02", tz="UTC")
+    first = pd.DataFrame(
+        {"application_id": ["a", "z"], "observed_at": [day, day + timedelta(days=4)], "defaulted": [0, 1]}
+    )
+    ingest(store, first, outs, "outcomes/first.csv")
+    ingest(store, first.iloc[:1].assign(defaulted=1), outs, "outcomes/correction.csv")
+    cache = pd.DataFrame(
+        {"application_id": ["a"], SCORE_COLUMN: [0.9], "applied_at": [day - timedelta(days=1)]}
+    )
+    store.put_bytes(scores_key("m", 1, "snap"), parquet_bytes(cache))
+
+    found = late_labels(
+        store,
+        list_snapshots(store, outs.name),
+        applications=apps,
+        outcomes=outs,
+        target="defaulted",
+        model="m",
+        version=1,
+    )
+
+    assert found is not None and found["defaulted"].tolist() == [1]
+
+
 def test_a_numeric_timestamp_window_compares_with_its_catalog_entry() -> None:
     """A contract may declare a numeric (epoch seconds) timestamp: the catalog entry reads its
     newest value as an aware datetime, the window read from the snapshot must read it the same,
