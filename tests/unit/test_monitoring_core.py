@@ -376,13 +376,28 @@ def test_after_a_rollback_the_next_target_is_the_restored_versions_predecessor()
     assert next_target_after(HISTORY, 2, rolled_back=1) is None  # never back to what was just rolled back
 
 
+def _late_labels_of_model_m(store: LocalStore, apps: Any, outs: Any) -> pd.DataFrame | None:
+    """late_labels of every outcome snapshot in ``store`` for model m v1 (credit contracts)."""
+    from mlops.catalog import list_snapshots
+    from mlops.monitoring import late_labels
+
+    return late_labels(
+        store,
+        list_snapshots(store, outs.name),
+        applications=apps,
+        outcomes=outs,
+        target="defaulted",
+        model="m",
+        version=1,
+    )
+
+
 def test_late_labels_leave_out_outcomes_observed_before_their_application(tmp_path: Path) -> None:
     """The monitor's performance on late labels uses no outcome dated before its application
     (training and promotion leave them out too); a score cache from before the time was kept
     is read as it is."""
-    from mlops.catalog import list_snapshots
     from mlops.contracts import load_contract
-    from mlops.monitoring import SCORE_COLUMN, late_labels
+    from mlops.monitoring import SCORE_COLUMN
     from mlops.monitoring_state import scores_key
     from mlops.settings import PROJECT_ROOT
     from mlops.storage import parquet_bytes
@@ -404,15 +419,7 @@ def test_late_labels_leave_out_outcomes_observed_before_their_application(tmp_pa
     cache = pd.DataFrame({"application_id": ids, SCORE_COLUMN: [0.9, 0.1, 0.8], "applied_at": [day] * 3})
 
     def labels() -> list[int]:
-        found = late_labels(
-            store,
-            list_snapshots(store, outs.name),
-            applications=apps,
-            outcomes=outs,
-            target="defaulted",
-            model="m",
-            version=1,
-        )
+        found = _late_labels_of_model_m(store, apps, outs)
         assert found is not None
         return sorted(found["defaulted"].tolist())
 
@@ -428,9 +435,8 @@ def test_late_labels_take_a_correction_by_the_rule_training_and_the_performance_
     """Two outcomes of one application observed at the same time: the batch ingested last (a
     correction) decides, as in training and the performance report. The monitor read snapshots
     in catalog order (newest data last), so a correction in a batch of older data lost."""
-    from mlops.catalog import list_snapshots
     from mlops.contracts import load_contract
-    from mlops.monitoring import SCORE_COLUMN, late_labels
+    from mlops.monitoring import SCORE_COLUMN
     from mlops.monitoring_state import scores_key
     from mlops.settings import PROJECT_ROOT
     from mlops.storage import parquet_bytes
@@ -450,15 +456,7 @@ def test_late_labels_take_a_correction_by_the_rule_training_and_the_performance_
     )
     store.put_bytes(scores_key("m", 1, "snap"), parquet_bytes(cache))
 
-    found = late_labels(
-        store,
-        list_snapshots(store, outs.name),
-        applications=apps,
-        outcomes=outs,
-        target="defaulted",
-        model="m",
-        version=1,
-    )
+    found = _late_labels_of_model_m(store, apps, outs)
 
     assert found is not None and found["defaulted"].tolist() == [1]
 
