@@ -190,8 +190,13 @@ class Settings(BaseSettings):
             problems.append(f"MLOPS_AUDIT_DB_URL must be PostgreSQL (postgresql://...) (got {audit!r})")
         if not (self.store_url or "").startswith("s3://"):
             problems.append(f"MLOPS_STORE_URL must be s3://bucket[/prefix] (got {self.store_url!r})")
-        if self.entity_hash_key.get_secret_value() == "embedded-demo-key-change-me":
+        key = self.entity_hash_key.get_secret_value()
+        if key == "embedded-demo-key-change-me":
             problems.append("MLOPS_ENTITY_HASH_KEY must be set to a secret of your own")
+        elif not key.strip():
+            # `export MLOPS_ENTITY_HASH_KEY=$SECRET` with SECRET unset: an empty HMAC key, so
+            # anyone could key an application id and find it in the audit trail.
+            problems.append("MLOPS_ENTITY_HASH_KEY is set but blank: give it a secret of your own")
         if problems:
             raise SettingsError(
                 "The production profile is not fully configured: " + "; ".join(problems),

@@ -159,3 +159,22 @@ def test_home_that_is_a_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot be used as the product's home"):
         ensure_home(Settings(home=tmp_path / "f"))
     assert ensure_home(Settings(home=tmp_path / "new" / "home")).is_dir()  # created if missing
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_production_refuses_a_blank_entity_hash_key(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """`export MLOPS_ENTITY_HASH_KEY=$SECRET` with SECRET unset sets it to "": every keyed hash of
+    an application id would then be computable by anyone; refused like the demo key."""
+    from mlops.errors import SettingsError
+
+    production = {
+        "profile": "production",
+        "store_url": "s3://bucket/mlops",
+        "mlflow_tracking_uri": "http://mlflow:5000",
+        "audit_db_url": "postgresql://u@db/audit",
+    }
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", key)
+    with pytest.raises(SettingsError, match="MLOPS_ENTITY_HASH_KEY is set but blank"):
+        Settings(**production)
+    monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "a-secret-of-our-own")
+    assert Settings(**production).entity_hash_key.get_secret_value() == "a-secret-of-our-own"
