@@ -90,6 +90,7 @@ def s3_client(endpoint_url: str | None) -> Any:
     """A boto3 S3 client; built where it is used (never passed into cached Prefect tasks)."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import PartialCredentialsError
 
     # boto3 >= 1.36 sends checksums non-AWS endpoints may reject (PITFALLS: S3).
     os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
@@ -98,6 +99,11 @@ def s3_client(endpoint_url: str | None) -> Any:
         return boto3.client(
             "s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"})
         )
+    except PartialCredentialsError as exc:  # one of the pair set, the other unset or empty
+        raise SettingsError(
+            f"the S3 credentials are incomplete ({exc})",
+            hint="set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or neither, and AWS_PROFILE)",
+        ) from exc
     except ValueError as exc:  # botocore: "Invalid endpoint: ..."
         raise SettingsError(
             f"MLOPS_S3_ENDPOINT_URL is not a usable S3 endpoint ({exc})",

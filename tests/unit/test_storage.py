@@ -103,3 +103,16 @@ def test_catalog_readers_refuse_a_catalog_that_no_longer_matches_the_store(tmp_p
     with pytest.raises(StorageIntegrityError, match="catalogued but missing") as missing:
         read_entries(store, list_snapshots(store, "d"))
     assert "validate its batch in/day_1.csv again" in str(missing.value.hint)
+
+
+def test_a_key_id_without_its_secret_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore raises this one while building the client, outside the request wrapper: it was
+    `unexpected PartialCredentialsError` (exit 3) after the task's retries."""
+    from mlops.errors import SettingsError
+    from mlops.storage import S3Store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "")  # `export AWS_SECRET_ACCESS_KEY=$UNSET_VAR`
+    with pytest.raises(SettingsError, match=r"credentials are incomplete.*AWS_SECRET_ACCESS_KEY") as caught:
+        S3Store("s3://bucket/prefix", endpoint_url="http://127.0.0.1:9")
+    assert caught.value.hint and "AWS_SECRET_ACCESS_KEY" in caught.value.hint
