@@ -44,6 +44,9 @@ def _quiet_third_parties() -> None:
 
 # Subcommands that never run a Prefect flow (they need not import Prefect).
 _NO_FLOW_COMMANDS = frozenset({"simulate", "contract", "audit"})
+# Subcommands that start no flow either (review works on the stores) or choose their own
+# Prefect server (the demo, which refuses the production profile).
+_NO_API_CHECK = _NO_FLOW_COMMANDS | {"review", "demo"}
 
 
 class OurErrorsWithoutTraceback(logging.Filter):
@@ -360,7 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in _NO_FLOW_COMMANDS:
             from mlops.settings import get_settings
 
-            get_settings()  # a bad MLOPS_* value: one clear line now, not a traceback from the flow
+            settings = (
+                get_settings()
+            )  # a bad MLOPS_* value: one clear line now, not a traceback from the flow
+            if args.command not in _NO_API_CHECK:
+                from mlops.events import check_prefect_api
+
+                check_prefect_api(production=settings.profile == "production")
         with _flow_settings(args.command):
             code, data, text = args.handler(args)
     except MlopsError as exc:

@@ -75,3 +75,48 @@ def confirm_delivered(event: str, event_id: str | None, *, timeout: float) -> No
         hint="check PREFECT_API_URL, the Prefect server and its event services (MLOPS_EVENT_CONFIRM_SECONDS "
         "sets the wait); the windows stay unjudged, so the next run alarms again",
     )
+
+
+#: How long the Prefect API may take to answer a command's first request at all.
+API_ANSWER_SECONDS = 10.0
+
+
+def check_prefect_api(*, production: bool, timeout: float = API_ANSWER_SECONDS) -> None:
+    """Before a command starts a flow: the Prefect API it will use answers, and the production
+    profile has one.
+
+    - ``PREFECT_API_URL`` set but nothing answers there (a wrong port, the server down):
+      :class:`SettingsError` naming it, instead of Prefect's "Failed to reach API" as an
+      unexpected error (exit 3). Any HTTP answer (even 401) means a server is there.
+    - unset in the production profile: :class:`SettingsError`. Without it each command runs on a
+      temporary Prefect server that is gone when the command ends: its runs are not kept, and
+      the monitor's drift alarm or ``mlops.shadow.completed`` is stored (and confirmed) there, so
+      no automation of the real server ever starts the retrain or promotion it was for.
+    """
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    from mlops.errors import SettingsError
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        if production:
+            raise SettingsError(
+                "the production profile needs PREFECT_API_URL: without it the command's flow runs on "
+                "a temporary Prefect server, where its run is not kept and its events (a drift alarm, "
+                "shadow completed) reach no automation",
+                hint="export PREFECT_API_URL=http://<your prefect server>:4200/api",
+            )
+        return
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:  # it answered: a server is there
+        return
+    except (OSError, ValueError) as exc:  # refused, unresolvable, timed out, malformed
+        raise SettingsError(
+            f"the Prefect API at {url} did not answer ({getattr(exc, 'reason', exc)})",
+            hint="check PREFECT_API_URL (http://host:4200/api) and that `prefect server start` runs there",
+        ) from exc
