@@ -21,7 +21,8 @@ were already written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,7 @@ from mlops.audit import (
 )
 from mlops.audit_encode import DECIDING_ROLES
 from mlops.audit_hashing import as_utc
-from mlops.errors import InputError, WorkRefused
+from mlops.errors import InputError, ServiceUnavailable, WorkRefused
 from mlops.model_spec import DecisionPolicy
 from mlops.reproduce import record_intact
 from mlops.scoring import (
@@ -72,6 +73,31 @@ class NothingToResume(WorkRefused):
 
 class BatchSourceChanged(WorkRefused):
     """A re-run of a flow run found other valid rows than its batch began with."""
+
+
+class BatchInterrupted(ServiceUnavailable):
+    """The audit store's connection failed while a batch was being written (the database
+    restarted, the connection was dropped): the chunks written stay, and ``--resume`` finishes it."""
+
+
+@contextmanager
+def interrupted_batch_errors(batch_id: str, source: str) -> Iterator[None]:
+    """SQLAlchemy's errors for a connection that failed mid-batch, as :class:`BatchInterrupted`
+    naming the batch and how to finish it. They were reported as an unexpected
+    ``InterfaceError: connection already closed`` (exit 3, "a bug"), with no word of ``--resume``.
+    Other database errors (an integrity violation: a bug or a tampered store) pass through."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        first_line = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BatchInterrupted(
+            f"batch {batch_id} stopped part way: the audit store's connection failed ({first_line}); "
+            "the chunks written before it stay recorded",
+            hint=f"when the database answers again: mlops score {source} --resume (flow parameter "
+            "resume=true, or retry the flow run) scores only the rows without records",
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from mlops.scoring_resume import (
     ResumePoint,
     check_resume_key,
     find_resume_point,
+    interrupted_batch_errors,
     record_resumption,
     recorded_validation_time,
 )
@@ -252,22 +253,23 @@ def score_and_audit_task(
         already = sum(before.values())
         if resume_point is not None and resume_point.completed:  # finished by its own run meanwhile
             return result.model_copy(update={"rows_already_scored": already})
-        tally = score_frames(
-            frames(),
-            ctx,
-            audit_sink(engine, batch_id, claim),
-            chunk_rows=chunk_rows,
-            timings=timings,
-            rows_done=before,
-        )
-        record_scoring_done(
-            engine,
-            batch_id=batch_id,
-            model_name=plan.spec.name,
-            tally=tally,
-            rows_written_before=already,
-            claim=claim,
-        )
+        with interrupted_batch_errors(batch_id, result.source):  # its batch record is written
+            tally = score_frames(
+                frames(),
+                ctx,
+                audit_sink(engine, batch_id, claim),
+                chunk_rows=chunk_rows,
+                timings=timings,
+                rows_done=before,
+            )
+            record_scoring_done(
+                engine,
+                batch_id=batch_id,
+                model_name=plan.spec.name,
+                tally=tally,
+                rows_written_before=already,
+                claim=claim,
+            )
     finally:
         engine.dispose()
     done = result.fill_from(tally)

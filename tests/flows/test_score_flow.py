@@ -824,3 +824,36 @@ def test_reproduce_refuses_a_batch_record_edited_after_scoring(
     err = capsys.readouterr().err
     assert f"scoring_batch record of batch {result.batch_id} does not match its hash" in err
     assert "mlops audit verify" in err
+
+
+def test_a_connection_dropped_mid_batch_is_named_with_how_to_finish_it(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL's connection dropped mid-batch (pg_terminate_backend, a database restart) ended
+    `mlops score` with "unexpected InterfaceError: connection already closed" (exit 3, "a bug"),
+    with no word of --resume (reproduced on the production profile)."""
+    from sqlalchemy.exc import InterfaceError
+
+    import mlops.audit
+
+    real = mlops.audit.append_encoded
+    calls: list[int] = []
+
+    def append(engine: Engine, encoded: object, **kwargs: Any) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise InterfaceError("ROLLBACK", {}, Exception("connection already closed"))
+        return real(engine, encoded, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mlops.audit, "append_encoded", append)
+    assert main(["score", str(setup.batch_a), "--chunk-rows", "100", "--json"]) == 2
+    captured = capsys.readouterr()
+    error = last_json(captured.out)
+    assert (
+        "stopped part way: the audit store's connection failed (connection already closed)" in error["error"]
+    )
+    assert f"mlops score {setup.batch_a} --resume" in error["hint"]
+    monkeypatch.setattr(mlops.audit, "append_encoded", real)
+    assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 0
+    done = last_json(capsys.readouterr().out)
+    assert done["resumed"] and (done["rows_already_scored"], done["rows_scored"]) == (100, 200)
