@@ -41,9 +41,13 @@ def time_split(
     timestamp_column: str | None,
     id_column: str,
     min_evaluation_rows: int = 1,
+    target: str | None = None,
 ) -> TrainSplit:
     """Hold out the newest ``newest_fraction`` of rows; rows sharing the cutoff timestamp all go
-    to evaluation, so no training row is newer than (or as new as) an evaluation row."""
+    to evaluation, so no training row is newer than (or as new as) an evaluation row.
+
+    ``target``: the label column; each side must then hold both outcomes (AUC, KS and the
+    gates need them), else the split is refused before any training time is spent."""
     if not 0.0 < newest_fraction < 1.0:
         raise InputError(f"newest_fraction must be in (0, 1), got {newest_fraction}")
     keys = [timestamp_column, id_column] if timestamp_column else [id_column]
@@ -63,7 +67,25 @@ def time_split(
             f"(need >= 1 and >= {min_evaluation_rows})",
             hint="wait for more labelled data, or change evaluation.newest_fraction / min_rows in the model spec",
         )
+    if target is not None:
+        _require_both_outcomes(train, target, "training")
+        _require_both_outcomes(evaluation, target, "evaluation")
     return TrainSplit(train.reset_index(drop=True), evaluation.reset_index(drop=True), cutoff)
+
+
+def _require_both_outcomes(rows: pd.DataFrame, target: str, side: str) -> None:
+    """Refuse a side of the split whose labels are one class only (missing labels are left to
+    the checks that read them)."""
+    if target not in rows.columns:
+        return
+    classes = rows[target].dropna().unique()
+    if len(classes) == 1:
+        raise WorkRefused(
+            f"the {len(rows)} {side} rows of the time split all have {target!r} = {classes[0]}: "
+            "AUC, KS and the gates need both outcomes",
+            hint="wait for outcomes of both kinds in the newest rows, or change "
+            "evaluation.newest_fraction / training_window in the model spec",
+        )
 
 
 def _labels(frame: pd.DataFrame, target: str) -> npt.NDArray[np.float64]:

@@ -160,6 +160,7 @@ def split_task(labelled: LabelledSet, bundle: SpecBundle) -> TrainSplit:
         timestamp_column=bundle.applications.timestamp_column,
         id_column=bundle.applications.id_column,
         min_evaluation_rows=bundle.spec.evaluation.min_rows,
+        target=bundle.spec.target_column,
     )
 
 

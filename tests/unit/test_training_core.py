@@ -52,6 +52,19 @@ def test_split_refuses_an_empty_side(ts: list[int]) -> None:
         time_split(_frame(ts), newest_fraction=0.5, timestamp_column="ts", id_column="id")
 
 
+@pytest.mark.parametrize(
+    ("labels", "side"), [([0, 1, 0, 1, 0, 0], "evaluation"), ([0, 0, 0, 0, 1, 0], "training")]
+)
+def test_split_refuses_a_side_with_one_outcome_before_training(labels: list[int], side: str) -> None:
+    # A newest window without a default used to be trained on, then stop in the evaluation with
+    # InputError (exit 2, "bad input") and no decision record: nothing was wrong with the input.
+    frame = _frame([1, 2, 3, 4, 5, 6]).assign(y=labels)
+    with pytest.raises(WorkRefused, match=f"{side} rows of the time split all have 'y'"):
+        time_split(frame, newest_fraction=0.3, timestamp_column="ts", id_column="id", target="y")
+    split = time_split(frame, newest_fraction=0.3, timestamp_column="ts", id_column="id")
+    assert len(split.evaluation) == 2  # without a target the split is as before
+
+
 def _lineage(**changes: object) -> Lineage:
     base = {
         "application_snapshots": ["a1", "a2"],
