@@ -365,9 +365,25 @@ def calibration_curve(y: NDArray[np.int8], p: NDArray[np.float64], *, n_bins: in
 # --- slices ----------------------------------------------------------------------------------
 
 
+def _text_equals(column: pd.Series, text: str) -> NDArray[np.bool_]:
+    """Rows whose value, as text, is ``text`` (a missing value never is); a ``category``
+    column is compared through its categories, a string column directly."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        hits = np.flatnonzero(column.cat.categories.astype(str) == text)
+        return np.isin(column.cat.codes.to_numpy(), hits)
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = column.map(str, na_action="ignore")
+    return np.asarray(column.eq(text).fillna(False).to_numpy(dtype=bool), dtype=bool)
+
+
 def _slice_masks(spec: SliceSpec, column: pd.Series) -> list[tuple[str, NDArray[np.bool_]]]:
     if spec.values is not None:
-        return [(str(v), column.isin([v]).to_numpy(dtype=bool)) for v in spec.values]
+        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+            return [(str(v), column.isin([v]).to_numpy(dtype=bool)) for v in spec.values]
+        # Text and category columns: by text, as the model spec checks the values against
+        # the contract's categories (YAML reads `values: [12, 36]` as numbers; the column holds
+        # "12" and "36"). Compared by value, such a group matched no row and its floor gated nothing.
+        return [(str(v), _text_equals(column, str(v))) for v in spec.values]
     assert spec.bins is not None
     try:
         x = pd.to_numeric(column).to_numpy(dtype="float64", na_value=np.nan)

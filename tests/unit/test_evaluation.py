@@ -152,6 +152,24 @@ def test_slices_by_values_and_bins_with_too_small_and_one_class_groups() -> None
     assert groups[("age", "[18, 40)")].n_rows + groups[("age", "[40, 80]")].n_rows == 400
 
 
+@pytest.mark.parametrize("dtype", ["str", "category", "object"])
+def test_slice_values_read_as_numbers_match_a_text_column_by_text(dtype: str) -> None:
+    # `values: [12, 36]` in YAML are numbers; the model spec accepts them for a column whose
+    # categories are "12" and "36" (it compares as text), so the evaluation must match them too:
+    # compared by value, both groups had 0 rows and the slice floor gated nothing.
+    y, p = _synthetic(n=400)
+    term = np.where(np.arange(400) % 3 == 0, "12", "36")
+    frame = pd.DataFrame({"term": pd.Series(term).astype(dtype)})
+    frame.loc[7, "term"] = None
+    spec = SliceSpec(name="term", column="term", values=(12, "36"), min_rows=30)
+    groups = {r.group: r for r in evaluate(y, p, threshold=0.3, slices_frame=frame, slices=[spec]).slices}
+    twelve = (term == "12") & (np.arange(400) != 7)
+    assert groups["12"].n_rows == int(twelve.sum())
+    assert groups["36"].n_rows == 400 - 1 - int(twelve.sum())
+    assert groups["12"].metrics is not None
+    assert groups["12"].metrics.auc == pytest.approx(roc_auc_score(y[twelve], p[twelve]))
+
+
 def test_one_class_slice_reports_reason() -> None:
     y = np.array([0, 1] * 20 + [0] * 40)
     p = np.linspace(0.01, 0.99, 80)
