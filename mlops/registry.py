@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import sys
 import tempfile
@@ -220,7 +219,7 @@ def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None
     """Raise :class:`StorageIntegrityError` unless the downloaded files of a model version are
     the ones registered with it: all of them (tag ``mlops.lineage.model_files_sha256``), or,
     for a version registered before that tag, its booster and feature schema (tag
-    ``mlops.lineage.model_fingerprint``). A version with neither tag is not checked.
+    ``mlops.lineage.model_fingerprint``). A version with neither tag is refused.
 
     MLflow keeps a version's files in its artifact store, which anyone who can write there can
     change: a swapped booster (or model code) would decide under the version's name, and its
@@ -233,14 +232,16 @@ def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None
         found = model_files_sha256(folder)
     else:
         expected = tags.get(TAG_MODEL_FINGERPRINT)
-        if not expected:  # registered outside mlops (or its tags deleted): nothing to hold it to
-            logging.getLogger(__name__).warning(
-                "%s carries neither %s nor %s: its files are loaded unchecked",
-                label,
-                TAG_MODEL_FILES_SHA256,
-                TAG_MODEL_FINGERPRINT,
+        if not expected:  # tags deleted (or registered outside mlops): nothing to hold the files to
+            # Fails closed: every version mlops registers carries its digest from creation on,
+            # and deleting two version tags (the MLflow UI offers it) must not be all it takes
+            # for swapped files to decide, be compared with, or "reproduce" under this name.
+            raise StorageIntegrityError(
+                f"{label} carries neither {TAG_MODEL_FILES_SHA256} nor {TAG_MODEL_FINGERPRINT}: "
+                "its files cannot be checked against what was registered; nothing was scored",
+                hint="the version's digest tags were deleted, or it was registered outside mlops: "
+                "restore the tags from the training run's lineage artifact, or train and register a new version",
             )
-            return
         found = _booster_fingerprint(folder)
     if found == expected:
         return
