@@ -15,11 +15,14 @@ The pause is in the flow itself, not in a task (Prefect #19435). It holds the ru
 worker slot) while it waits: after ``timeout_seconds`` the flow raises
 :class:`~mlops.review_desk.ReviewNotGiven` (logged with a hint; the server records the run as
 Failed "never resumed") and the case stays open for the next attempt or for
-``mlops review resolve``.
+``mlops review resolve``. An answer from someone not in MLOPS_REVIEWERS writes nothing and
+shows the form again, within the same ``timeout_seconds``.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Final, Literal
 
 from prefect import flow
@@ -31,7 +34,7 @@ from pydantic import Field
 from mlops import audit
 from mlops.errors import InputError
 from mlops.review_desk import ReviewNotGiven
-from mlops.settings import flow_settings
+from mlops.settings import Settings, flow_settings
 from tasks.review import (
     load_review_case_task,
     publish_review_case_task,
@@ -49,6 +52,40 @@ class ReviewForm(RunInput):
     reviewer: str = Field(min_length=1, pattern=r"\S", description="Who decides (name or user id).")
     decision: Literal["approve", "decline"] = Field(description="approve or decline the application.")
     reason: str = Field(min_length=1, pattern=r"\S", description="Why; kept in the audit trail.")
+
+
+def _ask_an_allowed_reviewer(
+    case_id: str, description: str, settings: Settings, timeout_seconds: int, poll_seconds: int
+) -> ReviewForm:
+    """Pause for the form until someone allowed to resolve the case answers it, within
+    ``timeout_seconds`` in all. An answer from someone not in MLOPS_REVIEWERS is logged and the
+    form shown again (it ended the run before, and someone had to start a new one)."""
+    allowed = settings.allowed_reviewers()
+    deadline = time.monotonic() + timeout_seconds
+    for attempt in itertools.count():
+        remaining = int(deadline - time.monotonic())
+        try:
+            if remaining < 1:
+                raise FlowPauseTimeout
+            answer = pause_flow_run(
+                wait_for_input=ReviewForm.with_initial_data(description=description),
+                timeout=remaining,
+                poll_interval=poll_seconds,
+                key=f"review-{case_id}" if attempt == 0 else f"review-{case_id}-{attempt}",
+            )
+        except FlowPauseTimeout as exc:
+            raise ReviewNotGiven(
+                f"no decision on review case {case_id} within {timeout_seconds} s; the case stays open",
+                hint=f"run review-case again, or: mlops review resolve {case_id} --reviewer WHO "
+                "--decision approve|decline --reason TEXT",
+            ) from exc
+        if not allowed or answer.reviewer.strip() in allowed:
+            return answer
+        print(
+            f"review case {case_id}: {answer.reviewer.strip()!r} is not an allowed reviewer "
+            "(MLOPS_REVIEWERS); nothing was written, and the form waits for an allowed reviewer"
+        )
+    raise AssertionError("unreachable")  # itertools.count() never ends
 
 
 @flow(name="review-case", flow_run_name="review-{case_id}", log_prints=True)
@@ -80,19 +117,7 @@ def review_case(
         route_to_review_task(case_id, route_by, route_reason, settings)
     view = load_review_case_task(case_id, settings)
     description = publish_review_case_task(view)
-    try:
-        answer = pause_flow_run(
-            wait_for_input=ReviewForm.with_initial_data(description=description),
-            timeout=timeout_seconds,
-            poll_interval=poll_seconds,
-            key=f"review-{case_id}",
-        )
-    except FlowPauseTimeout as exc:
-        raise ReviewNotGiven(
-            f"no decision on review case {case_id} within {timeout_seconds} s; the case stays open",
-            hint=f"run review-case again, or: mlops review resolve {case_id} --reviewer WHO "
-            "--decision approve|decline --reason TEXT",
-        ) from exc
+    answer = _ask_an_allowed_reviewer(case_id, description, settings, timeout_seconds, poll_seconds)
     try:
         resolved = resolve_review_case_task(
             case_id, answer.reviewer, answer.decision, answer.reason, settings

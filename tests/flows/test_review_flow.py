@@ -143,6 +143,44 @@ def test_review_pauses_for_input_and_resume_resolves_the_case(open_case: tuple[s
     assert "DECLINE" in artifact_markdown(case_artifact_key(case_id))
 
 
+def _resume_paused(name: str, run_input: dict[str, str]) -> None:
+    """Answer the named run's form once it is paused (its form's schema is saved just after)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        paused = run_named(name, StateType.PAUSED)
+        try:
+            resume_flow_run(paused.id, run_input=run_input)
+            return
+        except RuntimeError:
+            assert time.monotonic() < deadline, "the form of the paused run never took an answer"
+            time.sleep(0.2)
+
+
+def test_an_answer_from_someone_not_allowed_shows_the_form_again(
+    open_case: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, mallory's answer ended the run Failed (ReviewerNotAllowed) and someone had to start
+    another; now nothing is written and the same run waits for an allowed reviewer."""
+    case_id, _ = open_case
+    monkeypatch.setenv("MLOPS_REVIEWERS", "alice,bob")
+    background = start(case_id, timeout_seconds=120)
+    name = f"review-{case_id}"
+    _resume_paused(name, {"reviewer": "mallory", "decision": "approve", "reason": "fine by me"})
+    _resume_paused(name, {"reviewer": "bob", "decision": "approve", "reason": "income verified"})
+
+    state = background.state()
+
+    assert state.is_completed(), state.message
+    resolved: audit.ReviewCase = state.result()
+    assert (resolved.reviewer, resolved.decision) == ("bob", "approve")
+    engine = open_audit_store(get_settings())
+    try:
+        reviews = audit.verify_chain(engine)
+        assert reviews.ok and reviews.records_checked == 3  # 2 predictions + bob's review, no other
+    finally:
+        engine.dispose()
+
+
 def test_no_answer_within_the_timeout_fails_the_run_and_keeps_the_case_open(
     open_case: tuple[str, str],
 ) -> None:
