@@ -363,9 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in _NO_FLOW_COMMANDS:
             from mlops.settings import get_settings
 
-            settings = (
-                get_settings()
-            )  # a bad MLOPS_* value: one clear line now, not a traceback from the flow
+            # A bad MLOPS_* value: one clear line now, not a traceback from the flow.
+            settings = get_settings()
             if args.command not in _NO_API_CHECK:
                 from mlops.events import check_prefect_api
 

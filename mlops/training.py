@@ -18,7 +18,7 @@ import xgboost as xgb
 
 from mlops.errors import InputError, WorkRefused
 from mlops.features import FeatureSchema, fit_feature_schema, prepare
-from mlops.labels import sort_rows
+from mlops.labels import LABEL_SOURCE_COLUMN, LABEL_SOURCE_REVIEW, sort_rows
 from mlops.lineage import model_fingerprint
 from mlops.model_spec import ModelSpec
 
@@ -32,6 +32,7 @@ class TrainSplit:
     train: pd.DataFrame
     evaluation: pd.DataFrame
     cutoff: str | None  # first timestamp of the evaluation rows (None without a timestamp)
+    review_rows_held_out: int = 0  # review-labelled rows past the cutoff: neither side
 
 
 def time_split(
@@ -45,6 +46,14 @@ def time_split(
 ) -> TrainSplit:
     """Hold out the newest ``newest_fraction`` of rows; rows sharing the cutoff timestamp all go
     to evaluation, so no training row is newer than (or as new as) an evaluation row.
+
+    Evaluation is on observed outcomes only: rows labelled by a person's review
+    (``_label_source`` = review) past the cutoff are held out of both sides. An observed outcome
+    replaces a review label, so the review labels left are mostly the newest rows': they would
+    have made up a large share of the evaluation rows, and the gates would have compared the
+    models with the reviewers' decisions on the very cases the champion's band picked. Held out
+    now, they train in a later run once they are older than its cutoff (a declined application,
+    whose outcome is never observed, keeps its review label).
 
     ``target``: the label column; each side must then hold both outcomes (AUC, KS and the
     gates need them), else the split is refused before any training time is spent."""
@@ -61,6 +70,9 @@ def time_split(
         first_eval = int((ts < cut_value).sum())  # rows are sorted: ties move to evaluation
         cutoff = str(cut_value)
     train, evaluation = ordered.iloc[:first_eval], ordered.iloc[first_eval:]
+    reviewed = _review_labelled(evaluation)
+    if reviewed.any():
+        evaluation = evaluation.loc[~reviewed]
     if len(evaluation) < min_evaluation_rows or len(train) == 0:
         raise WorkRefused(
             f"time split gave {len(train)} training and {len(evaluation)} evaluation rows "
@@ -70,7 +82,16 @@ def time_split(
     if target is not None:
         _require_both_outcomes(train, target, "training")
         _require_both_outcomes(evaluation, target, "evaluation")
-    return TrainSplit(train.reset_index(drop=True), evaluation.reset_index(drop=True), cutoff)
+    return TrainSplit(
+        train.reset_index(drop=True), evaluation.reset_index(drop=True), cutoff, int(reviewed.sum())
+    )
+
+
+def _review_labelled(rows: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """Which rows carry a review's label rather than an observed outcome."""
+    if LABEL_SOURCE_COLUMN not in rows.columns:
+        return np.zeros(len(rows), dtype=bool)
+    return (rows[LABEL_SOURCE_COLUMN] == LABEL_SOURCE_REVIEW).to_numpy(dtype=bool, na_value=False)
 
 
 def _require_both_outcomes(rows: pd.DataFrame, target: str, side: str) -> None:

@@ -154,7 +154,7 @@ def gather_labelled_task(
 
 @task(name="split-train-evaluation", cache_policy=NO_CACHE)
 def split_task(labelled: LabelledSet, bundle: SpecBundle) -> TrainSplit:
-    return time_split(
+    split = time_split(
         labelled.frame,
         newest_fraction=bundle.spec.evaluation.newest_fraction,
         timestamp_column=bundle.applications.timestamp_column,
@@ -162,6 +162,14 @@ def split_task(labelled: LabelledSet, bundle: SpecBundle) -> TrainSplit:
         min_evaluation_rows=bundle.spec.evaluation.min_rows,
         target=bundle.spec.target_column,
     )
+    if split.review_rows_held_out:
+        get_run_logger().info(
+            "%d review-labelled rows are newer than the evaluation cutoff %s: evaluated on observed "
+            "outcomes only, they train in a later run",
+            split.review_rows_held_out,
+            split.cutoff,
+        )
+    return split
 
 
 @task(name="digest-datasets", cache_policy=NO_CACHE)
@@ -391,7 +399,11 @@ def log_training_run_task(
             schema_json=candidate.schema.to_json(),
             params={
                 **spec.model_dump(mode="json", exclude={"description", "slices", "gates"}),
-                "data": {"training_rows": len(split.train), "evaluation_rows": len(split.evaluation)},
+                "data": {
+                    "training_rows": len(split.train),
+                    "evaluation_rows": len(split.evaluation),
+                    "review_rows_held_out": split.review_rows_held_out,
+                },
                 "evaluation_cutoff": split.cutoff,
             },
             metrics=run_metrics(report, champion_report),

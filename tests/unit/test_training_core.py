@@ -46,6 +46,19 @@ def test_split_without_timestamp_uses_id_order() -> None:
     assert split.evaluation["id"].tolist() == ["r2", "r3"] and split.cutoff is None
 
 
+def test_review_labelled_rows_past_the_cutoff_are_neither_evaluated_nor_trained_on() -> None:
+    # Observed outcomes replace review labels, so the review labels left are the newest rows':
+    # they made up much of the evaluation, and the gates compared models with reviewers' calls.
+    sources = ["outcome", "review", "outcome", "review", "outcome", "review"]
+    frame = _frame([1, 2, 3, 4, 5, 6]).assign(_label_source=sources)
+    split = time_split(frame, newest_fraction=0.5, timestamp_column="ts", id_column="id")
+    assert split.train["ts"].tolist() == [1, 2, 3]  # an older review label trains
+    assert split.evaluation["ts"].tolist() == [5] and split.review_rows_held_out == 2
+    assert split.cutoff == "4"
+    with pytest.raises(WorkRefused, match="1 evaluation rows"):
+        time_split(frame, newest_fraction=0.5, timestamp_column="ts", id_column="id", min_evaluation_rows=2)
+
+
 @pytest.mark.parametrize("ts", [[1, 1, 1, 1], [1]])
 def test_split_refuses_an_empty_side(ts: list[int]) -> None:
     with pytest.raises(WorkRefused, match="time split"):
