@@ -111,6 +111,11 @@ def test_a_key_id_without_its_secret_is_a_settings_error(monkeypatch: pytest.Mon
     from mlops.errors import SettingsError
     from mlops.storage import S3Store
 
+    import boto3
+
+    # As in a fresh command: boto3's default session keeps the credentials it resolved first
+    # (here, those an earlier test's S3 server was given).
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "")  # `export AWS_SECRET_ACCESS_KEY=$UNSET_VAR`
     with pytest.raises(SettingsError, match=r"credentials are incomplete.*AWS_SECRET_ACCESS_KEY") as caught:
