@@ -108,10 +108,10 @@ def test_catalog_readers_refuse_a_catalog_that_no_longer_matches_the_store(tmp_p
 def test_a_key_id_without_its_secret_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """botocore raises this one while building the client, outside the request wrapper: it was
     `unexpected PartialCredentialsError` (exit 3) after the task's retries."""
+    import boto3
+
     from mlops.errors import SettingsError
     from mlops.storage import S3Store
-
-    import boto3
 
     # As in a fresh command: boto3's default session keeps the credentials it resolved first
     # (here, those an earlier test's S3 server was given).
