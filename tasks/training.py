@@ -26,6 +26,7 @@ from mlops import reports
 from mlops.champion_loader import predict_scores
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVENT_MODEL_REGISTERED, model_resource
 from mlops.contracts import Contract, load_contract
+from mlops.errors import InputError, WorkRefused
 from mlops.evaluation import EvaluationReport, evaluate
 from mlops.events import emit
 from mlops.feedback import review_labels
@@ -224,7 +225,16 @@ def score_champion_task(
         return None
     model = registry.load_version(spec.name, version)  # the version resolved above, files checked
     raw = evaluation.drop(columns=[c for c in LINEAGE_COLUMNS if c in evaluation.columns])
-    scores = predict_scores(model, raw)  # our pyfunc's own scoring, without MLflow's per-value check
+    try:
+        scores = predict_scores(model, raw)  # our pyfunc's own scoring, without MLflow's per-value check
+    except InputError as exc:  # e.g. a feature column the labelled rows no longer have
+        raise WorkRefused(
+            f"{spec.name}: champion version {version} cannot score this run's evaluation rows "
+            f"({exc.message}); a candidate is not registered without its comparison with the champion",
+            hint="the champion needs columns the labelled rows no longer hold: restore them in the "
+            "applications contract, or roll back to a champion trained on the current columns "
+            "(mlops rollback --to VERSION)",
+        ) from exc
     return ChampionScores(version=version, run_id=registry.version_run_id(spec.name, version), scores=scores)
 
 

@@ -109,6 +109,26 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
     assert event.payload["alias"] == ALIAS_CHALLENGER and event.payload["run_id"] == result.run_id
 
 
+def test_a_champion_that_cannot_score_the_evaluation_rows_is_named(validated_history: str) -> None:
+    """Labelled rows without a column the champion was trained on (a contract that dropped it):
+    the run is refused naming the champion and the way out, not "input lacks feature column(s)"
+    as if the batch were bad input (exit 2)."""
+    from mlops.model_spec import load_model_spec
+    from mlops.promotion import bootstrap_champion
+    from tasks.training import score_champion_task
+
+    train(model=MODEL)
+    bootstrap_champion(make_registry(), MODEL, approved_by="test")
+    spec = load_model_spec(MODEL)
+    rows, _ = simulated_day(5, 40)
+    assert len(score_champion_task.fn(spec, rows, get_settings()).scores) == 40
+
+    with pytest.raises(WorkRefused, match="champion version 1 cannot score this run's evaluation rows") as no:
+        score_champion_task.fn(spec, rows.drop(columns=["interest_rate"]), get_settings())
+    assert "interest_rate" in no.value.message and no.value.exit_code == 1
+    assert no.value.hint and "mlops rollback --to VERSION" in no.value.hint
+
+
 def test_promote_flow_bootstraps_the_first_champion_then_refuses(
     validated_history: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
