@@ -24,8 +24,7 @@ from prefect.settings import get_current_settings
 from prefect.transactions import Transaction, transaction
 from pydantic import Field
 
-from mlops.alias_lock import alias_lock
-from mlops.audit import open_audit_store
+from mlops.alias_lock import settings_alias_lock
 from mlops.errors import WorkRefused
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.promotion import (
@@ -98,7 +97,7 @@ def _bootstrap(
     model: str, who: str, settings: Settings, run_id: str | None, challenger: int | None = None
 ) -> PromotionResult:
     try:
-        with alias_lock(open_audit_store(settings), model, "bootstrap"):
+        with settings_alias_lock(settings, model, "bootstrap"):
             result = bootstrap_champion_task(model, who, settings, run_id)
     except PromotionRefused:
         raise
@@ -190,7 +189,7 @@ def _commit(promotion: ShadowPromotion, settings: Settings) -> None:
     Under the model's alias lock (:mod:`mlops.alias_lock`): a second run of the same plan (a
     shell's beside a triggered one) waits, then finds the aliases moved and is refused."""
     with (
-        alias_lock(open_audit_store(settings), promotion.model_name, f"promotion {promotion.promotion_id}"),
+        settings_alias_lock(settings, promotion.model_name, f"promotion {promotion.promotion_id}"),
         transaction(
             key=f"promote-{promotion.model_name}-{promotion.promotion_id}", write_on_commit=False
         ) as txn,

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -33,6 +33,9 @@ from sqlalchemy.exc import IntegrityError
 
 from mlops.audit_schema import alias_locks
 from mlops.errors import WorkRefused
+
+if TYPE_CHECKING:
+    from mlops.settings import Settings
 
 #: Longer than any commit's registry writes (seconds against a slow MLflow server); a holder
 #: that died blocks the model's alias changes for at most this long.
@@ -116,3 +119,16 @@ def alias_lock(
         yield holder
     finally:
         release(engine, model, holder)
+
+
+@contextmanager
+def settings_alias_lock(settings: Settings, model: str, purpose: str) -> Iterator[str]:
+    """:func:`alias_lock` on the audit store the settings name (its engine closed afterwards)."""
+    from mlops.audit import open_audit_store
+
+    engine = open_audit_store(settings)
+    try:
+        with alias_lock(engine, model, purpose) as holder:
+            yield holder
+    finally:
+        engine.dispose()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlops.constants import KIND_VALID
 from mlops.errors import StorageIntegrityError, validation_problems
-from mlops.storage import ObjectStore, snapshot_key
+from mlops.storage import ObjectMissing, ObjectStore, snapshot_key
 from mlops.validation import ValidationSummary
 
 # The column :func:`read_entries` adds: the sha256 of the snapshot each row came from.
@@ -116,12 +116,13 @@ def _snapshot_table(
 ) -> pa.Table:
     """One snapshot as an Arrow table with its lineage columns; its bytes must hash to its address."""
     key = snapshot_key(KIND_VALID, entry.dataset, entry.sha256)
-    if not store.exists(key):
+    try:
+        data = store.get_bytes(key)
+    except ObjectMissing as exc:
         raise StorageIntegrityError(
             f"snapshot {store.uri(key)} of {entry.dataset} is catalogued but missing from the store",
             hint=f"restore it from a backup, or validate its batch {entry.source} again",
-        )
-    data = store.get_bytes(key)
+        ) from exc
     actual = hashlib.sha256(data).hexdigest()
     if actual != entry.sha256:
         raise StorageIntegrityError(

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from mlops.settings import Settings
 
 
+class ObjectMissing(InputError):
+    """``get_bytes`` of a key the store does not hold (both stores raise it; readers that expect
+    the object to exist turn it into their own error without a second request to ask first)."""
+
+
 class ObjectStore(Protocol):
     """What the core needs of a blob store."""
 
@@ -62,7 +67,7 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         if not path.is_file():
-            raise InputError(f"no object {key!r} in store {self.url}")
+            raise ObjectMissing(f"no object {key!r} in store {self.url}")
         return path.read_bytes()
 
     def exists(self, key: str) -> bool:
@@ -204,7 +209,7 @@ class S3Store:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in _MISSING_CODES:
                     raise
-                raise InputError(f"cannot read {self.uri(key)}: {exc}") from exc
+                raise ObjectMissing(f"cannot read {self.uri(key)}: {exc}") from exc
             body: bytes = obj["Body"].read()
         return body
 

@@ -600,9 +600,8 @@ def deciding_rows(records: pd.DataFrame) -> pd.Series:
     return deciding.groupby(["input_snapshot", "input_row"]).size()
 
 
-def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_per_row(
-    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _batch_a_stopped_at_chunk_2(setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Batch A scored 100 rows a chunk with a canary, failing once at its second chunk; its batch id."""
     fail_once_at_chunk(monkeypatch, chunk=2)
     with pytest.raises(OSError, match="injected"):
         score_batch(source=str(setup.batch_a), chunk_rows=100, canary_share=CANARY)
@@ -610,6 +609,13 @@ def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_pe
         [batch_id] = conn.execute(
             sa.select(audit_records.c.batch_id).where(audit_records.c.record_type == RECORD_SCORING_BATCH)
         ).scalars()
+    return str(batch_id)
+
+
+def test_a_batch_that_failed_part_way_is_finished_by_resume_with_one_decision_per_row(
+    setup: Setup, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch_id = _batch_a_stopped_at_chunk_2(setup, engine, monkeypatch)
     first = records_of(engine, batch_id)
     assert len(first) == 200 and sorted(first["input_row"].unique()) == list(range(100))
     cases_before = count_open_cases(engine)
@@ -763,13 +769,7 @@ def test_a_resume_under_another_entity_hash_key_is_refused(
     """The operator's shell lacks the worker's MLOPS_ENTITY_HASH_KEY: finishing the batch under
     another key would key its remaining applications apart from the rest (audit find, review
     cases) and choose their canary arm by another hash. Refused, nothing written."""
-    fail_once_at_chunk(monkeypatch, chunk=2)
-    with pytest.raises(OSError, match="injected"):
-        score_batch(source=str(setup.batch_a), chunk_rows=100, canary_share=CANARY)
-    with engine.connect() as conn:
-        [batch_id] = conn.execute(
-            sa.select(audit_records.c.batch_id).where(audit_records.c.record_type == RECORD_SCORING_BATCH)
-        ).scalars()
+    batch_id = _batch_a_stopped_at_chunk_2(setup, engine, monkeypatch)
     original_key = get_settings().entity_hash_key
     monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "another-key")
     assert main(["score", str(setup.batch_a), "--resume", "--json"]) == 2
