@@ -9,7 +9,8 @@ MLFLOW_PORT ?= 5000
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
-export MLFLOW_ENABLE_TELEMETRY := false
+# MLflow reads only its own switch (or DO_NOT_TRACK=true): mlops/constants.py NO_TELEMETRY_ENV
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: help venv lint typecheck test demo bench up down clean
 

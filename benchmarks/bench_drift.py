@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops.constants import NO_TELEMETRY_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "drift.json"
 SCORE, LABEL = "score", "default"
@@ -230,7 +232,7 @@ def worker_evidently(ref_path: Path, cur_path: Path) -> dict[str, Any]:
 
 def run_worker(python: str, side: str, ref: Path, cur: Path) -> dict[str, Any]:
     cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--ref", str(ref), "--cur", str(cur)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DO_NOT_TRACK": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **NO_TELEMETRY_ENV}
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"{side} worker failed ({done.returncode}):\n{done.stderr[-4000:]}")

@@ -49,15 +49,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mlops.constants import NO_TELEMETRY_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 for _var, _value in {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
+    **NO_TELEMETRY_ENV,
 }.items():
     os.environ.setdefault(_var, _value)
 

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlops.constants import NO_TELEMETRY_ENV
+
 REQUIRED_STEPS = ("validate", "score_champion", "score_challenger")
 RESULTS = Path(__file__).parent / "results" / "scoring.json"
 GENERATE_ROWS = 1_000_000  # rows generated per simulator call (bounded memory at 5M)
@@ -289,7 +291,7 @@ def make_models(models_dir: Path) -> None:
 
 
 def _run(args: list[str]) -> dict[str, Any]:
-    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {**os.environ, **NO_TELEMETRY_ENV, "OMP_WAIT_POLICY": "PASSIVE"}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_scoring", *args],
         check=True,

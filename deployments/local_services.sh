@@ -10,13 +10,14 @@ MLFLOW_PORT=${MLFLOW_PORT:-5000}
 
 start() {
   if ! curl -sf "http://127.0.0.1:$PREFECT_PORT/api/health" >/dev/null 2>&1; then
-    PREFECT_HOME=$HOME_DIR/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_HOME=$HOME_DIR/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 \
       nohup .venv/bin/prefect server start --host 127.0.0.1 --port "$PREFECT_PORT" \
       >"$RUN/prefect.log" 2>&1 &
     echo $! >"$RUN/prefect.pid"
   fi
   if ! curl -sf "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null 2>&1; then
-    nohup .venv/bin/mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true \
+      nohup .venv/bin/mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
       --backend-store-uri "sqlite:///$(realpath "$HOME_DIR")/mlflow.db" \
       --artifacts-destination "$(realpath "$HOME_DIR")/mlartifacts" \
       >"$RUN/mlflow.log" 2>&1 &

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from mlops.constants import NO_TELEMETRY_ENV
 from mlops.errors import ContractError, MlopsError, plain_message, validation_problems
 
 Handler = Callable[[argparse.Namespace], tuple[int, dict[str, Any], str]]
@@ -34,10 +35,8 @@ EXTENSIONS = ("mlops.cli_training", "mlops.cli_scoring", "mlops.cli_review", "ml
 
 def _quiet_third_parties() -> None:
     """No network here and no telemetry anywhere: set before Prefect/GX/MLflow import."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    for name, value in NO_TELEMETRY_ENV.items():
+        os.environ.setdefault(name, value)
     # Without PREFECT_API_URL Prefect starts a temporary server; give it time on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 

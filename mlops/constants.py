@@ -19,6 +19,17 @@ EVENT_MODEL_PROMOTED: Final = "mlops.model.promoted"
 EVENT_MODEL_ROLLED_BACK: Final = "mlops.model.rolled_back"
 
 
+# No telemetry or analytics from any library, in every process the product starts or runs in
+# (set before the library is imported; each library reads its own switch: MLflow honours only
+# MLFLOW_DISABLE_TELEMETRY=true or DO_NOT_TRACK=true, not DO_NOT_TRACK=1).
+NO_TELEMETRY_ENV: Final[dict[str, str]] = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
 def dataset_resource(contract_name: str) -> str:
     """Prefect resource id of a dataset (data events)."""
     return f"mlops.dataset.{contract_name}"

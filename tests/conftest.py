@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-# No network here: keep Prefect and GX from phoning home. Set before either is imported.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from mlops.constants import NO_TELEMETRY_ENV
+
+# No network here: keep Prefect, GX and MLflow from phoning home (NO_TELEMETRY_ENV, below).
 # The harness's server stores events every second (default 5 s): the monitor waits to read back
 # each alarm it sends (mlops.events.confirm_delivered).
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Set before any of them is imported.
+for _name, _value in NO_TELEMETRY_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture

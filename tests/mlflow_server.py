@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from mlops.constants import NO_TELEMETRY_ENV
 from tests.helpers import S3_TEST_ENV
 from tests.prefect_server import free_port, stop_process, wait_healthy
 
@@ -92,4 +93,7 @@ def _credentials() -> dict[str, str]:
 def _base_env() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))},
+        **NO_TELEMETRY_ENV,
+    }

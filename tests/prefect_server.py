@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from mlops.constants import NO_TELEMETRY_ENV
 from mlops.settings import PROJECT_ROOT
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -55,10 +56,7 @@ def quiet_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: no telemetry, this repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        GX_ANALYTICS_ENABLED="false",
-        MLFLOW_ENABLE_TELEMETRY="false",
+        **NO_TELEMETRY_ENV,
         PYTHONPATH=str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     env.update(extra)

@@ -31,6 +31,7 @@ from mlops.constants import (
     EVENT_DRIFT_DETECTED,
     EVENT_PERFORMANCE_DEGRADED,
     EVENT_SHADOW_COMPLETED,
+    NO_TELEMETRY_ENV,
     model_resource,
 )
 from mlops.settings import PROJECT_ROOT
@@ -195,6 +196,13 @@ def test_flow_runs_start_in_one_python_process_with_the_checkouts_interpreter() 
         [placeholder] = find_placeholders(command)
         assert placeholder.name == f"{build_args['id']}.stdout", deployment["name"]
         assert command.endswith("/.venv/bin/python -m prefect.engine"), deployment["name"]
+
+
+def test_flow_runs_switch_off_every_librarys_telemetry() -> None:
+    # A worker's shell need not set them; MLflow honours only its own switch.
+    for deployment in _deployments():
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env == NO_TELEMETRY_ENV, deployment["name"]
 
 
 def test_model_resource_ids_match_the_trigger_pattern() -> None:
