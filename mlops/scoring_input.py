@@ -5,9 +5,10 @@ Each chunk of at most ``chunk_rows`` raw rows goes through :func:`mlops.validati
 become one content-addressed snapshot. A batch no larger than one chunk is therefore validated
 and snapshotted byte-for-byte as ``mlops validate`` would. Across chunks:
 
-* ``unique`` columns are checked across the whole batch: a value already seen in an earlier
+* ``unique`` columns are checked across the whole batch: a value already kept in an earlier
   chunk (compared as text, through a 64-bit hash) quarantines the later row as
-  ``<column>:duplicate``, like a duplicate inside one chunk;
+  ``<column>:duplicate``, like a duplicate inside one chunk (a row quarantined for another
+  fault is not a kept copy, there as here);
 * the batch is accepted when every chunk passes GX and the batch's quarantined share is
   within the contract's limit. GX's row-level ``mostly`` applies per chunk, so a batch whose
   bad rows all sit in one chunk can be rejected although its overall share is under the limit
@@ -176,7 +177,7 @@ class BatchValidation:
 
 
 class _SeenValues:
-    """64-bit hashes of the text of the ``unique`` columns' values in earlier chunks (sorted).
+    """64-bit hashes of the text of the ``unique`` columns' kept values in earlier chunks (sorted).
 
     A chunk's values are hashed only once a later chunk arrives (:meth:`remember` keeps the
     column until then), so a batch that fits in one chunk hashes nothing.
@@ -211,14 +212,12 @@ class _SeenValues:
             masks[name] = valid[name].notna().to_numpy() & found
         return masks
 
-    def remember(self, valid: pd.DataFrame, kept: np.ndarray, quarantine: pd.DataFrame) -> None:
-        """Keep this chunk's values (kept valid rows and quarantined rows) for later chunks."""
+    def remember(self, valid: pd.DataFrame, kept: np.ndarray) -> None:
+        """Keep the values of this chunk's kept rows for later chunks. Quarantined rows are not
+        kept copies (mlops.validation.row_masks): a later good copy of one is kept."""
         for name in self.names:
             present = kept & valid[name].notna().to_numpy()
-            # Quarantined rows hold the raw text: trimmed, as validation reads a text id
-            # (a padded repeat of a quarantined row's id is its duplicate in a whole batch too).
-            raw = quarantine[name].dropna().astype(str).str.strip()
-            self._pending[name] += [valid[name][present], raw[raw != ""]]
+            self._pending[name].append(valid[name][present])
 
 
 def _merge_outcomes(outcomes: list[ExpectationOutcome], rows_read: int) -> list[ExpectationOutcome]:
@@ -295,7 +294,7 @@ def _drop_duplicates(
     masks = seen.check(valid)
     dup = np.logical_or.reduce(list(masks.values()))
     if remember:
-        seen.remember(valid, ~dup, quarantine)
+        seen.remember(valid, ~dup)
     if not dup.any():
         return valid, quarantine
     valid_rows = np.setdiff1d(np.arange(len(raw)), quarantine[SOURCE_ROW_COLUMN].to_numpy())

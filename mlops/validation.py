@@ -256,23 +256,23 @@ def row_masks(
                     add(f"{col.name}:{ABOVE_MAX}", values > col.max)
         if col.categories is not None:
             add(f"{col.name}:{UNSEEN_CATEGORY}", ~missing & ~series.isin(col.categories).to_numpy())
-        if col.unique and not latest:
-            add(f"{col.name}:{DUPLICATE}", _duplicates(series, ~missing & ~wrong[col.name]))
         if col.not_in_future:
             add(f"{col.name}:{IN_FUTURE}", _after(series, latest_allowed))
-    if latest:
-        # The row kept is the latest of those that break no other rule: a row dated 2099 by a
-        # typo, or with an out-of-range label, would otherwise be kept and quarantined at once,
-        # and the application would lose its one good row as a "duplicate" of it.
+    # Duplicates are judged among the rows that break no other rule: a row quarantined for
+    # its own fault (a bad amount, a date of 2099 by a typo, an impossible label) is not the
+    # copy kept, so a corrected re-send of it is kept instead of being lost as its "duplicate"
+    # (and the bad row is quarantined for its fault alone). A batch scored in chunks applies
+    # the same rule across chunks (mlops.scoring_input remembers only the rows it kept).
+    unique = [col for col in contract.columns if col.unique]
+    if unique:
         broken = np.logical_or.reduce(list(masks.values())) if masks else np.zeros(len(typed), dtype=bool)
-        order = _latest_last(typed, contract, broken)
-        for col in contract.columns:
-            if col.unique:
-                missing = typed[col.name].isna().to_numpy()
-                add(
-                    f"{col.name}:{DUPLICATE}",
-                    _duplicates(typed[col.name], ~missing & ~wrong[col.name], order),
-                )
+        order = _latest_last(typed, contract) if latest else None
+        for col in unique:
+            missing = typed[col.name].isna().to_numpy()
+            add(
+                f"{col.name}:{DUPLICATE}",
+                _duplicates(typed[col.name], ~missing & ~wrong[col.name] & ~broken, order),
+            )
     return masks
 
 
@@ -281,14 +281,13 @@ def _after(series: pd.Series, bound: datetime) -> np.ndarray:
     return np.asarray((series > pd.Timestamp(bound)).fillna(False).to_numpy(), dtype=bool)
 
 
-def _latest_last(typed: pd.DataFrame, contract: Contract, broken: np.ndarray) -> np.ndarray:
-    """Row positions in the order ``keep_on_duplicate: latest`` keeps the last of: rows that
-    break another rule first, then by the timestamp column (missing times first), equal keys in
-    row order (a stable sort)."""
+def _latest_last(typed: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """Row positions in the order ``keep_on_duplicate: latest`` keeps the last of: by the
+    timestamp column (missing times first), equal times in row order (a stable sort)."""
     ts = contract.timestamp_column
     assert ts is not None  # the contract requires one for "latest"
-    keys = pd.DataFrame({"fine": ~broken, "at": typed[ts].reset_index(drop=True)})
-    return np.asarray(keys.sort_values(["fine", "at"], kind="stable", na_position="first").index)
+    keys = pd.DataFrame({"at": typed[ts].reset_index(drop=True)})
+    return np.asarray(keys.sort_values("at", kind="stable", na_position="first").index)
 
 
 def _duplicates(series: pd.Series, valid: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:

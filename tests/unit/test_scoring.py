@@ -43,7 +43,7 @@ from mlops.scoring import (
 )
 from mlops.scoring_input import iter_batch_chunks, validate_in_chunks
 from mlops.settings import PROJECT_ROOT
-from mlops.storage import LocalStore, parquet_bytes, write_snapshot
+from mlops.storage import LocalStore, parquet_bytes, read_snapshot, write_snapshot
 from mlops.training import TrainedModel, train_booster
 from mlops.validation import finalise_valid, type_batch
 from tests.helpers import clean_frame
@@ -476,15 +476,19 @@ def test_chunked_validation_matches_whole_batch_and_catches_duplicates_across_ch
     assert sum(r.rows for r in chunked.snapshots) == 58
 
 
-def test_a_padded_id_of_a_quarantined_row_is_a_duplicate_in_chunks_as_in_a_whole_batch(
+def test_a_good_copy_of_a_quarantined_row_is_kept_in_chunks_as_in_a_whole_batch(
     tmp_path: Path, contract: Contract
 ) -> None:
+    """A row quarantined for its own fault (its id padded by an export, too) is not the copy
+    kept: the good row with the same id in the next chunk is scored, as in a whole batch."""
     from mlops.gx_suite import GXRunner
 
     raw = clean_frame(contract, 60, seed=8)
     raw.loc[10, "region"] = "atlantis"  # quarantined for its region...
     raw.loc[10, "application_id"] = f"  {raw.loc[10, 'application_id']} "  # ...with its id padded
-    raw.loc[40, "application_id"] = str(raw.loc[10, "application_id"]).strip()  # the same id, next chunk
+    good_id = str(raw.loc[10, "application_id"]).strip()
+    raw.loc[40, "application_id"] = good_id  # the same application, well formed, next chunk
+    raw.loc[50, "application_id"] = good_id  # and once more: the duplicate of row 40
     store, runner = LocalStore(tmp_path / "store"), GXRunner()
     whole = validate_in_chunks(iter([raw]), contract, runner, store, source="b.csv", max_share=0.1)
     chunked = validate_in_chunks(
@@ -493,6 +497,16 @@ def test_a_padded_id_of_a_quarantined_row_is_a_duplicate_in_chunks_as_in_a_whole
     assert whole.summary.reason_counts == {"application_id:duplicate": 1, "region:unseen_category": 1}
     assert chunked.summary.reason_counts == whole.summary.reason_counts
     assert chunked.summary.rows_valid == whole.summary.rows_valid == 58
+    for done in (whole, chunked):
+        kept = pd.concat(
+            [
+                read_snapshot(store, dataset=contract.name, kind="valid", sha256=ref.sha256)
+                for ref in done.snapshots
+            ],
+            ignore_index=True,
+        )
+        assert (kept["application_id"] == good_id).sum() == 1
+        assert kept.loc[kept["application_id"] == good_id, "region"].iloc[0] == raw.loc[40, "region"]
 
 
 def test_chunked_validation_refuses_a_contract_keeping_the_latest_duplicate(

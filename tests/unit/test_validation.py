@@ -469,10 +469,30 @@ def test_keep_latest_keeps_the_latest_row_that_breaks_no_other_rule(runner: GXRu
     reasons = dict(
         zip(vb.quarantine[SOURCE_ROW_COLUMN], vb.quarantine[QUARANTINE_REASONS_COLUMN], strict=True)
     )
-    assert reasons == {
-        1: "observed_at:in_future;application_id:duplicate",
-        3: "defaulted:above_max;application_id:duplicate",
-    }
+    assert reasons == {1: "observed_at:in_future", 3: "defaulted:above_max"}  # their faults alone
+
+
+def test_keep_first_keeps_a_corrected_resend_of_a_bad_row(contract: Contract, runner: GXRunner) -> None:
+    """The first copy of an application is bad (an amount below the contract's minimum), the
+    re-send fixes it: the re-send is kept and scored, the bad copy is quarantined for its
+    amount alone, not the good one as the bad one's "duplicate". Two good copies: the first
+    stays, as before."""
+    assert contract.keep_on_duplicate == "first"
+    df = clean_frame(contract, 40, seed=6)
+    amount = next(c for c in contract.columns if c.name == "loan_amount")
+    assert amount.min is not None
+    resent = df.loc[[0]].assign(loan_amount=df.loc[0, "loan_amount"])
+    df.loc[0, "loan_amount"] = amount.min - 1  # the bad first copy
+    twice = df.loc[[5]]  # a plain repeat of a good row
+    df = pd.concat([df, resent, twice], ignore_index=True)
+    vb = run(df, contract, runner, max_share=0.1)
+    reasons = dict(
+        zip(vb.quarantine[SOURCE_ROW_COLUMN], vb.quarantine[QUARANTINE_REASONS_COLUMN], strict=True)
+    )
+    assert reasons == {0: "loan_amount:below_min", 41: "application_id:duplicate"}
+    kept = vb.valid.set_index("application_id")["loan_amount"]
+    assert kept[df.loc[0, "application_id"]] == resent["loan_amount"].iloc[0]
+    assert len(vb.valid) == 40
 
 
 @pytest.mark.parametrize(
