@@ -57,7 +57,9 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
 
     Every candidate becomes a model version with lineage tags and a decision record. Passing
     candidates get the alias ``challenger``; failing ones keep no alias and are tagged with
-    their verdict and failures. Emits ``mlops.model.registered`` either way.
+    their verdict and failures. A champion that cannot score the evaluation rows (a feature
+    column they no longer hold) is no comparison: non-inferiority fails closed, so the candidate
+    is such a failed version. Emits ``mlops.model.registered`` either way.
     """
     settings = flow_settings()
     run_id = flow_run.get_id()
@@ -110,6 +112,11 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
         + (f" -> alias {registered.alias}" if registered.alias else " (no alias)")
         + f"; AUC {final.candidate_metrics.auc:.4f} on {len(split.evaluation)} evaluation rows"
         + (f" vs champion v{champion.version}" if champion else " (no champion yet)")
+        + (
+            f" (it could not score them: {champion.unscored.reason})"
+            if champion is not None and champion.unscored is not None
+            else ""
+        )
     )
     return TrainResult(
         model_name=model,

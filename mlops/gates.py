@@ -1,7 +1,8 @@
 """Gates a candidate model must pass before it moves, and the decision record they write.
 
 Gates fail closed: every check is evaluated and recorded, a metric that could not be computed
-counts as failed, and :meth:`DecisionRecord.raise_if_failed` lists every failure in one error.
+counts as failed (so does a champion that could not score the evaluation rows: there is no
+comparison), and :meth:`DecisionRecord.raise_if_failed` lists every failure in one error.
 """
 
 from __future__ import annotations
@@ -404,6 +405,17 @@ class ModelRef(BaseModel):
         return self.model_uri or "unregistered"
 
 
+class UnscoredChampion(BaseModel):
+    """Why the champion could not score the evaluation rows, and the way out.
+
+    With it there is no comparison: the non-inferiority check fails closed, naming both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str  # e.g. "input lacks feature column(s) ['interest_rate'] the model was trained on"
+    remedy: str | None = None  # what a person does about it
+
+
 class EvaluationData(BaseModel):
     """Which rows the decision was made on."""
 
@@ -469,6 +481,8 @@ class DecisionRecord(BaseModel):
     model_name: str
     candidate: ModelRef
     baseline: ModelRef | None
+    # Set when the baseline could not score the evaluation rows (no champion metrics then).
+    baseline_unscored: UnscoredChampion | None = None
     data: EvaluationData
     gates: GateSpec
     candidate_metrics: Metrics
@@ -685,6 +699,29 @@ def fairness_checks(spec: GateSpec, candidate: EvaluationReport) -> list[Check]:
     return checks
 
 
+def _non_inferiority_terms(spec: NonInferioritySpec) -> tuple[str, Comparator, float]:
+    """The check's name, comparator and threshold (the margin on the unfavourable side)."""
+    higher = direction_of(spec.metric) == "higher_is_better"
+    comparator: Comparator = ">" if higher else "<"
+    return f"non_inferiority.{spec.metric}", comparator, (-spec.margin if higher else spec.margin)
+
+
+def _uncompared_check(spec: NonInferioritySpec, status: Literal["no_champion", "failed"], why: str) -> Check:
+    """Non-inferiority with nothing to compare: passes only as the recorded ``no_champion`` bootstrap."""
+    name, comparator, threshold = _non_inferiority_terms(spec)
+    return Check(
+        name=name,
+        kind="non_inferiority",
+        metric=spec.metric,
+        value=None,
+        threshold=threshold,
+        comparator=comparator,
+        status=status,
+        passed=status == "no_champion",
+        message=f"{name}: {why}",
+    )
+
+
 def non_inferiority_check(
     spec: NonInferioritySpec,
     y: NDArray[np.int8],
@@ -694,22 +731,11 @@ def non_inferiority_check(
     n_bins: int = DEFAULT_ECE_BINS,
 ) -> Check:
     """Candidate vs champion on the same rows, or the recorded ``no_champion`` bootstrap."""
-    direction = direction_of(spec.metric)
-    higher = direction == "higher_is_better"
-    comparator: Comparator = ">" if higher else "<"
-    threshold = -spec.margin if higher else spec.margin
-    name = f"non_inferiority.{spec.metric}"
     if champion_scores is None:
-        return Check(
-            name=name,
-            kind="non_inferiority",
-            metric=spec.metric,
-            value=None,
-            threshold=threshold,
-            comparator=comparator,
-            status="no_champion",
-            passed=True,
-            message=f"{name}: no champion to compare with; first model goes through the recorded bootstrap",
+        return _uncompared_check(
+            spec,
+            "no_champion",
+            "no champion to compare with; first model goes through the recorded bootstrap",
         )
     boot = paired_bootstrap(
         y,
@@ -721,7 +747,19 @@ def non_inferiority_check(
         seed=spec.seed,
         n_bins=n_bins,
     )
-    return _comparison_check(spec, boot, name, comparator, threshold)
+    return _comparison_check(spec, boot, *_non_inferiority_terms(spec))
+
+
+def unscored_champion_check(
+    spec: NonInferioritySpec, champion: ModelRef, unscored: UnscoredChampion
+) -> Check:
+    """Non-inferiority against a champion that could not score the rows: nothing to compare, so
+    it fails closed, naming the champion, why, and the way out."""
+    who = f"v{champion.version}" if champion.version is not None else champion.label()
+    why = (
+        f"champion {who} could not score the evaluation rows ({unscored.reason}): no comparison, fail closed"
+    )
+    return _uncompared_check(spec, "failed", why + (f"; {unscored.remedy}" if unscored.remedy else ""))
 
 
 def _comparison_check(
@@ -802,23 +840,29 @@ def evaluate_gates(
     snapshot_hashes: Mapping[str, str] | None = None,
     flow_run_id: str | None = None,
     actor: str | None = None,
+    champion_unscored: UnscoredChampion | None = None,
 ) -> DecisionRecord:
     """Run every gate and return the decision record (it never raises on a failed gate).
 
     ``candidate`` is :func:`mlops.evaluation.evaluate` of ``candidate_scores`` on ``y_true``;
     ``champion_scores`` are the champion's scores on the SAME rows (None when there is no
-    champion: the verdict is then ``bootstrap`` if everything else passes). Call
+    champion: the verdict is then ``bootstrap`` if everything else passes). A champion that
+    could not score the rows comes with ``champion_ref``, no scores and ``champion_unscored``:
+    non-inferiority then fails closed and every other gate is still evaluated. Call
     :meth:`DecisionRecord.raise_if_failed` to stop a pipeline on failure.
     """
     y = as_labels(y_true)
     cand = as_scores(candidate_scores, y.shape[0], "candidate_scores")
     champ = None if champion_scores is None else as_scores(champion_scores, y.shape[0], "champion_scores")
-    _check_consistent(candidate, y, cand, champ, champion_ref)
+    _check_consistent(candidate, y, cand, champ, champion_ref, champion_unscored)
+    baseline = None if champion_ref is None else ModelRef.model_validate(dict(champion_ref))
     n_bins = candidate.calibration.n_bins
     champion_metrics = None if champ is None else compute_metrics(y, champ, n_bins=n_bins)
     checks = [
         *floor_checks(spec, candidate.metrics, champion_metrics),
-        non_inferiority_check(spec.non_inferiority, y, cand, champ, n_bins=n_bins),
+        non_inferiority_check(spec.non_inferiority, y, cand, champ, n_bins=n_bins)
+        if baseline is None or champion_unscored is None
+        else unscored_champion_check(spec.non_inferiority, baseline, champion_unscored),
         *slice_floor_checks(spec, candidate),
         *fairness_checks(spec, candidate),
     ]
@@ -828,7 +872,8 @@ def evaluate_gates(
         actor=actor,
         model_name=model_name,
         candidate=ModelRef.model_validate(dict(candidate_ref or {})),
-        baseline=None if champion_ref is None else ModelRef.model_validate(dict(champion_ref)),
+        baseline=baseline,
+        baseline_unscored=champion_unscored,
         data=EvaluationData(
             n_rows=int(y.shape[0]),
             n_positive=int(y.sum()),
@@ -854,6 +899,7 @@ def _check_consistent(
     cand: NDArray[np.float64],
     champ: NDArray[np.float64] | None,
     champion_ref: Mapping[str, Any] | None,
+    champion_unscored: UnscoredChampion | None,
 ) -> None:
     if report.n_rows != y.shape[0] or report.n_positive != int(y.sum()):
         raise InputError(
@@ -862,7 +908,13 @@ def _check_consistent(
         )
     if not np.isclose(roc_auc_score(y, cand), report.metrics.auc):
         raise InputError("candidate_scores do not reproduce the candidate report's AUC: pass the same scores")
-    if (champ is None) != (champion_ref is None):
+    if champion_unscored is not None:
+        if champion_ref is None or champ is not None:
+            raise InputError(
+                "champion_unscored goes with champion_ref and no champion_scores (a champion that "
+                "could not score the rows)"
+            )
+    elif (champ is None) != (champion_ref is None):
         raise InputError(
             "champion_scores and champion_ref go together: give both (compare) or neither (bootstrap)"
         )
@@ -881,7 +933,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _row(check: Check) -> list[str]:
+def _row(check: Check, champion_na: str | None = None) -> list[str]:
+    """One table row; ``champion_na``: the champion column's text when it could not score."""
     where = f" {check.slice}[{check.group}]" if check.slice and check.group else ""
     label = f"{check.kind.replace('_', '-')}{where}"
     if check.comparison is not None:
@@ -905,7 +958,7 @@ def _row(check: Check) -> list[str]:
     return [
         label,
         check.metric,
-        _fmt(check.champion_value),
+        champion_na or _fmt(check.champion_value),
         _fmt(value),
         _fmt(diff, True),
         threshold,
@@ -927,6 +980,10 @@ def _status_text(check: Check) -> str:
 def gate_table_markdown(record: DecisionRecord) -> str:
     """The gate table shown in Prefect: one row per check, then every failure."""
     baseline = record.baseline.label() if record.baseline else "none (bootstrap)"
+    champion_na = None
+    if record.baseline_unscored is not None:
+        baseline += f" (could not score the evaluation rows: {record.baseline_unscored.reason})"
+        champion_na = "not available"
     lines = [
         f"### Gates for `{record.model_name}`: **{record.verdict.upper()}**",
         "",
@@ -937,7 +994,7 @@ def gate_table_markdown(record: DecisionRecord) -> str:
         "| check | metric | champion | challenger | difference (challenger - champion, CI) | threshold | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += ["| " + " | ".join(_cell(c) for c in _row(check)) + " |" for check in record.checks]
+    lines += ["| " + " | ".join(_cell(c) for c in _row(check, champion_na)) + " |" for check in record.checks]
     if record.failures:
         lines += ["", "**Failures**", ""] + [f"- {_cell(m)}" for m in record.failures]
     return "\n".join(lines) + "\n"

@@ -26,11 +26,18 @@ from mlops import reports
 from mlops.champion_loader import predict_scores
 from mlops.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVENT_MODEL_REGISTERED, model_resource
 from mlops.contracts import Contract, load_contract
-from mlops.errors import InputError, WorkRefused
+from mlops.errors import InputError
 from mlops.evaluation import EvaluationReport, evaluate
 from mlops.events import emit
 from mlops.feedback import review_labels
-from mlops.gates import VERDICT_FAILED, DecisionRecord, ModelRef, evaluate_gates, gate_table_markdown
+from mlops.gates import (
+    VERDICT_FAILED,
+    DecisionRecord,
+    ModelRef,
+    UnscoredChampion,
+    evaluate_gates,
+    gate_table_markdown,
+)
 from mlops.labels import LINEAGE_COLUMNS, LabelledSet, gather_labelled
 from mlops.lineage import (
     DECISION_RECORD_ARTIFACT,
@@ -70,13 +77,29 @@ class SpecBundle:
     outcomes: Contract
 
 
+#: The way out when the champion cannot score the evaluation rows (said with the failed gate).
+UNSCORED_CHAMPION_REMEDY = (
+    "the champion needs columns the labelled rows no longer hold as it was trained on them: restore "
+    "them in the applications contract, or roll back to a champion trained on the current columns "
+    "(mlops rollback --to VERSION)"
+)
+
+
 @dataclass(frozen=True)
 class ChampionScores:
-    """The current champion, scored through the registry on the evaluation rows."""
+    """The current champion, scored through the registry on the evaluation rows.
+
+    ``scores`` is None when it could not score them (``unscored`` says why): the candidate is
+    then gated with no comparison, and non-inferiority fails closed."""
 
     version: int
     run_id: str
-    scores: FloatArray
+    scores: FloatArray | None
+    unscored: UnscoredChampion | None = None
+
+    def __post_init__(self) -> None:
+        if (self.scores is None) == (self.unscored is None):
+            raise ValueError("a champion has either scores or the reason it has none")
 
 
 @dataclass(frozen=True)
@@ -218,24 +241,24 @@ def check_not_a_copy_task(spec: ModelSpec, candidate: TrainedModel, settings: Se
 def score_champion_task(
     spec: ModelSpec, evaluation: pd.DataFrame, settings: Settings
 ) -> ChampionScores | None:
-    """Load ``models:/<name>@champion`` through the registry and score the same evaluation rows."""
+    """Load ``models:/<name>@champion`` through the registry and score the same evaluation rows.
+
+    A champion that cannot score them (e.g. a feature column the labelled rows no longer hold)
+    comes back without scores and with the reason: the candidate's non-inferiority gate then
+    fails closed and it is registered as a failed version with its decision record."""
     registry = make_registry(settings)
     version = registry.get_alias_version(spec.name, ALIAS_CHAMPION)
     if version is None:
         return None
     model = registry.load_version(spec.name, version)  # the version resolved above, files checked
+    run_id = registry.version_run_id(spec.name, version)
     raw = evaluation.drop(columns=[c for c in LINEAGE_COLUMNS if c in evaluation.columns])
     try:
         scores = predict_scores(model, raw)  # our pyfunc's own scoring, without MLflow's per-value check
     except InputError as exc:  # e.g. a feature column the labelled rows no longer have
-        raise WorkRefused(
-            f"{spec.name}: champion version {version} cannot score this run's evaluation rows "
-            f"({exc.message}); a candidate is not registered without its comparison with the champion",
-            hint="the champion needs columns the labelled rows no longer hold: restore them in the "
-            "applications contract, or roll back to a champion trained on the current columns "
-            "(mlops rollback --to VERSION)",
-        ) from exc
-    return ChampionScores(version=version, run_id=registry.version_run_id(spec.name, version), scores=scores)
+        unscored = UnscoredChampion(reason=exc.message, remedy=UNSCORED_CHAMPION_REMEDY)
+        return ChampionScores(version=version, run_id=run_id, scores=None, unscored=unscored)
+    return ChampionScores(version=version, run_id=run_id, scores=scores)
 
 
 def _evaluate(spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray) -> EvaluationReport:
@@ -260,8 +283,10 @@ def score_candidate_task(evaluation: pd.DataFrame, candidate: TrainedModel) -> F
 def evaluate_task(
     spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray, champion: ChampionScores | None
 ) -> tuple[EvaluationReport, EvaluationReport | None]:
-    """Reports of the candidate and (if any) the champion on the same rows."""
-    champion_report = None if champion is None else _evaluate(spec, evaluation, champion.scores)
+    """Reports of the candidate and (if any, with scores) the champion on the same rows."""
+    champion_report = (
+        None if champion is None or champion.scores is None else _evaluate(spec, evaluation, champion.scores)
+    )
     return _evaluate(spec, evaluation, scores), champion_report
 
 
@@ -295,6 +320,7 @@ def check_gates_task(
         snapshot_hashes=snapshots,
         flow_run_id=flow_run_id,
         actor="train flow",
+        champion_unscored=None if champion is None else champion.unscored,
     )
 
 
@@ -327,7 +353,7 @@ def write_plots(
 ) -> list[Path]:
     by_model: dict[str, Any] = {"challenger": scores}
     curves = {"challenger": report.calibration}
-    if champion is not None and champion_report is not None:
+    if champion is not None and champion.scores is not None and champion_report is not None:
         by_model["champion"] = champion.scores
         curves["champion"] = champion_report.calibration
     gains = candidate.booster.get_score(importance_type="gain")

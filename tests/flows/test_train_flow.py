@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flows.promote import promote
 from flows.train import TrainResult, train
@@ -109,24 +111,84 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
     assert event.payload["alias"] == ALIAS_CHALLENGER and event.payload["run_id"] == result.run_id
 
 
-def test_a_champion_that_cannot_score_the_evaluation_rows_is_named(validated_history: str) -> None:
-    """Labelled rows without a column the champion was trained on (a contract that dropped it):
-    the run is refused naming the champion and the way out, not "input lacks feature column(s)"
-    as if the batch were bad input (exit 2)."""
-    from mlops.model_spec import load_model_spec
+def _contract_without(tmp_path: Path, column: str) -> Path:
+    """A copy of the contracts folder whose applications contract no longer holds ``column``."""
+    folder = tmp_path / "contracts-after"
+    shutil.copytree(get_settings().contracts_dir, folder)
+    path = folder / "credit_applications.yaml"
+    raw = yaml.safe_load(path.read_text())
+    assert column in {c["name"] for c in raw["columns"]}
+    raw["columns"] = [c for c in raw["columns"] if c["name"] != column]
+    raw["version"] = "9.0.0"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+def test_a_champion_that_cannot_score_the_evaluation_rows_fails_the_candidate_closed(
+    validated_history: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The applications contract dropped a column the champion was trained on, and the labelled
+    rows no longer hold it: no comparison, so non-inferiority fails closed, naming the champion
+    and the way out; every other gate is still checked, and the candidate is registered as a
+    failed version (no alias) with its lineage and decision record; `mlops train` exits 1."""
+    from mlops.cli import main
+    from mlops.lineage import TAG_COMPARED_WITH
     from mlops.promotion import bootstrap_champion
-    from tasks.training import score_champion_task
 
-    train(model=MODEL)
+    assert train(model=MODEL).version == 1
     bootstrap_champion(make_registry(), MODEL, approved_by="test")
-    spec = load_model_spec(MODEL)
-    rows, _ = simulated_day(5, 40)
-    assert len(score_champion_task.fn(spec, rows, get_settings()).scores) == 40
+    monkeypatch.setenv("MLOPS_CONTRACTS_DIR", str(_contract_without(tmp_path, "interest_rate")))
+    monkeypatch.setenv("MLOPS_STORE_URL", str(tmp_path / "store-after"))  # only rows without it
+    settings = get_settings()
+    store = make_store(settings)
+    apps_c = load_contract(settings.contracts_dir, "credit_applications")
+    outs_c = load_contract(settings.contracts_dir, "credit_outcomes")
+    for day in range(4, 8):
+        apps, outs = simulated_day(day, 500)
+        ingest(store, apps.drop(columns=["interest_rate"]), apps_c, f"applications/day_{day:04d}.csv")
+        ingest(store, outs, outs_c, f"outcomes/day_{day:04d}.csv")
+    since = datetime.now(UTC) - timedelta(seconds=5)
 
-    with pytest.raises(WorkRefused, match="champion version 1 cannot score this run's evaluation rows") as no:
-        score_champion_task.fn(spec, rows.drop(columns=["interest_rate"]), get_settings())
-    assert "interest_rate" in no.value.message and no.value.exit_code == 1
-    assert no.value.hint and "mlops rollback --to VERSION" in no.value.hint
+    assert main(["train", "--model", MODEL, "--json"]) == 1
+    result = TrainResult.model_validate_json(capsys.readouterr().out.strip().splitlines()[-1])
+
+    assert (result.version, result.verdict, result.passed, result.alias) == (2, "failed", False, None)
+    assert result.champion_version == 1 and result.champion_metrics is None
+    [failure] = [f for f in result.failures if f.startswith("non_inferiority.auc")]
+    assert failure.startswith("non_inferiority.auc: champion v1 could not score the evaluation rows (")
+    assert "interest_rate" in failure and "no comparison, fail closed" in failure
+    assert "applications contract" in failure and "mlops rollback --to VERSION" in failure
+
+    registry = make_registry()
+    assert registry.get_alias_version(MODEL, ALIAS_CHAMPION) == 1  # nothing moved
+    assert registry.get_alias_version(MODEL, ALIAS_CHALLENGER) is None
+    assert registry.aliases_of(MODEL, 2) == []
+    tags = registry.version_tags(MODEL, 2)
+    assert tags[TAG_VERDICT] == "failed" and tags[TAG_COMPARED_WITH] == "1"
+    assert set(LINEAGE_TAGS) <= set(tags)
+    record = registry.read_run_json(result.run_id, DECISION_RECORD_ARTIFACT)
+    assert record["record_id"] == result.decision_record_id and record["verdict"] == "failed"
+    assert record["baseline"]["version"] == "1" and record["champion_metrics"] is None
+    assert "interest_rate" in record["baseline_unscored"]["reason"]
+    assert failure in record["failures"]
+    kinds = {c["kind"] for c in record["checks"]}
+    assert kinds == {"floor", "non_inferiority", "slice_floor", "fairness"}  # all still checked
+
+    markdown = str(latest_artifact(f"decision-record-{MODEL}", result.flow_run_id))
+    assert "FAILED" in markdown and "version **2**" in markdown and "no alias" in markdown
+    assert "could not score the evaluation rows" in markdown
+    ni = next(line for line in markdown.splitlines() if line.startswith("| non-inferiority"))
+    assert "not available" in ni and "**FAIL**" in ni
+
+    [event] = wait_for_events(
+        EVENT_MODEL_REGISTERED, model_resource(MODEL), since=since, match=_of_run(result.flow_run_id)
+    )
+    assert event.payload["version"] == 2 and event.payload["verdict"] == "failed"
+    assert event.payload["alias"] is None and event.payload["champion_version"] == 1
+    assert failure in event.payload["failures"]
 
 
 def test_promote_flow_bootstraps_the_first_champion_then_refuses(

@@ -18,6 +18,7 @@ from mlops.evaluation import EvaluationReport, SliceSpec, evaluate
 from mlops.gates import (
     DecisionRecord,
     GateSpec,
+    UnscoredChampion,
     bootstrap_metric,
     evaluate_gates,
     gate_table_markdown,
@@ -319,6 +320,91 @@ def test_no_champion_still_fails_on_other_gates(spec: GateSpec, world: World) ->
     assert record.verdict == "failed"
     with pytest.raises(GateFailed, match=r"floor\.auc\.min"):
         record.raise_if_failed()
+
+
+# --- a champion that could not score the evaluation rows --------------------------------------
+
+UNSCORED = UnscoredChampion(
+    reason="input lacks feature column(s) ['x2'] the model was trained on",
+    remedy="restore the columns, or roll back (mlops rollback --to VERSION)",
+)
+
+
+def _gate_unscored(spec: GateSpec, world: World, candidate: np.ndarray) -> DecisionRecord:
+    return evaluate_gates(
+        spec,
+        world.report(candidate),
+        candidate,
+        world.y,
+        None,
+        {"version": 3, "run_id": "champ-run", "alias": "champion"},
+        model_name="credit-risk",
+        candidate_ref={"version": 4, "run_id": "cand-run"},
+        champion_unscored=UNSCORED,
+    )
+
+
+def test_a_champion_without_scores_fails_non_inferiority_closed(spec: GateSpec, world: World) -> None:
+    # the strong candidate passes every gate against a champion that scores (first test above)
+    record = _gate_unscored(spec, world, world.strong)
+    assert record.verdict == "failed" and not record.passed
+    assert {c.kind for c in record.checks} == {"floor", "non_inferiority", "slice_floor", "fairness"}
+    assert _failed_kinds(record) == {"non_inferiority"}
+    [failure] = record.failures
+    assert failure == (
+        "non_inferiority.auc: champion v3 could not score the evaluation rows (input lacks feature "
+        "column(s) ['x2'] the model was trained on): no comparison, fail closed; restore the columns, "
+        "or roll back (mlops rollback --to VERSION)"
+    )
+    check = next(c for c in record.checks if c.kind == "non_inferiority")
+    assert (check.status, check.value, check.comparison, check.champion_value) == ("failed", None, None, None)
+    assert (check.comparator, check.threshold) == (">", -0.005)
+    assert record.baseline is not None and record.baseline.version == "3"
+    assert record.baseline_unscored == UNSCORED
+    assert record.champion_metrics is None and record.data.champion_scores_sha256 is None
+    assert record.significantly_better is None
+    assert all(c.champion_value is None for c in record.checks)
+    with pytest.raises(GateFailed, match="champion v3 could not score the evaluation rows"):
+        record.raise_if_failed()
+    assert DecisionRecord.model_validate_json(record.model_dump_json()) == record
+
+
+def test_a_champion_without_scores_still_reports_every_other_failure(spec: GateSpec, world: World) -> None:
+    record = _gate_unscored(_with(spec, floors={"auc": {"min": 0.95}}), world, world.strong)
+    assert _failed_kinds(record) == {"floor", "non_inferiority"}
+    assert len(record.failures) == 2
+
+
+def test_gate_table_shows_a_champion_without_scores_as_not_available(spec: GateSpec, world: World) -> None:
+    table = gate_table_markdown(_gate_unscored(spec, world, world.strong))
+    assert "**FAILED**" in table
+    assert (
+        "vs champion version 3 (could not score the evaluation rows: input lacks feature column(s)" in table
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows and all(row.split(" | ")[2] == "not available" for row in rows)
+    ni = next(line for line in rows if line.startswith("| non-inferiority"))
+    assert "**FAIL**" in ni and "> -0.005" in ni
+    assert "champion v3 could not score" in table.split("**Failures**")[1]
+
+
+def test_a_champion_without_scores_needs_its_reference_and_no_scores(spec: GateSpec, world: World) -> None:
+    report = world.report(world.strong)
+    with pytest.raises(InputError, match="champion_unscored goes with champion_ref"):
+        evaluate_gates(
+            spec, report, world.strong, world.y, None, None, model_name="m", champion_unscored=UNSCORED
+        )
+    with pytest.raises(InputError, match="champion_unscored goes with champion_ref"):
+        evaluate_gates(
+            spec,
+            report,
+            world.strong,
+            world.y,
+            world.weak,
+            {"version": 1},
+            model_name="m",
+            champion_unscored=UNSCORED,
+        )
 
 
 def test_champion_scores_and_reference_go_together(spec: GateSpec, world: World) -> None:
