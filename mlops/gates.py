@@ -578,7 +578,8 @@ def floor_checks(spec: GateSpec, candidate: Metrics, champion: Metrics | None) -
 
 
 def slice_floor_checks(spec: GateSpec, candidate: EvaluationReport) -> list[Check]:
-    """Floors on every slice group with enough rows; a declared slice with none such fails."""
+    """Floors on every slice group with enough rows of each class (``SliceSpec.min_rows`` and
+    ``min_class_rows``); a declared slice with none such fails."""
     checks: list[Check] = []
     if not spec.slice_floors:
         return checks
@@ -970,7 +971,7 @@ def _status_text(check: Check) -> str:
     if check.status == "no_champion":
         return "no champion (bootstrap)"
     if check.status == "skipped":
-        return "skipped (too few rows / one class)"
+        return "skipped (too few rows, defaults or non-defaults)"
     text = "pass" if check.passed else "**FAIL**"
     if check.comparison is not None and check.comparison.significantly_better:
         text += ", significantly better"
