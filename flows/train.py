@@ -81,7 +81,9 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
     candidate = train_candidate_task(ready, bundle.spec)
     check_not_a_copy_task(bundle.spec, candidate, settings)  # same rows, spec, code: no new version
     scores = score_candidate_task(split.evaluation, candidate)
-    champion = score_champion_task(bundle.spec, split.evaluation, settings)
+    champion = score_champion_task(
+        bundle.spec, split.evaluation, settings, bundle.applications.timestamp_column
+    )
     digests = digest_datasets_task.submit(split)  # the rows only; hashing frees the GIL
     report, champion_report = evaluate_task(bundle.spec, split.evaluation, scores, champion)
     record = check_gates_task(

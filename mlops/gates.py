@@ -428,6 +428,10 @@ class EvaluationData(BaseModel):
     labels_sha256: str
     candidate_scores_sha256: str
     champion_scores_sha256: str | None = None
+    comparison_rows: int | None = Field(
+        None, description="Rows the champion comparison used, when not all (see comparison_note)."
+    )
+    comparison_note: str | None = None
 
 
 class Comparison(BaseModel):
@@ -842,8 +846,14 @@ def evaluate_gates(
     flow_run_id: str | None = None,
     actor: str | None = None,
     champion_unscored: UnscoredChampion | None = None,
+    comparison_rows: ArrayLike | None = None,
+    comparison_note: str = "",
 ) -> DecisionRecord:
     """Run every gate and return the decision record (it never raises on a failed gate).
+
+    ``comparison_rows``: a mask of the rows non-inferiority compares the models on, when not
+    all of them (rows the champion may have trained on are left out; ``comparison_note`` says
+    why, in the check's message and the record).
 
     ``candidate`` is :func:`mlops.evaluation.evaluate` of ``candidate_scores`` on ``y_true``;
     ``champion_scores`` are the champion's scores on the SAME rows (None when there is no
@@ -859,11 +869,16 @@ def evaluate_gates(
     baseline = None if champion_ref is None else ModelRef.model_validate(dict(champion_ref))
     n_bins = candidate.calibration.n_bins
     champion_metrics = None if champ is None else compute_metrics(y, champ, n_bins=n_bins)
+    rows = _comparison_mask(comparison_rows, y, champ)
+    if baseline is not None and champion_unscored is not None:
+        compared = unscored_champion_check(spec.non_inferiority, baseline, champion_unscored)
+    elif rows is None or champ is None:
+        compared = non_inferiority_check(spec.non_inferiority, y, cand, champ, n_bins=n_bins)
+    else:
+        compared = _non_inferiority_on(spec.non_inferiority, y, cand, champ, rows, comparison_note, n_bins)
     checks = [
         *floor_checks(spec, candidate.metrics, champion_metrics),
-        non_inferiority_check(spec.non_inferiority, y, cand, champ, n_bins=n_bins)
-        if baseline is None or champion_unscored is None
-        else unscored_champion_check(spec.non_inferiority, baseline, champion_unscored),
+        compared,
         *slice_floor_checks(spec, candidate),
         *fairness_checks(spec, candidate),
     ]
@@ -883,6 +898,8 @@ def evaluate_gates(
             labels_sha256=_sha256(y),
             candidate_scores_sha256=_sha256(cand),
             champion_scores_sha256=None if champ is None else _sha256(champ),
+            comparison_rows=None if rows is None else int(rows.sum()),
+            comparison_note=None if rows is None else comparison_note or None,
         ),
         gates=spec,
         candidate_metrics=candidate.metrics,
@@ -892,6 +909,41 @@ def evaluate_gates(
         significantly_better=None if comparison is None else comparison.significantly_better,
         failures=tuple(c.message for c in checks if not c.passed),
     )
+
+
+def _comparison_mask(
+    comparison_rows: ArrayLike | None, y: NDArray[np.int8], champ: NDArray[np.float64] | None
+) -> NDArray[np.bool_] | None:
+    """The rows to compare on, or None for all of them."""
+    if comparison_rows is None or champ is None:
+        return None
+    rows = np.asarray(comparison_rows, dtype=bool)
+    if rows.shape != y.shape:
+        raise InputError(f"comparison_rows has {rows.shape[0]} entries for {y.shape[0]} evaluation rows")
+    return None if rows.all() else rows
+
+
+def _non_inferiority_on(
+    spec: NonInferioritySpec,
+    y: NDArray[np.int8],
+    cand: NDArray[np.float64],
+    champ: NDArray[np.float64],
+    rows: NDArray[np.bool_],
+    note: str,
+    n_bins: int,
+) -> Check:
+    """Non-inferiority on the ``rows`` only; with too few of them (both outcomes needed) it
+    fails closed, as a comparison that cannot be made."""
+    kept = y[rows]
+    where = f"on {int(rows.sum())} of {y.shape[0]} evaluation rows" + (f": {note}" if note else "")
+    if kept.size == 0 or kept.min() == kept.max():
+        return _uncompared_check(
+            spec,
+            "failed",
+            f"no fair comparison with the champion {where}; they do not hold both outcomes, fail closed",
+        )
+    check = non_inferiority_check(spec, kept, cand[rows], champ[rows], n_bins=n_bins)
+    return check.model_copy(update={"message": f"{check.message} ({where})"})
 
 
 def _check_consistent(
@@ -992,6 +1044,15 @@ def gate_table_markdown(record: DecisionRecord) -> str:
         f"{record.data.n_rows} evaluation rows, label rate {record.data.label_rate:.2%}; "
         f"record `{record.record_id}`",
         "",
+        *(
+            [
+                f"The champion comparison used {record.data.comparison_rows} of these rows: "
+                f"{record.data.comparison_note or 'a subset'}.",
+                "",
+            ]
+            if record.data.comparison_rows is not None
+            else []
+        ),
         "| check | metric | champion | challenger | difference (challenger - champion, CI) | threshold | verdict |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -127,6 +127,7 @@ class ModelRegistry(Protocol):
     def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None: ...
     def version_tags(self, name: str, version: int) -> dict[str, str]: ...
     def version_run_id(self, name: str, version: int) -> str: ...
+    def run_params(self, run_id: str) -> dict[str, str]: ...
     def aliases_of(self, name: str, version: int) -> list[str]: ...
     def mark_failed(
         self, name: str, version: int, *, verdict: str, failures: list[str], record_id: str
@@ -605,6 +606,10 @@ class MlflowRegistry:
         if not run_id:
             raise InputError(f"{name} version {version} has no training run")
         return str(run_id)
+
+    def run_params(self, run_id: str) -> dict[str, str]:
+        """The params a run logged (flattened ``a.b`` keys, text values)."""
+        return dict(self.client.get_run(run_id).data.params)
 
     def mark_failed(
         self, name: str, version: int, *, verdict: str, failures: list[str], record_id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +85,35 @@ def time_split(
     return TrainSplit(
         train.reset_index(drop=True), evaluation.reset_index(drop=True), cutoff, int(reviewed.sum())
     )
+
+
+#: The training run's param holding its evaluation cutoff (TrainSplit.cutoff, as text).
+EVALUATION_CUTOFF_PARAM: Final = "evaluation_cutoff"
+
+
+def rows_from_cutoff(
+    rows: pd.DataFrame, timestamp_column: str | None, cutoff: str | None
+) -> npt.NDArray[np.bool_] | None:
+    """Rows at or after another run's evaluation ``cutoff`` (as its run logged it: the text of
+    a value of ``timestamp_column``): rows before it may have been that run's training rows.
+
+    None when nothing can be said (no timestamp column, no cutoff logged, or a cutoff that does
+    not read as a value of the column): then every row counts, as before cutoffs were logged."""
+    if timestamp_column is None or not cutoff or cutoff == "None" or timestamp_column not in rows.columns:
+        return None
+    column = rows[timestamp_column]
+    try:
+        if pd.api.types.is_datetime64_any_dtype(column):
+            bound: Any = pd.Timestamp(cutoff)
+            if column.dt.tz is not None and bound.tzinfo is None:
+                bound = bound.tz_localize("UTC")
+        elif pd.api.types.is_numeric_dtype(column):
+            bound = float(cutoff)
+        else:
+            return None
+        return np.asarray((column >= bound).fillna(False).to_numpy(), dtype=bool)
+    except (ValueError, TypeError):
+        return None
 
 
 def _review_labelled(rows: pd.DataFrame) -> npt.NDArray[np.bool_]:

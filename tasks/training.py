@@ -62,7 +62,16 @@ from mlops.registry import (
 from mlops.reports import plot_calibration, plot_feature_importance, plot_pr, plot_roc
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
-from mlops.training import TrainedModel, TrainingMatrix, TrainSplit, spec_matrix, time_split, train_spec_on
+from mlops.training import (
+    EVALUATION_CUTOFF_PARAM,
+    TrainedModel,
+    TrainingMatrix,
+    TrainSplit,
+    rows_from_cutoff,
+    spec_matrix,
+    time_split,
+    train_spec_on,
+)
 from tasks.retry import retry_unless_bad_input
 
 FloatArray = npt.NDArray[np.float64]
@@ -96,6 +105,16 @@ class ChampionScores:
     run_id: str
     scores: FloatArray | None
     unscored: UnscoredChampion | None = None
+    #: Evaluation rows at or after the champion's own evaluation cutoff (None: all rows). Rows
+    #: before it may be rows the champion trained on, which would flatter it in the comparison.
+    comparable: npt.NDArray[np.bool_] | None = None
+    champion_cutoff: str | None = None
+
+    def comparison_note(self) -> str:
+        return (
+            f"those at or after champion v{self.version}'s own evaluation cutoff {self.champion_cutoff} "
+            "(older rows may be rows it was trained on)"
+        )
 
     def __post_init__(self) -> None:
         if (self.scores is None) == (self.unscored is None):
@@ -239,7 +258,7 @@ def check_not_a_copy_task(spec: ModelSpec, candidate: TrainedModel, settings: Se
     cache_policy=NO_CACHE,
 )
 def score_champion_task(
-    spec: ModelSpec, evaluation: pd.DataFrame, settings: Settings
+    spec: ModelSpec, evaluation: pd.DataFrame, settings: Settings, timestamp_column: str | None = None
 ) -> ChampionScores | None:
     """Load ``models:/<name>@champion`` through the registry and score the same evaluation rows.
 
@@ -258,7 +277,27 @@ def score_champion_task(
     except InputError as exc:  # e.g. a feature column the labelled rows no longer have
         unscored = UnscoredChampion(reason=exc.message, remedy=UNSCORED_CHAMPION_REMEDY)
         return ChampionScores(version=version, run_id=run_id, scores=None, unscored=unscored)
-    return ChampionScores(version=version, run_id=run_id, scores=scores)
+    cutoff = registry.run_params(run_id).get(EVALUATION_CUTOFF_PARAM)
+    comparable = rows_from_cutoff(evaluation, timestamp_column, cutoff)
+    if comparable is not None and comparable.all():
+        comparable = None
+    if comparable is not None:
+        get_run_logger().warning(
+            "%d of %d evaluation rows are older than champion v%d's evaluation cutoff %s (it may have "
+            "trained on them): the comparison with it uses the other %d",
+            int((~comparable).sum()),
+            len(comparable),
+            version,
+            cutoff,
+            int(comparable.sum()),
+        )
+    return ChampionScores(
+        version=version,
+        run_id=run_id,
+        scores=scores,
+        comparable=comparable,
+        champion_cutoff=None if comparable is None else cutoff,
+    )
 
 
 def _evaluate(spec: ModelSpec, evaluation: pd.DataFrame, scores: FloatArray) -> EvaluationReport:
@@ -321,6 +360,8 @@ def check_gates_task(
         flow_run_id=flow_run_id,
         actor="train flow",
         champion_unscored=None if champion is None else champion.unscored,
+        comparison_rows=None if champion is None else champion.comparable,
+        comparison_note="" if champion is None else champion.comparison_note(),
     )
 
 
@@ -440,7 +481,7 @@ def log_training_run_task(
                     "evaluation_rows": len(split.evaluation),
                     "review_rows_held_out": split.review_rows_held_out,
                 },
-                "evaluation_cutoff": split.cutoff,
+                EVALUATION_CUTOFF_PARAM: split.cutoff,
             },
             metrics=run_metrics(report, champion_report),
             tags={**lineage.tags(), TAG_VERDICT: record.verdict, TAG_DECISION_RECORD_ID: record.record_id},

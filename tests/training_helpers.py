@@ -141,7 +141,9 @@ def run_train_tasks(model: str, flow_run_id: str | None = None) -> Any:
     candidate = t.train_candidate_task.fn(
         t.prepare_training_matrix_task.fn(split.train, bundle.spec), bundle.spec
     )
-    champion = t.score_champion_task.fn(bundle.spec, split.evaluation, settings)
+    champion = t.score_champion_task.fn(
+        bundle.spec, split.evaluation, settings, bundle.applications.timestamp_column
+    )
     scores = t.score_candidate_task.fn(split.evaluation, candidate)
     report, champion_report = t.evaluate_task.fn(bundle.spec, split.evaluation, scores, champion)
     record = t.check_gates_task.fn(

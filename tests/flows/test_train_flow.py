@@ -191,6 +191,36 @@ def test_a_champion_that_cannot_score_the_evaluation_rows_fails_the_candidate_cl
     assert failure in event.payload["failures"]
 
 
+def test_the_champion_is_compared_only_on_rows_newer_than_its_own_training(
+    validated_history: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spec now holds out more rows (newest_fraction 0.25 -> 0.6), so older evaluation rows
+    were the champion's training rows: on them it would look better than it is. The comparison
+    uses only the rows at or after its own evaluation cutoff, says so in the check and the
+    record, and the other gates still use every evaluation row."""
+    from mlops.promotion import bootstrap_champion
+    from mlops.training import EVALUATION_CUTOFF_PARAM
+
+    first = train(model=MODEL)
+    bootstrap_champion(make_registry(), MODEL, approved_by="test")
+    write_spec(tmp_path / "specs", evaluation={"newest_fraction": 0.6, "min_rows": 100}, seed=7)
+
+    result = train(model=MODEL)
+
+    assert result.version == 2 and result.champion_version == 1
+    assert result.evaluation_rows > first.evaluation_rows
+    registry = make_registry()
+    cutoff = registry.run_params(first.run_id)[EVALUATION_CUTOFF_PARAM]
+    record = registry.read_run_json(result.run_id, DECISION_RECORD_ARTIFACT)
+    assert record["data"]["n_rows"] == result.evaluation_rows  # floors, slices, fairness: all rows
+    assert record["data"]["comparison_rows"] == first.evaluation_rows  # v1's own evaluation rows
+    assert cutoff in record["data"]["comparison_note"] and "v1" in record["data"]["comparison_note"]
+    [ni] = [c for c in record["checks"] if c["kind"] == "non_inferiority"]
+    assert f"on {first.evaluation_rows} of {result.evaluation_rows} evaluation rows" in ni["message"]
+    markdown = str(latest_artifact(f"decision-record-{MODEL}", result.flow_run_id))
+    assert f"used {first.evaluation_rows} of these rows" in markdown
+
+
 def test_promote_flow_bootstraps_the_first_champion_then_refuses(
     validated_history: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -521,3 +521,57 @@ def test_slice_floor_skips_a_group_with_too_few_defaults_to_measure_its_auc() ->
     assert checks["big"].passed and checks["big"].status == "passed"
     assert not checks["bad"].passed  # 15 defaults, 45 good payers: measured, and below the floor
     assert [c.name for c in record.checks if not c.passed] == ["slice_floor.segment[bad].auc.min"]
+
+
+# --- comparing on the rows the champion did not train on -----------------------------------
+
+
+def _gate_on(
+    spec: GateSpec, world: World, champion: np.ndarray, rows: np.ndarray, note: str = ""
+) -> DecisionRecord:
+    """The strong candidate against ``champion``, compared on ``rows`` only."""
+    return evaluate_gates(
+        spec,
+        world.report(world.strong),
+        world.strong,
+        world.y,
+        champion,
+        {"version": 1, "run_id": "champ-run"},
+        model_name="credit-risk",
+        comparison_rows=rows,
+        comparison_note=note,
+    )
+
+
+def test_non_inferiority_on_a_subset_leaves_out_rows_that_flatter_the_champion(
+    spec: GateSpec, world: World
+) -> None:
+    """On the first half the champion knows the answers (its training rows); on the second it
+    is the candidate's equal. Compared on every row the candidate fails; compared on the rows
+    the champion never saw it passes, and the record says on how many and why. Floors and the
+    other gates still use every row (same candidate metrics)."""
+    n = world.y.shape[0]
+    half = n // 2
+    champion = world.strong.copy()
+    champion[:half] = np.where(world.y[:half] == 1, 0.95, 0.02)  # memorised
+    everywhere = _gate(spec, world, world.strong, champion)
+    assert _failed_kinds(everywhere) == {"non_inferiority"}
+
+    record = _gate_on(spec, world, champion, np.arange(n) >= half, "those after the champion's cutoff")
+    assert record.passed and record.candidate_metrics == everywhere.candidate_metrics
+    [check] = [c for c in record.checks if c.kind == "non_inferiority"]
+    assert check.comparison is not None and check.comparison.difference == pytest.approx(0.0)
+    assert f"on {n - half} of {n} evaluation rows" in check.message
+    assert (record.data.comparison_rows, record.data.comparison_note) == (
+        n - half,
+        "those after the champion's cutoff",
+    )
+    assert f"used {n - half} of these rows" in gate_table_markdown(record)
+
+
+def test_a_subset_without_both_outcomes_fails_the_comparison_closed(spec: GateSpec, world: World) -> None:
+    record = _gate_on(spec, world, world.weak, world.y == 0)
+    assert _failed_kinds(record) == {"non_inferiority"}
+    assert any("no fair comparison with the champion" in f for f in record.failures)
+    with pytest.raises(InputError, match="comparison_rows has 3 entries"):
+        _gate_on(spec, world, world.weak, np.ones(3, dtype=bool))

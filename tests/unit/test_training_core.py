@@ -20,7 +20,7 @@ from mlops.lineage import (
     installed_packages,
 )
 from mlops.registry import flatten_params
-from mlops.training import time_split
+from mlops.training import rows_from_cutoff, time_split
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +142,16 @@ def test_installed_packages_match_the_full_metadata_parse() -> None:
 def test_flatten_params() -> None:
     flat = flatten_params({"a": {"b": 1, "c": [1, 2]}, "d": None})
     assert flat == {"a.b": "1", "a.c": "1,2", "d": "none"}
+
+
+def test_rows_from_a_logged_cutoff_read_it_back_as_the_column_s_values() -> None:
+    """The cutoff as a run logged it (``str`` of the split's first evaluation timestamp) marks
+    the rows at or after it; when it cannot be read, nothing is said (None: every row counts)."""
+    at = pd.to_datetime(["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"], utc=True)
+    frame = pd.DataFrame({"at": at, "n": [1.0, 2.0, 3.0], "text": ["a", "b", "c"]})
+    logged = str(at[1])  # what time_split records: '2026-01-02 00:00:00+00:00'
+    assert rows_from_cutoff(frame, "at", logged).tolist() == [False, True, True]  # type: ignore[union-attr]
+    assert rows_from_cutoff(frame, "at", "2026-01-02").tolist() == [False, True, True]  # type: ignore[union-attr]
+    assert rows_from_cutoff(frame, "n", "2.0").tolist() == [False, True, True]  # type: ignore[union-attr]
+    for column, cutoff in (("at", None), ("at", "None"), ("at", "not a time"), (None, logged), ("text", "b")):
+        assert rows_from_cutoff(frame, column, cutoff) is None
