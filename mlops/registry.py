@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pandas as pd
 
-from mlops.errors import InputError, ServiceUnavailable, StorageIntegrityError, WorkRefused
+from mlops.errors import (
+    InputError,
+    ServiceUnavailable,
+    SettingsError,
+    StorageIntegrityError,
+    WorkRefused,
+)
 from mlops.lineage import (
     NONE_VALUE,
     TAG_DECISION_RECORD_ID,
@@ -255,6 +261,34 @@ def check_model_files(label: str, folder: Path, tags: Mapping[str, str]) -> None
     )
 
 
+def server_artifacts_error(what: str, artifact_uri: str | None) -> SettingsError | None:
+    """The refusal for files kept as ``mlflow-artifacts:`` URIs (logged through an ``mlflow
+    server`` with ``--artifacts-destination``) while MLflow's tracking URI is not that server:
+    only the server can read them, and MLflow says so as an unexpected MlflowException about
+    its own variables. None for any other URI, or when the client is on an http(s) server."""
+    import mlflow
+
+    if not (artifact_uri or "").startswith("mlflow-artifacts:"):
+        return None
+    if mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        return None
+    return SettingsError(
+        f"{what} are served by the MLflow server ({artifact_uri}): a client on the registry's "
+        "database cannot read them",
+        hint="set MLOPS_MLFLOW_TRACKING_URI to the mlflow server's http:// URL",
+    )
+
+
+def _model_artifact_uri(model_uri: str) -> str | None:
+    """Where MLflow downloads ``models:/...`` from (the version's artifact URI); None if unknown."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    try:
+        return str(ModelsArtifactRepository.get_underlying_uri(model_uri))
+    except Exception:  # only used to explain a failed download: keep MLflow's own error then
+        return None
+
+
 @contextmanager
 def checked_download(model_uri: str, label: str, tags: Mapping[str, str]) -> Iterator[Path]:
     """A model version's files, downloaded and checked (:func:`check_model_files`), in a folder
@@ -272,6 +306,9 @@ def checked_download(model_uri: str, label: str, tags: Mapping[str, str]) -> Ite
             mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder))
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                served = server_artifacts_error(f"the files of {label}", _model_artifact_uri(model_uri))
+                if served is not None:
+                    raise served from exc
                 raise
             missing = exc.message
         if missing is not None or not any(p.is_file() for p in folder.rglob("*")):
@@ -523,12 +560,21 @@ class MlflowRegistry:
 
     def read_run_json(self, run_id: str, artifact_file: str) -> Any:
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         self._activate()
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=artifact_file, dst_path=tmp
-            )
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=artifact_file, dst_path=tmp
+                )
+            except MlflowException as exc:
+                served = server_artifacts_error(
+                    f"the artifacts of run {run_id}", self.client.get_run(run_id).info.artifact_uri
+                )
+                if served is not None:
+                    raise served from exc
+                raise
             return json.loads(Path(path).read_text())
 
     # --- versions and aliases --------------------------------------------------------------

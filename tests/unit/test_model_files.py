@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops.errors import StorageIntegrityError
+from mlops.errors import SettingsError, StorageIntegrityError
 from mlops.lineage import TAG_MODEL_FILES_SHA256, TAG_MODEL_FINGERPRINT
-from mlops.registry import check_model_files, model_files_sha256
+from mlops.registry import MlflowRegistry, check_model_files, model_files_sha256
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +59,26 @@ def test_a_version_from_before_the_files_digest_is_checked_by_its_fingerprint(
     booster.unlink()
     with pytest.raises(StorageIntegrityError, match="lack the booster or feature schema"):
         check_model_files("v", folder, tags)
+
+
+def test_files_kept_by_an_mlflow_server_are_a_settings_error_for_a_client_on_its_database(
+    tmp_path: Path,
+) -> None:
+    """Versions and runs logged through an ``mlflow server --artifacts-destination`` keep
+    ``mlflow-artifacts:`` URIs, which only a client of the server can read: a client on the
+    registry's database URI is told to use the server, not shown MLflow's unexpected error."""
+    registry = MlflowRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = registry.client
+    experiment = client.create_experiment("m", artifact_location="mlflow-artifacts:/m")
+    run = client.create_run(experiment)
+    client.create_registered_model("m")
+    client.create_model_version("m", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    hint = "set MLOPS_MLFLOW_TRACKING_URI to the mlflow server's http:// URL"
+    served = r"the files of model m version 1 are served by the MLflow server \(mlflow-artifacts:/m/"
+    for load in (registry.load_version, registry.check_version_files):
+        with pytest.raises(SettingsError, match=served) as info:
+            load("m", 1)
+        assert info.value.hint == hint and info.value.exit_code == 2
+    with pytest.raises(SettingsError, match=rf"the artifacts of run {run.info.run_id} are served") as info:
+        registry.read_run_json(run.info.run_id, "lineage.json")
+    assert info.value.hint == hint
