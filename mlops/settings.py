@@ -8,7 +8,10 @@ production profile expects PostgreSQL URLs and an S3 bucket.
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -262,8 +265,55 @@ class Settings(BaseSettings):
         return self.home_dir / "reports"
 
 
+#: ``MLOPS_*`` variables that are read, but are no :class:`Settings` field: the promote flow's
+#: crash switch for recovery tests (``mlops.promotion.CRASH_AFTER_ENV``) and the tests' PostgreSQL.
+OTHER_MLOPS_VARIABLES: Final = frozenset({"MLOPS_PROMOTION_CRASH_AFTER", "MLOPS_TEST_PG_URL"})
+
+_warned_unknown: set[str] = set()  # the embedded profile warns of each unknown variable once
+
+
+def known_mlops_variables() -> list[str]:
+    """Every ``MLOPS_*`` name this product reads: the settings fields (as pydantic-settings reads
+    them: env prefix + field name, or a field's string alias) and :data:`OTHER_MLOPS_VARIABLES`."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    names = set(OTHER_MLOPS_VARIABLES)
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+        names.add((alias or f"{prefix}{name}").upper())
+    return sorted(names)
+
+
+def check_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Name every ``MLOPS_*`` variable that nothing reads (a misspelling: ``MLOPS_AUDIT_URL`` for
+    ``MLOPS_AUDIT_DB_URL`` would otherwise leave the embedded store in use without a word), with
+    the closest known name. The production profile refuses (SettingsError); the embedded profile
+    prints the same text as a warning on stderr, once per process, and goes on. Names are
+    compared in upper case, as pydantic-settings reads them."""
+    env = os.environ if environ is None else environ
+    known = known_mlops_variables()
+    problems = []
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith("MLOPS_") or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1)
+        problems.append(f"unknown variable {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if not problems:
+        return
+    text = "; ".join(problems) + ": no setting of this product has that name"
+    profile = next((v for k, v in env.items() if k.upper() == "MLOPS_PROFILE"), "embedded")
+    if profile.strip() == "production":
+        raise SettingsError(text, hint="correct or unset it (the README's settings table lists them)")
+    if text not in _warned_unknown:
+        _warned_unknown.add(text)
+        print(f"warning: {text}", file=sys.stderr)
+
+
 def get_settings() -> Settings:
-    """Read the settings now (environment at call time, never cached at import)."""
+    """Read the settings now (environment at call time, never cached at import); an ``MLOPS_*``
+    variable that is no setting is refused in production, warned of otherwise
+    (:func:`check_unknown_variables`)."""
+    check_unknown_variables()
     return Settings()
 
 

@@ -178,3 +178,59 @@ def test_production_refuses_a_blank_entity_hash_key(monkeypatch: pytest.MonkeyPa
         Settings(**production)
     monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", "a-secret-of-our-own")
     assert Settings(**production).entity_hash_key.get_secret_value() == "a-secret-of-our-own"
+
+
+def test_a_misspelled_variable_is_refused_in_production_with_the_name_it_resembles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``MLOPS_AUDIT_URL`` (for MLOPS_AUDIT_DB_URL) was silently ignored: the embedded SQLite
+    store stayed in use, on a host meant to use PostgreSQL."""
+    from mlops.errors import SettingsError
+    from mlops.settings import get_settings
+
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    monkeypatch.setenv("MLOPS_AUDIT_URL", "postgresql://x/y")
+    with pytest.raises(SettingsError) as caught:
+        get_settings()
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith(
+        "unknown variable MLOPS_AUDIT_URL (did you mean MLOPS_AUDIT_DB_URL?)"
+    )
+
+
+def test_a_misspelled_variable_is_a_warning_once_in_the_embedded_profile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlops.settings import get_settings
+
+    monkeypatch.setenv("MLOPS_PROFILE", "embedded")
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_AUDIT_URL", "postgresql://x/y")
+    monkeypatch.setattr("mlops.settings._warned_unknown", set())
+    assert get_settings().resolved_audit_db_url.startswith("sqlite:")
+    get_settings()
+    err = capsys.readouterr().err
+    assert err.count("unknown variable MLOPS_AUDIT_URL (did you mean MLOPS_AUDIT_DB_URL?)") == 1
+
+
+def test_every_mlops_variable_the_product_reads_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings fields (as pydantic-settings names them) and the variables read elsewhere pass."""
+    from mlops.errors import SettingsError
+    from mlops.promotion import CRASH_AFTER_ENV
+    from mlops.settings import OTHER_MLOPS_VARIABLES, get_settings, known_mlops_variables
+
+    assert CRASH_AFTER_ENV in OTHER_MLOPS_VARIABLES
+    known = known_mlops_variables()
+    for name in (
+        "MLOPS_EVENT_CONFIRM_SECONDS",
+        "MLOPS_APPROVAL_TIMEOUT_SECONDS",
+        "MLOPS_APPROVAL_POLL_SECONDS",
+        "MLOPS_ARROW_MEMORY_POOL",
+        "MLOPS_TEST_PG_URL",
+    ):
+        assert name in known
+    for name in ("MLOPS_PROMOTION_CRASH_AFTER", "MLOPS_TEST_PG_URL", "mlops_approval_poll_seconds"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    with pytest.raises(SettingsError, match="The production profile is not fully configured"):
+        get_settings()  # refused for what production lacks, not for these variables
