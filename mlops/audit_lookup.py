@@ -83,7 +83,9 @@ class EntityRecord(BaseModel):
     case_status: str | None = Field(None, description="a prediction's review case: open/resolved/superseded")
     case_superseded_by: str | None = None
     case_id: str | None = Field(
-        None, description="a review / review_opened record: the case (= prediction id) it resolved / opened"
+        None,
+        description="a prediction: its review case (= its id), if it has one; a review / review_opened "
+        "record: the case (= prediction id) it resolved / opened",
     )
     reviewer: str | None = Field(None, description="who resolved the prediction's case / the review")
     opened_by: str | None = Field(None, description="a review_opened record: who routed the case by hand")
@@ -184,6 +186,7 @@ def _stmt(keys: list[str], model_name: str | None) -> sa.Select[Any]:
             a.input_snapshot,
             a.input_row,
             a.payload,
+            c.case_id,
             c.status.label("case_status"),
             c.superseded_by.label("case_superseded_by"),
             c.reviewer,
@@ -200,6 +203,7 @@ def _record(row: Any) -> EntityRecord:
     values = dict(row)
     payload = values.pop("payload") or {}
     values["record_id"] = str(row.record_id)
+    values["case_id"] = None if row.case_id is None else str(row.case_id)  # a prediction's own case
     values["case_superseded_by"] = None if row.case_superseded_by is None else str(row.case_superseded_by)
     values["created_at"] = as_utc(row.created_at)
     values["input_row"] = None if row.input_row is None else int(row.input_row)

@@ -74,7 +74,7 @@ def test_a_routed_latest_prediction_leaves_the_decision_pending(engine: Engine) 
     now = history.current["credit-risk"]
     assert (now.decision, now.decided_by) == (None, None)
     assert now.prediction.record_id == routed.record_ids[1] and now.prediction.outcome == OUTCOME_PENDING
-    assert now.open_cases == [routed.record_ids[1]]
+    assert now.open_cases == [routed.record_ids[1]] and now.prediction.case_id == routed.record_ids[1]
     assert f"none yet: case {routed.record_ids[1]} waits for review" in history_text(APP, history)
 
 
@@ -88,6 +88,9 @@ def test_a_case_opened_by_hand_on_a_decided_prediction_leaves_the_decision_under
     now = history.current["credit-risk"]
     assert (now.decision, now.decided_by, now.open_cases) == ("approve", "model", [rid])
     assert now.prediction.outcome == OUTCOME_UNDER_REVIEW
+    # The prediction names its case (as `audit find --json` shows it), not only review_opened.
+    assert (now.prediction.case_status, now.prediction.case_id) == ("open", rid)
+    assert [r.case_id for r in history.predictions if r.record_id != rid] == [None]
     text = history_text(APP, history)
     assert "approve, by the model" in text and f"under review: case {rid} (routed by hand)" in text
     assert "review_opened of case" in text and "by dana: routed to review: complaint by the applicant" in text
