@@ -5,9 +5,11 @@ audit find``): the flow first routes it to review by hand, as ``mlops review ope
 case opens and a ``review_opened`` record names who routed it and why), so a decision can be
 sent to a person from the Prefect UI too.
 
-The flow publishes the case (model, version, role, score, routing reason, input reference and
-the input row without sensitive columns) as a Markdown artifact, then pauses with a form
-(:class:`ReviewForm`: reviewer, decision approve|decline, reason). Resuming the run with that
+The flow publishes the case (application id, model, version, role, score, decision policy,
+routing reason, input reference and the input values, sensitive attributes withheld) as a
+Markdown artifact, then pauses with a form
+(:class:`ReviewForm`: reviewer, decision approve|decline, reason) whose description is the
+same Markdown, so the reviewer sees what they decide above the form. Resuming the run with that
 input (Prefect UI "Resume", or ``resume_flow_run(id, run_input={...})``) resolves the case
 through the audit store, which appends the ``review`` audit record.
 
@@ -33,7 +35,7 @@ from pydantic import Field
 
 from mlops import audit
 from mlops.errors import InputError
-from mlops.review_desk import ReviewNotGiven
+from mlops.review_desk import ReviewNotGiven, resolve_command
 from mlops.settings import Settings, flow_settings
 from tasks.review import (
     load_review_case_task,
@@ -76,8 +78,7 @@ def _ask_an_allowed_reviewer(
         except FlowPauseTimeout as exc:
             raise ReviewNotGiven(
                 f"no decision on review case {case_id} within {timeout_seconds} s; the case stays open",
-                hint=f"run review-case again, or: mlops review resolve {case_id} --reviewer WHO "
-                "--decision approve|decline --reason TEXT",
+                hint=f"run review-case again, or: {resolve_command(case_id)}",
             ) from exc
         if not allowed or answer.reviewer.strip() in allowed:
             return answer

@@ -583,13 +583,14 @@ PREDICTION_REFERENCE: Final = (
     audit_records.c.input_snapshot,
     audit_records.c.input_row,
     audit_records.c.input_hash,
+    audit_records.c.decision,
 )
 
 
 def prediction_rows(conn: Any, record_ids: Sequence[str]) -> dict[str, Any]:
     """record id -> the :data:`PREDICTION_REFERENCE` columns of those prediction records that are
-    in the store (the model, the keyed entity and where the scored row lives), a few hundred ids
-    per statement."""
+    in the store (the model, the keyed entity, where the scored row lives and the model's
+    decision), a few hundred ids per statement."""
     a = audit_records.c
     ids = list(dict.fromkeys(record_ids))
     found: dict[str, Any] = {}

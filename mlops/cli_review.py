@@ -1,4 +1,9 @@
-"""``mlops review list|open|resolve``: the review queue from the command line.
+"""``mlops review list|show|open|resolve``: the review queue from the command line.
+
+``list`` and ``show`` give what a reviewer decides: the application id and input values read
+from the scored snapshot (the audit store keeps only a keyed hash of the id), the sensitive
+attributes withheld, and the model's score, proposal and routing reason
+(:mod:`mlops.review_desk`).
 
 The review commands work on the audit store directly (a resolution is one transaction that
 also appends the ``review`` audit record), so they need no Prefect server; the Prefect door to
@@ -19,6 +24,7 @@ from mlops.cli import child_commands, needs_child_command
 
 if TYPE_CHECKING:
     from mlops.cli import Registrar
+    from mlops.review_desk import CaseView
 
 
 DEFAULT_LIST_LIMIT = 50
@@ -43,35 +49,119 @@ def _existing_store() -> Any:
     return open_existing_audit_store(get_settings(), upgrade=True)
 
 
+def _proposal(view: CaseView) -> str:
+    decision = view.model_decision or "n/a"
+    return f"model decided {decision}" if view.routed_by_hand else f"proposed {decision}"
+
+
+def _case_json(view: CaseView) -> dict[str, Any]:
+    """A case's JSON: the case row plus what the reviewer is shown."""
+    return {
+        **view.case.model_dump(mode="json"),
+        "opened_by": view.routed_by_hand[0] if view.routed_by_hand else None,
+        "application_id": view.application_id,
+        "proposed_decision": view.model_decision,
+        "inputs": view.row,
+        "input_error": view.row_error,
+        "input_snapshot": view.reference.input_snapshot,
+        "input_row": view.reference.input_row,
+    }
+
+
 def cmd_review_list(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
     from mlops.audit_lookup import require_known_model
     from mlops.model_spec import model_spec_names
+    from mlops.review_desk import case_views
+    from mlops.settings import get_settings
+    from mlops.storage import make_store
 
+    settings = get_settings()
     engine = _existing_store()
     try:
         require_known_model(engine, args.model, model_spec_names())
         limit = None if args.all else args.limit
         cases = audit.list_open_cases(engine, model_name=args.model, limit=limit)
         open_total = audit.count_open_cases(engine, model_name=args.model) if limit else len(cases)
-        by_hand = audit.routed_by_hand_all(engine, cases)
+        views = case_views(engine, make_store(settings), cases, settings)
     finally:
         engine.dispose()
     head = f"{open_total} open review case(s)" + (f" of {args.model}" if args.model else "")
     if len(cases) < open_total:
         head += f", the oldest {len(cases)} shown (--limit N, --all)"
     lines = [head]
-    lines += [
-        f"{c.case_id}  {c.model_name} v{c.model_version} {c.role or '-'}  score {_score(c.score)}  "
-        f"{c.created_at:%Y-%m-%d %H:%M}  {c.routing_reason}"
-        + (f"  (routed by hand by {by_hand[c.case_id][0]})" if c.case_id in by_hand else "")
-        for c in cases
+    for v in views:
+        c = v.case
+        lines.append(
+            f"{c.case_id}  application {v.application_id or '?'}  {_proposal(v)}  score {_score(c.score)}  "
+            f"{c.model_name} v{c.model_version} {c.role or '-'}  {c.created_at:%Y-%m-%d %H:%M}  {c.routing_reason}"
+            + (f"  (routed by hand by {v.routed_by_hand[0]})" if v.routed_by_hand else "")
+        )
+        if v.row_error:
+            lines.append(f"    {v.row_error}")
+    if views:
+        lines.append("details of a case: mlops review show CASE_ID")
+    data = {"count": len(cases), "open": open_total, "cases": [_case_json(v) for v in views]}
+    return 0, data, "\n".join(lines)
+
+
+def cmd_review_show(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from mlops import audit
+    from mlops.review_desk import any_case_view, cell_text, policy_text, resolve_command
+    from mlops.settings import get_settings
+    from mlops.storage import make_store
+
+    settings = get_settings()
+    engine = _existing_store()
+    try:
+        case = audit.get_case(engine, args.case_id)
+        view = any_case_view(engine, make_store(settings), case, settings)
+    finally:
+        engine.dispose()
+    c, ref = view.case, view.reference
+    command = resolve_command(c.case_id) if c.status == "open" else None
+    lines = [
+        f"review case {c.case_id} ({c.status})",
+        f"  application  {view.application_id or 'unknown'}",
+        f"  model        {c.model_name} v{c.model_version} {c.role or '-'}",
+        f"  score        {_score(c.score)} (P default); {_proposal(view)}",
+        f"  policy       {policy_text(view)}",
+        f"  routed       {c.routing_reason}"
+        + (
+            f" (by hand by {view.routed_by_hand[0]}: {view.routed_by_hand[1]})" if view.routed_by_hand else ""
+        ),
+        f"  opened       {c.created_at:%Y-%m-%d %H:%M:%S} UTC, batch {c.batch_id or 'n/a'}",
+        "  input        "
+        + (
+            f"row {ref.input_row} of snapshot {ref.input_snapshot} ({ref.dataset})"
+            if ref.input_snapshot
+            else "no reference recorded"
+        ),
     ]
-    listed = [
-        {**c.model_dump(mode="json"), "opened_by": by_hand[c.case_id][0] if c.case_id in by_hand else None}
-        for c in cases
-    ]
-    data = {"count": len(cases), "open": open_total, "cases": listed}
+    if view.row is not None:
+        width = max(len(k) for k in view.row)
+        lines += [f"    {k.ljust(width)}  {cell_text(v)}" for k, v in view.row.items()]
+    else:
+        lines.append(f"    {view.row_error}")
+    if c.status == "resolved":
+        lines.append(f"  resolved     {c.decision} by {c.reviewer} at {c.resolved_at}: {c.resolution_reason}")
+    elif c.status == "superseded":
+        lines.append(f"  superseded   by {c.superseded_by}: nothing to decide here")
+    if command:
+        lines.append(f"  decide it:   {command}")
+    data = {
+        "case": _case_json(view),
+        "model_version": c.model_version,
+        "score": c.score,
+        "routing_reason": c.routing_reason,
+        "application_id": view.application_id,
+        "proposed_decision": view.model_decision,
+        "inputs": view.row,
+        "input_error": view.row_error,
+        "policy": None if view.policy is None else view.policy.model_dump(mode="json"),
+        "policy_source": view.policy_source,
+        "resolve_command": command,
+    }
     return 0, data, "\n".join(lines)
 
 
@@ -100,6 +190,7 @@ def cmd_review_resolve(args: argparse.Namespace) -> tuple[int, dict[str, Any], s
 
 def cmd_review_open(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops import audit
+    from mlops.review_desk import resolve_command
 
     engine = _existing_store()
     try:
@@ -109,18 +200,20 @@ def cmd_review_open(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]
     text = (
         f"review case {case.case_id} opened by {args.by}: {case.model_name} v{case.model_version} "
         f"{case.role}, score {_score(case.score)} ({case.routing_reason}); recorded in the audit trail.\n"
-        f"  resolve it: mlops review resolve {case.case_id} --reviewer WHO --decision approve|decline "
-        "--reason TEXT"
+        f"  resolve it: {resolve_command(case.case_id)}"
     )
     return 0, {"case": case.model_dump(mode="json"), "opened_by": args.by}, text
 
 
 def register(add: Registrar) -> None:
-    """Add ``review list``, ``review open`` and ``review resolve`` to the ``mlops`` command."""
+    """Add ``review list``, ``review show``, ``review open`` and ``review resolve`` to the
+    ``mlops`` command."""
     review = add(
-        "review", needs_child_command, "The review queue: list open cases, open one by hand, resolve one."
+        "review",
+        needs_child_command,
+        "The review queue: list open cases, show one, open one by hand, resolve one.",
     )
-    child = child_commands(review, "review_command", ["list", "open", "resolve"])
+    child = child_commands(review, "review_command", ["list", "show", "open", "resolve"])
 
     p = child("list", cmd_review_list, "List open review cases, oldest first.")
     p.add_argument("--model", default=None, help="only cases of this model")
@@ -134,6 +227,14 @@ def register(add: Registrar) -> None:
     how_many.add_argument(
         "--all", action="store_true", help="every open case (a large batch can open tens of thousands)"
     )
+
+    p = child(
+        "show",
+        cmd_review_show,
+        "Show one case: the application id, every input value (sensitive attributes withheld), the "
+        "score, decision policy, routing reason, and the command that decides it.",
+    )
+    p.add_argument("case_id", metavar="CASE_ID", help="the case id (mlops review list)")
 
     p = child(
         "open",

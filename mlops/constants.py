@@ -53,3 +53,8 @@ QUARANTINE_REASONS_COLUMN: Final = "_quarantine_reasons"
 # Snapshot kinds in the object store.
 KIND_VALID: Final = "valid"
 KIND_QUARANTINE: Final = "quarantine"
+
+# Where the decision policy a prediction is re-decided under (mlops reproduce) or shown to a
+# reviewer under (mlops review show) comes from.
+POLICY_RECORDED: Final = "recorded with the batch"  # the batch's intact scoring_batch record
+POLICY_FROM_SPEC: Final = "model spec today"  # batches scored before such records existed

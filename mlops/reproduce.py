@@ -11,7 +11,7 @@ an edited score shows up as an edited record, not as a model that changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from mlops.audit import CANONICAL_FIELDS, audit_records, is_event, record_hash
 from mlops.audit_hashing import as_utc
 from mlops.audit_review import prediction_record
-from mlops.constants import KIND_VALID
+from mlops.constants import KIND_VALID, POLICY_FROM_SPEC, POLICY_RECORDED
 from mlops.errors import InputError
 from mlops.model_spec import DecisionPolicy
 from mlops.scoring import (
@@ -34,10 +34,6 @@ from mlops.scoring import (
     input_hashes,
 )
 from mlops.storage import ObjectStore, snapshot_key
-
-# Where the decision policy a prediction is re-decided under comes from.
-POLICY_RECORDED: Final = "recorded with the batch"  # the batch's intact scoring_batch record
-POLICY_FROM_SPEC: Final = "model spec today"  # batches scored before such records existed
 
 
 class ReproduceResult(BaseModel):

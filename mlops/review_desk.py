@@ -1,32 +1,37 @@
-"""What a reviewer needs to decide a case: the case, its input reference and the input row.
+"""What a reviewer needs to decide a case: the case, the application it decides and the model's
+proposal.
 
 Plain Python over the audit store's public API (:mod:`mlops.audit`) and the object store; the
 review flow (``flows/review.py``) and the ``mlops review`` commands call it.
 
 The input of a prediction is referenced by its audit record: ``input_snapshot`` (the sha256 of
 the validated application snapshot that was scored, ``snapshots/<dataset>/valid/<sha>.parquet``)
-and ``input_row`` (0-based row number inside it). Sensitive columns of the contract are never
-shown to a reviewer.
+and ``input_row`` (0-based row number inside it). The audit store keeps only a keyed hash of the
+application id; the snapshot holds the application's raw columns, id included, so that is
+where a reviewer's view of the application comes from (hash-checked, as every snapshot read).
+The sensitive attributes (the contract's ``sensitive`` columns and the spec's
+``sensitive_column``) are never shown to a reviewer: their value reads :data:`WITHHELD`, so that
+a review cannot be swayed by them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import pandas as pd
-import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from mlops import audit
-from mlops.constants import KIND_VALID
-from mlops.contracts import Contract
-from mlops.errors import InputError, WorkRefused
+from mlops.constants import KIND_VALID, POLICY_FROM_SPEC, POLICY_RECORDED
+from mlops.contracts import Contract, load_contract
+from mlops.errors import ContractError, InputError, MlopsError, StorageIntegrityError, WorkRefused
+from mlops.model_spec import DecisionPolicy, load_model_spec
 from mlops.settings import Settings
-from mlops.storage import ObjectStore, read_snapshot, snapshot_key
-
-DEFAULT_APPLICATIONS_DATASET: Final = "credit_applications"
+from mlops.storage import ObjectMissing, ObjectStore, read_snapshot, snapshot_key
 
 
 class ReviewNotGiven(WorkRefused):
@@ -34,26 +39,17 @@ class ReviewNotGiven(WorkRefused):
 
 
 class InputReference(BaseModel):
-    """Where the scored row of a prediction lives."""
+    """Where the scored row of a prediction lives, and what the model decided on it."""
 
     record_id: str
+    model_name: str | None = None
     entity_key: str | None
     input_snapshot: str | None
     input_row: int | None
     input_hash: str | None
+    decision: str | None = None
     dataset: str | None = None
     uri: str | None = None
-
-
-class CaseView(BaseModel):
-    """An open case as shown to a reviewer."""
-
-    case: audit.ReviewCase
-    reference: InputReference
-    row: dict[str, Any] | None = None
-    row_error: str | None = None
-    model_decision: str | None = None  # the prediction's: a proposal if routed, else it stands
-    routed_by_hand: tuple[str, str] | None = None  # (who, why) of a case opened by hand
 
 
 def input_references(engine: Engine, record_ids: Sequence[str]) -> dict[str, InputReference]:
@@ -63,46 +59,177 @@ def input_references(engine: Engine, record_ids: Sequence[str]) -> dict[str, Inp
     return {
         record_id: InputReference(
             record_id=record_id,
+            model_name=r.model_name,
             entity_key=r.entity_key,
             input_snapshot=r.input_snapshot,
             input_row=None if r.input_row is None else int(r.input_row),
             input_hash=r.input_hash,
+            decision=r.decision,
         )
         for record_id, r in rows.items()
     }
 
 
-def applications_contract_for(model_name: str, settings: Settings) -> Contract | None:
-    """The applications contract of a model's spec; None when no spec of that name exists."""
-    from mlops.contracts import load_contract
-    from mlops.errors import ContractError
-    from mlops.model_spec import load_model_spec
+WITHHELD: Final = "withheld (sensitive attribute)"
+NO_PREDICTION_RECORD: Final = "the case has no prediction record in the audit store"
 
+
+class CaseView(BaseModel):
+    """A case as shown to a reviewer: the case, the scored application (its id and every input
+    column; sensitive attributes withheld) and the model's decision."""
+
+    case: audit.ReviewCase
+    reference: InputReference
+    application_id: str | None = None
+    # Every column of the scored row, as plain JSON values (None: missing); the sensitive
+    # attributes (the contract's, and the spec's sensitive_column) hold WITHHELD instead.
+    row: dict[str, Any] | None = None
+    row_error: str | None = None
+    model_decision: str | None = None  # the prediction's: a proposal if routed, else it stands
+    routed_by_hand: tuple[str, str] | None = None  # (who, why) of a case opened by hand
+    policy: DecisionPolicy | None = None
+    policy_source: str | None = None  # where ``policy`` comes from (the batch's record or the spec)
+
+
+@dataclass(frozen=True)
+class _ModelDesk:
+    """What the desk needs of one model's spec: the applications contract (dataset name, id
+    column), the columns never shown, and the decision policy."""
+
+    contract: Contract | None
+    withheld: frozenset[str] = frozenset()
+    policy: DecisionPolicy | None = None
+
+
+def _model_desk(model_name: str, settings: Settings) -> _ModelDesk:
     try:
         spec = load_model_spec(model_name, contracts_dir=settings.contracts_dir)
     except ContractError:
+        return _ModelDesk(contract=None)
+    contract = load_contract(settings.contracts_dir, spec.applications_contract)
+    withheld = set(contract.sensitive_columns) | ({spec.sensitive_column} if spec.sensitive_column else set())
+    return _ModelDesk(contract=contract, withheld=frozenset(withheld), policy=spec.decision_policy)
+
+
+def applications_contract_for(model_name: str, settings: Settings) -> Contract | None:
+    """The applications contract of a model's spec; None when no spec of that name exists."""
+    return _model_desk(model_name, settings).contract
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a JSON value: None for missing, ISO text for times, Python numbers."""
+    if value is None or (not isinstance(value, str | bytes) and bool(pd.isna(value))):
         return None
-    return load_contract(settings.contracts_dir, spec.applications_contract)
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
 
 
-def read_input_row(
-    store: ObjectStore, reference: InputReference, dataset: str
-) -> tuple[dict[str, Any] | None, str | None]:
-    """The scored row as a dict, or (None, why not)."""
+def unavailable(sha256: str, exc: MlopsError) -> str:
+    """Why the rows of snapshot ``sha256`` cannot be shown (listing goes on without them)."""
+    if isinstance(exc, ObjectMissing):
+        return f"input row unavailable (snapshot {sha256[:12]} missing)"
+    if isinstance(exc, StorageIntegrityError):
+        return f"input row unavailable (snapshot {sha256[:12]} altered: its bytes no longer hash to its name)"
+    return f"input row unavailable ({exc.message})"
+
+
+def _read_rows(
+    store: ObjectStore, wanted: dict[tuple[str, str], set[int]]
+) -> tuple[dict[tuple[str, str, int], dict[str, Any]], dict[tuple[str, str], str]]:
+    """Each snapshot read once (hash-checked), only its wanted rows converted: (dataset, sha,
+    row) -> the row's cells, and (dataset, sha) -> why its rows are unavailable."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    errors: dict[tuple[str, str], str] = {}
+    for (dataset, sha), numbers in wanted.items():
+        ordered = sorted(numbers)
+        try:
+            frame = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha, rows=ordered)
+        except (InputError, StorageIntegrityError) as exc:
+            errors[(dataset, sha)] = unavailable(sha, exc)
+            continue
+        for number, cells in zip(ordered, frame.to_dict(orient="records"), strict=True):
+            rows[(dataset, sha, number)] = {str(k): _plain(v) for k, v in cells.items()}
+    return rows, errors
+
+
+def case_views(
+    engine: Engine, store: ObjectStore, cases: Sequence[audit.ReviewCase], settings: Settings
+) -> list[CaseView]:
+    """The cases (in their order) with their application id, input row and model decision, in a
+    few statements and one read of each snapshot they reference. A snapshot that is missing or
+    altered leaves its cases without a row (``row_error`` says why), never fails the listing."""
+    references = input_references(engine, [case.case_id for case in cases])
+    by_hand = audit.routed_by_hand_all(engine, cases)
+    desks = {name: _model_desk(name, settings) for name in sorted({case.model_name for case in cases})}
+    wanted: dict[tuple[str, str], set[int]] = {}
+    for reference in references.values():
+        desk = desks[str(reference.model_name)]
+        if (
+            desk.contract is not None
+            and reference.input_snapshot is not None
+            and reference.input_row is not None
+        ):
+            wanted.setdefault((desk.contract.name, reference.input_snapshot), set()).add(reference.input_row)
+    rows, errors = _read_rows(store, wanted)
+    return [
+        _view(case, references.get(case.case_id), desks[case.model_name], rows, errors, store, by_hand)
+        for case in cases
+    ]
+
+
+def _view(
+    case: audit.ReviewCase,
+    reference: InputReference | None,
+    desk: _ModelDesk,
+    rows: dict[tuple[str, str, int], dict[str, Any]],
+    errors: dict[tuple[str, str], str],
+    store: ObjectStore,
+    by_hand: dict[str, tuple[str, str]],
+) -> CaseView:
+    view = CaseView(
+        case=case,
+        reference=reference
+        or InputReference(
+            record_id=case.case_id,
+            entity_key=case.entity_key,
+            input_snapshot=None,
+            input_row=None,
+            input_hash=None,
+        ),
+        routed_by_hand=by_hand.get(case.case_id),
+        policy=desk.policy,
+        policy_source=None if desk.policy is None else POLICY_FROM_SPEC,
+    )
+    if reference is None:
+        return view.model_copy(update={"row_error": NO_PREDICTION_RECORD})
+    view.model_decision = reference.decision
+    if desk.contract is None:
+        why = f"no model spec named {case.model_name!r} says which columns are sensitive"
+        return view.model_copy(update={"row_error": f"input row unavailable ({why})"})
+    dataset = desk.contract.name
     if reference.input_snapshot is None or reference.input_row is None:
-        return None, "the prediction record has no input reference"
-    try:
-        frame = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=reference.input_snapshot)
-    except InputError as exc:
-        return None, exc.message
-    if not 0 <= reference.input_row < len(frame):
-        return None, f"row {reference.input_row} is outside the snapshot ({len(frame)} rows)"
-    row: dict[str, Any] = frame.iloc[reference.input_row].to_dict()
-    return row, None
+        why = "the prediction record has no input reference"
+        return view.model_copy(update={"row_error": f"input row unavailable ({why})"})
+    key = snapshot_key(KIND_VALID, dataset, reference.input_snapshot)
+    view.reference = reference.model_copy(update={"dataset": dataset, "uri": store.uri(key)})
+    row = rows.get((dataset, reference.input_snapshot, reference.input_row))
+    if row is None:
+        return view.model_copy(update={"row_error": errors.get((dataset, reference.input_snapshot))})
+    application_id = row.get(desk.contract.id_column)
+    return view.model_copy(
+        update={
+            "application_id": None if application_id is None else str(application_id),
+            "row": {k: WITHHELD if k in desk.withheld else v for k, v in row.items()},
+        }
+    )
 
 
-def case_view(engine: Engine, store: ObjectStore, case_id: str, contract: Contract | None) -> CaseView:
-    """An OPEN case with its input reference and (sensitive columns removed) its input row.
+def case_view(engine: Engine, store: ObjectStore, case_id: str, settings: Settings) -> CaseView:
+    """An OPEN case as a reviewer sees it (:func:`case_views`), under the decision policy
+    recorded with its batch when the batch recorded one.
 
     Raises :class:`~mlops.audit.ReviewCaseNotFound`,
     :class:`~mlops.audit.ReviewCaseAlreadyResolved` or :class:`~mlops.audit.ReviewCaseSuperseded`.
@@ -110,36 +237,59 @@ def case_view(engine: Engine, store: ObjectStore, case_id: str, contract: Contra
     case = audit.get_case(engine, case_id)
     with engine.connect() as conn:
         audit.check_open(conn, case)
-    reference = input_references(engine, [case_id]).get(case_id)
-    if reference is None:
-        raise audit.ReviewCaseNotFound(f"review case {case_id!r} has no prediction record")
-    dataset = contract.name if contract is not None else DEFAULT_APPLICATIONS_DATASET
-    if reference.input_snapshot is not None:
-        key = snapshot_key(KIND_VALID, dataset, reference.input_snapshot)
-        reference = reference.model_copy(update={"dataset": dataset, "uri": store.uri(key)})
-    row, error = read_input_row(store, reference, dataset)
-    if row is not None and contract is not None:
-        hidden = set(contract.sensitive_columns)
-        row = {k: v for k, v in row.items() if k not in hidden}
-    records = audit.audit_records.c
-    with engine.connect() as conn:
-        decision = conn.execute(sa.select(records.decision).where(records.record_id == case_id)).scalar()
-    return CaseView(
-        case=case,
-        reference=reference,
-        row=row,
-        row_error=error,
-        model_decision=decision,
-        routed_by_hand=audit.routed_by_hand(engine, case),
-    )
+    return any_case_view(engine, store, case, settings)
 
 
-def _cell(value: Any) -> str:
-    if value is None or (not isinstance(value, str | bytes) and bool(pd.isna(value))):
+def any_case_view(engine: Engine, store: ObjectStore, case: audit.ReviewCase, settings: Settings) -> CaseView:
+    """One case, whatever its status, as :func:`case_view` shows an open one."""
+    [view] = case_views(engine, store, [case], settings)
+    if view.row_error == NO_PREDICTION_RECORD:
+        raise audit.ReviewCaseNotFound(f"review case {case.case_id!r} has no prediction record")
+    recorded = _recorded_policy(engine, case.batch_id)
+    if recorded is not None:
+        view = view.model_copy(update={"policy": recorded, "policy_source": POLICY_RECORDED})
+    return view
+
+
+def _recorded_policy(engine: Engine, batch_id: str | None) -> DecisionPolicy | None:
+    """The policy recorded with the case's batch; None when it recorded none or its record no
+    longer matches its hash (``mlops audit verify`` names that; the spec's is shown instead)."""
+    from mlops.reproduce import recorded_decision_policy
+
+    try:
+        return recorded_decision_policy(engine, batch_id)
+    except InputError:
+        return None
+
+
+def resolve_command(case_id: str) -> str:
+    """The command line that decides a case."""
+    return f"mlops review resolve {case_id} --reviewer WHO --decision approve|decline --reason TEXT"
+
+
+def policy_text(view: CaseView) -> str:
+    """The decision policy behind the model's proposal, in one line."""
+    policy = view.policy
+    if policy is None:
+        return "n/a (no model spec of this name)"
+    lo, hi = policy.review_band
+    text = f"decline at P(default) >= {policy.threshold:g}; review band [{lo:g}, {hi:g}]"
+    if policy.high_stakes is not None:
+        text += f"; high stakes: {policy.high_stakes.column} >= {policy.high_stakes.min:g} (or missing)"
+    return f"{text} ({view.policy_source})"
+
+
+def cell_text(value: Any) -> str:
+    """One input value as shown to a reviewer."""
+    if value is None:
         return "(missing)"
     if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value).replace("|", "\\|")
+        return f"{value:.10g}"
+    return str(value)
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def _routing_line(view: CaseView) -> str:
@@ -161,6 +311,8 @@ def case_markdown(view: CaseView) -> str:
     lines = [
         f"# Review case `{case.case_id}`",
         "",
+        f"**Application:** `{view.application_id or 'unknown'}`",
+        "",
         f"**Why a person reviews it:** {case.routing_reason}",
         "",
         _routing_line(view),
@@ -169,6 +321,8 @@ def case_markdown(view: CaseView) -> str:
         "|---|---|---|---|---|---|",
         f"| {case.model_name} | {case.model_version} | {case.role or 'n/a'} | {score} "
         f"| {case.batch_id or 'n/a'} | {case.created_at:%Y-%m-%d %H:%M:%S} UTC |",
+        "",
+        f"**Decision policy:** {policy_text(view)}",
         "",
         "**Input:** "
         + (
@@ -184,10 +338,10 @@ def case_markdown(view: CaseView) -> str:
     lines.append("")
     if view.row is not None:
         lines += ["| field | value |", "|---|---|"]
-        lines += [f"| {k} | {_cell(v)} |" for k, v in view.row.items()]
+        lines += [f"| {k} | {_markdown_cell(cell_text(v))} |" for k, v in view.row.items()]
         lines.append("")
     elif view.row_error:
-        lines += [f"The input row cannot be shown: {view.row_error}", ""]
+        lines += [f"**Input values:** {view.row_error}", ""]
     lines.append(
         "Decide **approve** or **decline**, give your name and a reason. "
         "A decision is final and written to the audit trail."

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,10 +301,17 @@ def write_snapshot(store: ObjectStore, df: pd.DataFrame, *, dataset: str, kind: 
 
 
 def read_snapshot(
-    store: ObjectStore, *, dataset: str, kind: str, sha256: str, columns: list[str] | None = None
+    store: ObjectStore,
+    *,
+    dataset: str,
+    kind: str,
+    sha256: str,
+    columns: list[str] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Read a snapshot back (all its columns, or ``columns``) and check its bytes still hash
-    to its address."""
+    """Read a snapshot back (all its columns, or ``columns``; all its rows, or the 0-based
+    ``rows`` in that order, the only ones converted to pandas) and check its bytes still hash
+    to its address. A row outside the snapshot is an :class:`InputError`."""
     key = snapshot_key(kind, dataset, sha256)
     data = store.get_bytes(key)
     actual = hashlib.sha256(data).hexdigest()
@@ -313,4 +320,13 @@ def read_snapshot(
             f"snapshot {store.uri(key)} hashes to {actual}, not {sha256}",
             hint="the stored file was altered; restore it from a backup",
         )
-    return pq.read_table(io.BytesIO(data), columns=columns).to_pandas()
+    table = pq.read_table(io.BytesIO(data), columns=columns)
+    if rows is not None:
+        outside = [r for r in rows if not 0 <= r < table.num_rows]
+        if outside:
+            raise InputError(
+                f"row {outside[0]} is outside snapshot {sha256[:12]} ({table.num_rows} rows)",
+                hint="the record's input reference does not match the stored snapshot",
+            )
+        table = table.take(pa.array(rows, type=pa.int64()))
+    return table.to_pandas()

@@ -14,7 +14,6 @@ from mlops.contracts import Contract
 from mlops.feedback import review_labelled_rows
 from mlops.review_desk import (
     CaseView,
-    applications_contract_for,
     case_markdown,
     case_view,
     resolution_markdown,
@@ -37,11 +36,11 @@ def case_artifact_key(case_id: str) -> str:
     cache_policy=NO_CACHE,
 )
 def load_review_case_task(case_id: str, settings: Settings) -> CaseView:
-    """The open case with its input reference and row (refuses unknown or resolved cases)."""
+    """The open case with its application id and input row, sensitive attributes withheld
+    (refuses unknown or resolved cases)."""
     engine = open_audit_store(settings)
     try:
-        contract = applications_contract_for(audit.get_case(engine, case_id).model_name, settings)
-        return case_view(engine, make_store(settings), case_id, contract)
+        return case_view(engine, make_store(settings), case_id, settings)
     finally:
         engine.dispose()
 

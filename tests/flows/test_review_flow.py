@@ -28,6 +28,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.flow_runs import resume_flow_run
+from prefect.input.actions import read_flow_run_input
+from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import State
 
 from flows.review import review_case
@@ -37,6 +39,7 @@ from mlops.errors import InputError
 from mlops.settings import get_settings
 from mlops.storage import make_store
 from tasks.review import case_artifact_key, gather_review_feedback_task
+from tests.helpers import clean_frame
 from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
 
 pytestmark = [pytest.mark.flows, pytest.mark.timeout(150)]
@@ -85,6 +88,24 @@ def run_named(name: str, wanted: StateType | None = None) -> FlowRun:
         time.sleep(0.2)
 
 
+def form_description(paused: FlowRun) -> str:
+    """The description the paused run's form shows (saved just after the pause)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(paused.id).state
+        assert state is not None
+        key = keyset_from_paused_state(state)["description"]
+        try:
+            description = read_flow_run_input(key, flow_run_id=paused.id)
+        except Exception:  # not saved yet
+            description = None
+        if description:
+            return str(description)
+        assert time.monotonic() < deadline, "the paused run's form has no description"
+        time.sleep(0.2)
+
+
 def artifact_markdown(key: str) -> str:
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
@@ -114,7 +135,17 @@ def test_review_pauses_for_input_and_resume_resolves_the_case(open_case: tuple[s
     for text in (case_id, "credit-risk", "0.3100", "score in the review band", application_id, "row 1"):
         assert text in shown
     assert "Routed by the scoring batch: the model proposed **approve** and decided nothing" in shown
-    assert "gender" not in shown  # sensitive attributes are not shown to reviewers
+    # The form's description (shown above the Resume form) is the same case: the application,
+    # its input values as a table, score and reason; the sensitive attribute's value withheld.
+    form = form_description(paused)
+    assert form == shown
+    row = clean_frame(contracts()[0], 2, seed=7).iloc[1]  # the fixture's scored row
+    assert f"**Application:** `{application_id}`" in form
+    assert f"| application_id | {application_id} |" in form and f"| region | {row['region']} |" in form
+    assert f"| age | {row['age']} |" in form and f"| employment_type | {row['employment_type']} |" in form
+    assert "| gender | withheld (sensitive attribute) |" in form
+    assert f"| {row['gender']} |" not in form
+    assert "review band [0.18, 0.35]" in form
 
     with pytest.raises(RuntimeError, match="decision"):  # the form's schema is enforced on resume
         resume_flow_run(paused.id, run_input={"reviewer": "alice", "decision": "maybe", "reason": "x"})

@@ -513,6 +513,37 @@ def test_the_same_rows_are_not_scored_twice_without_rescore(
     capsys.readouterr()
 
 
+def test_review_list_and_show_give_a_scored_cases_application_and_inputs_never_its_gender(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = score_batch(source=str(setup.batch_a))
+    assert result.review_cases_opened > 0
+    batch = pd.read_parquet(setup.batch_a).set_index("application_id")
+    assert main(["review", "list", "--all", "--json"]) == 0
+    cases = last_json(capsys.readouterr().out)["cases"]
+    assert len(cases) == result.review_cases_opened
+    for case in cases:  # the id read from the snapshot is the application the case was keyed by
+        applied = case["application_id"]
+        assert entity_key(pd.Series([applied]), get_settings().entity_hash_key)[0] == case["entity_key"]
+        assert case["inputs"]["loan_amount"] == pytest.approx(batch.loc[applied, "loan_amount"])
+        assert case["inputs"]["gender"] == "withheld (sensitive attribute)"
+        assert case["proposed_decision"] == ("decline" if case["score"] >= 0.25 else "approve")
+    case = cases[0]
+    applied, row = case["application_id"], batch.loc[case["application_id"]]
+    assert main(["review", "list", "--all"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith(case["case_id"])]
+    assert f"application {applied}  proposed {case['proposed_decision']}" in line
+
+    assert main(["review", "show", case["case_id"]]) == 0
+    out = capsys.readouterr().out
+    values = dict(x.split(None, 1) for x in out.splitlines() if x.startswith("    "))
+    assert values["application_id"] == applied and values["region"] == row["region"]
+    assert values["employment_type"] == row["employment_type"] and values["age"] == str(row["age"])
+    assert values["gender"] == "withheld (sensitive attribute)" and row["gender"] not in out.split()
+    assert f"model        {MODEL} v1 champion" in out and "(recorded with the batch)" in out
+    assert f"mlops review resolve {case['case_id']} --reviewer WHO" in out
+
+
 def test_audit_find_goes_from_an_application_id_to_its_predictions_and_review(
     setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -243,3 +243,79 @@ def test_a_prediction_routed_by_hand_is_reviewed_and_the_trail_says_who_routed_i
         assert audit.verify_chain(engine).ok
     finally:
         engine.dispose()
+
+
+def test_list_and_show_give_the_application_its_inputs_and_the_proposal_never_the_sensitive_value(
+    mlops_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = get_settings()
+    store = make_store(settings)
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    sha, frame = application_snapshot(store, apps, 4, seed=5)
+    gone, gone_frame = application_snapshot(store, apps, 2, seed=6)
+    cases = append(
+        engine, predictions(sha, frame["application_id"], [0.1, 0.3, 0.6, 0.2], routed=(1, 2, 3)), "b1"
+    )
+    lost = append(engine, predictions(gone, gone_frame["application_id"], [0.3, 0.1], routed=(0,)), "b2")
+    engine.dispose()
+    (Path(settings.resolved_store_url) / f"snapshots/{apps.name}/valid/{gone}.parquet").unlink()
+    reads: list[str] = []
+    get_bytes = type(store).get_bytes
+    monkeypatch.setattr(type(store), "get_bytes", lambda self, key: reads.append(key) or get_bytes(self, key))
+
+    # The list: each case's application id and the model's proposal; one read per snapshot.
+    assert main(["review", "list"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(reads) == sorted(f"snapshots/{apps.name}/valid/{s}.parquet" for s in (sha, gone))
+    for case, row, proposal in ((cases[1], 1, "approve"), (cases[2], 2, "decline")):
+        [line] = [x for x in out.splitlines() if x.startswith(case)]
+        assert f"application {frame['application_id'][row]}  proposed {proposal}" in line
+    [line] = [x for x in out.splitlines() if x.startswith(lost[0])]
+    assert "application ?" in line  # a missing snapshot does not stop the listing
+    assert f"input row unavailable (snapshot {gone[:12]} missing)" in out
+    code, data, _ = run(capsys, "review", "list")
+    listed = {c["case_id"]: c for c in data["cases"]}
+    assert code == 0 and data["count"] == 4
+    assert listed[cases[2]]["application_id"] == frame["application_id"][2]
+    assert listed[cases[2]]["proposed_decision"] == "decline"
+    assert listed[cases[2]]["inputs"]["loan_amount"] == frame["loan_amount"][2]
+    assert listed[cases[2]]["inputs"]["gender"] == "withheld (sensitive attribute)"
+    assert listed[lost[0]]["inputs"] is None and listed[lost[0]]["application_id"] is None
+    assert listed[lost[0]]["input_error"] == f"input row unavailable (snapshot {gone[:12]} missing)"
+
+    # One case in full: every input column with its value, the sensitive one withheld.
+    assert main(["review", "show", cases[2]]) == 0
+    out = capsys.readouterr().out
+    row = frame.iloc[2]
+    assert f"application  {row['application_id']}" in out
+    assert "score        0.6000 (P default); proposed decline" in out
+    assert "score in the review band" in out and "credit-risk v3 champion" in out
+    assert "decline at P(default) >= 0.25; review band [0.18, 0.35]" in out  # the spec's policy
+    values = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("    "))
+    assert set(values) == set(apps.column_names)
+    assert values["gender"] == "withheld (sensitive attribute)" and row["gender"] not in out.split()
+    assert values["application_id"] == row["application_id"] and values["age"] == str(row["age"])
+    assert float(values["loan_amount"]) == pytest.approx(row["loan_amount"])
+    assert values["region"] == row["region"]
+    resolve = f"mlops review resolve {cases[2]} --reviewer WHO --decision approve|decline --reason TEXT"
+    assert out.rstrip().endswith(resolve)
+    code, data, _ = run(capsys, "review", "show", cases[2].upper())
+    assert code == 0 and data["application_id"] == row["application_id"]
+    assert (data["proposed_decision"], data["score"], data["model_version"]) == ("decline", 0.6, "3")
+    assert data["routing_reason"] == "score in the review band" and data["resolve_command"] == resolve
+    assert data["inputs"]["gender"] == "withheld (sensitive attribute)"
+    assert data["inputs"]["age"] == row["age"] and data["inputs"]["region"] == row["region"]
+    assert (data["policy"]["threshold"], data["policy_source"]) == (0.25, "model spec today")
+
+    code, data, _ = run(capsys, "review", "show", lost[0])  # its snapshot is gone: said, not failed
+    assert code == 0 and data["input_error"] == f"input row unavailable (snapshot {gone[:12]} missing)"
+    assert run(capsys, "review", "show", str(uuid.uuid4()))[0] == 2
+    assert (
+        run(
+            capsys, "review", "resolve", cases[2], "--reviewer", "a", "--decision", "decline", "--reason", "r"
+        )[0]
+        == 0
+    )
+    code, data, _ = run(capsys, "review", "show", cases[2])  # a resolved case is shown, not decided again
+    assert code == 0 and data["case"]["status"] == "resolved" and data["resolve_command"] is None
