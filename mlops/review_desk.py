@@ -28,7 +28,14 @@ from sqlalchemy.engine import Engine
 from mlops import audit
 from mlops.constants import KIND_VALID, POLICY_FROM_SPEC, POLICY_RECORDED
 from mlops.contracts import Contract, load_contract
-from mlops.errors import ContractError, InputError, MlopsError, StorageIntegrityError, WorkRefused
+from mlops.errors import (
+    ContractError,
+    InputError,
+    MlopsError,
+    ServiceUnavailable,
+    StorageIntegrityError,
+    WorkRefused,
+)
 from mlops.model_spec import DecisionPolicy, load_model_spec
 from mlops.settings import Settings
 from mlops.storage import ObjectMissing, ObjectStore, read_snapshot, snapshot_key
@@ -143,13 +150,18 @@ def _read_rows(
     row) -> the row's cells, and (dataset, sha) -> why its rows are unavailable."""
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
     errors: dict[tuple[str, str], str] = {}
-    for (dataset, sha), numbers in wanted.items():
+    pending = list(wanted.items())
+    for index, ((dataset, sha), numbers) in enumerate(pending):
         ordered = sorted(numbers)
         try:
             frame = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha, rows=ordered)
         except (InputError, StorageIntegrityError) as exc:
             errors[(dataset, sha)] = unavailable(sha, exc)
             continue
+        except ServiceUnavailable as exc:  # the store is down: the cases are still listed
+            for key, _ in pending[index:]:
+                errors[key] = f"input row unavailable (the store did not answer: {exc.message})"
+            break
         for number, cells in zip(ordered, frame.to_dict(orient="records"), strict=True):
             rows[(dataset, sha, number)] = {str(k): _plain(v) for k, v in cells.items()}
     return rows, errors

@@ -319,3 +319,36 @@ def test_list_and_show_give_the_application_its_inputs_and_the_proposal_never_th
     )
     code, data, _ = run(capsys, "review", "show", cases[2])  # a resolved case is shown, not decided again
     assert code == 0 and data["case"]["status"] == "resolved" and data["resolve_command"] is None
+
+
+def test_cases_are_still_listed_when_the_store_does_not_answer(
+    mlops_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store outage (ServiceUnavailable, after the store's own retries) is said on each case
+    whose input row was not read yet, once, instead of failing the reviewer's whole list."""
+    from mlops.errors import ServiceUnavailable
+
+    settings = get_settings()
+    store = make_store(settings)
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    first, first_frame = application_snapshot(store, apps, 2, seed=5)
+    second, second_frame = application_snapshot(store, apps, 2, seed=6)
+    append(engine, predictions(first, first_frame["application_id"], [0.3, 0.1], routed=(0,)), "b1")
+    append(engine, predictions(second, second_frame["application_id"], [0.3, 0.1], routed=(0,)), "b2")
+    engine.dispose()
+    calls: list[str] = []
+
+    def down(self: Any, key: str) -> bytes:
+        calls.append(key)
+        raise ServiceUnavailable("the object store did not answer (test)")
+
+    monkeypatch.setattr(type(store), "get_bytes", down)
+    code, data, _ = run(capsys, "review", "list")
+    assert code == 0 and data["count"] == 2 and len(calls) == 1  # not one wait per snapshot
+    for case in data["cases"]:
+        assert case["inputs"] is None
+        assert (
+            case["input_error"]
+            == "input row unavailable (the store did not answer: the object store did not answer (test))"
+        )
