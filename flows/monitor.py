@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from mlops.champion_loader import load_model_version
+from mlops.drift_report import unjudged_note
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.monitoring import alarm_event, lazy_scorer
 from mlops.monitoring_shadow import ShadowStatus
@@ -129,7 +130,9 @@ def monitor_drift(model: str = DEFAULT_MODEL_NAME) -> MonitorResult:
     if event is not None:
         message = f"{model} v{champion.version}: {event.event} ({event.severity}) at window {event.window}: {event.reason}"
     else:
-        message = f"{model} v{champion.version}: {len(run.windows)} new window(s), no alarm"
+        message = f"{model} v{champion.version}: {len(run.windows)} new window(s), no alarm" + unjudged_note(
+            [w.report for w in run.windows]
+        )
     print(message)
     return base.model_copy(
         update={

@@ -1,8 +1,9 @@
-"""The ``mlops`` command: each subcommand runs the matching flow (docs/DESIGN.md "Doors").
+"""The ``mlops`` command: the door to the flows (docs/DESIGN.md "Doors"); ``simulate``,
+``contract``, ``audit`` and ``review`` work on files and the stores and start no flow.
 
 Every subcommand takes ``--json`` and then prints one JSON object as its last stdout line.
 Exit codes: 0 success, 1 the work was refused (rejected batch, failed gate, broken chain),
-2 bad usage or unreadable input.
+2 bad usage or unreadable input, 3 an unexpected failure (a bug, or the environment).
 """
 
 from __future__ import annotations
@@ -22,8 +23,25 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from mlops.constants import NO_TELEMETRY_ENV
-from mlops.errors import ContractError, MlopsError, plain_message, validation_problems
+from mlops.constants import NO_TELEMETRY_ENV, QUIET_MLFLOW_CONSOLE_ENV
+from mlops.errors import ContractError, MissingColumns, MlopsError, plain_message, validation_problems
+from mlops.model_spec import DEFAULT_MODEL_NAME
+
+DISTRIBUTION: Final = "mlops-pipelines"  # pyproject.toml's project name
+DESCRIPTION: Final = """\
+The model's lifecycle from the command line: simulate data, validate batches
+and outcomes, train, promote, score, review, audit, monitor, retrain, roll back."""
+EPILOG: Final = """\
+Every command takes --json: then its last line of output is one JSON object.
+Exit codes: 0 success; 1 the work was refused (rejected batch, failed gate,
+broken chain); 2 bad usage or unreadable input; 3 an unexpected failure.
+State (object store, audit database, MLflow registry) lives in MLOPS_HOME
+(default .mlops); the other MLOPS_* settings are in README.md, "Settings".
+mlops COMMAND --help lists a command's options."""
+
+MODEL_HELP: Final = (
+    f"model spec (model_specs/NAME.yaml) and registered model name (default {DEFAULT_MODEL_NAME})"
+)
 
 Handler = Callable[[argparse.Namespace], tuple[int, dict[str, Any], str]]
 # add(name, handler, help) -> the subcommand's parser (with --json already on it).
@@ -34,8 +52,9 @@ EXTENSIONS = ("mlops.cli_training", "mlops.cli_scoring", "mlops.cli_review", "ml
 
 
 def _quiet_third_parties() -> None:
-    """No network here and no telemetry anywhere: set before Prefect/GX/MLflow import."""
-    for name, value in NO_TELEMETRY_ENV.items():
+    """No network here and no telemetry anywhere, and no MLflow console noise between the
+    command's lines: set before Prefect/GX/MLflow import (a value the user set stays)."""
+    for name, value in {**NO_TELEMETRY_ENV, **QUIET_MLFLOW_CONSOLE_ENV}.items():
         os.environ.setdefault(name, value)
     # Without PREFECT_API_URL Prefect starts a temporary server; give it time on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -153,6 +172,17 @@ def _flow_settings(command: str) -> AbstractContextManager[None]:
     return nullcontext() if command in _NO_FLOW_COMMANDS else foreground_flows()
 
 
+@contextmanager
+def wrong_file_hint(hint: str) -> Iterator[None]:
+    """A batch without its contract's columns is most often the wrong file for this command
+    (outcomes given to ``mlops score``): the command's own hint replaces the generic one."""
+    try:
+        yield
+    except MissingColumns as exc:
+        exc.hint = hint
+        raise
+
+
 def _dump(model: BaseModel | dict[str, Any]) -> dict[str, Any]:
     return model.model_dump(mode="json") if isinstance(model, BaseModel) else model
 
@@ -203,6 +233,7 @@ def cmd_validate(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
         f"{summary.rows_read} rows read, {summary.rows_valid} valid, "
         f"{summary.rows_quarantined} quarantined ({summary.quarantined_share:.2%}) -> {verdict}"
     )
+    text = "\n".join([text, *summary.detail_lines()])
     return (0 if summary.accepted else 1), _dump(summary), text
 
 
@@ -257,8 +288,23 @@ def needs_child_command(args: argparse.Namespace) -> tuple[int, dict[str, Any], 
     return 2, {"error": f"mlops {args.command} needs a subcommand (see mlops {args.command} --help)"}, ""
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="mlops",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -271,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         default="stable",
-        help="stable, covariate_shift, concept_drift, label_shift or data_quality_incident",
+        help="stable, covariate_shift, concept_drift, label_shift or data_quality_incident (default stable)",
     )
     p.add_argument("--days", type=int, default=10, help="days of applications (default 10)")
     p.add_argument("--drift-day", type=int, default=None, help="first day of the change (default days // 2)")
@@ -288,11 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="calendar date of day 0, YYYY-MM-DD (default 2025-01-01)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation in --out")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for the batches (new or empty unless --overwrite)")
 
     p = add("validate", cmd_validate, "Validate a batch against its data contract (validate_data flow).")
     p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet batch")
-    p.add_argument("--contract", default="credit_applications")
+    p.add_argument(
+        "--contract",
+        default="credit_applications",
+        help="data contract name: a file in data_contracts/ (default credit_applications)",
+    )
 
     child = child_commands(
         add("contract", needs_child_command, "Data contract tools."), "contract_command", ["compile"]
@@ -301,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="contract names (default: all)")
 
     p = add("demo", cmd_demo, "Run the lifecycle on simulated data with embedded defaults.")
-    p.add_argument("--workdir", default=".demo")
+    p.add_argument("--workdir", default=".demo", help="folder for the demo's data and state (default .demo)")
 
     import importlib
     import importlib.util

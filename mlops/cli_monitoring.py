@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from mlops.cli import MODEL_HELP
 from mlops.model_spec import DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -16,7 +17,10 @@ def cmd_monitor(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from flows.monitor import monitor_drift
 
     result = monitor_drift(model=args.model)
-    return 0, result.model_dump(mode="json"), result.message
+    text = result.message
+    if result.report_uri:
+        text += f"\ndrift report: {result.report_uri}"
+    return 0, result.model_dump(mode="json"), text
 
 
 def cmd_retrain(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
@@ -46,14 +50,14 @@ def cmd_rollback(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 
 def register(add: Registrar) -> None:
     p = add("monitor", cmd_monitor, "Check the champion for drift; emit an event when the alarm fires.")
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p = add(
         "retrain",
         cmd_retrain,
         "Retrain now (idempotency key, cooldown, budget and a shadowing challenger apply; "
         "--force skips all but the idempotency key).",
     )
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p.add_argument("--reason", default=None, help="why (kept in the run's summary)")
     p.add_argument(
         "--force",
@@ -62,7 +66,7 @@ def register(add: Registrar) -> None:
         "idempotency key still holds: the same data and spec never train twice)",
     )
     p = add("rollback", cmd_rollback, "Move the champion back to the previous champion (rollback flow).")
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p.add_argument("--by", required=True, help="who rolls back")
     p.add_argument("--reason", required=True, help="why")
     p.add_argument(

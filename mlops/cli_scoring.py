@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.cli import child_commands, needs_child_command
+from mlops.cli import MODEL_HELP, child_commands, needs_child_command, wrong_file_hint
 from mlops.errors import InputError
 from mlops.model_spec import DEFAULT_MODEL_NAME
 from mlops.scoring import DEFAULT_CHUNK_ROWS, check_rescore_resume, check_share
@@ -28,21 +28,25 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
     for name in ("chunk_rows", "validation_chunk_rows"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be positive")
-    result = score_batch(
-        source=args.path,
-        model=args.model,
-        canary_share=args.canary_share,
-        chunk_rows=args.chunk_rows,
-        validation_chunk_rows=args.validation_chunk_rows,
-        rescore=args.rescore,
-        resume=args.resume,
-    )
+    with wrong_file_hint(
+        "mlops score takes a batch of applications; a batch of outcomes goes to mlops outcomes"
+    ):
+        result = score_batch(
+            source=args.path,
+            model=args.model,
+            canary_share=args.canary_share,
+            chunk_rows=args.chunk_rows,
+            validation_chunk_rows=args.validation_chunk_rows,
+            rescore=args.rescore,
+            resume=args.resume,
+        )
     v = result.validation
     if not result.accepted:
         text = (
             f"{v.rows_read} rows read, {v.rows_quarantined} quarantined ({v.quarantined_share:.2%}) -> "
             "rejected, nothing scored: " + "; ".join(result.rejection_reasons)
         )
+        text = "\n".join([text, *v.detail_lines()])
         return 1, result.model_dump(mode="json"), text
     lines = [
         f"{v.rows_read} rows read, {v.rows_quarantined} quarantined, {result.rows_scored} scored by "
@@ -57,6 +61,7 @@ def cmd_score(args: argparse.Namespace) -> Outcome:
             else ")"
         ),
     ]
+    lines += v.detail_lines()
     lines += [f"note: {note}" for note in result.notes]
     if result.resumed:
         lines.insert(
@@ -194,7 +199,7 @@ def register(add: Registrar) -> None:
         "Score a batch (score_batch flow): the champion decides, the challenger shadows or canaries.",
     )
     p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet batch of applications")
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help="model spec / registered model name")
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p.add_argument(
         "--canary-share",
         type=float,

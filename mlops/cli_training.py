@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from mlops.cli import MODEL_HELP, wrong_file_hint
+from mlops.constants import ALIAS_CHALLENGER
 from mlops.model_spec import DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:
+    from flows.train import TrainResult
     from mlops.cli import Registrar
 
 
@@ -19,13 +22,18 @@ def cmd_outcomes(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 
     check_batch_source(args.path)  # before a flow (and maybe a temporary Prefect server) starts
     spec = load_model_spec(args.model)
-    summary = validate_data(source=args.path, contract=spec.outcomes_contract)
+    with wrong_file_hint(
+        f"mlops outcomes takes a batch of delayed outcomes (contract {spec.outcomes_contract}); "
+        "a batch of applications goes to mlops score (or mlops validate)"
+    ):
+        summary = validate_data(source=args.path, contract=spec.outcomes_contract)
     data: dict[str, Any] = summary.model_dump(mode="json")
     text = (
         f"outcomes: {summary.rows_read} rows read, {summary.rows_valid} valid, "
         f"{summary.rows_quarantined} quarantined -> "
         + ("stored" if summary.accepted else "rejected: " + "; ".join(summary.rejection_reasons))
     )
+    text = "\n".join([text, *summary.detail_lines()])
     if summary.accepted:
         from mlops.performance import join_outcomes_after_ingest
 
@@ -46,12 +54,34 @@ def cmd_train(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from flows.train import train
 
     result = train(model=args.model)
-    text = (
+    return (0 if result.passed else 1), result.model_dump(mode="json"), train_text(result)
+
+
+def train_text(result: TrainResult) -> str:
+    """The verdict, the key metrics, the failures, the record and what to do next."""
+    auc = f"AUC {result.metrics['auc']:.4f}"
+    if result.champion_metrics is not None:
+        auc += f" vs champion v{result.champion_version} {result.champion_metrics['auc']:.4f}"
+    elif result.champion_version is not None:
+        auc += f" (champion v{result.champion_version} could not score them)"
+    lines = [
         f"{result.model_name} v{result.version}: verdict {result.verdict}"
-        + (f", alias {result.alias}" if result.alias else ", no alias")
-        + ("" if result.passed else " — failed gates: " + "; ".join(result.failures))
-    )
-    return (0 if result.passed else 1), result.model_dump(mode="json"), text
+        + (f", alias {result.alias}" if result.alias else ", no alias"),
+        f"{auc} on {result.evaluation_rows} evaluation rows ({result.training_rows} training rows)",
+    ]
+    lines += [f"failed gate: {failure}" for failure in result.failures]
+    lines.append(f"decision record: {result.decision_record_uri}")
+    promote = f"mlops promote --model {result.model_name}"
+    if result.alias == ALIAS_CHALLENGER and result.champion_version is None:
+        lines.append(f"  -> {promote} makes it the first champion")
+    elif result.alias == ALIAS_CHALLENGER:
+        lines.append(
+            f"  -> it shadows champion v{result.champion_version} in mlops score; once it has "
+            f"shadowed enough scored rows with outcomes, {promote} compares the two"
+        )
+    elif not result.passed:
+        lines.append("  -> the decision record says why; fix the data or the spec and run mlops train again")
+    return "\n".join(lines)
 
 
 def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
@@ -66,9 +96,9 @@ def cmd_promote(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
 def register(add: Registrar) -> None:
     p = add("outcomes", cmd_outcomes, "Validate and store a batch of delayed outcomes (labels).")
     p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet outcomes batch")
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p = add("train", cmd_train, "Train, evaluate, gate and register a candidate (train flow).")
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p = add("promote", cmd_promote, "Promote the challenger to champion (promote flow).")
-    p.add_argument("--model", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p.add_argument("--approver", default=None, help="who approves (must be an allowed approver)")

@@ -29,6 +29,14 @@ NO_TELEMETRY_ENV: Final[dict[str, str]] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
+# Not telemetry, console noise: MLflow's tqdm bars ("Downloading artifacts") on stderr each time
+# a model is loaded, and its "View run ... / View experiment ..." lines on stdout (with a
+# tracking server), between the command's own lines. The CLI sets them unless the user did.
+QUIET_MLFLOW_CONSOLE_ENV: Final[dict[str, str]] = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
 
 def dataset_resource(contract_name: str) -> str:
     """Prefect resource id of a dataset (data events)."""

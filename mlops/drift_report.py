@@ -10,6 +10,7 @@ judged against the policy's effect-size thresholds; a window with fewer than
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -412,6 +413,24 @@ def assemble_report(
         prediction_verdict=worst([r.verdict for r in prediction if _judgeable(r)]) if prediction else None,
         performance_verdict=worst([p.verdict for p in performance if _judgeable(p)]) if performance else None,
         policy=policy,
+    )
+
+
+def unjudged_note(reports: Sequence[DriftReport]) -> str:
+    """`` (6 too small to judge: 250 < min_window_rows 500)`` for the windows on which no feature
+    could be judged (an empty string when every window was judged): "no alarm" about them
+    says nothing, and the person reading it should know."""
+    unjudged = [r for r in reports if not r.sufficient]
+    if not unjudged:
+        return ""
+    floor = max(r.policy.min_window_rows for r in unjudged)
+    low, high = min(r.n_rows for r in unjudged), max(r.n_rows for r in unjudged)
+    if high < floor:
+        rows = str(low) if low == high else f"{low}-{high}"
+        return f" ({len(unjudged)} too small to judge: {rows} < min_window_rows {floor})"
+    return (
+        f" ({len(unjudged)} not judged: fewer than min_window_rows {floor} non-missing values in "
+        "every feature)"
     )
 
 

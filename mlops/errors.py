@@ -27,6 +27,11 @@ class InputError(MlopsError):
     """Input cannot be read or has the wrong shape (missing file, missing column, empty batch)."""
 
 
+class MissingColumns(InputError):
+    """A batch lacks columns its contract requires: most often another dataset's file (an
+    applications batch given to ``mlops outcomes``); the command that reads it says which."""
+
+
 class ContractError(MlopsError):
     """A data contract file is itself invalid or out of date."""
 
@@ -70,9 +75,15 @@ def validation_problems(exc: ValidationError, raw: Any = None) -> str:
     and the value given; without pydantic's "Value error, " prefixes and documentation links."""
     return "; ".join(
         f"{_location(err['loc'], raw) or exc.title}: {plain_message(err['msg'])}"
-        + ("" if err["type"] == "missing" else f" (got {_short(err.get('input'))})")
+        + ("" if _says_its_input(err) else f" (got {_short(err.get('input'))})")
         for err in exc.errors()
     )
+
+
+def _says_its_input(err: Any) -> bool:
+    """No "(got ...)" for a missing field, nor for a check of the whole object (a model
+    validator: its input is every field, and its message names the values it is about)."""
+    return bool(err["type"] == "missing" or (not err["loc"] and isinstance(err.get("input"), dict)))
 
 
 def plain_message(message: str) -> str:

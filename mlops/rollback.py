@@ -142,9 +142,22 @@ def next_target_after(tags: VersionTags, restored: int, *, rolled_back: int) -> 
     return None if found == rolled_back else found
 
 
+def _former_champions(tags: VersionTags, champion: int) -> list[int]:
+    """The versions ``--to`` can restore: every other version that was ever champion."""
+    return sorted(v for v, t in tags.items() if v != int(champion) and TAG_PROMOTED_AT in t)
+
+
+def _listed(versions: list[int], most: int = 10) -> str:
+    """``v1, v2, v5``; a long list as its first and last few (a model may have hundreds)."""
+    named = [f"v{v}" for v in versions]
+    if len(named) > most:
+        named = [*named[: most // 2], "...", *named[-(most // 2) :]]
+    return ", ".join(named)
+
+
 def _no_previous_champion(name: str, tags: VersionTags, champion: int) -> WorkRefused:
     """The refusal when no earlier champion is left; its hint names what ``--to`` could restore."""
-    former = sorted(v for v, t in tags.items() if v != int(champion) and TAG_PROMOTED_AT in t)
+    former = _former_champions(tags, champion)
     replace = "to replace the champion, train a challenger and promote it (mlops train, then mlops promote)"
     if not former:
         return WorkRefused(
@@ -184,7 +197,16 @@ def resolve_target(
     if target == champion:
         raise WorkRefused(f"{name} version {target} already is the champion; nothing to roll back")
     if target not in tags:
-        raise InputError(f"{name} has no version {target}")
+        former = _former_champions(tags, champion)
+        raise InputError(
+            f"{name} has no version {target}",
+            hint=f"its versions are {_listed(sorted(tags))} (champion v{champion}); "
+            + (
+                f"--to takes a former champion: {_listed(former)}"
+                if former
+                else "none but the champion was ever champion, so there is nothing to restore"
+            ),
+        )
     if TAG_PROMOTED_AT not in tags[target]:
         raise WorkRefused(
             f"{name} version {target} was never champion; rollback only returns to a former champion",

@@ -1107,8 +1107,8 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         if not overwrite:
             raise InputError(
                 f"output folder {out_dir} is not empty",
-                hint="choose an empty or new folder, or overwrite (--overwrite; overwrite=True in "
-                "Python) to replace a previous simulation",
+                hint="choose an empty or new folder (--out), or add --overwrite to replace a "
+                "previous simulation there",
             )
         for pattern in (f"{APPLICATIONS_DIR}/day_*", f"{OUTCOMES_DIR}/day_*", MANIFEST_FILE):
             for old in out_dir.glob(pattern):

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from mlops.constants import QUARANTINE_REASONS_COLUMN, ROLE_ID
 from mlops.contracts import ColumnSpec, Contract
-from mlops.errors import InputError
+from mlops.errors import InputError, MissingColumns
 
 SOURCE_ROW_COLUMN = "_source_row"
 _EXACT_INT: Final = 2.0**53  # int columns: larger magnitudes are refused as wrong_type
@@ -90,6 +90,21 @@ class ValidationSummary(BaseModel):
             out.append("no valid rows: every row was quarantined")
         return out
 
+    def detail_lines(self) -> list[str]:
+        """What a person needs besides the counts: why rows were quarantined (most frequent
+        reason first), where they went, and the columns the contract ignored."""
+        lines = []
+        if self.reason_counts:
+            ranked = sorted(self.reason_counts.items(), key=lambda item: (-item[1], item[0]))
+            lines.append("quarantine reasons: " + ", ".join(f"{r} {n}" for r, n in ranked))
+        if self.quarantine_uri:
+            lines.append(f"quarantined rows (with their reasons): {self.quarantine_uri}")
+        if self.extra_columns:
+            lines.append(
+                f"ignored column(s) not in contract {self.contract}: {', '.join(self.extra_columns)}"
+            )
+        return lines
+
 
 def batch_accepted(*, gx_success: bool, share: float, limit: float, rows_valid: int) -> bool:
     """A batch is accepted when GX passes, the quarantined share is within the limit and at
@@ -114,16 +129,17 @@ def check_columns(raw: pd.DataFrame, contract: Contract, source: str) -> list[st
     if missing:
         header = str(raw.columns[0]) if len(raw.columns) == 1 else ""
         delimiter = next((d for d in (";", "\t", "|") if d in header), None)
-        raise InputError(
-            f"batch {source} lacks column(s) {missing} required by contract "
-            f"{contract.name}@{contract.version}",
-            hint=(
-                f"its header reads as one column holding {delimiter!r}: export the file "
-                "comma-separated (the delimiter of a CSV batch is ',')"
-                if delimiter
-                else "fix the export, or check the batch is of this dataset "
-                "(mlops validate --contract NAME picks another contract)"
-            ),
+        message = f"batch {source} lacks column(s) {missing} required by contract {contract.name}@{contract.version}"
+        if delimiter:
+            raise InputError(
+                message,
+                hint=f"its header reads as one column holding {delimiter!r}: export the file "
+                "comma-separated (the delimiter of a CSV batch is ',')",
+            )
+        raise MissingColumns(
+            message,
+            hint="fix the export, or check the batch is of this dataset "
+            "(mlops validate --contract NAME picks another contract)",
         )
     reserved = [c for c in (SOURCE_ROW_COLUMN, QUARANTINE_REASONS_COLUMN) if c in raw.columns]
     if reserved:

@@ -164,3 +164,42 @@ def test_a_rejected_outcomes_batch_says_why(
     assert (
         "-> rejected: 1 GX expectation(s) failed; quarantined share 100.00% is above the limit 5.00%" in out
     )
+
+
+def test_validate_says_why_rows_were_quarantined_where_they_went_and_what_it_ignored(
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text output showed only the counts; the reasons, the quarantine file and the ignored
+    columns were in the JSON alone."""
+    frame = clean_frame(_contract(), 200, seed=3)
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[:4, "age"] = "abc"  # 5 rows of the wrong type: quarantined, the batch accepted
+    frame["note"] = "x"  # a column the contract does not declare
+    batch = tmp_path / "b.csv"
+    frame.to_csv(batch, index=False)
+    assert main(["validate", str(batch), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    data = json.loads(lines[-1])  # the JSON stays the last line
+    assert data["reason_counts"] == {"age:wrong_type": 5} and data["extra_columns"] == ["note"]
+    text = lines[:-1]
+    assert "quarantine reasons: age:wrong_type 5" in text
+    assert f"quarantined rows (with their reasons): {data['quarantine_uri']}" in text
+    assert "ignored column(s) not in contract credit_applications: note" in text
+
+
+def test_an_applications_batch_given_to_outcomes_is_named_the_wrong_file(
+    mlops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hint said "mlops validate --contract NAME picks another contract", which mlops outcomes
+    does not take: the mistake is the file."""
+    batch = tmp_path / "applications.csv"
+    clean_frame(_contract(), 20, seed=1).to_csv(batch, index=False)
+    code, data, err = _run(capsys, "outcomes", str(batch))
+    assert code == 2 and "required by contract credit_outcomes" in data["error"]
+    assert data["hint"] == (
+        "mlops outcomes takes a batch of delayed outcomes (contract credit_outcomes); "
+        "a batch of applications goes to mlops score (or mlops validate)"
+    )
+    assert "--contract" not in err
+    code, data, _ = _run(capsys, "validate", str(batch), "--contract", "credit_outcomes")
+    assert code == 2 and "mlops validate --contract NAME picks another contract" in data["hint"]

@@ -172,3 +172,21 @@ def test_simulate_help_names_every_scenario(capsys: pytest.CaptureFixture[str]) 
     assert main(["simulate", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert all(name in help_text for name in SCENARIOS)
+
+
+def test_simulate_refusals_name_the_values_and_the_cli_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s"
+    assert main(["simulate", "--days", "4", "--drift-day", "9", "--out", str(out), "--json"]) == 2
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    # The offending values only, not the whole config dict after "(got".
+    assert error == (
+        "invalid arguments: SimulationConfig: drift_day 9 is outside 0..3 (days=4); omit it to use days // 2"
+    )
+    args = ["simulate", "--days", "1", "--rows-per-day", "5", "--out", str(out), "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2  # the folder holds that simulation now
+    hint = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hint"]
+    assert "--overwrite" in hint and "Python" not in hint

@@ -432,16 +432,29 @@ def test_a_byte_code_cache_planted_beside_the_model_code_never_runs(
     assert not any("mlops-model-" in entry for entry in sys.path)
 
 
-def test_cli_score_exit_codes(setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_score_exit_codes(
+    setup: Setup, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     assert main(["score", str(setup.batch_b), "--canary-share", "0.2", "--json"]) == 0
     data = last_json(capsys.readouterr().out)
     assert data["ok"] and data["rows_scored"] == 300 and data["audit_records_written"] == 600
 
     assert main(["score", str(setup.rejected), "--json"]) == 1
-    data = last_json(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    data = last_json(out)
     assert not data["ok"] and not data["accepted"] and data["rows_scored"] == 0
     assert data["validation"]["reason_counts"] == {"region:unseen_category": 60}
     assert len(records_of(engine, data["batch_id"])) == 0
+    text = out.strip().splitlines()[:-1]  # the lines before the JSON line
+    assert "quarantine reasons: region:unseen_category 60" in text
+    assert f"quarantined rows (with their reasons): {data['validation']['quarantine_uri']}" in text
+
+    _, outcomes = simulated_day(20, 50, seed=5)  # outcomes given to score: the file is wrong
+    outcomes_file = tmp_path / "outcomes.parquet"
+    outcomes.to_parquet(outcomes_file)
+    assert main(["score", str(outcomes_file), "--json"]) == 2
+    hint = last_json(capsys.readouterr().out)["hint"]
+    assert hint == "mlops score takes a batch of applications; a batch of outcomes goes to mlops outcomes"
 
     assert main(["score", str(setup.batch_a), "--model", "credit-risk-new", "--json"]) == 1
     captured = capsys.readouterr()

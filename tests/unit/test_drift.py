@@ -30,6 +30,7 @@ from mlops.drift import (
     decide_alarm,
 )
 from mlops.drift_performance import Interval, drop_verdict
+from mlops.drift_report import unjudged_note
 from mlops.errors import InputError
 
 pytestmark = pytest.mark.unit
@@ -195,6 +196,12 @@ def test_below_minimum_window_is_insufficient_never_drift() -> None:
     assert report.n_drifting == 0 and not report.sufficient
     decision = decide_alarm([report, report, report], policy)
     assert not decision.alarm
+    # "no alarm" about windows nobody could judge says so (the monitor's line).
+    assert unjudged_note([report, report]) == " (2 too small to judge: 499 < min_window_rows 500)"
+    judged = compare(profile, _frame(rng, 600), policy)
+    assert unjudged_note([judged]) == ""
+    bigger = compare(profile, _frame(rng, 450, shift=3.0), policy)
+    assert unjudged_note([judged, report, bigger]) == " (2 too small to judge: 450-499 < min_window_rows 500)"
 
 
 def test_noise_floor_guards_small_windows_of_many_categories() -> None:

@@ -15,7 +15,7 @@ from mlops.catalog import CatalogEntry
 from mlops.champion_loader import ChampionLoader
 from mlops.constants import EVENT_DRIFT_DETECTED, EVENT_PERFORMANCE_DEGRADED
 from mlops.drift import AlarmDecision, DriftPolicy, build_profile, compare
-from mlops.errors import MlopsError, WorkRefused
+from mlops.errors import InputError, MlopsError, WorkRefused
 from mlops.lineage import TAG_PROMOTED_AT
 from mlops.monitoring import Window, WindowResult, alarm_event, assign_outcomes, window_scores
 from mlops.monitoring_state import MonitorState, load_state, save_state
@@ -368,6 +368,22 @@ def test_the_refusal_without_a_previous_champion_names_what_to_do() -> None:
     assert "no version was champion before version 3 without being rolled back from" in each.value.message
     assert each.value.hint is not None and "(v1, v2; e.g. --to 2)" in each.value.hint
     assert resolve_target("m", rolled, 3, to_version=2) == (2, "explicit")  # what the hint offers works
+
+
+def test_a_rollback_to_a_version_there_is_not_names_the_versions_there_are() -> None:
+    with pytest.raises(InputError) as missing:
+        resolve_target("m", HISTORY, 3, to_version=7)
+    assert missing.value.message == "m has no version 7"
+    assert missing.value.hint == (
+        "its versions are v1, v2, v3, v4 (champion v3); --to takes a former champion: v1, v2"
+    )
+    many = {v: {} for v in range(1, 31)}
+    with pytest.raises(InputError) as long:
+        resolve_target("m", many, 30, to_version=31)
+    assert (
+        long.value.hint is not None and "v1, v2, v3, v4, v5, ..., v26, v27, v28, v29, v30" in long.value.hint
+    )
+    assert "nothing to restore" in long.value.hint
 
 
 def test_after_a_rollback_the_next_target_is_the_restored_versions_predecessor() -> None:
