@@ -32,6 +32,7 @@ from mlops.constants import (
     EVENT_PERFORMANCE_DEGRADED,
     EVENT_SHADOW_COMPLETED,
     NO_TELEMETRY_ENV,
+    QUIET_MLFLOW_CONSOLE_ENV,
     model_resource,
 )
 from mlops.settings import PROJECT_ROOT
@@ -198,11 +199,11 @@ def test_flow_runs_start_in_one_python_process_with_the_checkouts_interpreter() 
         assert command.endswith("/.venv/bin/python -m prefect.engine"), deployment["name"]
 
 
-def test_flow_runs_switch_off_every_librarys_telemetry() -> None:
+def test_flow_runs_switch_off_every_librarys_telemetry_and_mlflows_console_noise() -> None:
     # A worker's shell need not set them; MLflow honours only its own switch.
     for deployment in _deployments():
         env = deployment["work_pool"]["job_variables"]["env"]
-        assert env == NO_TELEMETRY_ENV, deployment["name"]
+        assert env == {**NO_TELEMETRY_ENV, **QUIET_MLFLOW_CONSOLE_ENV}, deployment["name"]
 
 
 def test_model_resource_ids_match_the_trigger_pattern() -> None:
