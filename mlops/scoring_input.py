@@ -5,10 +5,10 @@ Each chunk of at most ``chunk_rows`` raw rows goes through :func:`mlops.validati
 become one content-addressed snapshot. A batch no larger than one chunk is therefore validated
 and snapshotted byte-for-byte as ``mlops validate`` would. Across chunks:
 
-* ``unique`` columns are checked across the whole batch: a value already kept in an earlier
-  chunk (compared as text, through a 64-bit hash) quarantines the later row as
-  ``<column>:duplicate``, like a duplicate inside one chunk (a row quarantined for another
-  fault is not a kept copy, there as here);
+* ``unique`` columns are checked across the whole batch: a value already held in an earlier
+  chunk by a row that breaks no other rule (compared as text, through a 64-bit hash)
+  quarantines the later row as ``<column>:duplicate``, like a duplicate inside one chunk (a
+  row quarantined for another fault is not a kept copy, there as here);
 * the batch is accepted when every chunk passes GX and the batch's quarantined share is
   within the contract's limit. GX's row-level ``mostly`` applies per chunk, so a batch whose
   bad rows all sit in one chunk can be rejected although its overall share is under the limit
@@ -177,7 +177,7 @@ class BatchValidation:
 
 
 class _SeenValues:
-    """64-bit hashes of the text of the ``unique`` columns' kept values in earlier chunks (sorted).
+    """64-bit hashes of the text of the ``unique`` columns' values in earlier chunks (sorted).
 
     A chunk's values are hashed only once a later chunk arrives (:meth:`remember` keeps the
     column until then), so a batch that fits in one chunk hashes nothing.
@@ -212,12 +212,20 @@ class _SeenValues:
             masks[name] = valid[name].notna().to_numpy() & found
         return masks
 
-    def remember(self, valid: pd.DataFrame, kept: np.ndarray) -> None:
-        """Keep the values of this chunk's kept rows for later chunks. Quarantined rows are not
-        kept copies (mlops.validation.row_masks): a later good copy of one is kept."""
+    def remember(self, valid: pd.DataFrame, quarantine: pd.DataFrame) -> None:
+        """Keep, for later chunks, the values of this chunk's rows that break no rule but
+        uniqueness, as a whole batch judges duplicates among them (mlops.validation.row_masks):
+        its valid rows, and its rows quarantined only as duplicates (a duplicate of one unique
+        column still holds its value of another). A row quarantined for its own fault is not a
+        kept copy: a later good copy of it is kept."""
+        reasons = quarantine[QUARANTINE_REASONS_COLUMN].astype(str).str.split(";")
+        only_duplicates = reasons.map(lambda rs: all(r.endswith(f":{DUPLICATE}") for r in rs)).to_numpy(bool)
         for name in self.names:
-            present = kept & valid[name].notna().to_numpy()
-            self._pending[name].append(valid[name][present])
+            self._pending[name].append(valid[name].dropna())
+            if only_duplicates.any():
+                # Quarantined rows hold the raw text: trimmed, as validation reads a text id.
+                raw = quarantine.loc[only_duplicates, name].dropna().astype(str).str.strip()
+                self._pending[name].append(raw[raw != ""])
 
 
 def _merge_outcomes(outcomes: list[ExpectationOutcome], rows_read: int) -> list[ExpectationOutcome]:
@@ -294,7 +302,7 @@ def _drop_duplicates(
     masks = seen.check(valid)
     dup = np.logical_or.reduce(list(masks.values()))
     if remember:
-        seen.remember(valid, ~dup)
+        seen.remember(valid, quarantine)
     if not dup.any():
         return valid, quarantine
     valid_rows = np.setdiff1d(np.arange(len(raw)), quarantine[SOURCE_ROW_COLUMN].to_numpy())

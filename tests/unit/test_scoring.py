@@ -509,6 +509,30 @@ def test_a_good_copy_of_a_quarantined_row_is_kept_in_chunks_as_in_a_whole_batch(
         assert kept.loc[kept["application_id"] == good_id, "region"].iloc[0] == raw.loc[40, "region"]
 
 
+def test_a_duplicate_of_one_unique_column_holds_its_value_of_another_in_chunks_as_in_a_whole_batch(
+    tmp_path: Path, contract: Contract
+) -> None:
+    """Two unique columns: a row quarantined as a duplicate of one still holds its value of the
+    other (it breaks no other rule), in a whole batch, so the next chunk's row with that value
+    is its duplicate there too."""
+    from mlops.gx_suite import GXRunner
+
+    columns = [c.model_copy(update={"unique": True}) if c.name == "age" else c for c in contract.columns]
+    two = contract.model_copy(update={"columns": columns})
+    raw = clean_frame(two, 60, seed=2)
+    raw["age"] = range(20, 80)
+    raw.loc[5, "application_id"] = raw.loc[4, "application_id"]  # row 5: a duplicate id, chunk 1
+    raw.loc[45, "age"] = raw.loc[5, "age"]  # row 45: row 5's age, chunk 2
+    store, runner = LocalStore(tmp_path / "store"), GXRunner()
+    whole = validate_in_chunks(iter([raw]), two, runner, store, source="b.csv", max_share=0.1)
+    chunked = validate_in_chunks(
+        iter([raw.iloc[:30], raw.iloc[30:]]), two, runner, store, source="b.csv", max_share=0.1
+    )
+    assert whole.summary.reason_counts == {"age:duplicate": 1, "application_id:duplicate": 1}
+    assert chunked.summary.reason_counts == whole.summary.reason_counts
+    assert chunked.summary.rows_valid == whole.summary.rows_valid == 58
+
+
 def test_chunked_validation_refuses_a_contract_keeping_the_latest_duplicate(
     tmp_path: Path, contract: Contract
 ) -> None:
