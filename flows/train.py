@@ -46,6 +46,10 @@ class TrainResult(BaseModel):
     failures: list[str]
     metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
+    # Rows the champion comparison used when not all evaluation rows (champion_metrics are on
+    # all of them, its own training rows included): DecisionRecord.data.comparison_rows / _note.
+    comparison_rows: int | None = None
+    comparison_note: str | None = None
     training_rows: int
     evaluation_rows: int
     flow_run_id: str | None
@@ -133,6 +137,8 @@ def train(model: str = DEFAULT_MODEL_NAME) -> TrainResult:
         failures=list(final.failures),
         metrics=final.candidate_metrics.model_dump(),
         champion_metrics=None if final.champion_metrics is None else final.champion_metrics.model_dump(),
+        comparison_rows=final.data.comparison_rows,
+        comparison_note=final.data.comparison_note,
         training_rows=len(split.train),
         evaluation_rows=len(split.evaluation),
         flow_run_id=run_id,

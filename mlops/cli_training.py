@@ -69,6 +69,12 @@ def train_text(result: TrainResult) -> str:
         + (f", alias {result.alias}" if result.alias else ", no alias"),
         f"{auc} on {result.evaluation_rows} evaluation rows ({result.training_rows} training rows)",
     ]
+    if result.comparison_rows is not None:
+        lines.append(
+            f"the champion comparison (non-inferiority) used {result.comparison_rows} of these rows"
+            + (f": {result.comparison_note}" if result.comparison_note else "")
+            + f"; the champion's AUC above is on all {result.evaluation_rows}"
+        )
     lines += [f"failed gate: {failure}" for failure in result.failures]
     lines.append(f"decision record: {result.decision_record_uri}")
     promote = f"mlops promote --model {result.model_name}"

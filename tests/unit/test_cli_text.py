@@ -71,6 +71,23 @@ def test_train_says_the_metrics_the_record_and_the_next_step() -> None:
         "failed gate: slice region: 0.55 < 0.60",
     ]
     assert not any("mlops promote" in line for line in failed)
+    subset = train_text(
+        _result(
+            version=5,
+            verdict="passed",
+            champion_version=1,
+            champion_metrics={"auc": 0.988},
+            evaluation_rows=2000,
+            comparison_rows=1000,
+            comparison_note="those at or after champion v1's own evaluation cutoff 2025-01-08 "
+            "(older rows may be rows it was trained on)",
+        )
+    ).splitlines()
+    assert subset[2] == (
+        "the champion comparison (non-inferiority) used 1000 of these rows: those at or after champion "
+        "v1's own evaluation cutoff 2025-01-08 (older rows may be rows it was trained on); the "
+        "champion's AUC above is on all 2000"
+    )
     unscored = train_text(_result(version=4, verdict="failed", passed=False, alias=None, champion_version=1))
     assert "AUC 0.8123 (champion v1 could not score them)" in unscored
 
