@@ -38,7 +38,7 @@ from mlops.errors import (
 )
 from mlops.model_spec import DecisionPolicy, load_model_spec
 from mlops.settings import Settings
-from mlops.storage import ObjectMissing, ObjectStore, read_snapshot, snapshot_key
+from mlops.storage import ObjectMissing, ObjectStore, RowsOutside, read_snapshot, snapshot_key
 
 
 class ReviewNotGiven(WorkRefused):
@@ -145,16 +145,27 @@ def unavailable(sha256: str, exc: MlopsError) -> str:
 
 def _read_rows(
     store: ObjectStore, wanted: dict[tuple[str, str], set[int]]
-) -> tuple[dict[tuple[str, str, int], dict[str, Any]], dict[tuple[str, str], str]]:
+) -> tuple[dict[tuple[str, str, int], dict[str, Any]], dict[tuple[str, ...], str]]:
     """Each snapshot read once (hash-checked), only its wanted rows converted: (dataset, sha,
-    row) -> the row's cells, and (dataset, sha) -> why its rows are unavailable."""
+    row) -> the row's cells, and (dataset, sha) -> why its rows are unavailable, or (dataset,
+    sha, str(row)) -> why that row is (a row past the snapshot's end: the others are shown)."""
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
-    errors: dict[tuple[str, str], str] = {}
+    errors: dict[tuple[str, ...], str] = {}
     pending = list(wanted.items())
     for index, ((dataset, sha), numbers) in enumerate(pending):
         ordered = sorted(numbers)
         try:
-            frame = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha, rows=ordered)
+            try:
+                frame = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha, rows=ordered)
+            except RowsOutside as exc:  # a record naming a row past the end: that case alone
+                for number in ordered:
+                    if not 0 <= number < exc.num_rows:
+                        errors[(dataset, sha, str(number))] = unavailable(
+                            sha,
+                            InputError(f"row {number} is outside snapshot {sha[:12]} ({exc.num_rows} rows)"),
+                        )
+                ordered = [number for number in ordered if 0 <= number < exc.num_rows]
+                frame = read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha, rows=ordered)
         except (InputError, StorageIntegrityError) as exc:
             errors[(dataset, sha)] = unavailable(sha, exc)
             continue
@@ -197,7 +208,7 @@ def _view(
     reference: InputReference | None,
     desk: _ModelDesk,
     rows: dict[tuple[str, str, int], dict[str, Any]],
-    errors: dict[tuple[str, str], str],
+    errors: dict[tuple[str, ...], str],
     store: ObjectStore,
     by_hand: dict[str, tuple[str, str]],
 ) -> CaseView:
@@ -229,7 +240,10 @@ def _view(
     view.reference = reference.model_copy(update={"dataset": dataset, "uri": store.uri(key)})
     row = rows.get((dataset, reference.input_snapshot, reference.input_row))
     if row is None:
-        return view.model_copy(update={"row_error": errors.get((dataset, reference.input_snapshot))})
+        this_row = errors.get((dataset, reference.input_snapshot, str(reference.input_row)))
+        return view.model_copy(
+            update={"row_error": this_row or errors.get((dataset, reference.input_snapshot))}
+        )
     application_id = row.get(desk.contract.id_column)
     return view.model_copy(
         update={

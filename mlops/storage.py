@@ -31,6 +31,14 @@ class ObjectMissing(InputError):
     the object to exist turn it into their own error without a second request to ask first)."""
 
 
+class RowsOutside(InputError):
+    """:func:`read_snapshot` was asked for rows past the end of the snapshot (``num_rows``)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, num_rows: int) -> None:
+        super().__init__(message, hint=hint)
+        self.num_rows = num_rows
+
+
 class ObjectStore(Protocol):
     """What the core needs of a blob store."""
 
@@ -311,7 +319,7 @@ def read_snapshot(
 ) -> pd.DataFrame:
     """Read a snapshot back (all its columns, or ``columns``; all its rows, or the 0-based
     ``rows`` in that order, the only ones converted to pandas) and check its bytes still hash
-    to its address. A row outside the snapshot is an :class:`InputError`."""
+    to its address. A row outside the snapshot is a :class:`RowsOutside` (an InputError)."""
     key = snapshot_key(kind, dataset, sha256)
     data = store.get_bytes(key)
     actual = hashlib.sha256(data).hexdigest()
@@ -324,9 +332,10 @@ def read_snapshot(
     if rows is not None:
         outside = [r for r in rows if not 0 <= r < table.num_rows]
         if outside:
-            raise InputError(
+            raise RowsOutside(
                 f"row {outside[0]} is outside snapshot {sha256[:12]} ({table.num_rows} rows)",
                 hint="the record's input reference does not match the stored snapshot",
+                num_rows=table.num_rows,
             )
         table = table.take(pa.array(rows, type=pa.int64()))
     return table.to_pandas()

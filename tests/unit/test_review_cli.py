@@ -352,3 +352,29 @@ def test_cases_are_still_listed_when_the_store_does_not_answer(
             case["input_error"]
             == "input row unavailable (the store did not answer: the object store did not answer (test))"
         )
+
+
+def test_a_case_whose_row_is_outside_its_snapshot_leaves_the_other_cases_of_that_snapshot_shown(
+    mlops_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prediction record naming a row past the end of its snapshot says so on its own case;
+    the other cases of the same snapshot still show their application and inputs."""
+    settings = get_settings()
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    sha, frame = application_snapshot(make_store(settings), apps, 3, seed=5)
+    ids = [*frame["application_id"], "APP-NOT-THERE"]
+    records = append(
+        engine, predictions(sha, ids, [0.1, 0.3, 0.2, 0.3], routed=(1, 3), rows=(0, 1, 2, 7)), "b1"
+    )
+    engine.dispose()
+    code, data, _ = run(capsys, "review", "list")
+    listed = {c["case_id"]: c for c in data["cases"]}
+    assert code == 0 and data["count"] == 2
+    assert listed[records[1]]["application_id"] == frame["application_id"][1]
+    assert listed[records[1]]["input_error"] is None
+    assert listed[records[3]]["inputs"] is None
+    assert (
+        listed[records[3]]["input_error"]
+        == f"input row unavailable (row 7 is outside snapshot {sha[:12]} (3 rows))"
+    )
