@@ -106,7 +106,9 @@ def rows_from_cutoff(
         if pd.api.types.is_datetime64_any_dtype(column):
             bound: Any = pd.Timestamp(cutoff)
             if column.dt.tz is not None and bound.tzinfo is None:
-                bound = bound.tz_localize("UTC")
+                bound = bound.tz_localize("UTC")  # a naive time is UTC, as validation reads them
+            elif column.dt.tz is None and bound.tzinfo is not None:
+                bound = bound.tz_convert("UTC").tz_localize(None)
         elif pd.api.types.is_numeric_dtype(column):
             bound = float(cutoff)
         else:

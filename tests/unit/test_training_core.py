@@ -153,5 +153,7 @@ def test_rows_from_a_logged_cutoff_read_it_back_as_the_column_s_values() -> None
     assert rows_from_cutoff(frame, "at", logged).tolist() == [False, True, True]  # type: ignore[union-attr]
     assert rows_from_cutoff(frame, "at", "2026-01-02").tolist() == [False, True, True]  # type: ignore[union-attr]
     assert rows_from_cutoff(frame, "n", "2.0").tolist() == [False, True, True]  # type: ignore[union-attr]
+    naive = frame.assign(at=at.tz_localize(None))  # a column without a zone is read as UTC
+    assert rows_from_cutoff(naive, "at", logged).tolist() == [False, True, True]  # type: ignore[union-attr]
     for column, cutoff in (("at", None), ("at", "None"), ("at", "not a time"), (None, logged), ("text", "b")):
         assert rows_from_cutoff(frame, column, cutoff) is None
