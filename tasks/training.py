@@ -593,6 +593,10 @@ def emit_registered_task(
         "alias": registered.alias,
         "run_id": registered.run_id,
         "champion_version": None if champion is None else champion.version,
+        # False: the champion could not score the evaluation rows (non-inferiority failed closed)
+        "champion_scored": None if champion is None else champion.unscored is None,
+        # Rows the champion comparison used when not all (rows it may have trained on left out)
+        "comparison_rows": record.data.comparison_rows,
         "decision_record_id": record.record_id,
         "decision_record_uri": registered.decision_record_uri,
         "failures": list(record.failures),

@@ -109,6 +109,7 @@ def test_train_flow_registers_a_challenger_with_lineage_and_a_decision_record(va
     )
     assert event.payload["version"] == 1 and event.payload["verdict"] == "bootstrap"
     assert event.payload["alias"] == ALIAS_CHALLENGER and event.payload["run_id"] == result.run_id
+    assert event.payload["champion_scored"] is None  # no champion yet
 
 
 def _contract_without(tmp_path: Path, column: str) -> Path:
@@ -188,6 +189,7 @@ def test_a_champion_that_cannot_score_the_evaluation_rows_fails_the_candidate_cl
     )
     assert event.payload["version"] == 2 and event.payload["verdict"] == "failed"
     assert event.payload["alias"] is None and event.payload["champion_version"] == 1
+    assert event.payload["champion_scored"] is False and event.payload["comparison_rows"] is None
     assert failure in event.payload["failures"]
 
 
@@ -204,6 +206,7 @@ def test_the_champion_is_compared_only_on_rows_newer_than_its_own_training(
     first = train(model=MODEL)
     bootstrap_champion(make_registry(), MODEL, approved_by="test")
     write_spec(tmp_path / "specs", evaluation={"newest_fraction": 0.6, "min_rows": 100}, seed=7)
+    since = datetime.now(UTC) - timedelta(seconds=5)
 
     result = train(model=MODEL)
 
@@ -219,6 +222,11 @@ def test_the_champion_is_compared_only_on_rows_newer_than_its_own_training(
     assert f"on {first.evaluation_rows} of {result.evaluation_rows} evaluation rows" in ni["message"]
     markdown = str(latest_artifact(f"decision-record-{MODEL}", result.flow_run_id))
     assert f"used {first.evaluation_rows} of these rows" in markdown
+    [event] = wait_for_events(
+        EVENT_MODEL_REGISTERED, model_resource(MODEL), since=since, match=_of_run(result.flow_run_id)
+    )
+    assert event.payload["champion_scored"] is True
+    assert event.payload["comparison_rows"] == first.evaluation_rows
 
 
 def test_promote_flow_bootstraps_the_first_champion_then_refuses(
