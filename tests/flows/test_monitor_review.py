@@ -195,7 +195,10 @@ def test_an_alarm_the_prefect_api_never_stored_fails_the_run_and_is_sent_again(
     assert dropped == ["mlops.drift.detected"] * 3  # the task's two retries sent it again
     assert load_state(make_store(get_settings()), MODEL, 1).processed_applications == []
 
-    delivered = monitor_drift(model=MODEL)  # the next run: the same windows, the alarm again
+    # The next run, with a real send: the server stores events every second (conftest), so a
+    # 1 s wait for it could end just before the flush on a loaded machine (one CI run here).
+    monkeypatch.setenv("MLOPS_EVENT_CONFIRM_SECONDS", "30")
+    delivered = monitor_drift(model=MODEL)  # the same windows, the alarm again
     assert delivered.alarm and delivered.event_id and len(delivered.windows) == 2
     from mlops.events import stored
 
