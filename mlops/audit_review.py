@@ -50,6 +50,11 @@ from mlops.errors import ChainBroken, InputError
 
 ReviewDecision = Literal["approve", "decline"]
 DECISIONS: Final = ("approve", "decline")
+#: What to do about an id that is no review case: a prediction that was not routed has none.
+NOT_A_CASE_HINT: Final = (
+    "mlops review list shows the open cases; a prediction that was not routed to review has no "
+    "case until someone routes it: mlops review open PREDICTION_ID --by WHO --reason TEXT"
+)
 LABEL_BY_DECISION: Final = {"decline": 1, "approve": 0}
 
 
@@ -366,7 +371,7 @@ def get_case(engine: Engine, case_id: str) -> ReviewCase:
     with engine.connect() as conn:
         row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
     if row is None:
-        raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
+        raise ReviewCaseNotFound(f"no review case {case_id!r}", hint=NOT_A_CASE_HINT)
     return _case(row)
 
 
@@ -442,7 +447,7 @@ def resolve_case(
         lock_head(conn)  # first: a batch superseding this case meanwhile waits, or went first
         row = conn.execute(sa.select(review_cases).where(review_cases.c.case_id == case_id)).first()
         if row is None:
-            raise ReviewCaseNotFound(f"no review case {case_id!r}", hint="mlops review list")
+            raise ReviewCaseNotFound(f"no review case {case_id!r}", hint=NOT_A_CASE_HINT)
         check_open(conn, _case(row))
         prediction = conn.execute(
             sa.select(audit_records.c.entity_key, audit_records.c.batch_id).where(

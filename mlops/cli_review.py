@@ -250,5 +250,11 @@ def register(add: Registrar) -> None:
     p = child("resolve", cmd_review_resolve, "Resolve an open case (final; writes a review audit record).")
     p.add_argument("case_id", metavar="ID", help="the case id (= the prediction's record id)")
     p.add_argument("--reviewer", required=True, help="who decides")
-    p.add_argument("--decision", required=True, help="approve or decline")
+    p.add_argument(
+        "--decision",
+        required=True,
+        type=str.lower,  # APPROVE is approve; anything else is refused with the allowed values
+        metavar="{approve,decline}",
+        help="the reviewer's decision",
+    )
     p.add_argument("--reason", required=True, help="why (kept in the audit trail)")

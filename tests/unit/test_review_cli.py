@@ -378,3 +378,43 @@ def test_a_case_whose_row_is_outside_its_snapshot_leaves_the_other_cases_of_that
         listed[records[3]]["input_error"]
         == f"input row unavailable (row 7 is outside snapshot {sha[:12]} (3 rows))"
     )
+
+
+def test_an_unrouted_prediction_points_to_review_open_and_a_decision_in_capitals_is_taken(
+    mlops_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = get_settings()
+    engine = open_audit_store(settings)
+    apps, _ = contracts()
+    sha, frame = application_snapshot(make_store(settings), apps, 2, seed=7)
+    records = append(engine, predictions(sha, frame["application_id"], [0.1, 0.3], routed=(1,)), "b1")
+    engine.dispose()
+    code, data, _ = run(
+        capsys,
+        "review",
+        "resolve",
+        records[0],
+        "--reviewer",
+        "bob",
+        "--decision",
+        "approve",
+        "--reason",
+        "ok",
+    )
+    assert code == 2 and data["error"] == f"no review case {records[0]!r}"
+    assert "mlops review open PREDICTION_ID --by WHO --reason TEXT" in data["hint"]
+    code, data, _ = run(
+        capsys,
+        "review",
+        "resolve",
+        records[1],
+        "--reviewer",
+        "bob",
+        "--decision",
+        "APPROVE",
+        "--reason",
+        "ok",
+    )
+    assert code == 0 and data["case"]["decision"] == "approve"
+    assert main(["review", "resolve", "--help"]) == 0
+    assert "--decision {approve,decline}" in capsys.readouterr().out
