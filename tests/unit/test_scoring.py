@@ -476,12 +476,23 @@ def test_chunked_validation_matches_whole_batch_and_catches_duplicates_across_ch
     assert sum(r.rows for r in chunked.snapshots) == 58
 
 
+def _whole_and_chunked(raw: pd.DataFrame, contract: Contract, store: LocalStore) -> tuple[Any, Any]:
+    """The batch validated whole and in two chunks of 30 rows, into ``store``."""
+    from mlops.gx_suite import GXRunner
+
+    runner = GXRunner()
+    whole = validate_in_chunks(iter([raw]), contract, runner, store, source="b.csv", max_share=0.1)
+    chunked = validate_in_chunks(
+        iter([raw.iloc[:30], raw.iloc[30:]]), contract, runner, store, source="b.csv", max_share=0.1
+    )
+    return whole, chunked
+
+
 def test_a_good_copy_of_a_quarantined_row_is_kept_in_chunks_as_in_a_whole_batch(
     tmp_path: Path, contract: Contract
 ) -> None:
     """A row quarantined for its own fault (its id padded by an export, too) is not the copy
     kept: the good row with the same id in the next chunk is scored, as in a whole batch."""
-    from mlops.gx_suite import GXRunner
 
     raw = clean_frame(contract, 60, seed=8)
     raw.loc[10, "region"] = "atlantis"  # quarantined for its region...
@@ -489,11 +500,8 @@ def test_a_good_copy_of_a_quarantined_row_is_kept_in_chunks_as_in_a_whole_batch(
     good_id = str(raw.loc[10, "application_id"]).strip()
     raw.loc[40, "application_id"] = good_id  # the same application, well formed, next chunk
     raw.loc[50, "application_id"] = good_id  # and once more: the duplicate of row 40
-    store, runner = LocalStore(tmp_path / "store"), GXRunner()
-    whole = validate_in_chunks(iter([raw]), contract, runner, store, source="b.csv", max_share=0.1)
-    chunked = validate_in_chunks(
-        iter([raw.iloc[:30], raw.iloc[30:]]), contract, runner, store, source="b.csv", max_share=0.1
-    )
+    store = LocalStore(tmp_path / "store")
+    whole, chunked = _whole_and_chunked(raw, contract, store)
     assert whole.summary.reason_counts == {"application_id:duplicate": 1, "region:unseen_category": 1}
     assert chunked.summary.reason_counts == whole.summary.reason_counts
     assert chunked.summary.rows_valid == whole.summary.rows_valid == 58
@@ -515,7 +523,6 @@ def test_a_duplicate_of_one_unique_column_holds_its_value_of_another_in_chunks_a
     """Two unique columns: a row quarantined as a duplicate of one still holds its value of the
     other (it breaks no other rule), in a whole batch, so the next chunk's row with that value
     is its duplicate there too."""
-    from mlops.gx_suite import GXRunner
 
     columns = [c.model_copy(update={"unique": True}) if c.name == "age" else c for c in contract.columns]
     two = contract.model_copy(update={"columns": columns})
@@ -523,11 +530,7 @@ def test_a_duplicate_of_one_unique_column_holds_its_value_of_another_in_chunks_a
     raw["age"] = range(20, 80)
     raw.loc[5, "application_id"] = raw.loc[4, "application_id"]  # row 5: a duplicate id, chunk 1
     raw.loc[45, "age"] = raw.loc[5, "age"]  # row 45: row 5's age, chunk 2
-    store, runner = LocalStore(tmp_path / "store"), GXRunner()
-    whole = validate_in_chunks(iter([raw]), two, runner, store, source="b.csv", max_share=0.1)
-    chunked = validate_in_chunks(
-        iter([raw.iloc[:30], raw.iloc[30:]]), two, runner, store, source="b.csv", max_share=0.1
-    )
+    whole, chunked = _whole_and_chunked(raw, two, LocalStore(tmp_path / "store"))
     assert whole.summary.reason_counts == {"age:duplicate": 1, "application_id:duplicate": 1}
     assert chunked.summary.reason_counts == whole.summary.reason_counts
     assert chunked.summary.rows_valid == whole.summary.rows_valid == 58
