@@ -30,7 +30,8 @@ from mlops.model_spec import DEFAULT_MODEL_NAME
 DISTRIBUTION: Final = "mlops-pipelines"  # pyproject.toml's project name
 DESCRIPTION: Final = """\
 The model's lifecycle from the command line: simulate data, validate batches
-and outcomes, train, promote, score, review, audit, monitor, retrain, roll back."""
+and outcomes, train (and rebuild), promote, score, review, audit, monitor,
+retrain, roll back."""
 EPILOG: Final = """\
 Every command takes --json: then its last line of output is one JSON object.
 Exit codes: 0 success; 1 the work was refused (rejected batch, failed gate,

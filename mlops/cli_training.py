@@ -57,6 +57,14 @@ def cmd_train(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     return (0 if result.passed else 1), result.model_dump(mode="json"), train_text(result)
 
 
+def cmd_rebuild(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
+    from flows.rebuild import rebuild
+    from mlops.rebuild import rebuild_text
+
+    result = rebuild(version=args.version, model=args.model)
+    return (0 if result.identical else 1), result.model_dump(mode="json"), rebuild_text(result)
+
+
 def train_text(result: TrainResult) -> str:
     """The verdict, the key metrics, the failures, the record and what to do next."""
     auc = f"AUC {result.metrics['auc']:.4f}"
@@ -104,6 +112,13 @@ def register(add: Registrar) -> None:
     p.add_argument("path", help="local path or s3:// URI of a .csv or .parquet outcomes batch")
     p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p = add("train", cmd_train, "Train, evaluate, gate and register a candidate (train flow).")
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
+    p = add(
+        "rebuild",
+        cmd_rebuild,
+        "Retrain a registered version from its lineage and compare it bit for bit (rebuild flow).",
+    )
+    p.add_argument("version", type=int, metavar="VERSION", help="the model version to rebuild")
     p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)
     p = add("promote", cmd_promote, "Promote the challenger to champion (promote flow).")
     p.add_argument("--model", default=DEFAULT_MODEL_NAME, help=MODEL_HELP)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import Engine
@@ -29,7 +30,7 @@ from sqlalchemy.engine import Engine
 from mlops import audit
 from mlops.constants import KIND_VALID
 from mlops.contracts import Contract
-from mlops.errors import InputError
+from mlops.errors import InputError, StorageIntegrityError
 from mlops.labels import LABEL_SOURCE_COLUMN, LABEL_SOURCE_REVIEW, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN
 from mlops.lineage import ReviewLabel
 from mlops.storage import ObjectStore, read_snapshot
@@ -156,6 +157,47 @@ def review_labelled_rows(
         skipped=skipped,
     )
     return FeedbackSet(frame=out, summary=summary)
+
+
+def rows_of_review_labels(
+    store: ObjectStore, applications: Contract, labels: list[ReviewLabel], *, target: str
+) -> pd.DataFrame:
+    """The labelled rows a model's lineage names (:func:`review_labels` read back): each label's
+    row from its hash-checked snapshot, in the shape :func:`review_labelled_rows` gives, so a
+    rebuild joins them as the training run did. A snapshot or row that is gone is a
+    :class:`~mlops.errors.StorageIntegrityError` (the model's data can no longer be read)."""
+    columns = [*applications.column_names, target, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN, LABEL_SOURCE_COLUMN]
+    if not labels:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == target else object) for c in columns})
+    pieces = []
+    for sha in dict.fromkeys(label.input_snapshot for label in labels):
+        mine = [label for label in labels if label.input_snapshot == sha]
+        try:
+            frame = read_snapshot(store, dataset=applications.name, kind=KIND_VALID, sha256=sha)
+        except InputError as exc:  # missing; an altered snapshot raises StorageIntegrityError itself
+            raise StorageIntegrityError(
+                f"the review-labelled rows of snapshot {sha} cannot be read: {exc.message}",
+                hint="restore the snapshot from a backup (snapshots are never deleted by mlops)",
+            ) from exc
+        at = [label.input_row for label in mine]
+        outside = [r for r in at if not 0 <= r < len(frame)]
+        if outside:
+            raise StorageIntegrityError(
+                f"review labels name row(s) {outside[:5]} of snapshot {sha}, which holds {len(frame)} rows",
+                hint="the model's lineage and the snapshot disagree; restore the lineage artifact or "
+                "the snapshot from a backup",
+            )
+        rows = frame.iloc[at].reset_index(drop=True)
+        rows[target] = np.asarray([label.label for label in mine], dtype="int64")
+        rows[SNAPSHOT_COLUMN] = sha
+        rows[SNAPSHOT_ROW_COLUMN] = np.asarray(at, dtype="int64")
+        rows[LABEL_SOURCE_COLUMN] = LABEL_SOURCE_REVIEW
+        rows[REVIEWER_COLUMN] = None  # the lineage keeps who decided in the audit trail, not here
+        rows[REVIEW_CASE_COLUMN] = [label.case_id for label in mine]
+        rows[REVIEW_RECORD_COLUMN] = [label.review_record_id for label in mine]
+        pieces.append(rows)
+    out = pd.concat(pieces, ignore_index=True)
+    return out[[c for c in [*columns, *PROVENANCE_COLUMNS] if c in out.columns]]
 
 
 def review_labels(labelled: pd.DataFrame, target: str) -> list[ReviewLabel]:

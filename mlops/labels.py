@@ -29,9 +29,16 @@ import pandas as pd
 from pydantic import BaseModel
 
 from mlops.catalog import SNAPSHOT_COLUMN as CATALOG_SNAPSHOT_COLUMN
-from mlops.catalog import CatalogEntry, in_ingestion_order, list_snapshots, read_entries
+from mlops.catalog import (
+    CatalogEntry,
+    entry_key,
+    in_ingestion_order,
+    list_snapshots,
+    read_entries,
+    read_entry,
+)
 from mlops.contracts import Contract
-from mlops.errors import InputError, WorkRefused
+from mlops.errors import InputError, StorageIntegrityError, WorkRefused
 from mlops.model_spec import ModelSpec, TrainingWindow
 from mlops.storage import ObjectStore
 
@@ -331,6 +338,41 @@ def gather_labelled(
             f"{len(out_entries)} validated {outcomes.name} snapshot(s)",
             hint="validate application and outcome batches first (mlops validate / mlops outcomes)",
         )
+    return labelled_from_entries(
+        store, spec, applications, outcomes, app_entries, out_entries, extra_labelled=extra_labelled
+    )
+
+
+def catalogued_entries(
+    store: ObjectStore, dataset: str, sha256s: list[str], *, named_by: str
+) -> list[CatalogEntry]:
+    """The catalog entries of ``sha256s`` (in that order); a snapshot the catalog does not hold
+    is a :class:`~mlops.errors.StorageIntegrityError` naming ``named_by`` (who listed it)."""
+    entries = []
+    for sha in sha256s:
+        key = entry_key(dataset, sha)
+        if not store.exists(key):
+            raise StorageIntegrityError(
+                f"{dataset} snapshot {sha}, named by {named_by}, is not in the catalog of {store.uri(key)}",
+                hint="restore the snapshot and its catalog entry from a backup (snapshots are never "
+                "deleted by mlops)",
+            )
+        entries.append(read_entry(store, key))
+    return entries
+
+
+def labelled_from_entries(
+    store: ObjectStore,
+    spec: ModelSpec,
+    applications: Contract,
+    outcomes: Contract,
+    app_entries: list[CatalogEntry],
+    out_entries: list[CatalogEntry],
+    *,
+    extra_labelled: pd.DataFrame | None = None,
+) -> LabelledSet:
+    """:func:`gather_labelled` on the given snapshots: ``app_entries`` in catalog order (oldest
+    data first), outcomes read in ingestion order whatever order they come in."""
     ts = applications.timestamp_column
     target = spec.target_column
     frame, counts = join_labels(

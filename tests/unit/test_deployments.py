@@ -226,3 +226,15 @@ def test_the_retrain_flow_default_model_is_the_product_default() -> None:
     from mlops.model_spec import DEFAULT_MODEL_NAME
 
     assert DEFAULT_MODEL == DEFAULT_MODEL_NAME
+
+
+def test_a_version_rebuild_and_a_prediction_reproduce_can_be_started_from_the_ui() -> None:
+    """The UI's run form asks for what names the model version / the prediction; nothing more."""
+    for name, wanted in (("rebuild", {"version"}), ("reproduce", {"prediction_id"})):
+        deployment = _by_name(name)
+        fn = _flow(deployment["entrypoint"]).fn
+        required = {
+            p.name for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty
+        }
+        assert required == wanted, name
+        assert "triggers" not in deployment and "schedules" not in deployment  # a person starts it

@@ -1,0 +1,294 @@
+"""Rebuild a registered model version from its lineage and compare it with the registered one.
+
+A model risk reviewer asks "show me that this model is what its records say it is". The train
+flow logs, on each version's MLflow run, the lineage (``lineage.json``: the application and
+outcome snapshots, the review labels, the package list, the git state) and the resolved model
+spec (``model_spec.json``), and tags the version with their digests and the model's
+fingerprint (sha256 of the booster and the feature schema). A rebuild:
+
+1. reads both artifacts and checks them against the version's tags (an artifact that no
+   longer matches its tag is refused: :class:`~mlops.errors.StorageIntegrityError`);
+2. reads exactly the snapshots the lineage names (each hash-checked), and the rows the review
+   labels name, and joins them as the training run did (:func:`mlops.labels.labelled_from_entries`);
+3. splits and trains with the logged spec (its seed, params and ``nthread``);
+4. compares the fingerprint with the registered one. On the same machine and packages, equal
+   inputs give the same bits (PITFALLS: XGBoost); when they differ, the packages and code that
+   changed since are listed, as the likely cause.
+
+The rebuild reads only the snapshots that gave the version rows: a snapshot read by the
+training run that gave it none is not needed, except in one corner (an application sent twice
+with different times, whose first copy fell out of the window), which is named in the result
+when the row counts differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from pydantic import BaseModel, Field, ValidationError
+
+from mlops.catalog import CatalogEntry
+from mlops.contracts import Contract
+from mlops.errors import InputError, StorageIntegrityError, WorkRefused, validation_problems
+from mlops.feedback import rows_of_review_labels
+from mlops.labels import LabelledSet, catalogued_entries, labelled_from_entries
+from mlops.lineage import (
+    LINEAGE_ARTIFACT,
+    TAG_MODEL_FINGERPRINT,
+    TAG_MODEL_SPEC_SHA256,
+    TAG_REVIEW_LABELS_SHA256,
+    TAG_SEED,
+    TAG_SNAPSHOTS_SHA256,
+    TAG_TRAINING_ROWS,
+    GitState,
+    Lineage,
+)
+from mlops.model_spec import ModelSpec
+from mlops.storage import ObjectStore
+
+MODEL_SPEC_ARTIFACT: Final = "model_spec.json"
+# The tags a lineage artifact must agree with (each is computed from it at training time).
+CHECKED_TAGS: Final = (
+    TAG_SNAPSHOTS_SHA256,
+    TAG_REVIEW_LABELS_SHA256,
+    TAG_MODEL_FINGERPRINT,
+    TAG_SEED,
+    TAG_TRAINING_ROWS,
+)
+
+
+class RebuildPlan(BaseModel):
+    """What a version's records say made it: its lineage, its spec and its fingerprint."""
+
+    model_name: str
+    version: int
+    run_id: str
+    lineage: Lineage
+    spec: ModelSpec
+    recorded_fingerprint: str
+
+
+class RebuildResult(BaseModel):
+    """The registered and the rebuilt model, side by side."""
+
+    model_name: str
+    version: int
+    run_id: str
+    identical: bool = Field(description="the rebuilt booster and feature schema are the registered bits")
+    fingerprint_recorded: str
+    fingerprint_rebuilt: str
+    training_rows_recorded: int
+    training_rows_rebuilt: int
+    application_snapshots: int
+    outcome_snapshots: int
+    review_labels: int
+    git_commit_recorded: str | None
+    git_commit_now: str | None
+    git_dirty_now: bool | None
+    package_changes: list[str] = Field(description="installed packages that differ from the training run's")
+    contract_changes: list[str] = Field(
+        description="contracts whose version differs from the training data's"
+    )
+    likely_causes: list[str] = Field(description="what may explain a difference (empty when identical)")
+
+
+def canonical_sha256(document: Any) -> str:
+    """sha256 of a JSON document in the canonical form ``model_spec_hash`` uses."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def rebuild_plan(
+    name: str, version: int, tags: dict[str, str], run_id: str, lineage_doc: Any, spec_doc: Any
+) -> RebuildPlan:
+    """Check a version's logged lineage and spec against its tags and read them.
+
+    ``lineage_doc`` / ``spec_doc``: the run's ``lineage.json`` and ``model_spec.json`` as read
+    back from the artifact store."""
+    where = f"{name} version {version}"
+    if TAG_MODEL_FINGERPRINT not in tags:
+        raise WorkRefused(
+            f"{where} has no lineage tags (it was not registered by the train flow)",
+            hint="only versions the train flow registered can be rebuilt",
+        )
+    try:
+        lineage = Lineage.model_validate(lineage_doc)
+    except ValidationError as exc:
+        raise StorageIntegrityError(
+            f"the lineage artifact {LINEAGE_ARTIFACT} of {where} is not readable: {validation_problems(exc)}",
+            hint="the run's artifact was altered; restore it from a backup",
+        ) from exc
+    from_artifact = lineage.tags()
+    disagree = [key for key in CHECKED_TAGS if key in tags and from_artifact[key] != tags[key]]
+    if disagree:
+        raise StorageIntegrityError(
+            f"the lineage artifact {LINEAGE_ARTIFACT} of {where} disagrees with the version's tags on "
+            + ", ".join(disagree),
+            hint="the artifact or the tags were altered after registration; restore the run's "
+            "artifacts (or the registry) from a backup",
+        )
+    spec_sha = canonical_sha256(spec_doc)
+    if tags.get(TAG_MODEL_SPEC_SHA256) not in (None, spec_sha):
+        raise StorageIntegrityError(
+            f"the model spec artifact {MODEL_SPEC_ARTIFACT} of {where} hashes to {spec_sha}, "
+            f"not to its tag {tags[TAG_MODEL_SPEC_SHA256]}",
+            hint="the artifact was altered after registration; restore it from a backup",
+        )
+    try:
+        spec = ModelSpec.model_validate(spec_doc)
+    except ValidationError as exc:  # a spec field this release no longer takes
+        raise WorkRefused(
+            f"the model spec {where} was trained with is not a spec this release reads: "
+            f"{validation_problems(exc)}",
+            hint="rebuild it with the release that trained it (git commit "
+            f"{lineage.git.commit or 'unknown'})",
+        ) from exc
+    return RebuildPlan(
+        model_name=name,
+        version=version,
+        run_id=run_id,
+        lineage=lineage,
+        spec=spec,
+        recorded_fingerprint=tags[TAG_MODEL_FINGERPRINT],
+    )
+
+
+def lineage_entries(
+    store: ObjectStore, plan: RebuildPlan, applications: Contract, outcomes: Contract
+) -> tuple[list[CatalogEntry], list[CatalogEntry]]:
+    """The catalog entries of the snapshots the lineage names, in the order the run read them."""
+    named_by = f"{plan.model_name} version {plan.version}'s lineage"
+    return (
+        catalogued_entries(store, applications.name, plan.lineage.application_snapshots, named_by=named_by),
+        catalogued_entries(store, outcomes.name, plan.lineage.outcome_snapshots, named_by=named_by),
+    )
+
+
+def labelled_from_lineage(
+    store: ObjectStore, plan: RebuildPlan, applications: Contract, outcomes: Contract
+) -> LabelledSet:
+    """The labelled rows the version was trained and evaluated on, read back from its lineage."""
+    if (
+        applications.name != plan.lineage.applications_contract
+        or outcomes.name != plan.lineage.outcomes_contract
+    ):
+        raise InputError(
+            f"{plan.model_name} version {plan.version} was trained on {plan.lineage.applications_contract} / "
+            f"{plan.lineage.outcomes_contract}, not {applications.name} / {outcomes.name}",
+        )
+    apps, outs = lineage_entries(store, plan, applications, outcomes)
+    labels = plan.lineage.review_labels
+    extra = (
+        rows_of_review_labels(store, applications, labels, target=plan.spec.target_column) if labels else None
+    )
+    return labelled_from_entries(store, plan.spec, applications, outcomes, apps, outs, extra_labelled=extra)
+
+
+def package_changes(recorded: list[str], now: list[str]) -> list[str]:
+    """``name: then -> now`` for each distribution whose version changed, came or went."""
+
+    def versions(entries: list[str]) -> dict[str, str]:
+        out = {}
+        for entry in entries:
+            name, _, version = entry.partition("==")
+            out[name.lower()] = version
+        return out
+
+    then, current = versions(recorded), versions(now)
+    return [
+        f"{name}: {then.get(name, 'not installed')} -> {current.get(name, 'not installed')}"
+        for name in sorted(then.keys() | current.keys())
+        if then.get(name) != current.get(name)
+    ]
+
+
+def contract_changes(plan: RebuildPlan, applications: Contract, outcomes: Contract) -> list[str]:
+    """Contracts whose version now is not the one (or one of those) the training data had."""
+    out = []
+    for contract, versions in (
+        (applications, plan.lineage.applications_contract_versions),
+        (outcomes, plan.lineage.outcomes_contract_versions),
+    ):
+        if versions and contract.version not in versions:
+            out.append(f"{contract.name}: {', '.join(versions)} -> {contract.version}")
+    return out
+
+
+def rebuild_result(
+    plan: RebuildPlan,
+    *,
+    fingerprint: str,
+    training_rows: int,
+    git_now: GitState,
+    packages_now: list[str],
+    contracts: tuple[Contract, Contract],
+) -> RebuildResult:
+    """Compare the rebuilt model with the registered one and say what may explain a difference."""
+    lineage = plan.lineage
+    packages = package_changes(lineage.packages, packages_now)
+    contract_diff = contract_changes(plan, *contracts)
+    identical = fingerprint == plan.recorded_fingerprint
+    causes: list[str] = []
+    if not identical:
+        if training_rows != lineage.training_rows:
+            causes.append(
+                f"the lineage's data gave {training_rows} training rows, not {lineage.training_rows}: "
+                "a snapshot the run read gave no row of its own but decided which copy of a "
+                "twice-sent application was kept, or the contracts changed"
+            )
+        if packages:
+            causes.append(f"{len(packages)} installed package(s) differ from the training run's")
+        if lineage.git.commit is not None and git_now.commit != lineage.git.commit:
+            causes.append(f"the code is at {git_now.commit or 'an unknown commit'}, not {lineage.git.commit}")
+        if lineage.git.dirty or git_now.dirty:
+            causes.append("the code had uncommitted changes (then or now)")
+        if contract_diff:
+            causes.append("the data contracts changed since")
+        if not causes:
+            causes.append("nothing recorded differs: another machine (CPU) or a nondeterministic setting")
+    return RebuildResult(
+        model_name=plan.model_name,
+        version=plan.version,
+        run_id=plan.run_id,
+        identical=identical,
+        fingerprint_recorded=plan.recorded_fingerprint,
+        fingerprint_rebuilt=fingerprint,
+        training_rows_recorded=lineage.training_rows,
+        training_rows_rebuilt=training_rows,
+        application_snapshots=len(lineage.application_snapshots),
+        outcome_snapshots=len(lineage.outcome_snapshots),
+        review_labels=len(lineage.review_labels),
+        git_commit_recorded=lineage.git.commit,
+        git_commit_now=git_now.commit,
+        git_dirty_now=git_now.dirty,
+        package_changes=packages,
+        contract_changes=contract_diff,
+        likely_causes=causes,
+    )
+
+
+def rebuild_text(result: RebuildResult) -> str:
+    """The comparison for people (the CLI and the flow's log)."""
+    head = (
+        f"{result.model_name} version {result.version}: rebuilt from its lineage "
+        f"({result.application_snapshots} application and {result.outcome_snapshots} outcome "
+        f"snapshot(s), {result.review_labels} review label(s); "
+        f"{result.training_rows_rebuilt} training rows, {result.training_rows_recorded} recorded)"
+    )
+    lines = [
+        head,
+        f"  registered model: {result.fingerprint_recorded}",
+        f"  rebuilt model:    {result.fingerprint_rebuilt}",
+        "  IDENTICAL: the registered model is what its data, spec and seed make"
+        if result.identical
+        else "  DIFFERENT: the rebuilt model is not the registered one",
+    ]
+    lines += [f"  likely cause: {cause}" for cause in result.likely_causes]
+    shown = result.package_changes[:10]
+    lines += [f"  package changed: {change}" for change in shown]
+    if len(result.package_changes) > len(shown):
+        lines.append(f"  ... and {len(result.package_changes) - len(shown)} more package change(s)")
+    lines += [f"  contract changed: {change}" for change in result.contract_changes]
+    return "\n".join(lines)
