@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.monitor import monitor_drift
 from flows.promote import promote
+from flows.rebuild import rebuild
 from flows.reproduce import reproduce
 from flows.score_batch import score_batch
 from flows.train import train
@@ -128,6 +129,8 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
         engine.dispose()
     prediction_id = _first_prediction_id(settings)
     reproduced = reproduce(prediction_id=prediction_id) if prediction_id else None
+    # 7. The version retrained from its lineage alone: the registered bits again.
+    rebuilt = rebuild(version=trained.version, model=trained.model_name)
     monitored = monitor_drift() if promoted else None
 
     lines = ["Data validation", _table(rows), "", *_quarantine_lines(rows[TRAIN_DAYS]), ""]
@@ -162,6 +165,10 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
             f"  reproduce {reproduced.record_id}: recorded {reproduced.score_recorded!r}, "
             f"recomputed {reproduced.score_recomputed!r} -> {'identical' if reproduced.reproduced else 'DIFFERENT'}"
         )
+    lines.append(
+        f"  rebuild of v{rebuilt.version} from its lineage ({rebuilt.training_rows_rebuilt} training rows): "
+        + ("identical model" if rebuilt.identical else "DIFFERENT: " + "; ".join(rebuilt.likely_causes))
+    )
     if monitored is not None:
         lines += ["", "Monitoring", f"  {monitored.message}"]
     lines += [
@@ -179,6 +186,7 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
         "score": scored.model_dump(mode="json") if scored else None,
         "audit_chain_ok": chain.ok,
         "reproduced": reproduced.reproduced if reproduced else None,
+        "rebuilt_identical": rebuilt.identical,
         "monitor": monitored.model_dump(mode="json") if monitored else None,
         "report": report,
     }

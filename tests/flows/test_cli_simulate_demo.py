@@ -90,6 +90,7 @@ def test_demo_runs_the_lifecycle(
     assert (
         result["train"]["verdict"] == "bootstrap" and result["champion_version"] == result["train"]["version"]
     )
+    assert result["rebuilt_identical"] is True and "from its lineage (" in out and "identical model" in out
 
 
 def test_demo_refuses_a_home_with_an_earlier_runs_state(
