@@ -14,6 +14,11 @@ the data the challenger scored, counted from the catalog timestamps of its input
 the monitoring stage counts them). Too few labelled pairs or days, one class only, or
 unreadable scores refuse (fail closed); a refusal is evidence too.
 
+Rows either version learnt from or was gated on (:func:`trained_entity_keys`: the ids of its
+lineage application snapshots labelled in its lineage outcome snapshots) are no evidence: a
+replayed or backfilled training batch scored in shadow would otherwise grade the challenger
+on its own training rows, where it looks far better than it is.
+
 When an entity has several records of one version (re-scored batch), its first record counts:
 the score the model gave when the entity was first seen.
 """
@@ -28,16 +33,18 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import Engine
 
 from mlops import audit
 from mlops.catalog import CatalogEntry, entry_key
 from mlops.constants import KIND_VALID
+from mlops.contracts import Contract
 from mlops.errors import InputError, MlopsError
 from mlops.evaluation import EvaluationReport, evaluate
 from mlops.gates import VERDICT_PASSED, DecisionRecord, evaluate_gates
 from mlops.labels import observed_before
+from mlops.lineage import NONE_VALUE, TAG_APPLICATION_SNAPSHOTS, TAG_OUTCOME_SNAPSHOTS
 from mlops.model_spec import ModelSpec
 from mlops.storage import ObjectStore, read_snapshot
 
@@ -69,6 +76,8 @@ class ShadowData(BaseModel):
     outcome_conflicts: int = 0
     #: Outcomes observed before the application they label was submitted: left out (as training does).
     outcomes_before_application: int = 0
+    #: Outcomes of entities the champion or the challenger learnt from or was gated on: left out.
+    trained_on: int = 0
     slices_checked: bool = False
     slices_note: str | None = None
     #: Versions trained and gated under another model spec than the one they are compared under now.
@@ -156,6 +165,7 @@ def label_pairs(
     outcome_conflicts: int = 0,
     days: int = 0,
     min_days: int = 0,
+    trained_on: int = 0,
 ) -> LabelledPairs:
     """Entities with a record of both versions and an outcome (inner joins on entity_key).
 
@@ -187,6 +197,7 @@ def label_pairs(
         outcome_snapshots=sorted(set(labelled[OUTCOME_SNAPSHOT_COLUMN].dropna().astype(str))),
         input_snapshots=sorted(set(labelled[f"input_snapshot{CHALLENGER_SUFFIX}"].dropna().astype(str))),
         outcome_conflicts=outcome_conflicts,
+        trained_on=trained_on,
     )
     return LabelledPairs(frame=labelled, data=data)
 
@@ -218,6 +229,39 @@ def read_input_rows(store: ObjectStore, dataset: str, pairs: pd.DataFrame) -> pd
             raise IndexError(f"an input row is outside snapshot {sha} ({len(snapshot)} rows)")
         parts.append(snapshot.iloc[rows].set_axis(group.index))
     return pd.concat(parts).loc[pairs.index].reset_index(drop=True)
+
+
+def _lineage(tags: Mapping[str, str], key: str) -> list[str]:
+    value = tags.get(key, "")
+    return [] if value in ("", NONE_VALUE) else [s for s in value.split(",") if s]
+
+
+def _snapshot_ids(store: ObjectStore, dataset: str, shas: list[str], id_column: str) -> set[Any]:
+    ids: set[Any] = set()
+    for sha in shas:
+        ids.update(read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha)[id_column].dropna())
+    return ids
+
+
+def trained_entity_keys(
+    store: ObjectStore,
+    applications: Contract,
+    outcomes: Contract,
+    tags: Mapping[str, str],
+    hash_key: SecretStr | str | bytes,
+) -> set[str]:
+    """Entity keys of the rows a version was trained and gated on, from its lineage tags: the
+    ids of its application snapshots that have an outcome in its outcome snapshots (a superset
+    of the training and evaluation rows: the training window is not re-applied)."""
+    apps = _lineage(tags, TAG_APPLICATION_SNAPSHOTS)
+    outs = _lineage(tags, TAG_OUTCOME_SNAPSHOTS)
+    if not apps or not outs:
+        return set()
+    labelled = _snapshot_ids(store, applications.name, apps, applications.id_column)
+    labelled &= _snapshot_ids(store, outcomes.name, outs, outcomes.id_column)
+    if not labelled:
+        return set()
+    return set(audit.entity_key(pd.Series(sorted(labelled, key=str), dtype=object), hash_key))
 
 
 # --- the comparison -------------------------------------------------------------------------
@@ -266,7 +310,13 @@ def compare_on_shadow(
         short.append(
             f"only {data.labelled} labelled shadow rows (champion and challenger scored the same "
             f"entity and its outcome is known); at least {max(data.min_rows, 1)} are needed "
-            f"({data.paired} paired records, {data.challenger_records} challenger records)"
+            f"({data.paired} paired records, {data.challenger_records} challenger records"
+            + (
+                f"; {data.trained_on} left out: rows the champion or the challenger was trained on"
+                if data.trained_on
+                else ""
+            )
+            + ")"
         )
     if data.days < data.min_days:
         short.append(

@@ -84,6 +84,7 @@ from mlops.shadow_comparison import (
     read_input_rows,
     read_version_records,
     shadow_days,
+    trained_entity_keys,
 )
 from mlops.shadow_policy import effective_shadow_policy
 from tasks.retry import retry_unless_bad_input
@@ -229,6 +230,18 @@ def compare_on_shadow_task(
     keyed, counts, _ = keyed_outcomes(backends.store, outcomes, settings.entity_hash_key)
     days = shadow_days(backends.store, applications.name, challenger_records)
     champion, challenger = state.champion, state.challenger
+    registry = backends.registry
+    tags = {v: registry.version_tags(model, v) for v in (champion, challenger)}
+    # Rows either version learnt from or was gated on are no evidence (a replayed training batch).
+    trained = set().union(
+        *(
+            trained_entity_keys(backends.store, applications, outcomes, t, settings.entity_hash_key)
+            for t in tags.values()
+        )
+    )
+    paired_keys = set(champion_records["entity_key"]) & set(challenger_records["entity_key"])
+    trained_on = len(trained & paired_keys & set(keyed["entity_key"]))
+    keyed = keyed.loc[~keyed["entity_key"].isin(trained)]
 
     def pair_up(labels: pd.DataFrame) -> LabelledPairs:
         return label_pairs(
@@ -241,6 +254,7 @@ def compare_on_shadow_task(
             outcome_conflicts=counts.conflicting_outcomes,
             days=days,
             min_days=policy.min_days,
+            trained_on=trained_on,
         )
 
     pairs = pair_up(keyed)
@@ -260,7 +274,6 @@ def compare_on_shadow_task(
         pairs = replace(pairs, data=pairs.data.model_copy(update={"outcomes_before_application": len(early)}))
         enough = pairs.data.labelled >= pairs.data.min_rows
         rows = by_key.loc[pairs.frame["entity_key"]].reset_index(drop=True) if enough else None
-    registry = backends.registry
     evidence = compare_on_shadow(
         spec,
         pairs,
@@ -279,7 +292,6 @@ def compare_on_shadow_task(
         flow_run_id=flow_run_id,
         rows_note=note,
     )
-    tags = {v: registry.version_tags(model, v) for v in (state.champion, state.challenger)}
     evidence = _with_spec_notes(evidence, spec, tags)
     verdict = tags[state.challenger].get(TAG_VERDICT)
     if verdict not in PASSING_VERDICTS:  # an alias pointed at a failed candidate by hand

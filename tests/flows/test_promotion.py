@@ -163,50 +163,55 @@ def _backends() -> PromotionBackends:
     return PromotionBackends.from_settings(get_settings())
 
 
-def shadow_traffic(days: tuple[int, ...] = SHADOW_DAYS, *, outcomes: bool = True, early: int = 0) -> None:
-    """Score each day's validated applications with champion and challenger; audit both.
-    ``early``: that many outcomes of the first day are dated the day before their application."""
+def _score_both(sha: str, batch: str) -> None:
+    """Score one validated application snapshot with champion and challenger; audit both."""
     settings = get_settings()
     backends = _backends()
     registry = backends.registry
-    store = backends.store
     apps_c = load_contract(settings.contracts_dir, "credit_applications")
-    outs_c = load_contract(settings.contracts_dir, "credit_outcomes")
     state = read_registry_state(registry, MODEL)
     assert state.champion is not None and state.challenger is not None
     models = {
         ("champion", ALIAS_CHAMPION, state.champion): registry.load_model(MODEL, ALIAS_CHAMPION),
         ("shadow", ALIAS_CHALLENGER, state.challenger): registry.load_model(MODEL, ALIAS_CHALLENGER),
     }
+    rows = read_snapshot(backends.store, dataset=apps_c.name, kind=KIND_VALID, sha256=sha)
+    for (role, alias, version), model in models.items():
+        scores = np.asarray(model.predict(rows), dtype="float64")
+        frame = pd.DataFrame(
+            {
+                "entity_id": rows["application_id"],
+                "model_name": MODEL,
+                "model_version": str(version),
+                "model_alias": alias,
+                "role": role,
+                "score": scores,
+                "decision": np.where(scores >= 0.25, "decline", "approve"),
+                "input_snapshot": sha,
+                "input_row": np.arange(len(rows), dtype="int64"),
+                "input_hash": [hashlib.sha256(f"{sha}:{i}".encode()).hexdigest() for i in range(len(rows))],
+            }
+        )
+        audit.append_predictions(
+            backends.audit,
+            frame,
+            batch_id=f"{batch}-{role}",
+            hash_key=settings.entity_hash_key,
+            open_cases=False,
+        )
+
+
+def shadow_traffic(days: tuple[int, ...] = SHADOW_DAYS, *, outcomes: bool = True, early: int = 0) -> None:
+    """Score each day's validated applications with champion and challenger; audit both.
+    ``early``: that many outcomes of the first day are dated the day before their application."""
+    settings = get_settings()
+    store = _backends().store
+    apps_c = load_contract(settings.contracts_dir, "credit_applications")
+    outs_c = load_contract(settings.contracts_dir, "credit_outcomes")
     for day in days:
         raw, out = simulated_day(day, SHADOW_ROWS, seed=11)
         sha = ingest(store, raw, apps_c, f"applications/shadow_{day:04d}.csv")
-        rows = read_snapshot(store, dataset=apps_c.name, kind=KIND_VALID, sha256=sha)
-        for (role, alias, version), model in models.items():
-            scores = np.asarray(model.predict(rows), dtype="float64")
-            frame = pd.DataFrame(
-                {
-                    "entity_id": rows["application_id"],
-                    "model_name": MODEL,
-                    "model_version": str(version),
-                    "model_alias": alias,
-                    "role": role,
-                    "score": scores,
-                    "decision": np.where(scores >= 0.25, "decline", "approve"),
-                    "input_snapshot": sha,
-                    "input_row": np.arange(len(rows), dtype="int64"),
-                    "input_hash": [
-                        hashlib.sha256(f"{sha}:{i}".encode()).hexdigest() for i in range(len(rows))
-                    ],
-                }
-            )
-            audit.append_predictions(
-                backends.audit,
-                frame,
-                batch_id=f"shadow-{day}-{role}",
-                hash_key=settings.entity_hash_key,
-                open_cases=False,
-            )
+        _score_both(sha, f"shadow-{day}")
         if outcomes:
             if early and day == days[0]:
                 out = out.copy()
@@ -395,6 +400,30 @@ def test_a_scored_snapshot_altered_in_the_store_refuses_the_promotion(
     assert refused.value.promotion_id and champions(make_registry()) == [1]
     [record] = promotion_records(OUTCOME_REFUSED)
     assert any("could not be read" in r for r in record["payload"]["reasons"])
+
+
+def test_rows_the_challenger_was_trained_on_are_no_shadow_evidence(good_challenger: int) -> None:
+    """A backfill that scores the challenger's own training batches in shadow: those rows (with
+    their outcomes long known) would grade it on what it learnt; only the new days count."""
+    tags = make_registry().version_tags(MODEL, good_challenger)
+    trained_batches = tags[TAG_APPLICATION_SNAPSHOTS].split(",")
+    for i, sha in enumerate(trained_batches):
+        _score_both(sha, f"replay-{i}")
+    settings = get_settings()
+    state = read_registry_state(make_registry(), MODEL)
+
+    replay_only = compare_on_shadow_task.fn(MODEL, state, settings, None)
+
+    assert not replay_only.passed and replay_only.data.labelled == 0
+    assert replay_only.data.trained_on > MIN_SHADOW_ROWS
+    assert "rows the champion or the challenger was trained on" in replay_only.reasons[0]
+
+    shadow_traffic()
+    evidence = compare_on_shadow_task.fn(MODEL, state, settings, None)
+
+    assert evidence.data.labelled == 2 * SHADOW_ROWS  # the new days only
+    assert evidence.data.trained_on == replay_only.data.trained_on
+    assert set(evidence.data.input_snapshots).isdisjoint(trained_batches)
 
 
 def test_manual_policy_on_the_command_line(good_challenger: int, monkeypatch: pytest.MonkeyPatch) -> None:
