@@ -2,7 +2,10 @@
 
 - Realised: AUC with a DeLong interval and the debiased calibration error with an interval
   whose half-width is the label noise a calibrated model shows on the same bins (parametric
-  bootstrap), each against the champion's reference value. A drop counts (verdict ``act``) only
+  bootstrap), each against the champion's reference value. The reference AUC is itself an
+  estimate on the held-out evaluation rows (a few hundred on a small model), and one error of
+  it repeats in every window: the AUC interval therefore carries the reference's DeLong
+  variance too (independent samples), or an optimistic reference reads as a drop every window. A drop counts (verdict ``act``) only
   when the whole interval (``confidence``, 95%) lies beyond the tolerated change; ``warn``
   when the narrower ``warn_confidence`` (80%) interval does. Only ``act`` counts as a drop.
 - Estimated (CBPE, as NannyML): the AUC and accuracy the scores imply if they are
@@ -31,6 +34,9 @@ class ReferencePerformance(BaseModel):
 
     n_labelled: int = 0
     auc: float | None = None
+    auc_variance: float | None = Field(
+        None, description="DeLong variance of the reference AUC (None: known exactly, as before)."
+    )
     calibration_error: float | None = None
     estimated_auc: float | None = Field(None, description="Label-free (CBPE) AUC of the scores.")
 
@@ -95,8 +101,13 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
-def auc_with_interval(y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy) -> Interval:
-    auc, variance = st.auc_delong(y, s)
+def auc_with_interval(
+    y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy, reference_variance: float = 0.0
+) -> Interval:
+    """The window's AUC with an interval for its difference from the reference: the DeLong
+    variances of both (independent samples) add."""
+    auc, current_variance = st.auc_delong(y, s)
+    variance = current_variance + reference_variance
     low, high = st.normal_interval(auc, variance, policy.confidence)
     warn_top = auc + _z(policy.warn_confidence) * math.sqrt(max(variance, 0.0))
     return Interval(value=auc, low=low, high=high, warn_bound=warn_top)
@@ -126,11 +137,12 @@ def reference_performance(
     y, s = labelled_pairs(frame[label_column], frame[score_column])
     if y.size < 2 or y.min() == y.max():
         return ReferencePerformance(n_labelled=int(y.size), estimated_auc=_finite_or_none(estimated))
-    auc, _ = st.auc_delong(y, s)
+    auc, auc_variance = st.auc_delong(y, s)
     counts, mean_score, rate = st.calibration_bins(y, s, DriftPolicy().calibration_bins)
     return ReferencePerformance(
         n_labelled=int(y.size),
         auc=auc,
+        auc_variance=auc_variance,
         calibration_error=st.debiased_calibration_error(counts, mean_score, rate),
         estimated_auc=_finite_or_none(estimated),
     )
@@ -186,15 +198,19 @@ def rise_verdict(reference: float, interval: Interval, tolerance: float) -> Verd
 
 
 def auc_drift(
-    y: st.FloatArray, s: st.FloatArray, reference: float | None, policy: DriftPolicy
+    y: st.FloatArray,
+    s: st.FloatArray,
+    reference: float | None,
+    policy: DriftPolicy,
+    reference_variance: float | None = None,
 ) -> PerformanceDrift:
     tol = policy.auc_tolerated_drop
     if reference is None or not enough_labels(y, policy):
         return _insufficient("auc", "delong", reference, tol, int(y.size))
-    interval = auc_with_interval(y, s, policy)
+    interval = auc_with_interval(y, s, policy, reference_variance or 0.0)
     return PerformanceDrift(
         metric="auc",
-        method="delong",
+        method="delong, reference variance included" if reference_variance else "delong",
         reference=reference,
         current=interval.value,
         ci_low=interval.low,
@@ -235,7 +251,7 @@ def performance_drift(
     """AUC and calibration of a labelled window against the reference values."""
     y, s = labelled_pairs(labels, scores)
     return [
-        auc_drift(y, s, reference.auc, policy),
+        auc_drift(y, s, reference.auc, policy, reference.auc_variance),
         calibration_drift(y, s, reference.calibration_error, policy),
     ]
 

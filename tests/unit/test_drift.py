@@ -377,6 +377,19 @@ def test_performance_point_drop_with_wide_ci_is_not_a_drop() -> None:
     assert auc.verdict != "act"
 
 
+def test_a_small_reference_does_not_read_as_a_drop_on_stable_windows() -> None:
+    """The reference AUC comes from a few hundred held-out rows; its error repeats in every
+    window. Only the window's own variance in the interval made 24 of 200 references of 300
+    rows read a confirmed drop ("act") on a large window of the very same population."""
+    rng = np.random.default_rng(30)
+    window = _scored(rng, 5_000)
+    profiles = [build_profile(_scored(rng, 300), score_column="score", label_column="y") for _ in range(200)]
+    verdicts = [compare(profile, window).performance[0] for profile in profiles]
+    assert sum(v.verdict == "act" for v in verdicts) <= 5  # 95% interval, one side: ~2.5%
+    assert profiles[0].performance is not None and profiles[0].performance.auc_variance
+    assert verdicts[0].method == "delong, reference variance included"
+
+
 @pytest.mark.parametrize(
     ("high", "warn_top", "verdict"),
     [(0.69, 0.68, "act"), (0.71, 0.69, "warn"), (0.75, 0.72, "ok")],
