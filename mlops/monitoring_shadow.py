@@ -8,13 +8,16 @@ Counted from the audit trail's prediction records of the challenger's version (r
   application timestamp; a snapshot not in the catalog contributes the day the record was
   written;
 * **labelled rows**: distinct entities it scored whose outcome has arrived (outcome ids are
-  keyed with the audit trail's entity key, so raw ids never meet the audit store).
+  keyed with the audit trail's entity key, so raw ids never meet the audit store), except the
+  ``trained`` ones: rows the champion or the challenger was trained on, which the promotion's
+  shadow comparison leaves out too (:func:`mlops.shadow_comparison.trained_entity_keys`).
 
 Complete when both reach the spec's ``shadow`` minimums (:class:`~mlops.shadow_policy.ShadowPolicy`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, timedelta
 
 import pandas as pd
@@ -62,6 +65,7 @@ def shadow_status(
     outcomes: Contract,
     policy: ShadowPolicy,
     hash_key: SecretStr | str | bytes,
+    trained: Collection[str] = frozenset(),
 ) -> ShadowStatus:
     table = audit.audit_records
     stmt = sa.select(table.c.entity_key, table.c.input_snapshot, table.c.created_at).where(
@@ -85,7 +89,7 @@ def shadow_status(
         out_entries = list_snapshots(store, outcomes.name)
         if out_entries:
             ids = read_entries(store, out_entries)[outcomes.id_column].drop_duplicates()
-            keys = set(audit.entity_key(ids.reset_index(drop=True), hash_key))
+            keys = set(audit.entity_key(ids.reset_index(drop=True), hash_key)) - set(trained)
             labelled = int(records["entity_key"].dropna().drop_duplicates().isin(keys).sum())
     return ShadowStatus(
         model_name=model,

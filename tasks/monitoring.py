@@ -40,6 +40,7 @@ from mlops.monitoring_state import (
 )
 from mlops.registry import make_registry
 from mlops.settings import Settings
+from mlops.shadow_comparison import trained_entity_keys
 from mlops.shadow_policy import effective_shadow_policy
 from mlops.storage import make_store
 from tasks.retry import retry_unless_bad_input
@@ -222,9 +223,18 @@ def emit_alarm_task(
 def check_shadow_task(ctx: MonitorContext, settings: Settings) -> ShadowStatus | None:
     if ctx.challenger_version is None:
         return None
+    store = make_store(settings)
+    tags = [make_registry(settings).version_tags(ctx.spec.name, ctx.challenger_version)]
+    tags += [ctx.champion.tags] if ctx.champion is not None else []
+    trained = set().union(
+        *(
+            trained_entity_keys(store, ctx.applications, ctx.outcomes, t, settings.entity_hash_key)
+            for t in tags
+        )
+    )
     return shadow_status(
         open_audit_store(settings),
-        make_store(settings),
+        store,
         model=ctx.spec.name,
         challenger_version=ctx.challenger_version,
         champion_version=None if ctx.champion is None else ctx.champion.version,
@@ -232,6 +242,7 @@ def check_shadow_task(ctx: MonitorContext, settings: Settings) -> ShadowStatus |
         outcomes=ctx.outcomes,
         policy=effective_shadow_policy(ctx.spec.shadow, settings.promotion_min_shadow_rows),
         hash_key=settings.entity_hash_key,
+        trained=trained,
     )
 
 
