@@ -1,6 +1,8 @@
 """Drift detection on the simulator's scenarios: detection delay and false alarms.
 
-For each scenario (``stable``, ``covariate_shift``, ``concept_drift``) and seed, 60 daily
+For each scenario (``stable``, ``covariate_shift``, ``concept_drift``, ``label_shift`` at half
+strength: the default rate 0.10 -> 0.14 while the scores, which see riskier applicants, say
+0.11) and seed, 60 daily
 batches of 2,000 applications (``mlops.simulator.generate_applications``, drift from day 30).
 The champion's score is the true default probability of the *reference* regime
 (``true_default_probability(frame, day=0, stable)``): a perfectly calibrated model of the
@@ -14,8 +16,9 @@ default :class:`DriftPolicy` (k = 2 features, m = 2 windows).
 
 - delay (covariate_shift): batches from the drift day to the first alarm, the drift day's
   batch counting 1; goal <= 2.
-- delay (concept_drift): features do not move, so only labels can tell: labelled batches from
-  the first batch whose outcomes are of drifted days; goal <= 2.
+- delay (concept_drift, label_shift): features barely move, so only labels can tell: labelled
+  batches from the first batch whose outcomes are of drifted days; goal <= 2 for concept drift
+  (label shift is reported: before the default-rate backtest, 15, 7 and never in 3 seeds).
 - false alarms: alarm days before the drift day, and on all 60 days of ``stable``; goal 0.
 
     .venv/bin/python benchmarks/bench_drift_detection.py [--seeds 3]
@@ -46,9 +49,12 @@ SCORE = "score"
 FEATURES = [
     c for c in sim.APPLICATION_COLUMNS if c not in (sim.ID_COLUMN, sim.TIMESTAMP_COLUMN, sim.SENSITIVE_COLUMN)
 ]
-SCENARIOS = ("stable", "covariate_shift", "concept_drift")
+SCENARIOS = ("stable", "covariate_shift", "concept_drift", "label_shift")
+LABELLED_ONLY = ("concept_drift", "label_shift")  # detected from outcomes, counted from them
+STRENGTH = {"label_shift": 0.5}  # at full strength the features move too (detected in 2 batches)
 DAYS, DRIFT_DAY, ROWS_PER_DAY, REFERENCE_ROWS = 60, 30, 2_000, 14_000
 DELAY_GOAL = 2
+GOAL_SCENARIOS = ("covariate_shift", "concept_drift")
 
 
 def champion_scores(frame: pd.DataFrame, seed: int) -> Any:
@@ -77,7 +83,13 @@ def reference_profile(seed: int) -> ReferenceProfile:
 
 
 def run_scenario(scenario: str, seed: int, policy: DriftPolicy) -> dict[str, Any]:
-    config = sim.SimulationConfig(scenario=scenario, days=DAYS, drift_day=DRIFT_DAY, seed=seed)
+    config = sim.SimulationConfig(
+        scenario=scenario,
+        days=DAYS,
+        drift_day=DRIFT_DAY,
+        seed=seed,
+        drift_strength=STRENGTH.get(scenario, 1.0),
+    )
     profile = reference_profile(seed)
     delay = config.outcome_delay_days
     frames = {d: day_frame(d, config, ROWS_PER_DAY) for d in range(DAYS)}
@@ -102,12 +114,12 @@ def summarise(scenario: str, seed: int, alarms: list[dict[str, Any]], delay: int
     first = next((a for a in alarms if drifted and a["day"] >= DRIFT_DAY), None)
     detection: dict[str, Any] = {"detected": first is not None}
     if first is not None:
-        start = DRIFT_DAY + (delay if scenario == "concept_drift" else 0)
+        start = DRIFT_DAY + (delay if scenario in LABELLED_ONLY else 0)
         detection |= {
             "first_alarm_day": first["day"],
             "delay_batches": first["day"] - start + 1,
             "counted_from": "first labelled batch of drifted days"
-            if scenario == "concept_drift"
+            if scenario in LABELLED_ONLY
             else "drift day's batch",
             "severity": first["severity"],
             "reason": first["reason"],
@@ -129,7 +141,10 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "false_alarms_total": sum(len(r["false_alarm_days"]) for r in runs),
         "stable_false_alarms": sum(len(r["false_alarm_days"]) for r in runs if r["scenario"] == "stable"),
         "delays": delays,
-        "delay_goal_met": all(d is not None and d <= DELAY_GOAL for ds in delays.values() for d in ds),
+        # The goal is the issue's (covariate and concept drift); label shift is reported beside it.
+        "delay_goal_met": all(
+            d is not None and d <= DELAY_GOAL for s, ds in delays.items() if s in GOAL_SCENARIOS for d in ds
+        ),
         "zero_false_alarms_met": all(not r["false_alarm_days"] for r in runs),
     }
 

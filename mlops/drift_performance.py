@@ -8,6 +8,14 @@
   variance too (independent samples), or an optimistic reference reads as a drop every window. A drop counts (verdict ``act``) only
   when the whole interval (``confidence``, 95%) lies beyond the tolerated change; ``warn``
   when the narrower ``warn_confidence`` (80%) interval does. Only ``act`` counts as a drop.
+- Realised, with no reference needed: the observed positive rate (the default rate) against
+  the mean predicted probability of the same rows (calibration-in-the-large, the PD
+  backtest), with the binomial noise a calibrated model shows on those rows
+  (sqrt(sum p(1 - p)) / n). The binned calibration error spreads a level shift over its bins
+  and tolerates 0.02 in absolute terms, so a model that now under-predicts defaults by a
+  third passed it in half of the simulated runs; this test catches it in a window or two. It
+  acts when the interval lies beyond ``positive_rate_tolerated_gap`` (relative) either way:
+  too many defaults costs losses, too few declines good applicants (default: 10%).
 - Estimated (CBPE, as NannyML): the AUC and accuracy the scores imply if they are
   calibrated, against the same estimate on the reference scores. It can only ``warn``.
 """
@@ -46,13 +54,17 @@ class PerformanceDrift(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: Literal["auc", "calibration_error"]
-    method: str = Field(description="How the interval was made: delong or parametric_bootstrap.")
-    reference: float | None
+    metric: Literal["auc", "calibration_error", "positive_rate"]
+    method: str = Field(description="How the interval was made: delong, parametric_bootstrap or binomial.")
+    reference: float | None = Field(
+        description="The reference value; for positive_rate the mean predicted probability of the same rows."
+    )
     current: float | None
     ci_low: float | None
     ci_high: float | None
-    tolerance: float = Field(description="Tolerated drop (AUC) or rise (calibration error).")
+    tolerance: float = Field(
+        description="Tolerated drop (AUC), rise (calibration error) or gap either way (positive rate)."
+    )
     verdict: Verdict
     n_labelled: int
 
@@ -153,7 +165,7 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def _insufficient(
-    metric: Literal["auc", "calibration_error"],
+    metric: Literal["auc", "calibration_error", "positive_rate"],
     method: str,
     reference: float | None,
     tolerance: float,
@@ -242,17 +254,53 @@ def calibration_drift(
     )
 
 
+def gap_verdict(
+    expected: float, observed: float, sd: float, tolerance: float, policy: DriftPolicy
+) -> Verdict:
+    """act if the ``confidence`` interval of the observed rate lies beyond ``expected`` +-
+    ``tolerance``; warn if the ``warn_confidence`` interval does."""
+    gap = abs(observed - expected) - tolerance
+    if gap > _z(policy.confidence) * sd:
+        return "act"
+    return "warn" if gap > _z(policy.warn_confidence) * sd else "ok"
+
+
+def positive_rate_drift(y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy) -> PerformanceDrift:
+    """Observed positive rate against the mean predicted probability of the same rows."""
+    method = "binomial"
+    expected = float(s.mean()) if s.size else 0.0
+    tol = policy.positive_rate_tolerated_gap * expected
+    if not enough_labels(y, policy):
+        return _insufficient("positive_rate", method, expected if s.size else None, tol, int(y.size))
+    observed = float(y.mean())
+    sd = math.sqrt(float(np.sum(s * (1.0 - s)))) / y.size  # a calibrated model's binomial noise
+    half = _z(policy.confidence) * sd
+    return PerformanceDrift(
+        metric="positive_rate",
+        method=method,
+        reference=expected,
+        current=observed,
+        ci_low=max(0.0, observed - half),
+        ci_high=min(1.0, observed + half),
+        tolerance=tol,
+        verdict=gap_verdict(expected, observed, sd, tol, policy),
+        n_labelled=int(y.size),
+    )
+
+
 def performance_drift(
     labels: pd.Series,
     scores: pd.Series,
     reference: ReferencePerformance,
     policy: DriftPolicy,
 ) -> list[PerformanceDrift]:
-    """AUC and calibration of a labelled window against the reference values."""
+    """AUC and calibration of a labelled window against the reference values, and its
+    positive rate against what the scores predicted."""
     y, s = labelled_pairs(labels, scores)
     return [
         auc_drift(y, s, reference.auc, policy, reference.auc_variance),
         calibration_drift(y, s, reference.calibration_error, policy),
+        positive_rate_drift(y, s, policy),
     ]
 
 

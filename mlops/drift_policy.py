@@ -19,7 +19,10 @@ Defaults, and why:
   Wasserstein). On large windows the floor is far below the thresholds and changes nothing.
 - Performance: AUC drop tolerated 0.02 (DeLong interval), calibration-error rise tolerated
   0.02 (debiased RMS calibration error; its interval's half-width is what label noise alone
-  gives a calibrated model on the same bins, parametric bootstrap). A change is ``act`` when
+  gives a calibrated model on the same bins, parametric bootstrap), and the observed default
+  rate may differ from the mean predicted probability of the same rows by 10% of it either way
+  (``positive_rate_tolerated_gap``; binomial noise of a calibrated model: the PD backtest, so
+  a 10% predicted rate tolerates 9-11% beyond noise). A change is ``act`` when
   the 95% interval clears the tolerance, ``warn`` when the 80% interval does; only ``act``
   counts as a drop.
 - Alarm: ``k_features`` = 2 features drifting (at least warn) in each of ``m_windows`` = 2
@@ -120,6 +123,13 @@ class DriftPolicy(BaseModel):
 
     auc_tolerated_drop: float = Field(0.02, ge=0.0, le=1.0)
     calibration_tolerated_rise: float = Field(0.02, ge=0.0, le=1.0)
+    positive_rate_tolerated_gap: float = Field(
+        0.1,
+        ge=0.0,
+        le=10.0,
+        description="Tolerated gap, relative to the mean predicted probability, between the "
+        "observed positive (default) rate of a labelled window and that mean, either way.",
+    )
     confidence: float = Field(
         0.95, gt=0.0, lt=1.0, description="Interval a performance drop must clear for act."
     )

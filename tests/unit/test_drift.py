@@ -329,7 +329,9 @@ def test_report_table_rows() -> None:
     sections = [row["section"] for row in table]
     assert sections.count("feature") == 6  # x0: psi, wasserstein, missing; grade: js, v, missing
     assert sections.count("prediction") == 2
-    assert sections.count("performance") == 2
+    assert sections.count("performance") == 3  # auc, calibration_error, positive_rate
+    rate = next(row for row in table if row["statistic"] == "positive_rate")
+    assert str(rate["detail"]).startswith("expected (mean score) ") and "binomial CI" in str(rate["detail"])
     assert sections[-1] == "estimated_performance"
     assert {row["verdict"] for row in table} == {"ok"}
     assert DriftReport.model_validate_json(report.model_dump_json()) == report
@@ -409,6 +411,38 @@ def test_calibration_drift_when_scores_are_miscalibrated() -> None:
     assert calibrated.metric == "calibration_error" and calibrated.verdict == "ok"
     assert skewed[1].verdict == "act"
     assert skewed[0].verdict == "ok"  # ranking unchanged: AUC holds
+
+
+def test_the_default_rate_backtest_catches_a_level_shift_the_binned_error_lets_pass() -> None:
+    """Calibration-in-the-large: the observed rate against the mean predicted probability of the
+    same rows. Defaults 30% above what the scores say (the ranking intact) is a confirmed gap
+    either way; a calibrated window is not, in 200 windows of 2,000 rows."""
+    rng = np.random.default_rng(31)
+    profile = build_profile(_scored(rng, 20_000), score_column="score", label_column="y")
+    cur = _scored(rng, 2_000)
+    p = cur["score"].to_numpy()
+    for factor in (1.3, 0.7):
+        shifted = cur.assign(y=(rng.random(len(cur)) < np.clip(p * factor, 0, 1)).astype(int))
+        auc, _, rate = compare(profile, shifted).performance
+        assert rate.metric == "positive_rate" and rate.verdict == "act", (factor, rate)
+        assert rate.reference == pytest.approx(p.mean()) and rate.current == pytest.approx(
+            shifted["y"].mean()
+        )
+        assert auc.verdict == "ok"
+    calibrated = [
+        compare(profile, cur.assign(y=(rng.random(len(cur)) < p).astype(int))).performance[2]
+        for _ in range(200)
+    ]
+    assert sum(r.verdict == "act" for r in calibrated) <= 2
+    assert sum(r.verdict != "ok" for r in calibrated) <= 20
+    few = cur.assign(y=cur["y"].where(cur.index < 100))
+    assert compare(profile, few).performance[2].verdict == "insufficient_data"
+
+
+def test_a_default_rate_gap_in_two_labelled_windows_is_a_performance_alarm() -> None:
+    decision = decide_alarm([_w("d1", drops=("positive_rate",)), _w("d2", drops=("positive_rate",))], RULE)
+    assert decision.alarm and decision.severity == "act"
+    assert "performance drop (positive_rate)" in decision.reason
 
 
 def test_performance_on_late_outcomes_of_earlier_rows() -> None:
