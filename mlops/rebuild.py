@@ -100,6 +100,16 @@ def canonical_sha256(document: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def require_lineage_tags(name: str, version: int, tags: dict[str, str]) -> None:
+    """Refuse a version the train flow did not register (no lineage to rebuild it from): called
+    before its run's artifacts are read, which such a version may not have (or no run at all)."""
+    if TAG_MODEL_FINGERPRINT not in tags:
+        raise WorkRefused(
+            f"{name} version {version} has no lineage tags (it was not registered by the train flow)",
+            hint="only versions the train flow registered can be rebuilt",
+        )
+
+
 def rebuild_plan(
     name: str, version: int, tags: dict[str, str], run_id: str, lineage_doc: Any, spec_doc: Any
 ) -> RebuildPlan:
@@ -108,11 +118,7 @@ def rebuild_plan(
     ``lineage_doc`` / ``spec_doc``: the run's ``lineage.json`` and ``model_spec.json`` as read
     back from the artifact store."""
     where = f"{name} version {version}"
-    if TAG_MODEL_FINGERPRINT not in tags:
-        raise WorkRefused(
-            f"{where} has no lineage tags (it was not registered by the train flow)",
-            hint="only versions the train flow registered can be rebuilt",
-        )
+    require_lineage_tags(name, version, tags)
     try:
         lineage = Lineage.model_validate(lineage_doc)
     except ValidationError as exc:

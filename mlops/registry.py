@@ -569,13 +569,24 @@ class MlflowRegistry:
                     run_id=run_id, artifact_path=artifact_file, dst_path=tmp
                 )
             except MlflowException as exc:
-                served = server_artifacts_error(
-                    f"the artifacts of run {run_id}", self.client.get_run(run_id).info.artifact_uri
-                )
+                artifact_uri = self.client.get_run(run_id).info.artifact_uri
+                served = server_artifacts_error(f"the artifacts of run {run_id}", artifact_uri)
                 if served is not None:
                     raise served from exc
-                raise
-            return json.loads(Path(path).read_text())
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                raise StorageIntegrityError(  # MLflow's message for a file gone, or unreadable
+                    f"{artifact_file} of MLflow run {run_id} is missing from its artifact store "
+                    f"({artifact_uri}), or could not be read there",
+                    hint="restore the run's artifacts from a backup (check the artifact store is reachable)",
+                ) from exc
+            try:
+                return json.loads(Path(path).read_text())
+            except ValueError as exc:  # not JSON (UnicodeDecodeError is one too)
+                raise StorageIntegrityError(
+                    f"{artifact_file} of MLflow run {run_id} is not JSON: {exc}",
+                    hint="the run's artifact was altered; restore it from a backup",
+                ) from exc
 
     # --- versions and aliases --------------------------------------------------------------
 

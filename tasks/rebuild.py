@@ -18,6 +18,7 @@ from mlops.rebuild import (
     rebuild_plan,
     rebuild_result,
     rebuild_text,
+    require_lineage_tags,
 )
 from mlops.registry import make_registry, require_registered_model
 from mlops.rollback import all_version_tags
@@ -43,6 +44,7 @@ def read_lineage_task(model: str, version: int, settings: Settings) -> tuple[Reb
     if version not in versions:
         listed = ", ".join(f"v{v}" for v in sorted(versions)[-10:])
         raise InputError(f"{model} has no version {version}", hint=f"its versions are {listed}")
+    require_lineage_tags(model, version, versions[version])  # before reading its run's artifacts
     run_id = registry.version_run_id(model, version)
     plan = rebuild_plan(
         model,

@@ -7,6 +7,7 @@ version was trained on, not what the store holds now.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from flows.train import train
 from mlops import audit
 from mlops.audit import open_audit_store
 from mlops.catalog import entry_key
+from mlops.cli import main
 from mlops.constants import KIND_VALID
 from mlops.contracts import load_contract
 from mlops.errors import StorageIntegrityError
@@ -136,6 +138,16 @@ def test_rebuild_refuses_altered_lineage_or_spec_and_names_a_missing_snapshot(
         rebuild(version=trained.version, model=MODEL)
     registry.log_run_json(trained.run_id, spec, MODEL_SPEC_ARTIFACT)
 
+    # A lineage or spec artifact gone from the run (the artifact store lost it).
+    artifacts = Path(registry.client.get_run(trained.run_id).info.artifact_uri.removeprefix("file://"))
+    for artifact in (LINEAGE_ARTIFACT, MODEL_SPEC_ARTIFACT):
+        (artifacts / artifact).rename(artifacts / f"{artifact}.away")
+        with pytest.raises(
+            StorageIntegrityError, match=f"{artifact} of MLflow run {trained.run_id} is missing"
+        ):
+            rebuild(version=trained.version, model=MODEL)
+        (artifacts / f"{artifact}.away").rename(artifacts / artifact)
+
     # A snapshot the lineage names that the catalog no longer holds.
     gone = lineage["outcome_snapshots"][0]
     Path(history["store"].uri(entry_key(history["outcomes"].name, gone))).unlink()
@@ -143,3 +155,33 @@ def test_rebuild_refuses_altered_lineage_or_spec_and_names_a_missing_snapshot(
         StorageIntegrityError, match=f"snapshot {gone}, named by {MODEL} version {trained.version}'s lineage"
     ):
         rebuild(version=trained.version, model=MODEL)
+
+
+def test_a_version_without_lineage_is_refused_before_any_artifact_is_read(
+    mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version registered by hand (a plain MLflow run, or no run at all) has no lineage to
+    rebuild from: refused (exit 1) saying so, not an unexpected MlflowException (exit 3)."""
+    import mlflow
+
+    registry = make_registry(get_settings())
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run() as run:
+        mlflow.log_param("by", "hand")
+    client = registry.client
+    client.create_registered_model(MODEL)
+    by_hand = client.create_model_version(
+        MODEL, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
+    no_run = client.create_model_version(MODEL, source=f"runs:/{run.info.run_id}/model")
+
+    for version in (by_hand.version, no_run.version):
+        code = main(["rebuild", str(version), "--json"])
+        captured = capsys.readouterr()
+        data = json.loads(captured.out.strip().splitlines()[-1])
+        assert code == 1, data
+        assert (
+            data["error"]
+            == f"{MODEL} version {version} has no lineage tags (it was not registered by the train flow)"
+        )
+        assert "Traceback" not in captured.err
