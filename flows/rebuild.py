@@ -23,6 +23,6 @@ def rebuild(version: int, model: str = DEFAULT_MODEL_NAME) -> RebuildResult:
     split = split_task(labelled, bundle)
     ready = prepare_training_matrix_task(split.train, bundle.spec)
     rebuilt = train_candidate_task(ready, bundle.spec)
-    result = compare_rebuilt_task(plan, bundle, rebuilt, len(split.train))
+    result = compare_rebuilt_task(plan, bundle, rebuilt, len(split.train), len(split.evaluation))
     print(rebuild_text(result))
     return result

@@ -62,7 +62,11 @@ def cmd_rebuild(args: argparse.Namespace) -> tuple[int, dict[str, Any], str]:
     from mlops.rebuild import rebuild_text
 
     result = rebuild(version=args.version, model=args.model)
-    return (0 if result.identical else 1), result.model_dump(mode="json"), rebuild_text(result)
+    return (
+        (0 if result.identical and result.rows_match else 1),
+        result.model_dump(mode="json"),
+        rebuild_text(result),
+    )
 
 
 def train_text(result: TrainResult) -> str:

@@ -16,9 +16,11 @@ fingerprint (sha256 of the booster and the feature schema). A rebuild:
    changed since are listed, as the likely cause.
 
 The rebuild reads only the snapshots that gave the version rows: a snapshot read by the
-training run that gave it none is not needed, except in one corner (an application sent twice
-with different times, whose first copy fell out of the window), which is named in the result
-when the row counts differ.
+training run that gave it none is not needed, except in one corner (an application sent twice,
+whose first copy fell out of the training window: the run dropped it, the rebuild keeps the
+second copy), which is named in the result when the training or evaluation row counts differ.
+Then the rows are not the recorded ones even when the model's bits are (an extra row among the
+evaluation rows): ``rows_match`` is False and the command exits 1 either way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mlops.feedback import rows_of_review_labels
 from mlops.labels import LabelledSet, catalogued_entries, labelled_from_entries
 from mlops.lineage import (
     LINEAGE_ARTIFACT,
+    TAG_EVALUATION_ROWS,
     TAG_MODEL_FINGERPRINT,
     TAG_MODEL_SPEC_SHA256,
     TAG_REVIEW_LABELS_SHA256,
@@ -56,6 +59,7 @@ CHECKED_TAGS: Final = (
     TAG_MODEL_FINGERPRINT,
     TAG_SEED,
     TAG_TRAINING_ROWS,
+    TAG_EVALUATION_ROWS,
 )
 
 
@@ -81,6 +85,12 @@ class RebuildResult(BaseModel):
     fingerprint_rebuilt: str
     training_rows_recorded: int
     training_rows_rebuilt: int
+    evaluation_rows_recorded: int
+    evaluation_rows_rebuilt: int
+    rows_match: bool = Field(
+        description="the lineage's data gave the recorded training and evaluation row counts "
+        "(False: the rows are not the run's, even if the model's bits are)"
+    )
     application_snapshots: int
     outcome_snapshots: int
     review_labels: int
@@ -91,7 +101,9 @@ class RebuildResult(BaseModel):
     contract_changes: list[str] = Field(
         description="contracts whose version differs from the training data's"
     )
-    likely_causes: list[str] = Field(description="what may explain a difference (empty when identical)")
+    likely_causes: list[str] = Field(
+        description="what may explain a difference (empty when identical and the rows match)"
+    )
 
 
 def canonical_sha256(document: Any) -> str:
@@ -227,6 +239,7 @@ def rebuild_result(
     *,
     fingerprint: str,
     training_rows: int,
+    evaluation_rows: int,
     git_now: GitState,
     packages_now: list[str],
     contracts: tuple[Contract, Contract],
@@ -236,14 +249,16 @@ def rebuild_result(
     packages = package_changes(lineage.packages, packages_now)
     contract_diff = contract_changes(plan, *contracts)
     identical = fingerprint == plan.recorded_fingerprint
+    rows_match = (training_rows, evaluation_rows) == (lineage.training_rows, lineage.evaluation_rows)
     causes: list[str] = []
+    if not rows_match:
+        causes.append(
+            f"the lineage's data gave {training_rows} training and {evaluation_rows} evaluation rows, "
+            f"not {lineage.training_rows} and {lineage.evaluation_rows}: a snapshot the run read gave "
+            "no row of its own but decided which copy of a twice-sent application was kept, or the "
+            "contracts changed"
+        )
     if not identical:
-        if training_rows != lineage.training_rows:
-            causes.append(
-                f"the lineage's data gave {training_rows} training rows, not {lineage.training_rows}: "
-                "a snapshot the run read gave no row of its own but decided which copy of a "
-                "twice-sent application was kept, or the contracts changed"
-            )
         if packages:
             causes.append(f"{len(packages)} installed package(s) differ from the training run's")
         if lineage.git.commit is not None and git_now.commit != lineage.git.commit:
@@ -263,6 +278,9 @@ def rebuild_result(
         fingerprint_rebuilt=fingerprint,
         training_rows_recorded=lineage.training_rows,
         training_rows_rebuilt=training_rows,
+        evaluation_rows_recorded=lineage.evaluation_rows,
+        evaluation_rows_rebuilt=evaluation_rows,
+        rows_match=rows_match,
         application_snapshots=len(lineage.application_snapshots),
         outcome_snapshots=len(lineage.outcome_snapshots),
         review_labels=len(lineage.review_labels),
@@ -281,15 +299,23 @@ def rebuild_text(result: RebuildResult) -> str:
         f"{result.model_name} version {result.version}: rebuilt from its lineage "
         f"({result.application_snapshots} application and {result.outcome_snapshots} outcome "
         f"snapshot(s), {result.review_labels} review label(s); "
-        f"{result.training_rows_rebuilt} training rows, {result.training_rows_recorded} recorded)"
+        f"{result.training_rows_rebuilt} training and {result.evaluation_rows_rebuilt} evaluation rows, "
+        f"{result.training_rows_recorded} and {result.evaluation_rows_recorded} recorded)"
     )
+    if not result.identical:
+        verdict = "  DIFFERENT: the rebuilt model is not the registered one"
+    elif result.rows_match:
+        verdict = "  IDENTICAL: the registered model is what its data, spec and seed make"
+    else:
+        verdict = (
+            "  ROWS DIFFER: the rebuilt model's bits are the registered ones, but its rows are not "
+            "the ones the run recorded (the evaluation the gates judged is not re-derived)"
+        )
     lines = [
         head,
         f"  registered model: {result.fingerprint_recorded}",
         f"  rebuilt model:    {result.fingerprint_rebuilt}",
-        "  IDENTICAL: the registered model is what its data, spec and seed make"
-        if result.identical
-        else "  DIFFERENT: the rebuilt model is not the registered one",
+        verdict,
     ]
     lines += [f"  likely cause: {cause}" for cause in result.likely_causes]
     shown = result.package_changes[:10]

@@ -76,13 +76,14 @@ def gather_lineage_rows_task(plan: RebuildPlan, bundle: SpecBundle, settings: Se
 
 @task(name="compare-rebuilt-model", cache_policy=NO_CACHE)
 def compare_rebuilt_task(
-    plan: RebuildPlan, bundle: SpecBundle, rebuilt: TrainedModel, training_rows: int
+    plan: RebuildPlan, bundle: SpecBundle, rebuilt: TrainedModel, training_rows: int, evaluation_rows: int
 ) -> RebuildResult:
     """Fingerprints side by side, what changed since the run, and a Prefect artifact saying so."""
     result = rebuild_result(
         plan,
         fingerprint=rebuilt.fingerprint(),
         training_rows=training_rows,
+        evaluation_rows=evaluation_rows,
         git_now=git_state(PROJECT_ROOT),
         packages_now=installed_packages(),
         contracts=(bundle.applications, bundle.outcomes),
@@ -91,6 +92,6 @@ def compare_rebuilt_task(
         key=f"rebuild-{plan.model_name}-v{plan.version}".lower().replace("_", "-"),
         markdown=f"# Rebuild of {plan.model_name} version {plan.version}\n\n```\n{rebuild_text(result)}\n```\n",
         description=f"{plan.model_name} v{plan.version} rebuilt from its lineage: "
-        + ("identical" if result.identical else "DIFFERENT"),
+        + ("DIFFERENT" if not result.identical else "identical" if result.rows_match else "ROWS DIFFER"),
     )
     return result

@@ -185,3 +185,39 @@ def test_a_version_without_lineage_is_refused_before_any_artifact_is_read(
             == f"{MODEL} version {version} has no lineage tags (it was not registered by the train flow)"
         )
         assert "Traceback" not in captured.err
+
+
+def test_an_application_sent_twice_whose_first_copy_left_the_window_is_not_called_identical(
+    mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Day 0's first application is sent again, last of day 4, with its outcome. Training keeps
+    its first copy (day 0), which the window of 3 snapshots then drops; the lineage names days
+    2-4 only, so the rebuild keeps the second copy: one more evaluation row. The model's bits
+    are the same, but the rows are not the recorded ones, and the rebuild says so (exit 1)."""
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(tmp_path / "specs"))
+    write_spec(tmp_path / "specs", training_window={"min_rows": 200, "last_snapshots": 3})
+    settings = get_settings()
+    store = make_store(settings)
+    apps_c = load_contract(settings.contracts_dir, "credit_applications")
+    outs_c = load_contract(settings.contracts_dir, "credit_outcomes")
+    first_apps, first_outs = simulated_day(0, 300)
+    for day in range(5):
+        apps, outs = simulated_day(day, 300)
+        if day == 0:
+            outs = outs.iloc[1:]  # its outcome comes with the second copy
+        if day == 4:
+            again, outcome = first_apps.iloc[:1].copy(), first_outs.iloc[:1].copy()
+            again["applied_at"] = apps["applied_at"].max()
+            outcome["observed_at"] = again["applied_at"] + pd.Timedelta(days=7)
+            apps, outs = pd.concat([apps, again]), pd.concat([outs, outcome])
+        ingest(store, apps, apps_c, f"applications/day_{day:04d}.csv")
+        ingest(store, outs, outs_c, f"outcomes/day_{day:04d}.csv")
+    trained = train(model=MODEL)
+
+    result = rebuild(version=trained.version, model=MODEL)
+
+    assert result.identical  # the extra row is among the evaluation rows: training saw the same rows
+    assert (result.evaluation_rows_recorded, result.evaluation_rows_rebuilt) == (225, 226)
+    assert not result.rows_match
+    assert result.likely_causes[0].startswith("the lineage's data gave 675 training and 226 evaluation rows")
+    assert "ROWS DIFFER" in latest_artifact(f"rebuild-{MODEL}-v{trained.version}")

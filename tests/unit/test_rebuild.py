@@ -10,7 +10,7 @@ from mlops.contracts import load_contract
 from mlops.errors import StorageIntegrityError, WorkRefused
 from mlops.lineage import GitState, Lineage
 from mlops.model_spec import load_model_spec, model_spec_hash
-from mlops.rebuild import canonical_sha256, package_changes, rebuild_plan, rebuild_result
+from mlops.rebuild import canonical_sha256, package_changes, rebuild_plan, rebuild_result, rebuild_text
 from mlops.settings import PROJECT_ROOT
 
 CONTRACTS = PROJECT_ROOT / "data_contracts"
@@ -51,6 +51,7 @@ def _result(
     plan: Any,
     fingerprint: str,
     rows: int = 100,
+    evaluation_rows: int = 25,
     git: GitState | None = None,
     packages: list[str] | None = None,
 ) -> Any:
@@ -59,6 +60,7 @@ def _result(
         plan,
         fingerprint=fingerprint,
         training_rows=rows,
+        evaluation_rows=evaluation_rows,
         git_now=git or GitState(commit="c1", dirty=False),
         packages_now=packages or SAME_PACKAGES,
         contracts=contracts,
@@ -89,7 +91,7 @@ def test_a_different_rebuild_names_its_likely_causes_and_an_identical_one_none()
     assert other.package_changes == ["xgboost: 3.2.0 -> 3.1.0"] and other.contract_changes == []
     causes = " | ".join(other.likely_causes)
     for text in (
-        "99 training rows, not 100",
+        "99 training and 25 evaluation rows, not 100 and 25",
         "1 installed package(s) differ",
         "at c2, not c1",
         "uncommitted",
@@ -100,6 +102,17 @@ def test_a_different_rebuild_names_its_likely_causes_and_an_identical_one_none()
     version = load_contract(CONTRACTS, "credit_applications").version
     assert moved.contract_changes == [f"credit_applications: 0.9.0 -> {version}"]
     assert moved.likely_causes == ["the data contracts changed since"]
+    # Bit-identical, but the lineage's data gave other rows (one more evaluation row): said so.
+    extra = _result(plan, "f" * 64, evaluation_rows=26)
+    assert extra.identical and not extra.rows_match
+    assert extra.likely_causes == [
+        "the lineage's data gave 100 training and 26 evaluation rows, not 100 and 25: a snapshot the "
+        "run read gave no row of its own but decided which copy of a twice-sent application was "
+        "kept, or the contracts changed"
+    ]
+    assert "ROWS DIFFER" in rebuild_text(extra) and "26 evaluation rows, 100 and 25 recorded" in rebuild_text(
+        extra
+    )
     assert _result(plan, "e" * 64).likely_causes == [
         "nothing recorded differs: another machine (CPU) or a nondeterministic setting"
     ]
