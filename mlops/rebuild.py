@@ -29,6 +29,8 @@ import hashlib
 import json
 from typing import Any, Final
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field, ValidationError
 
 from mlops.catalog import CatalogEntry
@@ -201,7 +203,29 @@ def labelled_from_lineage(
     extra = (
         rows_of_review_labels(store, applications, labels, target=plan.spec.target_column) if labels else None
     )
-    return labelled_from_entries(store, plan.spec, applications, outcomes, apps, outs, extra_labelled=extra)
+    labelled = labelled_from_entries(
+        store, plan.spec, applications, outcomes, apps, outs, extra_labelled=extra
+    )
+    return with_absent_features(labelled, plan.spec.feature_list, applications)
+
+
+def with_absent_features(labelled: LabelledSet, features: list[str], applications: Contract) -> LabelledSet:
+    """Add, all missing, the feature columns none of the lineage's snapshots holds.
+
+    The run read every catalogued snapshot: a later contract version's snapshot that gave it no
+    row (its outcomes not in yet) still brought its new column to every row, missing on all of
+    them (pandas aligns the columns), and the model was fitted with it. The rebuild reads only
+    the snapshots that gave rows, so the column is added as the run had it: numeric for the
+    contract's int / float columns, text otherwise (a feature schema records only that, and the
+    categories seen, none here)."""
+    absent = [f for f in features if f not in labelled.frame.columns and f in applications.column_names]
+    if not absent:
+        return labelled
+    frame = labelled.frame.copy(deep=False)
+    for name in absent:
+        numeric = applications.column(name).dtype in ("int", "float")
+        frame[name] = pd.Series(np.nan, index=frame.index, dtype="float64" if numeric else object)
+    return LabelledSet(frame=frame, summary=labelled.summary)
 
 
 def package_changes(recorded: list[str], now: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ from mlops.registry import make_registry
 from mlops.settings import get_settings
 from mlops.storage import make_store, read_snapshot
 from tests.helpers import latest_artifact
+from tests.integration.test_second_dataset import CUSTOMERS, LABELS, SPEC, _customers
 from tests.review_helpers import KEY, append, predictions
 from tests.training_helpers import ingest, simulated_day, write_spec
 
@@ -221,3 +222,43 @@ def test_an_application_sent_twice_whose_first_copy_left_the_window_is_not_calle
     assert not result.rows_match
     assert result.likely_causes[0].startswith("the lineage's data gave 675 training and 226 evaluation rows")
     assert "ROWS DIFFER" in latest_artifact(f"rebuild-{MODEL}-v{trained.version}")
+
+
+def test_a_feature_column_only_an_unlabelled_newer_snapshot_holds_is_rebuilt_as_the_run_had_it(
+    mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The churn contract gains a feature column (0.2.0) with its newest batch, whose labels are
+    not in yet. Training read that snapshot too: every labelled row had the new column, missing.
+    The rebuild reads only the snapshots that gave rows (0.1.0): it must still fit the model
+    with the column, not fail with "training rows lack feature column(s)" (exit 2)."""
+    contracts, specs = tmp_path / "contracts", tmp_path / "specs"
+    contracts.mkdir()
+    specs.mkdir()
+    (contracts / "churn_customers.yaml").write_text(CUSTOMERS)
+    (contracts / "churn_labels.yaml").write_text(LABELS)
+    (specs / "churn-risk.yaml").write_text(SPEC)
+    monkeypatch.setenv("MLOPS_CONTRACTS_DIR", str(contracts))
+    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(specs))
+    settings = get_settings()
+    store = make_store(settings)
+    for batch in range(4):
+        if batch == 3:
+            (contracts / "churn_customers.yaml").write_text(
+                CUSTOMERS.replace("version: 0.1.0", "version: 0.2.0")
+                + "  - {name: discount, role: feature, dtype: float, min: 0, max: 100, nullable: true}\n"
+            )
+        customers_c = load_contract(settings.contracts_dir, "churn_customers")
+        customers, labels = _customers(batch, 300)
+        if batch == 3:
+            customers["discount"] = (customers["tenure_months"] % 7).astype(float)
+        ingest(store, customers, customers_c, f"customers/{batch}.csv")
+        if batch < 3:
+            ingest(
+                store, labels, load_contract(settings.contracts_dir, "churn_labels"), f"labels/{batch}.csv"
+            )
+    trained = train(model="churn-risk")
+
+    result = rebuild(version=trained.version, model="churn-risk")
+
+    assert result.identical and result.rows_match, result.likely_causes
+    assert result.application_snapshots == 3
