@@ -704,6 +704,23 @@ class MlflowRegistry:
         ):
             pass
 
+    def version_fingerprint(self, name: str, version: int) -> str:
+        """The model fingerprint (booster + feature schema) of ``models:/<name>/<version>``'s
+        files as the artifact store holds them, once they are checked against their registered
+        digest (:class:`StorageIntegrityError` when they changed or lack the booster)."""
+        self._activate()
+        label = f"model {name} version {version}"
+        with checked_download(
+            f"models:/{name}/{int(version)}", label, self.version_tags(name, version)
+        ) as folder:
+            found = _booster_fingerprint(folder)
+        if found is None:
+            raise StorageIntegrityError(
+                f"{label}: its files in the artifact store lack the booster or feature schema",
+                hint="restore the version's artifacts from a backup",
+            )
+        return found
+
     def load_version(self, name: str, version: int) -> PyFuncModel:
         """``models:/<name>/<version>`` (the exact version) as a pyfunc, its files checked."""
         self._activate()

@@ -54,6 +54,9 @@ def read_lineage_task(model: str, version: int, settings: Settings) -> tuple[Reb
         registry.read_run_json(run_id, LINEAGE_ARTIFACT),
         registry.read_run_json(run_id, MODEL_SPEC_ARTIFACT),
     )
+    # The registered model is the files the artifact store holds, checked against their digest
+    # tag: compared with them, not only with the fingerprint tag (swapped files would pass that).
+    plan = plan.model_copy(update={"recorded_fingerprint": registry.version_fingerprint(model, version)})
     bundle = SpecBundle(
         spec=plan.spec,
         applications=load_contract(settings.contracts_dir, plan.lineage.applications_contract),

@@ -149,6 +149,16 @@ def test_rebuild_refuses_altered_lineage_or_spec_and_names_a_missing_snapshot(
             rebuild(version=trained.version, model=MODEL)
         (artifacts / f"{artifact}.away").rename(artifacts / artifact)
 
+    # The registered model's files changed in the artifact store (the tags still say the old
+    # fingerprint): the rebuild compares with the files, checked, not with the tag alone.
+    (booster,) = Path(get_settings().home).rglob("booster.json")
+    original = booster.read_bytes()
+    booster.write_bytes(original.replace(b'"num_trees":"', b'"num_trees":" ', 1))
+    assert booster.read_bytes() != original
+    with pytest.raises(StorageIntegrityError, match="its files in the artifact store hash to"):
+        rebuild(version=trained.version, model=MODEL)
+    booster.write_bytes(original)
+
     # A snapshot the lineage names that the catalog no longer holds.
     gone = lineage["outcome_snapshots"][0]
     Path(history["store"].uri(entry_key(history["outcomes"].name, gone))).unlink()
