@@ -320,7 +320,7 @@ def rebuild_result(
 def rebuild_text(result: RebuildResult) -> str:
     """The comparison for people (the CLI and the flow's log)."""
     head = (
-        f"{result.model_name} version {result.version}: rebuilt from its lineage "
+        f"{result.model_name} version {result.version} (MLflow run {result.run_id}): rebuilt from its lineage "
         f"({result.application_snapshots} application and {result.outcome_snapshots} outcome "
         f"snapshot(s), {result.review_labels} review label(s); "
         f"{result.training_rows_rebuilt} training and {result.evaluation_rows_rebuilt} evaluation rows, "
@@ -337,7 +337,7 @@ def rebuild_text(result: RebuildResult) -> str:
         )
     lines = [
         head,
-        f"  registered model: {result.fingerprint_recorded}",
+        f"  registered model: {result.fingerprint_recorded} (its files, checked against their digest)",
         f"  rebuilt model:    {result.fingerprint_rebuilt}",
         verdict,
     ]
