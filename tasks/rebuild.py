@@ -43,7 +43,12 @@ def read_lineage_task(model: str, version: int, settings: Settings) -> tuple[Reb
     versions = all_version_tags(registry, model)
     if version not in versions:
         listed = ", ".join(f"v{v}" for v in sorted(versions)[-10:])
-        raise InputError(f"{model} has no version {version}", hint=f"its versions are {listed}")
+        raise InputError(
+            f"{model} has no version {version}",
+            hint=f"its versions are {listed}"
+            if versions
+            else f"it has none yet (mlops train --model {model})",
+        )
     require_lineage_tags(model, version, versions[version])  # before reading its run's artifacts
     run_id = registry.version_run_id(model, version)
     plan = rebuild_plan(

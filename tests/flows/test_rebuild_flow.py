@@ -181,6 +181,10 @@ def test_a_version_without_lineage_is_refused_before_any_artifact_is_read(
         mlflow.log_param("by", "hand")
     client = registry.client
     client.create_registered_model(MODEL)
+    assert main(["rebuild", "1", "--json"]) == 2  # no version yet: said so, not "its versions are "
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hint"] == (
+        f"it has none yet (mlops train --model {MODEL})"
+    )
     by_hand = client.create_model_version(
         MODEL, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
     )
