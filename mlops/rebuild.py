@@ -40,13 +40,9 @@ from mlops.feedback import rows_of_review_labels
 from mlops.labels import LabelledSet, catalogued_entries, labelled_from_entries
 from mlops.lineage import (
     LINEAGE_ARTIFACT,
-    TAG_EVALUATION_ROWS,
+    LINEAGE_TAGS,
     TAG_MODEL_FINGERPRINT,
     TAG_MODEL_SPEC_SHA256,
-    TAG_REVIEW_LABELS_SHA256,
-    TAG_SEED,
-    TAG_SNAPSHOTS_SHA256,
-    TAG_TRAINING_ROWS,
     GitState,
     Lineage,
 )
@@ -54,15 +50,11 @@ from mlops.model_spec import ModelSpec
 from mlops.storage import ObjectStore
 
 MODEL_SPEC_ARTIFACT: Final = "model_spec.json"
-# The tags a lineage artifact must agree with (each is computed from it at training time).
-CHECKED_TAGS: Final = (
-    TAG_SNAPSHOTS_SHA256,
-    TAG_REVIEW_LABELS_SHA256,
-    TAG_MODEL_FINGERPRINT,
-    TAG_SEED,
-    TAG_TRAINING_ROWS,
-    TAG_EVALUATION_ROWS,
-)
+# The tags a lineage artifact must agree with: every lineage tag (the train flow sets them all
+# from it at registration and nothing changes them later). Digests alone would miss an altered
+# order of the snapshots (which decides the copy kept of a twice-sent application and the
+# window) or an altered package list or git commit (which the result reports as causes).
+CHECKED_TAGS: Final = LINEAGE_TAGS
 
 
 class RebuildPlan(BaseModel):

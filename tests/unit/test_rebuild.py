@@ -40,7 +40,8 @@ def _lineage(**changes: Any) -> Lineage:
 
 def _plan(lineage: Lineage) -> Any:
     spec = load_model_spec("credit-risk", contracts_dir=CONTRACTS).model_dump(mode="json")
-    tags = {**lineage.tags(), "mlops.lineage.model_spec_sha256": canonical_sha256(spec)}
+    lineage = lineage.model_copy(update={"model_spec_sha256": canonical_sha256(spec)})
+    tags = lineage.tags()
     return rebuild_plan("credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), spec)
 
 
@@ -119,14 +120,25 @@ def test_a_different_rebuild_names_its_likely_causes_and_an_identical_one_none()
 
 
 def test_a_plan_checks_the_lineage_and_spec_against_the_version_tags() -> None:
-    lineage = _lineage()
     spec = load_model_spec("credit-risk", contracts_dir=CONTRACTS)
+    lineage = _lineage(model_spec_sha256=model_spec_hash(spec))
     doc = spec.model_dump(mode="json")
-    tags = {**lineage.tags(), "mlops.lineage.model_spec_sha256": model_spec_hash(spec)}
+    tags = lineage.tags()
     plan = rebuild_plan("credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), doc)
     assert plan.spec == spec and plan.recorded_fingerprint == "f" * 64
     with pytest.raises(StorageIntegrityError, match="training_rows"):
         rebuild_plan("credit-risk", 3, tags, "run", _lineage(training_rows=101).model_dump(mode="json"), doc)
+    # Every lineage tag is checked, not only the digests: an altered snapshot order, package
+    # list or git commit would be used, or reported as recorded.
+    for altered, tag in (
+        ({"application_snapshots": ["c" * 64, "a" * 64]}, "application_snapshots"),
+        ({"packages": ["numpy==2.0.0", "xgboost==9.9.9"]}, "packages_sha256"),
+        ({"git": {"commit": "deadbeef", "dirty": False}}, "git_commit"),
+    ):
+        named = _lineage(model_spec_sha256=model_spec_hash(spec), application_snapshots=["a" * 64, "c" * 64])
+        changed = {**named.model_dump(mode="json"), **altered}
+        with pytest.raises(StorageIntegrityError, match=rf"(?m)disagrees .* on mlops\.lineage\.{tag}$"):
+            rebuild_plan("credit-risk", 3, named.tags(), "run", changed, doc)
     with pytest.raises(StorageIntegrityError, match="hashes to"):
         rebuild_plan("credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), {**doc, "seed": 7})
     with pytest.raises(StorageIntegrityError, match="not readable"):
