@@ -167,7 +167,11 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
         )
     lines.append(
         f"  rebuild of v{rebuilt.version} from its lineage ({rebuilt.training_rows_rebuilt} training rows): "
-        + ("identical model" if rebuilt.identical else "DIFFERENT: " + "; ".join(rebuilt.likely_causes))
+        + (
+            "identical model"
+            if rebuilt.identical and rebuilt.rows_match
+            else "DIFFERENT: " + "; ".join(rebuilt.likely_causes)
+        )
     )
     if monitored is not None:
         lines += ["", "Monitoring", f"  {monitored.message}"]
@@ -186,7 +190,7 @@ def lifecycle_demo(workdir: str = ".demo", rows_per_day: int = 2500) -> dict[str
         "score": scored.model_dump(mode="json") if scored else None,
         "audit_chain_ok": chain.ok,
         "reproduced": reproduced.reproduced if reproduced else None,
-        "rebuilt_identical": rebuilt.identical,
+        "rebuilt_identical": rebuilt.identical and rebuilt.rows_match,
         "monitor": monitored.model_dump(mode="json") if monitored else None,
         "report": report,
     }

@@ -196,6 +196,11 @@ def prepare(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
     for col in schema.columns:
         if col.kind == NUMERIC:
             out[col.name] = _numeric(frame[col.name])
+        elif not col.categories:
+            # No value was seen in training (a column the contract added, all missing so far):
+            # every value is unseen, so missing. As a float column: XGBoost (3.2) cannot build a
+            # matrix from a categorical column with no categories.
+            out[col.name] = pd.Series(np.nan, index=frame.index, dtype="float64", name=col.name)
         else:
             out[col.name] = _categorical(frame[col.name], col.categories or ())
     return pd.DataFrame(out, index=frame.index)

@@ -197,6 +197,11 @@ class TrainingMatrix:
     matrix: xgb.DMatrix
 
 
+def empty_features(frame: pd.DataFrame, features: list[str]) -> list[str]:
+    """The features with no value in ``frame`` (all missing): a model cannot learn from them."""
+    return [f for f in features if f in frame.columns and not frame[f].notna().any()]
+
+
 def training_matrix(frame: pd.DataFrame, *, features: list[str], target: str) -> TrainingMatrix:
     """Fit the feature schema on ``frame``, prepare the features and build the ``DMatrix``."""
     schema = fit_feature_schema(frame, features)

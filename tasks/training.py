@@ -67,6 +67,7 @@ from mlops.training import (
     TrainedModel,
     TrainingMatrix,
     TrainSplit,
+    empty_features,
     rows_from_cutoff,
     spec_matrix,
     time_split,
@@ -229,6 +230,14 @@ def digest_datasets_task(split: TrainSplit) -> dict[str, str]:
 @task(name="prepare-training-matrix", cache_policy=NO_CACHE)
 def prepare_training_matrix_task(train: pd.DataFrame, spec: ModelSpec) -> TrainingMatrix:
     """Fit the feature schema on the training rows, prepare the features, build the ``DMatrix``."""
+    empty = empty_features(train, spec.feature_list)
+    if empty:
+        get_run_logger().warning(
+            "feature(s) %s have no value in the %d training rows: the model cannot use them "
+            "(a column the contract added lately?); they are kept, all missing",
+            empty,
+            len(train),
+        )
     return spec_matrix(train, spec)
 
 

@@ -157,3 +157,33 @@ def test_rows_from_a_logged_cutoff_read_it_back_as_the_column_s_values() -> None
     assert rows_from_cutoff(naive, "at", logged).tolist() == [False, True, True]  # type: ignore[union-attr]
     for column, cutoff in (("at", None), ("at", "None"), ("at", "not a time"), (None, logged), ("text", "b")):
         assert rows_from_cutoff(frame, column, cutoff) is None
+
+
+def test_a_categorical_feature_with_no_value_in_training_trains_and_scores_as_missing() -> None:
+    """A column the contract added lately is all missing in the training rows: XGBoost 3.2
+    cannot build a matrix from a categorical column with no categories (it crashed the train
+    flow with "cannot call vectorize on size 0 inputs"); it trains as an all-missing column,
+    and values sent later are unseen, so missing."""
+    import numpy as np
+
+    from mlops.features import prepare
+    from mlops.training import empty_features, train_booster
+
+    rng = np.random.default_rng(3)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "grade": pd.Series(rng.choice(["A", "B"], n), dtype="string[pyarrow]"),
+            "discount": pd.Series([None] * n, dtype="string[pyarrow]"),
+            "y": (rng.random(n) < 0.3).astype(int),
+        }
+    )
+    features = ["a", "grade", "discount"]
+    assert empty_features(frame, features) == ["discount"]
+    model = train_booster(
+        frame, features=features, target="y", params={"tree_method": "hist", "seed": 1}, num_boost_round=5
+    )
+    later = frame.head(3).assign(discount=pd.Series(["10%", None, "5%"], dtype="string[pyarrow]"))
+    assert prepare(later, model.schema)["discount"].isna().all()
+    np.testing.assert_array_equal(model.predict(later), model.predict(frame.head(3)))
