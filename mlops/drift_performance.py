@@ -139,7 +139,7 @@ def calibration_with_interval(y: st.FloatArray, s: st.FloatArray, policy: DriftP
 
 
 def reference_performance(
-    frame: pd.DataFrame, score_column: str, label_column: str | None
+    frame: pd.DataFrame, score_column: str, label_column: str | None, calibration_bins: int = 10
 ) -> ReferencePerformance:
     """Baseline values on the reference: CBPE always, realised AUC and calibration if labelled."""
     scores = float_values(frame[score_column])
@@ -150,7 +150,7 @@ def reference_performance(
     if y.size < 2 or y.min() == y.max():
         return ReferencePerformance(n_labelled=int(y.size), estimated_auc=_finite_or_none(estimated))
     auc, auc_variance = st.auc_delong(y, s)
-    counts, mean_score, rate = st.calibration_bins(y, s, DriftPolicy().calibration_bins)
+    counts, mean_score, rate = st.calibration_bins(y, s, calibration_bins)  # as windows are binned
     return ReferencePerformance(
         n_labelled=int(y.size),
         auc=auc,

@@ -229,13 +229,15 @@ def build_profile(
     source: str = "",
     n_quantiles: int = 1000,
     max_categories: int = 100,
+    calibration_bins: int = 10,
 ) -> ReferenceProfile:
     """Profile a reference frame once; compare current windows with :func:`compare`.
 
     ``features`` defaults to every column but the score and the label; a column is treated as
     categorical if listed in ``categorical`` or if its dtype is not numeric (or is boolean).
     With ``label_column`` and ``score_column`` the reference AUC and calibration error are
-    kept as the baseline of performance drift.
+    kept as the baseline of performance drift (the calibration error over ``calibration_bins``
+    bins: pass the policy's, which the windows are binned with).
     """
     special = {c for c in (score_column, label_column) if c}
     names = (
@@ -253,7 +255,11 @@ def build_profile(
         for name in names
     }
     score = numeric_profile(reference[score_column], n_quantiles) if score_column else None
-    performance = reference_performance(reference, score_column, label_column) if score_column else None
+    performance = (
+        reference_performance(reference, score_column, label_column, calibration_bins)
+        if score_column
+        else None
+    )
     return ReferenceProfile(
         source=source,
         n_rows=len(reference),

@@ -143,6 +143,7 @@ def build_reference(
         features=features,
         score_column=SCORE_COLUMN,
         label_column=target,
+        calibration_bins=spec.drift.calibration_bins,
     )
     profile = base.model_copy(
         update={

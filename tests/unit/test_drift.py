@@ -445,6 +445,24 @@ def test_a_default_rate_gap_in_two_labelled_windows_is_a_performance_alarm() -> 
     assert "performance drop (positive_rate)" in decision.reason
 
 
+def test_the_reference_calibration_error_uses_the_policys_bins() -> None:
+    """Windows are binned with the policy's calibration_bins; the reference must be too, or a
+    spec with other bins compares errors of different binnings."""
+    rng = np.random.default_rng(32)
+    ref = _scored(rng, 3_000)
+    ref["score"] = np.sqrt(ref["score"])  # miscalibrated: the error depends on the binning
+    y, s = ref["y"].to_numpy(dtype=float), ref["score"].to_numpy()
+    for bins in (10, 25):
+        performance = build_profile(
+            ref, score_column="score", label_column="y", calibration_bins=bins
+        ).performance
+        assert performance is not None
+        expected = st.debiased_calibration_error(*st.calibration_bins(y, s, bins))
+        assert performance.calibration_error == pytest.approx(expected)
+    coarse = build_profile(ref, score_column="score", label_column="y", calibration_bins=2).performance
+    assert coarse is not None and coarse.calibration_error != pytest.approx(expected)
+
+
 def test_performance_on_late_outcomes_of_earlier_rows() -> None:
     rng = np.random.default_rng(20)
     profile = build_profile(_scored(rng, 20_000), score_column="score", label_column="y")
