@@ -8,10 +8,14 @@
   variance too (independent samples), or an optimistic reference reads as a drop every window. A drop counts (verdict ``act``) only
   when the whole interval (``confidence``, 95%) lies beyond the tolerated change; ``warn``
   when the narrower ``warn_confidence`` (80%) interval does. Only ``act`` counts as a drop.
-- Realised, with no reference needed: the observed positive rate (the default rate) against
-  the mean predicted probability of the same rows (calibration-in-the-large, the PD
-  backtest), with the binomial noise a calibrated model shows on those rows
-  (sqrt(sum p(1 - p)) / n). The binned calibration error spreads a level shift over its bins
+- Realised: the observed positive rate (the default rate) against the mean predicted
+  probability of the same rows (calibration-in-the-large, the PD backtest), scaled by the
+  ratio of the two on the reference: a trained champion is rarely calibrated in the large
+  exactly (the gates allow an expected calibration error of 0.05), and one that predicted 25%
+  too many defaults on its own evaluation rows would otherwise read as a drop in every
+  labelled window from its first, a retraining loop. The noise is the binomial noise a
+  calibrated model shows on the window's rows (sqrt(sum p(1 - p)) / n) plus that of the
+  reference's ratio (profiles stored without it judge against the scores alone). The binned calibration error spreads a level shift over its bins
   and tolerates 0.02 in absolute terms, so a model that now under-predicts defaults by a
   third passed it in half of the simulated runs; this test catches it in a window or two. It
   acts when the interval lies beyond ``positive_rate_tolerated_gap`` (relative) either way:
@@ -46,6 +50,12 @@ class ReferencePerformance(BaseModel):
         None, description="DeLong variance of the reference AUC (None: known exactly, as before)."
     )
     calibration_error: float | None = None
+    positive_rate: float | None = Field(None, description="Observed positive (default) rate.")
+    mean_score: float | None = Field(None, description="Mean predicted probability of the same rows.")
+    positive_rate_variance: float | None = Field(
+        None,
+        description="Binomial variance of the positive rate a calibrated model shows (sum p(1 - p) / n^2).",
+    )
     estimated_auc: float | None = Field(None, description="Label-free (CBPE) AUC of the scores.")
 
 
@@ -57,7 +67,8 @@ class PerformanceDrift(BaseModel):
     metric: Literal["auc", "calibration_error", "positive_rate"]
     method: str = Field(description="How the interval was made: delong, parametric_bootstrap or binomial.")
     reference: float | None = Field(
-        description="The reference value; for positive_rate the mean predicted probability of the same rows."
+        description="The reference value; for positive_rate the expected rate: the mean predicted "
+        "probability of the same rows times the reference's observed / predicted ratio."
     )
     current: float | None
     ci_low: float | None
@@ -156,6 +167,9 @@ def reference_performance(
         auc=auc,
         auc_variance=auc_variance,
         calibration_error=st.debiased_calibration_error(counts, mean_score, rate),
+        positive_rate=float(y.mean()),
+        mean_score=float(s.mean()),
+        positive_rate_variance=float(np.sum(s * (1.0 - s))) / y.size**2,
         estimated_auc=_finite_or_none(estimated),
     )
 
@@ -265,15 +279,25 @@ def gap_verdict(
     return "warn" if gap > _z(policy.warn_confidence) * sd else "ok"
 
 
-def positive_rate_drift(y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy) -> PerformanceDrift:
-    """Observed positive rate against the mean predicted probability of the same rows."""
+def positive_rate_drift(
+    y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy, reference: ReferencePerformance | None = None
+) -> PerformanceDrift:
+    """Observed positive rate against the mean predicted probability of the same rows, times
+    the reference's observed / predicted ratio when the reference holds one."""
     method = "binomial"
-    expected = float(s.mean()) if s.size else 0.0
+    mean = float(s.mean()) if s.size else 0.0
+    ratio, ratio_variance = 1.0, 0.0
+    if reference is not None and reference.positive_rate is not None and reference.mean_score:
+        ratio = reference.positive_rate / reference.mean_score
+        ratio_variance = (reference.positive_rate_variance or 0.0) / reference.mean_score**2
+        method = "binomial, reference observed/predicted ratio"
+    expected = mean * ratio
     tol = policy.positive_rate_tolerated_gap * expected
     if not enough_labels(y, policy):
         return _insufficient("positive_rate", method, expected if s.size else None, tol, int(y.size))
     observed = float(y.mean())
-    sd = math.sqrt(float(np.sum(s * (1.0 - s)))) / y.size  # a calibrated model's binomial noise
+    window_variance = float(np.sum(s * (1.0 - s))) / y.size**2  # a calibrated model's binomial noise
+    sd = math.sqrt(window_variance * ratio**2 + mean**2 * ratio_variance)
     half = _z(policy.confidence) * sd
     return PerformanceDrift(
         metric="positive_rate",
@@ -295,12 +319,12 @@ def performance_drift(
     policy: DriftPolicy,
 ) -> list[PerformanceDrift]:
     """AUC and calibration of a labelled window against the reference values, and its
-    positive rate against what the scores predicted."""
+    positive rate against what the scores predicted (as they did on the reference)."""
     y, s = labelled_pairs(labels, scores)
     return [
         auc_drift(y, s, reference.auc, policy, reference.auc_variance),
         calibration_drift(y, s, reference.calibration_error, policy),
-        positive_rate_drift(y, s, policy),
+        positive_rate_drift(y, s, policy, reference),
     ]
 
 

@@ -130,7 +130,7 @@ def _row(section: str, r: FeatureDrift) -> dict[str, str | float | int | None]:
 def _performance_row(p: PerformanceDrift) -> dict[str, str | float | int | None]:
     ci = "" if p.ci_low is None else f"{p.method} CI [{p.ci_low:.4f}, {p.ci_high:.4f}]"
     ref = "n/a" if p.reference is None else f"{p.reference:.4f}"
-    said = "expected (mean score)" if p.metric == "positive_rate" else "reference"
+    said = "expected (mean score x reference ratio)" if p.metric == "positive_rate" else "reference"
     return {
         "section": "performance",
         "feature": "",
