@@ -25,7 +25,7 @@ the score the model gave when the entity was first seen.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Final
@@ -44,8 +44,16 @@ from mlops.errors import InputError, MlopsError
 from mlops.evaluation import EvaluationReport, evaluate
 from mlops.gates import VERDICT_PASSED, DecisionRecord, evaluate_gates
 from mlops.labels import observed_before
-from mlops.lineage import NONE_VALUE, TAG_APPLICATION_SNAPSHOTS, TAG_OUTCOME_SNAPSHOTS
+from mlops.lineage import (
+    LINEAGE_ARTIFACT,
+    NONE_VALUE,
+    TAG_APPLICATION_SNAPSHOTS,
+    TAG_OUTCOME_SNAPSHOTS,
+    TAG_REVIEW_LABELS,
+    ReviewLabel,
+)
 from mlops.model_spec import ModelSpec
+from mlops.registry import ModelRegistry
 from mlops.storage import ObjectStore, read_snapshot
 
 # Columns of a version's prediction records as read from the audit store.
@@ -239,7 +247,11 @@ def _lineage(tags: Mapping[str, str], key: str) -> list[str]:
 def _snapshot_ids(store: ObjectStore, dataset: str, shas: list[str], id_column: str) -> set[Any]:
     ids: set[Any] = set()
     for sha in shas:
-        ids.update(read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha)[id_column].dropna())
+        ids.update(
+            read_snapshot(store, dataset=dataset, kind=KIND_VALID, sha256=sha, columns=[id_column])[
+                id_column
+            ].dropna()
+        )
     return ids
 
 
@@ -249,19 +261,44 @@ def trained_entity_keys(
     outcomes: Contract,
     tags: Mapping[str, str],
     hash_key: SecretStr | str | bytes,
+    review_labels: Sequence[ReviewLabel] = (),
 ) -> set[str]:
     """Entity keys of the rows a version was trained and gated on, from its lineage tags: the
     ids of its application snapshots that have an outcome in its outcome snapshots (a superset
-    of the training and evaluation rows: the training window is not re-applied)."""
+    of the training and evaluation rows: the training window is not re-applied), and the ids of
+    the rows a person's review labelled (``review_labels``, from its lineage: their outcome had
+    not arrived when it was trained, so the outcome snapshots do not name them)."""
     apps = _lineage(tags, TAG_APPLICATION_SNAPSHOTS)
     outs = _lineage(tags, TAG_OUTCOME_SNAPSHOTS)
-    if not apps or not outs:
-        return set()
-    labelled = _snapshot_ids(store, applications.name, apps, applications.id_column)
-    labelled &= _snapshot_ids(store, outcomes.name, outs, outcomes.id_column)
+    labelled: set[Any] = set()
+    if apps and outs:
+        labelled = _snapshot_ids(store, applications.name, apps, applications.id_column)
+        labelled &= _snapshot_ids(store, outcomes.name, outs, outcomes.id_column)
+    for sha in dict.fromkeys(label.input_snapshot for label in review_labels):
+        rows = [label.input_row for label in review_labels if label.input_snapshot == sha]
+        frame = read_snapshot(
+            store,
+            dataset=applications.name,
+            kind=KIND_VALID,
+            sha256=sha,
+            columns=[applications.id_column],
+            rows=rows,
+        )
+        labelled.update(frame[applications.id_column].dropna())
     if not labelled:
         return set()
     return set(audit.entity_key(pd.Series(sorted(labelled, key=str), dtype=object), hash_key))
+
+
+def lineage_review_labels(
+    registry: ModelRegistry, model: str, version: int, tags: Mapping[str, str]
+) -> list[ReviewLabel]:
+    """The review labels a version was trained on, read from its run's lineage artifact only
+    when its tags count some (most versions have none: no artifact is read)."""
+    if tags.get(TAG_REVIEW_LABELS, "0") in ("", "0", NONE_VALUE):
+        return []
+    lineage = registry.read_run_json(registry.version_run_id(model, version), LINEAGE_ARTIFACT)
+    return [ReviewLabel.model_validate(label) for label in lineage.get("review_labels", [])]
 
 
 # --- the comparison -------------------------------------------------------------------------

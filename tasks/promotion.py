@@ -80,6 +80,7 @@ from mlops.shadow_comparison import (
     ShadowEvidence,
     compare_on_shadow,
     label_pairs,
+    lineage_review_labels,
     outcomes_before_application,
     read_input_rows,
     read_version_records,
@@ -235,8 +236,15 @@ def compare_on_shadow_task(
     # Rows either version learnt from or was gated on are no evidence (a replayed training batch).
     trained = set().union(
         *(
-            trained_entity_keys(backends.store, applications, outcomes, t, settings.entity_hash_key)
-            for t in tags.values()
+            trained_entity_keys(
+                backends.store,
+                applications,
+                outcomes,
+                t,
+                settings.entity_hash_key,
+                lineage_review_labels(registry, model, v, t),
+            )
+            for v, t in tags.items()
         )
     )
     paired_keys = set(champion_records["entity_key"]) & set(challenger_records["entity_key"])
