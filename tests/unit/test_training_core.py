@@ -187,3 +187,38 @@ def test_a_categorical_feature_with_no_value_in_training_trains_and_scores_as_mi
     later = frame.head(3).assign(discount=pd.Series(["10%", None, "5%"], dtype="string[pyarrow]"))
     assert prepare(later, model.schema)["discount"].isna().all()
     np.testing.assert_array_equal(model.predict(later), model.predict(frame.head(3)))
+
+
+def test_a_plain_mlflow_user_scores_rows_whose_never_seen_categorical_is_all_missing(tmp_path: Path) -> None:
+    """The column a model never saw a value of is missing in the rows sent to it too, and pandas
+    reads an empty column as float NaN: declared ``string`` in the signature, MLflow refused the
+    rows ("Can not safely convert float64 to <U0") before the model could treat them as missing."""
+    import mlflow
+    import numpy as np
+
+    from mlops.pyfunc_model import log_pyfunc_model
+    from mlops.training import train_booster
+
+    rng = np.random.default_rng(3)
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "discount": pd.Series([None] * n, dtype="string[pyarrow]"),
+            "y": (rng.random(n) < 0.3).astype(int),
+        }
+    )
+    model = train_booster(
+        frame,
+        features=["a", "discount"],
+        target="y",
+        params={"tree_method": "hist", "seed": 1},
+        num_boost_round=3,
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("e", artifact_location=str(tmp_path / "a")))
+    with mlflow.start_run():
+        info = log_pyfunc_model(model.booster_bytes(), model.schema)
+    rows = pd.DataFrame({"a": frame["a"].head(4), "discount": np.nan})  # as read_csv gives an empty column
+    scores = mlflow.pyfunc.load_model(info.model_uri).predict(rows)
+    np.testing.assert_array_equal(np.asarray(scores).ravel(), model.predict(frame.head(4)))
