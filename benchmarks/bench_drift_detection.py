@@ -18,7 +18,8 @@ default :class:`DriftPolicy` (k = 2 features, m = 2 windows).
   batch counting 1; goal <= 2.
 - delay (concept_drift, label_shift): features barely move, so only labels can tell: labelled
   batches from the first batch whose outcomes are of drifted days; goal <= 2 for concept drift
-  (label shift is reported: before the default-rate backtest, 15, 7 and never in 3 seeds).
+  (label shift is reported: before the default-rate backtest, 15, 7 and never in 3 seeds;
+  with it, 3, 2 and 3).
 - false alarms: alarm days before the drift day, and on all 60 days of ``stable``; goal 0.
 
     .venv/bin/python benchmarks/bench_drift_detection.py [--seeds 3]

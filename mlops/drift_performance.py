@@ -15,7 +15,7 @@
   too many defaults on its own evaluation rows would otherwise read as a drop in every
   labelled window from its first, a retraining loop. The noise is the binomial noise a
   calibrated model shows on the window's rows (sqrt(sum p(1 - p)) / n) plus that of the
-  reference's ratio (profiles stored without it judge against the scores alone). The binned calibration error spreads a level shift over its bins
+  reference's ratio (a reference stored without the ratio is not judged on this metric). The binned calibration error spreads a level shift over its bins
   and tolerates 0.02 in absolute terms, so a model that now under-predicts defaults by a
   third passed it in half of the simulated runs; this test catches it in a window or two. It
   acts when the interval lies beyond ``positive_rate_tolerated_gap`` (relative) either way:
@@ -283,14 +283,23 @@ def positive_rate_drift(
     y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy, reference: ReferencePerformance | None = None
 ) -> PerformanceDrift:
     """Observed positive rate against the mean predicted probability of the same rows, times
-    the reference's observed / predicted ratio when the reference holds one."""
-    method = "binomial"
+    the reference's observed / predicted ratio.
+
+    A reference without that ratio (stored before this check) is not judged
+    (``insufficient_data``): against the scores alone, a champion off in the large would
+    read as a drop in every window. The next champion's reference has it."""
+    method = "binomial, reference observed/predicted ratio"
     mean = float(s.mean()) if s.size else 0.0
-    ratio, ratio_variance = 1.0, 0.0
-    if reference is not None and reference.positive_rate is not None and reference.mean_score:
-        ratio = reference.positive_rate / reference.mean_score
-        ratio_variance = (reference.positive_rate_variance or 0.0) / reference.mean_score**2
-        method = "binomial, reference observed/predicted ratio"
+    if reference is None or reference.positive_rate is None or not reference.mean_score:
+        return _insufficient(
+            "positive_rate",
+            "binomial (the reference has no observed/predicted ratio)",
+            None,
+            0.0,
+            int(y.size),
+        )
+    ratio = reference.positive_rate / reference.mean_score
+    ratio_variance = (reference.positive_rate_variance or 0.0) / reference.mean_score**2
     expected = mean * ratio
     tol = policy.positive_rate_tolerated_gap * expected
     if not enough_labels(y, policy):

@@ -495,6 +495,26 @@ def test_a_trained_champion_a_little_off_in_the_large_raises_no_default_rate_ala
     )
 
 
+def test_a_reference_stored_without_the_ratio_is_not_judged_on_the_default_rate() -> None:
+    """References stored before the backtest lack the observed/predicted ratio: judging against
+    the scores alone would make a champion off in the large alarm every window."""
+    rng = np.random.default_rng(33)
+    profile = build_profile(_scored(rng, 20_000), score_column="score", label_column="y")
+    assert profile.performance is not None and profile.performance.positive_rate is not None
+    old = profile.model_copy(
+        update={
+            "performance": profile.performance.model_copy(
+                update={"positive_rate": None, "mean_score": None, "positive_rate_variance": None}
+            )
+        }
+    )
+    cur = _scored(rng, 2_000)
+    shifted = cur.assign(y=(rng.random(len(cur)) < np.clip(cur["score"] * 1.5, 0, 1)).astype(int))
+    assert compare(profile, shifted).performance[2].verdict == "act"
+    auc, _, rate = compare(old, shifted).performance
+    assert rate.verdict == "insufficient_data" and auc.verdict != "insufficient_data"
+
+
 def test_a_default_rate_gap_in_two_labelled_windows_is_a_performance_alarm() -> None:
     decision = decide_alarm([_w("d1", drops=("positive_rate",)), _w("d2", drops=("positive_rate",))], RULE)
     assert decision.alarm and decision.severity == "act"
