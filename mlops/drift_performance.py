@@ -5,9 +5,10 @@
   bootstrap), each against the champion's reference value. The reference AUC is itself an
   estimate on the held-out evaluation rows (a few hundred on a small model), and one error of
   it repeats in every window: the AUC interval therefore carries the reference's DeLong
-  variance too (independent samples), or an optimistic reference reads as a drop every window. A drop counts (verdict ``act``) only
-  when the whole interval (``confidence``, 95%) lies beyond the tolerated change; ``warn``
-  when the narrower ``warn_confidence`` (80%) interval does. Only ``act`` counts as a drop.
+  variance too (independent samples), or an optimistic reference reads as a drop every
+  window. A drop counts (verdict ``act``) only when the whole interval (``confidence``, 95%)
+  lies beyond the tolerated change; ``warn`` when the narrower ``warn_confidence`` (80%)
+  interval does. Only ``act`` counts as a drop.
 - Realised: the observed positive rate (the default rate) against the mean predicted
   probability of the same rows (calibration-in-the-large, the PD backtest), scaled by the
   ratio of the two on the reference: a trained champion is rarely calibrated in the large
@@ -15,11 +16,12 @@
   too many defaults on its own evaluation rows would otherwise read as a drop in every
   labelled window from its first, a retraining loop. The noise is the binomial noise a
   calibrated model shows on the window's rows (sqrt(sum p(1 - p)) / n) plus that of the
-  reference's ratio (a reference stored without the ratio is not judged on this metric). The binned calibration error spreads a level shift over its bins
-  and tolerates 0.02 in absolute terms, so a model that now under-predicts defaults by a
-  third passed it in half of the simulated runs; this test catches it in a window or two. It
-  acts when the interval lies beyond ``positive_rate_tolerated_gap`` (relative) either way:
-  too many defaults costs losses, too few declines good applicants (default: 10%).
+  reference's ratio (a reference stored without the ratio is not judged on this metric). The
+  binned calibration error spreads a level shift over its bins and tolerates 0.02 in absolute
+  terms, so a model that now under-predicts defaults by a third passed it in half of the
+  simulated runs; this test catches it in a window or two. It acts when the interval lies
+  beyond ``positive_rate_tolerated_gap`` (relative) either way: too many defaults costs
+  losses, too few declines good applicants (default: 10%).
 - Estimated (CBPE, as NannyML): the AUC and accuracy the scores imply if they are
   calibrated, against the same estimate on the reference scores. It can only ``warn``.
 """
@@ -59,12 +61,15 @@ class ReferencePerformance(BaseModel):
     estimated_auc: float | None = Field(None, description="Label-free (CBPE) AUC of the scores.")
 
 
+PerformanceMetric = Literal["auc", "calibration_error", "positive_rate"]
+
+
 class PerformanceDrift(BaseModel):
     """One realised metric of a labelled window against its reference value."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: Literal["auc", "calibration_error", "positive_rate"]
+    metric: PerformanceMetric
     method: str = Field(description="How the interval was made: delong, parametric_bootstrap or binomial.")
     reference: float | None = Field(
         description="The reference value; for positive_rate the expected rate: the mean predicted "
@@ -179,7 +184,7 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def _insufficient(
-    metric: Literal["auc", "calibration_error", "positive_rate"],
+    metric: PerformanceMetric,
     method: str,
     reference: float | None,
     tolerance: float,
@@ -280,7 +285,7 @@ def gap_verdict(
 
 
 def positive_rate_drift(
-    y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy, reference: ReferencePerformance | None = None
+    y: st.FloatArray, s: st.FloatArray, policy: DriftPolicy, reference: ReferencePerformance
 ) -> PerformanceDrift:
     """Observed positive rate against the mean predicted probability of the same rows, times
     the reference's observed / predicted ratio.
@@ -288,9 +293,7 @@ def positive_rate_drift(
     A reference without that ratio (stored before this check) is not judged
     (``insufficient_data``): against the scores alone, a champion off in the large would
     read as a drop in every window. The next champion's reference has it."""
-    method = "binomial, reference observed/predicted ratio"
-    mean = float(s.mean()) if s.size else 0.0
-    if reference is None or reference.positive_rate is None or not reference.mean_score:
+    if reference.positive_rate is None or not reference.mean_score:
         return _insufficient(
             "positive_rate",
             "binomial (the reference has no observed/predicted ratio)",
@@ -298,6 +301,8 @@ def positive_rate_drift(
             0.0,
             int(y.size),
         )
+    method = "binomial, reference observed/predicted ratio"
+    mean = float(s.mean()) if s.size else 0.0
     ratio = reference.positive_rate / reference.mean_score
     ratio_variance = (reference.positive_rate_variance or 0.0) / reference.mean_score**2
     expected = mean * ratio

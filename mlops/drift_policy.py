@@ -22,9 +22,9 @@ Defaults, and why:
   gives a calibrated model on the same bins, parametric bootstrap), and the observed default
   rate may differ from the mean predicted probability of the same rows (times the reference's
   observed / predicted ratio) by 10% of it either way (``positive_rate_tolerated_gap``;
-  binomial noise: the PD backtest, so a 10% expected rate tolerates 9-11% beyond noise). A change is ``act`` when
-  the 95% interval clears the tolerance, ``warn`` when the 80% interval does; only ``act``
-  counts as a drop.
+  binomial noise: the PD backtest, so a 10% expected rate tolerates 9-11% beyond noise). A
+  change is ``act`` when the 95% interval clears the tolerance, ``warn`` when the 80% interval
+  does; only ``act`` counts as a drop.
 - Alarm: ``k_features`` = 2 features drifting (at least warn) in each of ``m_windows`` = 2
   consecutive windows, the *same* features each time; the model score counts as one such
   feature (``count_prediction``), so a shift in one feature that moves the score alarms, while

@@ -39,6 +39,14 @@ class FeatureColumn(BaseModel):
     kind: FeatureKind
     categories: tuple[str, ...] | None = None
 
+    @property
+    def never_seen(self) -> bool:
+        """A categorical with no value in the training rows (a column the contract added, all
+        missing so far): every value sent later is unseen, so missing. Prepared as an all-missing
+        float column (XGBoost 3.2 cannot build a matrix from a categorical with no categories)
+        and declared ``any`` in the model's signature (an empty column reads as float)."""
+        return self.kind == CATEGORICAL and not self.categories
+
     @model_validator(mode="after")
     def _categories_iff_categorical(self) -> FeatureColumn:
         if (self.kind == CATEGORICAL) != (self.categories is not None):
@@ -196,10 +204,7 @@ def prepare(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
     for col in schema.columns:
         if col.kind == NUMERIC:
             out[col.name] = _numeric(frame[col.name])
-        elif not col.categories:
-            # No value was seen in training (a column the contract added, all missing so far):
-            # every value is unseen, so missing. As a float column: XGBoost (3.2) cannot build a
-            # matrix from a categorical column with no categories.
+        elif col.never_seen:
             out[col.name] = pd.Series(np.nan, index=frame.index, dtype="float64", name=col.name)
         else:
             out[col.name] = _categorical(frame[col.name], col.categories or ())

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import Engine
@@ -32,8 +31,8 @@ from mlops.constants import KIND_VALID
 from mlops.contracts import Contract
 from mlops.errors import InputError, StorageIntegrityError
 from mlops.labels import LABEL_SOURCE_COLUMN, LABEL_SOURCE_REVIEW, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN
-from mlops.lineage import ReviewLabel
-from mlops.storage import ObjectStore, read_snapshot
+from mlops.lineage import ReviewLabel, by_snapshot
+from mlops.storage import ObjectStore, RowsOutside, read_snapshot
 
 REVIEWER_COLUMN: Final = "_reviewer"
 REVIEW_CASE_COLUMN: Final = "_review_case_id"
@@ -120,25 +119,11 @@ def review_labelled_rows(
             rows, group = rows.loc[same.to_numpy()], group.loc[same.to_numpy()]
         if group.empty:
             continue
-        rows = rows.reset_index(drop=True)
-        rows[target] = group["label"].to_numpy(dtype="int64")
-        rows[SNAPSHOT_COLUMN] = sha
-        rows[SNAPSHOT_ROW_COLUMN] = group["input_row"].to_numpy(dtype="int64")
-        rows[LABEL_SOURCE_COLUMN] = LABEL_SOURCE_REVIEW
-        rows[REVIEWER_COLUMN] = group["reviewer"].to_numpy()
-        rows[REVIEW_CASE_COLUMN] = group["case_id"].to_numpy()
-        rows[REVIEW_RECORD_COLUMN] = group["review_record_id"].to_numpy()
+        rows = _with_review_columns(rows, group, sha, target)
         rows["_resolved_at"] = group["resolved_at"].to_numpy()
         pieces.append(rows)
         snapshots.append(sha)
-    columns = [
-        *applications.column_names,
-        target,
-        SNAPSHOT_COLUMN,
-        SNAPSHOT_ROW_COLUMN,
-        LABEL_SOURCE_COLUMN,
-        *PROVENANCE_COLUMNS,
-    ]
+    columns = _review_row_columns(applications, target)
     if pieces:
         out = pd.concat(pieces, ignore_index=True)
         out = out.sort_values(["_resolved_at", REVIEW_CASE_COLUMN], kind="mergesort")
@@ -146,7 +131,7 @@ def review_labelled_rows(
         out = out.loc[~superseded].drop(columns="_resolved_at").reset_index(drop=True)
         out = out[[c for c in columns if c in out.columns]]
     else:
-        out = pd.DataFrame({c: pd.Series(dtype="int64" if c == target else object) for c in columns})
+        out = _no_rows(columns, target)
         superseded = pd.Series([], dtype=bool)
     summary = FeedbackSummary(
         resolved_cases=len(cases),
@@ -163,41 +148,66 @@ def rows_of_review_labels(
     store: ObjectStore, applications: Contract, labels: list[ReviewLabel], *, target: str
 ) -> pd.DataFrame:
     """The labelled rows a model's lineage names (:func:`review_labels` read back): each label's
-    row from its hash-checked snapshot, in the shape :func:`review_labelled_rows` gives, so a
-    rebuild joins them as the training run did. A snapshot or row that is gone is a
-    :class:`~mlops.errors.StorageIntegrityError` (the model's data can no longer be read)."""
-    columns = [*applications.column_names, target, SNAPSHOT_COLUMN, SNAPSHOT_ROW_COLUMN, LABEL_SOURCE_COLUMN]
-    if not labels:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c == target else object) for c in columns})
+    row from its hash-checked snapshot (only those rows converted), in the shape
+    :func:`review_labelled_rows` gives, so a rebuild joins them as the training run did. A
+    snapshot or row that is gone is a :class:`~mlops.errors.StorageIntegrityError` (the model's
+    data can no longer be read)."""
+    columns = _review_row_columns(applications, target)
     pieces = []
-    for sha in dict.fromkeys(label.input_snapshot for label in labels):
-        mine = [label for label in labels if label.input_snapshot == sha]
+    for sha, mine in by_snapshot(labels).items():
+        at = [label.input_row for label in mine]
         try:
-            frame = read_snapshot(store, dataset=applications.name, kind=KIND_VALID, sha256=sha)
+            rows = read_snapshot(store, dataset=applications.name, kind=KIND_VALID, sha256=sha, rows=at)
+        except RowsOutside as exc:
+            raise StorageIntegrityError(
+                f"review labels name row(s) {[r for r in at if not 0 <= r < exc.num_rows][:5]} of "
+                f"snapshot {sha}, which holds {exc.num_rows} rows",
+                hint="the model's lineage and the snapshot disagree; restore the lineage artifact or "
+                "the snapshot from a backup",
+            ) from exc
         except InputError as exc:  # missing; an altered snapshot raises StorageIntegrityError itself
             raise StorageIntegrityError(
                 f"the review-labelled rows of snapshot {sha} cannot be read: {exc.message}",
                 hint="restore the snapshot from a backup (snapshots are never deleted by mlops)",
             ) from exc
-        at = [label.input_row for label in mine]
-        outside = [r for r in at if not 0 <= r < len(frame)]
-        if outside:
-            raise StorageIntegrityError(
-                f"review labels name row(s) {outside[:5]} of snapshot {sha}, which holds {len(frame)} rows",
-                hint="the model's lineage and the snapshot disagree; restore the lineage artifact or "
-                "the snapshot from a backup",
-            )
-        rows = frame.iloc[at].reset_index(drop=True)
-        rows[target] = np.asarray([label.label for label in mine], dtype="int64")
-        rows[SNAPSHOT_COLUMN] = sha
-        rows[SNAPSHOT_ROW_COLUMN] = np.asarray(at, dtype="int64")
-        rows[LABEL_SOURCE_COLUMN] = LABEL_SOURCE_REVIEW
-        rows[REVIEWER_COLUMN] = None  # the lineage keeps who decided in the audit trail, not here
-        rows[REVIEW_CASE_COLUMN] = [label.case_id for label in mine]
-        rows[REVIEW_RECORD_COLUMN] = [label.review_record_id for label in mine]
-        pieces.append(rows)
+        # Who decided is kept in the audit trail, not in the lineage.
+        group = pd.DataFrame([label.model_dump() for label in mine]).assign(reviewer=None)
+        pieces.append(_with_review_columns(rows, group, sha, target))
+    if not pieces:
+        return _no_rows(columns, target)
     out = pd.concat(pieces, ignore_index=True)
-    return out[[c for c in [*columns, *PROVENANCE_COLUMNS] if c in out.columns]]
+    return out[[c for c in columns if c in out.columns]]
+
+
+def _review_row_columns(applications: Contract, target: str) -> list[str]:
+    """The columns of review-labelled training rows, in order."""
+    return [
+        *applications.column_names,
+        target,
+        SNAPSHOT_COLUMN,
+        SNAPSHOT_ROW_COLUMN,
+        LABEL_SOURCE_COLUMN,
+        *PROVENANCE_COLUMNS,
+    ]
+
+
+def _no_rows(columns: list[str], target: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="int64" if c == target else object) for c in columns})
+
+
+def _with_review_columns(rows: pd.DataFrame, group: pd.DataFrame, sha: str, target: str) -> pd.DataFrame:
+    """``rows`` (the snapshot's rows, one per row of ``group``: ``label``, ``input_row``,
+    ``reviewer``, ``case_id``, ``review_record_id``) with the target, lineage and provenance
+    columns of review-labelled training rows."""
+    rows = rows.reset_index(drop=True)
+    rows[target] = group["label"].to_numpy(dtype="int64")
+    rows[SNAPSHOT_COLUMN] = sha
+    rows[SNAPSHOT_ROW_COLUMN] = group["input_row"].to_numpy(dtype="int64")
+    rows[LABEL_SOURCE_COLUMN] = LABEL_SOURCE_REVIEW
+    rows[REVIEWER_COLUMN] = group["reviewer"].to_numpy()
+    rows[REVIEW_CASE_COLUMN] = group["case_id"].to_numpy()
+    rows[REVIEW_RECORD_COLUMN] = group["review_record_id"].to_numpy()
+    return rows
 
 
 def review_labels(labelled: pd.DataFrame, target: str) -> list[ReviewLabel]:

@@ -40,7 +40,7 @@ from mlops.catalog import (
 from mlops.contracts import Contract
 from mlops.errors import InputError, StorageIntegrityError, WorkRefused
 from mlops.model_spec import ModelSpec, TrainingWindow
-from mlops.storage import ObjectStore
+from mlops.storage import ObjectMissing, ObjectStore
 
 # Lineage columns carried by every labelled row (the catalog names the snapshot column).
 SNAPSHOT_COLUMN: Final = CATALOG_SNAPSHOT_COLUMN
@@ -351,13 +351,14 @@ def catalogued_entries(
     entries = []
     for sha in sha256s:
         key = entry_key(dataset, sha)
-        if not store.exists(key):
+        try:
+            entries.append(read_entry(store, key))  # one request: a missing entry says so itself
+        except ObjectMissing as exc:
             raise StorageIntegrityError(
                 f"{dataset} snapshot {sha}, named by {named_by}, is not in the catalog of {store.uri(key)}",
                 hint="restore the snapshot and its catalog entry from a backup (snapshots are never "
                 "deleted by mlops)",
-            )
-        entries.append(read_entry(store, key))
+            ) from exc
     return entries
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Mapping, Sequence
 from importlib.metadata import distributions
 from pathlib import Path
 from typing import Final
@@ -166,6 +167,20 @@ class ReviewLabel(BaseModel):
     input_snapshot: str
     input_row: int
     label: int
+
+
+def by_snapshot(labels: Sequence[ReviewLabel]) -> dict[str, list[ReviewLabel]]:
+    """Review labels grouped by the snapshot holding their row, in first-seen order."""
+    groups: dict[str, list[ReviewLabel]] = {}
+    for label in labels:
+        groups.setdefault(label.input_snapshot, []).append(label)
+    return groups
+
+
+def tag_list(tags: Mapping[str, str], key: str) -> list[str]:
+    """A comma-separated lineage tag (a snapshot list) as a list; none when unset or ``None``."""
+    value = tags.get(key, "")
+    return [] if value in ("", NONE_VALUE) else [s for s in value.split(",") if s]
 
 
 def review_labels_sha256(labels: list[ReviewLabel]) -> str:

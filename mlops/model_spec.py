@@ -393,5 +393,12 @@ def decision_policy_hash(policy: DecisionPolicy) -> str:
 
 def model_spec_hash(spec: ModelSpec) -> str:
     """sha256 of the resolved spec's canonical JSON (lineage: which spec trained a version)."""
-    text = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return spec_document_sha256(spec.model_dump(mode="json"))
+
+
+def spec_document_sha256(document: Any) -> str:
+    """:func:`model_spec_hash` of a spec as a JSON document: a logged ``model_spec.json``
+    hashes, as read back, to the tag of the version it trained (whatever fields later releases
+    add to the spec)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -30,7 +30,7 @@ from mlops.contracts import Contract
 from mlops.drift import build_profile
 from mlops.errors import InputError
 from mlops.labels import SNAPSHOT_COLUMN, join_labels
-from mlops.lineage import NONE_VALUE, TAG_APPLICATION_SNAPSHOTS, TAG_OUTCOME_SNAPSHOTS
+from mlops.lineage import TAG_APPLICATION_SNAPSHOTS, TAG_OUTCOME_SNAPSHOTS, tag_list
 from mlops.model_spec import ModelSpec
 from mlops.monitoring_state import SCORE_COLUMN, ReferenceRecord, utc_now
 from mlops.registry import MlflowRegistry
@@ -61,11 +61,6 @@ def find_champion(registry: MlflowRegistry, name: str) -> Champion | None:
         run_id=registry.version_run_id(name, version),
         tags=registry.version_tags(name, version),
     )
-
-
-def tag_list(tags: dict[str, str], key: str) -> list[str]:
-    value = tags.get(key, "")
-    return [] if value in ("", NONE_VALUE) else [s for s in value.split(",") if s]
 
 
 def read_snapshots(store: ObjectStore, dataset: str, shas: list[str]) -> pd.DataFrame:

@@ -118,17 +118,17 @@ class XGBoostPyfuncModel(PythonModel):
 
 
 def model_signature(schema: FeatureSchema, passthrough: Sequence[str] = ()) -> ModelSignature:
-    """Raw input columns: categoricals as ``string``, numerics (and a categorical with no trained
-    category) as ``any``; output: one double.
+    """Raw input columns: categoricals as ``string``, numerics (and a categorical never seen in
+    training, :attr:`~mlops.features.FeatureColumn.never_seen`) as ``any``; output: one double.
 
     ``passthrough``: the other columns of the raw rows (the contract's id, timestamp,
     sensitive attribute), declared optional and ``any`` so that scoring the raw rows as they
     arrive draws no "extra inputs ... ignored" warning; the model never reads them."""
     features = {c.name for c in schema.columns}
     inputs: list[ColSpec | TensorSpec] = [
-        # A categorical with no trained category takes any value (all become missing; an empty
-        # column reads as float NaN, which a ``string`` column refuses).
-        ColSpec("string", c.name) if c.kind == CATEGORICAL and c.categories else ColSpec(AnyType(), c.name)
+        ColSpec("string", c.name)
+        if c.kind == CATEGORICAL and not c.never_seen
+        else ColSpec(AnyType(), c.name)
         for c in schema.columns
     ]
     inputs += [ColSpec(AnyType(), name, required=False) for name in passthrough if name not in features]

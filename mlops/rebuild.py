@@ -25,8 +25,6 @@ evaluation rows): ``rows_match`` is False and the command exits 1 either way.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Final
 
 import numpy as np
@@ -46,7 +44,7 @@ from mlops.lineage import (
     GitState,
     Lineage,
 )
-from mlops.model_spec import ModelSpec
+from mlops.model_spec import ModelSpec, spec_document_sha256
 from mlops.storage import ObjectStore
 
 MODEL_SPEC_ARTIFACT: Final = "model_spec.json"
@@ -100,12 +98,6 @@ class RebuildResult(BaseModel):
     )
 
 
-def canonical_sha256(document: Any) -> str:
-    """sha256 of a JSON document in the canonical form ``model_spec_hash`` uses."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def require_lineage_tags(name: str, version: int, tags: dict[str, str]) -> None:
     """Refuse a version the train flow did not register (no lineage to rebuild it from): called
     before its run's artifacts are read, which such a version may not have (or no run at all)."""
@@ -117,12 +109,21 @@ def require_lineage_tags(name: str, version: int, tags: dict[str, str]) -> None:
 
 
 def rebuild_plan(
-    name: str, version: int, tags: dict[str, str], run_id: str, lineage_doc: Any, spec_doc: Any
+    name: str,
+    version: int,
+    tags: dict[str, str],
+    run_id: str,
+    lineage_doc: Any,
+    spec_doc: Any,
+    *,
+    registered_fingerprint: str,
 ) -> RebuildPlan:
     """Check a version's logged lineage and spec against its tags and read them.
 
     ``lineage_doc`` / ``spec_doc``: the run's ``lineage.json`` and ``model_spec.json`` as read
-    back from the artifact store."""
+    back from the artifact store. ``registered_fingerprint``: the fingerprint of the version's
+    files as the artifact store holds them, checked against their digest tag (the rebuild is
+    compared with them, not only with the fingerprint tag, which swapped files would pass)."""
     where = f"{name} version {version}"
     require_lineage_tags(name, version, tags)
     try:
@@ -141,7 +142,7 @@ def rebuild_plan(
             hint="the artifact or the tags were altered after registration; restore the run's "
             "artifacts (or the registry) from a backup",
         )
-    spec_sha = canonical_sha256(spec_doc)
+    spec_sha = spec_document_sha256(spec_doc)
     if tags.get(TAG_MODEL_SPEC_SHA256) not in (None, spec_sha):
         raise StorageIntegrityError(
             f"the model spec artifact {MODEL_SPEC_ARTIFACT} of {where} hashes to {spec_sha}, "
@@ -163,7 +164,7 @@ def rebuild_plan(
         run_id=run_id,
         lineage=lineage,
         spec=spec,
-        recorded_fingerprint=tags[TAG_MODEL_FINGERPRINT],
+        recorded_fingerprint=registered_fingerprint,
     )
 
 
@@ -191,9 +192,8 @@ def labelled_from_lineage(
             f"{plan.lineage.outcomes_contract}, not {applications.name} / {outcomes.name}",
         )
     apps, outs = lineage_entries(store, plan, applications, outcomes)
-    labels = plan.lineage.review_labels
-    extra = (
-        rows_of_review_labels(store, applications, labels, target=plan.spec.target_column) if labels else None
+    extra = rows_of_review_labels(
+        store, applications, plan.lineage.review_labels, target=plan.spec.target_column
     )
     labelled = labelled_from_entries(
         store, plan.spec, applications, outcomes, apps, outs, extra_labelled=extra

@@ -147,7 +147,7 @@ def _former_champions(tags: VersionTags, champion: int) -> list[int]:
     return sorted(v for v, t in tags.items() if v != int(champion) and TAG_PROMOTED_AT in t)
 
 
-def _listed(versions: list[int], most: int = 10) -> str:
+def listed_versions(versions: list[int], most: int = 10) -> str:
     """``v1, v2, v5``; a long list as its first and last few (a model may have hundreds)."""
     named = [f"v{v}" for v in versions]
     if len(named) > most:
@@ -200,9 +200,9 @@ def resolve_target(
         former = _former_champions(tags, champion)
         raise InputError(
             f"{name} has no version {target}",
-            hint=f"its versions are {_listed(sorted(tags))} (champion v{champion}); "
+            hint=f"its versions are {listed_versions(sorted(tags))} (champion v{champion}); "
             + (
-                f"--to takes a former champion: {_listed(former)}"
+                f"--to takes a former champion: {listed_versions(former)}"
                 if former
                 else "none but the champion was ever champion, so there is nothing to restore"
             ),

@@ -51,6 +51,8 @@ from mlops.lineage import (
     TAG_OUTCOME_SNAPSHOTS,
     TAG_REVIEW_LABELS,
     ReviewLabel,
+    by_snapshot,
+    tag_list,
 )
 from mlops.model_spec import ModelSpec
 from mlops.registry import ModelRegistry
@@ -239,11 +241,6 @@ def read_input_rows(store: ObjectStore, dataset: str, pairs: pd.DataFrame) -> pd
     return pd.concat(parts).loc[pairs.index].reset_index(drop=True)
 
 
-def _lineage(tags: Mapping[str, str], key: str) -> list[str]:
-    value = tags.get(key, "")
-    return [] if value in ("", NONE_VALUE) else [s for s in value.split(",") if s]
-
-
 def _snapshot_ids(store: ObjectStore, dataset: str, shas: list[str], id_column: str) -> set[Any]:
     ids: set[Any] = set()
     for sha in shas:
@@ -268,21 +265,20 @@ def trained_entity_keys(
     of the training and evaluation rows: the training window is not re-applied), and the ids of
     the rows a person's review labelled (``review_labels``, from its lineage: their outcome had
     not arrived when it was trained, so the outcome snapshots do not name them)."""
-    apps = _lineage(tags, TAG_APPLICATION_SNAPSHOTS)
-    outs = _lineage(tags, TAG_OUTCOME_SNAPSHOTS)
+    apps = tag_list(tags, TAG_APPLICATION_SNAPSHOTS)
+    outs = tag_list(tags, TAG_OUTCOME_SNAPSHOTS)
     labelled: set[Any] = set()
     if apps and outs:
         labelled = _snapshot_ids(store, applications.name, apps, applications.id_column)
         labelled &= _snapshot_ids(store, outcomes.name, outs, outcomes.id_column)
-    for sha in dict.fromkeys(label.input_snapshot for label in review_labels):
-        rows = [label.input_row for label in review_labels if label.input_snapshot == sha]
+    for sha, labels in by_snapshot(review_labels).items():
         frame = read_snapshot(
             store,
             dataset=applications.name,
             kind=KIND_VALID,
             sha256=sha,
             columns=[applications.id_column],
-            rows=rows,
+            rows=[label.input_row for label in labels],
         )
         labelled.update(frame[applications.id_column].dropna())
     if not labelled:
@@ -299,6 +295,32 @@ def lineage_review_labels(
         return []
     lineage = registry.read_run_json(registry.version_run_id(model, version), LINEAGE_ARTIFACT)
     return [ReviewLabel.model_validate(label) for label in lineage.get("review_labels", [])]
+
+
+def trained_keys_of_versions(
+    store: ObjectStore,
+    registry: ModelRegistry,
+    model: str,
+    tags: Mapping[int, Mapping[str, str]],
+    applications: Contract,
+    outcomes: Contract,
+    hash_key: SecretStr | str | bytes,
+) -> set[str]:
+    """:func:`trained_entity_keys` of each version (version -> its tags), together: the rows
+    no shadow comparison of these versions may count (the promotion's and the monitor's)."""
+    return set().union(
+        *(
+            trained_entity_keys(
+                store,
+                applications,
+                outcomes,
+                version_tags,
+                hash_key,
+                lineage_review_labels(registry, model, version, version_tags),
+            )
+            for version, version_tags in tags.items()
+        )
+    )
 
 
 # --- the comparison -------------------------------------------------------------------------

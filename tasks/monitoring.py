@@ -40,7 +40,7 @@ from mlops.monitoring_state import (
 )
 from mlops.registry import make_registry
 from mlops.settings import Settings
-from mlops.shadow_comparison import lineage_review_labels, trained_entity_keys
+from mlops.shadow_comparison import trained_keys_of_versions
 from mlops.shadow_policy import effective_shadow_policy
 from mlops.storage import make_store
 from tasks.retry import retry_unless_bad_input
@@ -226,18 +226,8 @@ def check_shadow_task(ctx: MonitorContext, settings: Settings) -> ShadowStatus |
     store, registry, name = make_store(settings), make_registry(settings), ctx.spec.name
     tags = {ctx.challenger_version: registry.version_tags(name, ctx.challenger_version)}
     tags |= {ctx.champion.version: ctx.champion.tags} if ctx.champion is not None else {}
-    trained = set().union(
-        *(
-            trained_entity_keys(
-                store,
-                ctx.applications,
-                ctx.outcomes,
-                t,
-                settings.entity_hash_key,
-                lineage_review_labels(registry, name, v, t),
-            )
-            for v, t in tags.items()
-        )
+    trained = trained_keys_of_versions(
+        store, registry, name, tags, ctx.applications, ctx.outcomes, settings.entity_hash_key
     )
     return shadow_status(
         open_audit_store(settings),

@@ -80,12 +80,11 @@ from mlops.shadow_comparison import (
     ShadowEvidence,
     compare_on_shadow,
     label_pairs,
-    lineage_review_labels,
     outcomes_before_application,
     read_input_rows,
     read_version_records,
     shadow_days,
-    trained_entity_keys,
+    trained_keys_of_versions,
 )
 from mlops.shadow_policy import effective_shadow_policy
 from tasks.retry import retry_unless_bad_input
@@ -234,18 +233,8 @@ def compare_on_shadow_task(
     registry = backends.registry
     tags = {v: registry.version_tags(model, v) for v in (champion, challenger)}
     # Rows either version learnt from or was gated on are no evidence (a replayed training batch).
-    trained = set().union(
-        *(
-            trained_entity_keys(
-                backends.store,
-                applications,
-                outcomes,
-                t,
-                settings.entity_hash_key,
-                lineage_review_labels(registry, model, v, t),
-            )
-            for v, t in tags.items()
-        )
+    trained = trained_keys_of_versions(
+        backends.store, registry, model, tags, applications, outcomes, settings.entity_hash_key
     )
     paired_keys = set(champion_records["entity_key"]) & set(challenger_records["entity_key"])
     trained_on = len(trained & paired_keys & set(keyed["entity_key"]))

@@ -21,7 +21,7 @@ from mlops.rebuild import (
     require_lineage_tags,
 )
 from mlops.registry import make_registry, require_registered_model
-from mlops.rollback import all_version_tags
+from mlops.rollback import all_version_tags, listed_versions
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.storage import make_store
 from mlops.training import TrainedModel
@@ -42,10 +42,9 @@ def read_lineage_task(model: str, version: int, settings: Settings) -> tuple[Reb
     require_registered_model(registry, model)
     versions = all_version_tags(registry, model)
     if version not in versions:
-        listed = ", ".join(f"v{v}" for v in sorted(versions)[-10:])
         raise InputError(
             f"{model} has no version {version}",
-            hint=f"its versions are {listed}"
+            hint=f"its versions are {listed_versions(sorted(versions))}"
             if versions
             else f"it has none yet (mlops train --model {model})",
         )
@@ -58,10 +57,8 @@ def read_lineage_task(model: str, version: int, settings: Settings) -> tuple[Reb
         run_id,
         registry.read_run_json(run_id, LINEAGE_ARTIFACT),
         registry.read_run_json(run_id, MODEL_SPEC_ARTIFACT),
+        registered_fingerprint=registry.version_fingerprint(model, version),
     )
-    # The registered model is the files the artifact store holds, checked against their digest
-    # tag: compared with them, not only with the fingerprint tag (swapped files would pass that).
-    plan = plan.model_copy(update={"recorded_fingerprint": registry.version_fingerprint(model, version)})
     bundle = SpecBundle(
         spec=plan.spec,
         applications=load_contract(settings.contracts_dir, plan.lineage.applications_contract),

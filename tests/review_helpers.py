@@ -14,8 +14,8 @@ from mlops import audit
 from mlops.catalog import CatalogEntry, record_snapshot
 from mlops.constants import KIND_VALID
 from mlops.contracts import Contract, load_contract
-from mlops.settings import PROJECT_ROOT
-from mlops.storage import ObjectStore, write_snapshot
+from mlops.settings import PROJECT_ROOT, Settings
+from mlops.storage import ObjectStore, make_store, write_snapshot
 from tests.helpers import clean_frame
 
 MODEL = "credit-risk"
@@ -70,6 +70,21 @@ def predictions(
 def append(engine: Engine, frame: pd.DataFrame, batch_id: str) -> list[str]:
     """Append and return the record ids in row order."""
     return audit.append_predictions(engine, frame, batch_id=batch_id, hash_key=KEY).record_ids.tolist()
+
+
+def routed_batch(
+    settings: Settings, scores: Sequence[float], routed: Sequence[int], *, seed: int
+) -> tuple[pd.DataFrame, list[str]]:
+    """A stored application snapshot of ``len(scores)`` rows, and the champion's predictions of
+    them (``routed`` ones sent to review) appended to the settings' audit store as batch "b1":
+    (the rows, the record ids in row order)."""
+    engine = audit.open_audit_store(settings)
+    try:
+        sha, frame = application_snapshot(make_store(settings), contracts()[0], len(scores), seed=seed)
+        records = append(engine, predictions(sha, frame["application_id"], scores, routed=routed), "b1")
+    finally:
+        engine.dispose()
+    return frame, records
 
 
 def outcome_snapshot(

@@ -31,7 +31,7 @@ from mlops.registry import make_registry
 from mlops.settings import get_settings
 from mlops.storage import make_store, read_snapshot
 from tests.helpers import latest_artifact
-from tests.integration.test_second_dataset import CUSTOMERS, LABELS, SPEC, _customers
+from tests.integration.test_second_dataset import CUSTOMERS, _customers, churn_files
 from tests.review_helpers import KEY, append, predictions
 from tests.training_helpers import ingest, simulated_day, write_spec
 
@@ -173,13 +173,12 @@ def test_a_version_without_lineage_is_refused_before_any_artifact_is_read(
 ) -> None:
     """A version registered by hand (a plain MLflow run, or no run at all) has no lineage to
     rebuild from: refused (exit 1) saying so, not an unexpected MlflowException (exit 3)."""
-    import mlflow
-
     registry = make_registry(get_settings())
-    mlflow.set_tracking_uri(mlflow_uri)
-    with mlflow.start_run() as run:
-        mlflow.log_param("by", "hand")
     client = registry.client
+    # A plain run in an experiment of its own (not MLflow's process-wide active experiment,
+    # which an earlier test in the same process may have left pointing elsewhere).
+    run = client.create_run(client.create_experiment("by-hand"))
+    client.log_param(run.info.run_id, "by", "hand")
     client.create_registered_model(MODEL)
     assert main(["rebuild", "1", "--json"]) == 2  # no version yet: said so, not "its versions are "
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hint"] == (
@@ -245,14 +244,7 @@ def test_a_feature_column_only_an_unlabelled_newer_snapshot_holds_is_rebuilt_as_
     not in yet. Training read that snapshot too: every labelled row had the new column, missing.
     The rebuild reads only the snapshots that gave rows (0.1.0): it must still fit the model
     with the column, not fail with "training rows lack feature column(s)" (exit 2)."""
-    contracts, specs = tmp_path / "contracts", tmp_path / "specs"
-    contracts.mkdir()
-    specs.mkdir()
-    (contracts / "churn_customers.yaml").write_text(CUSTOMERS)
-    (contracts / "churn_labels.yaml").write_text(LABELS)
-    (specs / "churn-risk.yaml").write_text(SPEC)
-    monkeypatch.setenv("MLOPS_CONTRACTS_DIR", str(contracts))
-    monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(specs))
+    contracts, _ = churn_files(tmp_path, monkeypatch)
     settings = get_settings()
     store = make_store(settings)
     for batch in range(4):

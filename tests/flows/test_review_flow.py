@@ -37,10 +37,9 @@ from mlops import audit
 from mlops.audit import open_audit_store
 from mlops.errors import InputError
 from mlops.settings import get_settings
-from mlops.storage import make_store
 from tasks.review import case_artifact_key, gather_review_feedback_task
 from tests.helpers import clean_frame
-from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
+from tests.review_helpers import KEY, MODEL, contracts, routed_batch
 
 pytestmark = [pytest.mark.flows, pytest.mark.timeout(150)]
 
@@ -117,12 +116,7 @@ def artifact_markdown(key: str) -> str:
 def open_case(mlops_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
     """(case id, application id) of one routed champion prediction on a stored snapshot."""
     monkeypatch.setenv("MLOPS_ENTITY_HASH_KEY", KEY)  # the key the trail is written with
-    settings = get_settings()
-    engine = open_audit_store(settings)
-    apps, _ = contracts()
-    sha, frame = application_snapshot(make_store(settings), apps, 2, seed=7)
-    records = append(engine, predictions(sha, frame["application_id"], [0.1, 0.31], routed=(1,)), "b1")
-    engine.dispose()
+    frame, records = routed_batch(get_settings(), [0.1, 0.31], routed=(1,), seed=7)
     yield records[1], str(frame["application_id"].iloc[1])
 
 

@@ -106,8 +106,9 @@ def _ingest_churn_history(batches: int = 3, rows: int = 300) -> None:
         ingest(store, labels, labels_c, f"labels/{batch}.csv")
 
 
-@pytest.fixture
-def churn_setup(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def churn_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The churn contracts and spec in folders of their own, which the settings then read:
+    (contracts folder, specs folder)."""
     contracts, specs = tmp_path / "contracts", tmp_path / "specs"
     contracts.mkdir()
     specs.mkdir()
@@ -116,7 +117,12 @@ def churn_setup(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (specs / "churn-risk.yaml").write_text(SPEC)
     monkeypatch.setenv("MLOPS_CONTRACTS_DIR", str(contracts))
     monkeypatch.setenv("MLOPS_MODEL_SPECS_DIR", str(specs))
-    return specs
+    return contracts, specs
+
+
+@pytest.fixture
+def churn_setup(mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return churn_files(tmp_path, monkeypatch)[1]
 
 
 def test_a_churn_model_needs_only_a_contract_and_a_spec(churn_setup: Path) -> None:

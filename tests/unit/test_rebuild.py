@@ -9,10 +9,11 @@ import pytest
 from mlops.contracts import load_contract
 from mlops.errors import StorageIntegrityError, WorkRefused
 from mlops.lineage import GitState, Lineage
-from mlops.model_spec import load_model_spec, model_spec_hash
-from mlops.rebuild import canonical_sha256, package_changes, rebuild_plan, rebuild_result, rebuild_text
+from mlops.model_spec import load_model_spec, model_spec_hash, spec_document_sha256
+from mlops.rebuild import package_changes, rebuild_plan, rebuild_result, rebuild_text
 from mlops.settings import PROJECT_ROOT
 
+FILES = "f" * 64  # the registered files' fingerprint (the lineage's, unaltered)
 CONTRACTS = PROJECT_ROOT / "data_contracts"
 
 
@@ -40,9 +41,11 @@ def _lineage(**changes: Any) -> Lineage:
 
 def _plan(lineage: Lineage) -> Any:
     spec = load_model_spec("credit-risk", contracts_dir=CONTRACTS).model_dump(mode="json")
-    lineage = lineage.model_copy(update={"model_spec_sha256": canonical_sha256(spec)})
+    lineage = lineage.model_copy(update={"model_spec_sha256": spec_document_sha256(spec)})
     tags = lineage.tags()
-    return rebuild_plan("credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), spec)
+    return rebuild_plan(
+        "credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), spec, registered_fingerprint=FILES
+    )
 
 
 SAME_PACKAGES = ["numpy==2.0.0", "xgboost==3.2.0"]
@@ -124,10 +127,20 @@ def test_a_plan_checks_the_lineage_and_spec_against_the_version_tags() -> None:
     lineage = _lineage(model_spec_sha256=model_spec_hash(spec))
     doc = spec.model_dump(mode="json")
     tags = lineage.tags()
-    plan = rebuild_plan("credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), doc)
+    plan = rebuild_plan(
+        "credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), doc, registered_fingerprint=FILES
+    )
     assert plan.spec == spec and plan.recorded_fingerprint == "f" * 64
     with pytest.raises(StorageIntegrityError, match="training_rows"):
-        rebuild_plan("credit-risk", 3, tags, "run", _lineage(training_rows=101).model_dump(mode="json"), doc)
+        rebuild_plan(
+            "credit-risk",
+            3,
+            tags,
+            "run",
+            _lineage(training_rows=101).model_dump(mode="json"),
+            doc,
+            registered_fingerprint=FILES,
+        )
     # Every lineage tag is checked, not only the digests: an altered snapshot order, package
     # list or git commit would be used, or reported as recorded.
     for altered, tag in (
@@ -138,10 +151,22 @@ def test_a_plan_checks_the_lineage_and_spec_against_the_version_tags() -> None:
         named = _lineage(model_spec_sha256=model_spec_hash(spec), application_snapshots=["a" * 64, "c" * 64])
         changed = {**named.model_dump(mode="json"), **altered}
         with pytest.raises(StorageIntegrityError, match=rf"(?m)disagrees .* on mlops\.lineage\.{tag}$"):
-            rebuild_plan("credit-risk", 3, named.tags(), "run", changed, doc)
+            rebuild_plan("credit-risk", 3, named.tags(), "run", changed, doc, registered_fingerprint=FILES)
     with pytest.raises(StorageIntegrityError, match="hashes to"):
-        rebuild_plan("credit-risk", 3, tags, "run", lineage.model_dump(mode="json"), {**doc, "seed": 7})
+        rebuild_plan(
+            "credit-risk",
+            3,
+            tags,
+            "run",
+            lineage.model_dump(mode="json"),
+            {**doc, "seed": 7},
+            registered_fingerprint=FILES,
+        )
     with pytest.raises(StorageIntegrityError, match="not readable"):
-        rebuild_plan("credit-risk", 3, tags, "run", {"training_rows": "many"}, doc)
+        rebuild_plan(
+            "credit-risk", 3, tags, "run", {"training_rows": "many"}, doc, registered_fingerprint=FILES
+        )
     with pytest.raises(WorkRefused, match="no lineage tags"):
-        rebuild_plan("credit-risk", 3, {}, "run", lineage.model_dump(mode="json"), doc)
+        rebuild_plan(
+            "credit-risk", 3, {}, "run", lineage.model_dump(mode="json"), doc, registered_fingerprint=FILES
+        )

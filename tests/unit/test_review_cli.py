@@ -14,7 +14,15 @@ from mlops.audit import open_audit_store
 from mlops.cli import main
 from mlops.settings import get_settings
 from mlops.storage import make_store
-from tests.review_helpers import KEY, MODEL, append, application_snapshot, contracts, predictions
+from tests.review_helpers import (
+    KEY,
+    MODEL,
+    append,
+    application_snapshot,
+    contracts,
+    predictions,
+    routed_batch,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -28,12 +36,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, 
 @pytest.fixture
 def cases(mlops_home: Path) -> list[str]:
     """Two open cases of the champion (rows 1 and 2), in the settings' audit store."""
-    settings = get_settings()
-    engine = open_audit_store(settings)
-    apps, _ = contracts()
-    sha, frame = application_snapshot(make_store(settings), apps, 3, seed=5)
-    records = append(engine, predictions(sha, frame["application_id"], [0.1, 0.3, 0.2], routed=(1, 2)), "b1")
-    engine.dispose()
+    _, records = routed_batch(get_settings(), [0.1, 0.3, 0.2], routed=(1, 2), seed=5)
     return [records[1], records[2]]
 
 
@@ -383,12 +386,7 @@ def test_a_case_whose_row_is_outside_its_snapshot_leaves_the_other_cases_of_that
 def test_an_unrouted_prediction_points_to_review_open_and_a_decision_in_capitals_is_taken(
     mlops_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = get_settings()
-    engine = open_audit_store(settings)
-    apps, _ = contracts()
-    sha, frame = application_snapshot(make_store(settings), apps, 2, seed=7)
-    records = append(engine, predictions(sha, frame["application_id"], [0.1, 0.3], routed=(1,)), "b1")
-    engine.dispose()
+    _, records = routed_batch(get_settings(), [0.1, 0.3], routed=(1,), seed=7)
     code, data, _ = run(
         capsys,
         "review",

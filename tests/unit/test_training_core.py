@@ -216,8 +216,8 @@ def test_a_plain_mlflow_user_scores_rows_whose_never_seen_categorical_is_all_mis
         num_boost_round=3,
     )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("e", artifact_location=str(tmp_path / "a")))
-    with mlflow.start_run():
+    # An explicit experiment, not a process-wide active one (later tests start runs too).
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("e", artifact_location=str(tmp_path / "a"))):
         info = log_pyfunc_model(model.booster_bytes(), model.schema)
     rows = pd.DataFrame({"a": frame["a"].head(4), "discount": np.nan})  # as read_csv gives an empty column
     scores = mlflow.pyfunc.load_model(info.model_uri).predict(rows)
